@@ -1,0 +1,46 @@
+"""Tidings: a self-hosted notification gateway.
+
+This package's top level is what provider plugin authors need; everything else lives in
+its modules (see ``gateway.plugin_api`` for the contract, with a worked example).
+"""
+
+from gateway.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    TidingsError,
+    TransientDeliveryError,
+    WebhookVerificationError,
+)
+from gateway.plugin_api import (
+    ChannelSpec,
+    InboundReply,
+    InboundRequest,
+    OutboundMessage,
+    Provider,
+    ProviderContext,
+    ProviderLimits,
+    ProviderTemplate,
+    SendReceipt,
+    StatusUpdate,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelSpec",
+    "DeliveryError",
+    "InboundReply",
+    "InboundRequest",
+    "OutboundMessage",
+    "PermanentDeliveryError",
+    "Provider",
+    "ProviderContext",
+    "ProviderLimits",
+    "ProviderTemplate",
+    "SendReceipt",
+    "StatusUpdate",
+    "TidingsError",
+    "TransientDeliveryError",
+    "WebhookVerificationError",
+    "__version__",
+]

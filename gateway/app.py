@@ -1,0 +1,94 @@
+"""The aiohttp application: routes, middleware, and background work in ``cleanup_ctx``.
+
+Startup order (shutdown runs it backwards): policies → store → HTTP client session →
+provider instances → receipts → dispatcher. On SIGTERM the dispatcher stops claiming first,
+in-flight sends finish or are released, queued writes commit, and only then the store closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from gateway.api import error_middleware
+from gateway.appkeys import CLOCK, DISPATCHER, HTTP, PLUGINS, POLICIES, PROVIDERS, RECEIPTS, SETTINGS, STORE
+from gateway.clock import Clock, SystemClock
+from gateway.dispatcher import Dispatcher, DispatchSettings
+from gateway.plugins import PluginCatalog
+from gateway.policies import PolicyHolder, load_policies
+from gateway.provider_pool import ProviderPool
+from gateway.receipts import ReceiptSink
+from gateway.routes import setup_routes
+from gateway.settings import Settings
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+USER_AGENT = "Tidings/0.1"
+
+
+def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, clock: Clock | None = None) -> web.Application:
+    """A ready-to-run application; background work starts when the app starts."""
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or SystemClock()
+    app[PLUGINS] = plugins if plugins is not None else PluginCatalog.discover()
+    setup_routes(app)
+    app.cleanup_ctx.extend([_policies, _store, _http_session, _providers, _dispatcher])
+    return app
+
+
+async def _policies(app: web.Application) -> AsyncIterator[None]:
+    policy = load_policies(app[SETTINGS].policy_dir, app[PLUGINS])
+    log.info("policies loaded: version %s from %d files", policy.version, len(policy.files))
+    app[POLICIES] = PolicyHolder(policy)
+    yield
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = Store(settings.database_path, app[CLOCK], synchronous=settings.sqlite_synchronous)
+    await store.open()
+    app[STORE] = store
+    log.info("store open at %s", settings.database_path)
+    yield
+    await store.close()
+
+
+async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    timeout = aiohttp.ClientTimeout(total=app[SETTINGS].send_timeout_seconds)
+    async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": USER_AGENT}) as session:
+        app[HTTP] = session
+        yield
+
+
+async def _providers(app: web.Application) -> AsyncIterator[None]:
+    receipts = ReceiptSink(app[STORE])
+    app[RECEIPTS] = receipts
+    pool = ProviderPool.build(app[POLICIES].current, app[PLUGINS], session=app[HTTP], clock=app[CLOCK], report=receipts.report)
+    app[PROVIDERS] = pool
+    yield
+    await receipts.drain()
+    await app[PROVIDERS].aclose()
+
+
+async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    dispatch = DispatchSettings(
+        concurrency=settings.dispatch_concurrency,
+        batch=settings.dispatch_batch,
+        lease_seconds=settings.lease_seconds,
+        send_timeout=settings.send_timeout_seconds,
+        max_attempts=settings.max_attempts,
+        retry_base=settings.retry_base_seconds,
+        shutdown_grace=settings.shutdown_grace_seconds,
+    )
+    dispatcher = Dispatcher(app[STORE], app[POLICIES], lambda: app[PROVIDERS], app[CLOCK], dispatch)
+    dispatcher.start()
+    app[DISPATCHER] = dispatcher
+    log.info("dispatcher %s running", dispatcher.owner)
+    yield
+    await dispatcher.stop()
+    await app[RECEIPTS].drain()

@@ -1,0 +1,25 @@
+"""Typed keys for everything the application holds, declared in one place."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.dispatcher import Dispatcher
+from gateway.plugins import PluginCatalog
+from gateway.policies import PolicyHolder
+from gateway.provider_pool import ProviderPool
+from gateway.receipts import ReceiptSink
+from gateway.settings import Settings
+from gateway.store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+PLUGINS = web.AppKey("plugins", PluginCatalog)
+POLICIES = web.AppKey("policies", PolicyHolder)
+STORE = web.AppKey("store", Store)
+HTTP = web.AppKey("http_session", aiohttp.ClientSession)
+PROVIDERS = web.AppKey("providers", ProviderPool)
+RECEIPTS = web.AppKey("receipts", ReceiptSink)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -1,0 +1,137 @@
+"""The ``tidings`` command: serve the gateway, make API keys, inspect plugins, check policies."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import ValidationError as SettingsValidationError
+
+from gateway.auth import create_key
+from gateway.errors import PolicyError
+from gateway.plugins import PluginCatalog
+from gateway.policies import load_policies
+from gateway.secrets import secret_paths
+from gateway.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "command"):
+        parser.print_help()
+        return 2
+    result: int = args.command(args, sys.stdout)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tidings", description="A self-hosted notification gateway.")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway (settings from TIDINGS_* variables)")
+    serve.set_defaults(command=_serve)
+
+    key = commands.add_parser("key", help="manage API keys").add_subparsers(metavar="ACTION")
+    create = key.add_parser("create", help="make a new API key and print the policy entry for it")
+    create.add_argument("--tenant", required=True, help="tenant the key belongs to")
+    create.add_argument("--mode", choices=["live", "test"], default="live", help="test keys only ever use the sandbox")
+    create.add_argument("--name", help="a label for the key, shown in policy")
+    create.set_defaults(command=_key_create)
+
+    plugins = commands.add_parser("plugins", help="list installed provider plugins and any that failed to load")
+    plugins.set_defaults(command=_plugins)
+
+    check = commands.add_parser("check", help="validate a policy directory offline (exit 1 on errors)")
+    check.add_argument("directory", type=Path)
+    check.set_defaults(command=_check)
+    return parser
+
+
+def _settings(out: TextIO) -> Settings | None:
+    try:
+        return Settings()
+    except SettingsValidationError as err:
+        for error in err.errors():
+            name = "TIDINGS_" + "_".join(str(part) for part in error["loc"]).upper()
+            print(f"setting {name}: {error['msg']}", file=out)
+        return None
+
+
+def _serve(_args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(sys.stderr)
+    if settings is None:
+        return 2
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.logconfig import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    _install_uvloop()
+    app = create_app(settings)
+    try:
+        web.run_app(
+            app, host=settings.host, port=settings.port, access_log=None,
+            print=lambda _msg: print(f"Tidings serving on http://{settings.host}:{settings.port}", file=out, flush=True),
+            shutdown_timeout=settings.shutdown_grace_seconds,
+        )
+    except PolicyError as err:
+        print(f"policies in {settings.policy_dir} are not valid:\n{err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # not on Windows; the default loop works, only slower
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _key_create(args: argparse.Namespace, out: TextIO) -> int:
+    new = create_key()
+    print(f"New API key for tenant {args.tenant!r} (shown once; store it now):\n\n    {new.key}\n", file=out)
+    print(f"Add it under tenants.{args.tenant}.api_keys in your policy files:\n", file=out)
+    name = f", name: {args.name}" if args.name else ""
+    print(f"      - {{prefix: {new.prefix}, sha256: {new.sha256}, mode: {args.mode}{name}}}", file=out)
+    return 0
+
+
+def _plugins(_args: argparse.Namespace, out: TextIO) -> int:
+    catalog = PluginCatalog.discover()
+    print("Installed provider plugins:", file=out)
+    for name, plugin in sorted(catalog.providers.items()):
+        channels = ", ".join(sorted(plugin.channels))
+        print(f"  {name:<12} channels: {channels:<20} ({catalog.origins.get(name, '?')})", file=out)
+        secrets = sorted(secret_paths(plugin.config_schema))
+        if secrets:
+            print(f"  {'':<12} secret config fields (masked everywhere): {', '.join(secrets)}", file=out)
+        for spec in plugin.new_channels:
+            print(f"  {'':<12} adds channel {spec.name!r} (recipient: {' or '.join(spec.recipient_fields)})", file=out)
+    if catalog.failures:
+        print("\nFailed to load:", file=out)
+        for name, why in sorted(catalog.failures.items()):
+            print(f"  {name:<12} {why}", file=out)
+    return 0
+
+
+def _check(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        policy = load_policies(args.directory, PluginCatalog.discover())
+    except PolicyError as err:
+        for issue in err.issues:
+            print(issue, file=out)
+        print(f"{len(err.issues)} problem(s) in {args.directory}", file=out)
+        return 1
+    print(f"{args.directory}: OK ({len(policy.files)} files, version {policy.version})", file=out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

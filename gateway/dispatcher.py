@@ -1,0 +1,221 @@
+"""Delivering what the store holds: claim due deliveries, call providers, record what happened.
+
+One loop per channel claims due deliveries in batches under a lease, so a slow provider on
+one channel never holds up another, and a worker that dies loses nothing: its leases expire
+and the deliveries are claimed again. Each send runs as its own task, bounded per channel;
+results are recorded in batches. The dispatcher times, classifies and retries; the provider
+only talks to its vendor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from gateway import statuses
+from gateway.backoff import retry_delay
+from gateway.batching import Batcher
+from gateway.clock import Clock
+from gateway.errors import DeliveryError, TransientDeliveryError
+from gateway.plugin_api import OutboundMessage, Provider, SendReceipt
+from gateway.policies import PolicyHolder
+from gateway.provider_pool import ProviderPool
+from gateway.store import AttemptResult, ClaimedDelivery, Store
+from gateway.templates import RenderedContent
+
+log = logging.getLogger(__name__)
+IDLE_POLL: Final = 1.0
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    concurrency: int = 64
+    batch: int = 256
+    lease_seconds: float = 60.0
+    send_timeout: float = 30.0
+    max_attempts: int = 5
+    retry_base: float = 2.0
+    shutdown_grace: float = 10.0
+
+
+class Dispatcher:
+    """In-process delivery workers: one claiming loop per channel."""
+
+    def __init__(
+        self,
+        store: Store,
+        policies: PolicyHolder,
+        pool: Callable[[], ProviderPool],
+        clock: Clock,
+        settings: DispatchSettings,
+    ) -> None:
+        self._store = store
+        self._policies = policies
+        self._pool = pool
+        self._clock = clock
+        self._settings = settings
+        self.owner = f"dispatcher-{secrets.token_hex(4)}"
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._in_flight: dict[str, dict[str, asyncio.Task[None]]] = {}
+        self._slot_freed: dict[str, asyncio.Event] = {}
+        self._results: Batcher[AttemptResult] = Batcher(store.record_attempts, name="attempts")
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        return bool(self._loops) and not self._stopping
+
+    def start(self) -> None:
+        for spec in self._policies.current.channels:
+            self._start_channel(spec.name)
+
+    def _start_channel(self, channel: str) -> None:
+        self._wakeups[channel] = asyncio.Event()
+        self._slot_freed[channel] = asyncio.Event()
+        self._in_flight[channel] = {}
+        self._loops[channel] = asyncio.create_task(self._claim_loop(channel), name=f"dispatch-{channel}")
+
+    def wake(self, channels: Iterable[str] | None = None) -> None:
+        """Look for due work now (new deliveries were committed, or the clock moved)."""
+        for channel in self._wakeups if channels is None else channels:
+            event = self._wakeups.get(channel)
+            if event is not None:
+                event.set()
+
+    async def stop(self) -> None:
+        """Stop claiming; let in-flight sends finish within the grace period; release the rest."""
+        self._stopping = True
+        for task in self._loops.values():
+            task.cancel()
+        await asyncio.gather(*self._loops.values(), return_exceptions=True)
+        tasks = [task for flights in self._in_flight.values() for task in flights.values()]
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=self._settings.shutdown_grace)
+            unfinished = [d for flights in self._in_flight.values() for d, task in flights.items() if task in pending]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if unfinished:
+                log.warning("released %d in-flight deliveries at shutdown", len(unfinished))
+                await self._store.release(unfinished, self.owner)
+        await self._results.drain()
+        self._loops.clear()
+
+    async def _claim_loop(self, channel: str) -> None:
+        wakeup = self._wakeups[channel]
+        flights = self._in_flight[channel]
+        while True:
+            free = self._settings.concurrency - len(flights)
+            if free <= 0:
+                self._slot_freed[channel].clear()
+                await self._slot_freed[channel].wait()
+                continue
+            wakeup.clear()
+            try:
+                claimed = await self._store.claim_due(
+                    channel, limit=min(free, self._settings.batch), owner=self.owner, lease_seconds=self._settings.lease_seconds
+                )
+            except Exception:
+                log.exception("claiming %s deliveries failed", channel)
+                claimed = []
+            for delivery in claimed:
+                task = asyncio.create_task(self._deliver(delivery))
+                flights[delivery.id] = task
+                task.add_done_callback(lambda _t, d=delivery.id: self._finished(channel, d))
+            if len(claimed) < min(free, self._settings.batch):
+                try:
+                    await asyncio.wait_for(wakeup.wait(), IDLE_POLL)
+                except TimeoutError:
+                    pass
+
+    def _finished(self, channel: str, delivery_id: str) -> None:
+        self._in_flight[channel].pop(delivery_id, None)
+        self._slot_freed[channel].set()
+
+    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        if delivery.reclaimed:
+            log.warning("delivery %s reclaimed after a lost lease (attempt %d)", delivery.id, delivery.attempt)
+        policy = self._policies.current
+        provider = self._pool().for_delivery(policy, delivery.tenant, delivery.channel, test=delivery.mode == "test")
+        started = self._clock.now()
+        if provider is None:
+            error = TransientDeliveryError(f"no provider instance serves {delivery.channel!r} for tenant {delivery.tenant!r}")
+            self._results.add(self._failure(delivery, "unavailable", started, error))
+            return
+        try:
+            receipt = await asyncio.wait_for(provider.send(_message(delivery)), self._settings.send_timeout)
+        except DeliveryError as err:
+            self._results.add(self._failure(delivery, provider.name, started, err))
+        except TimeoutError:
+            error = TransientDeliveryError(f"provider did not answer within {self._settings.send_timeout:g}s")
+            self._results.add(self._failure(delivery, provider.name, started, error))
+        except Exception as err:  # a plugin bug: keep the message, retry, and say so loudly
+            log.exception("provider %s raised unexpectedly for delivery %s", provider.name, delivery.id)
+            error = TransientDeliveryError(f"provider plugin error: {type(err).__name__}: {err}")
+            self._results.add(self._failure(delivery, provider.name, started, error))
+        else:
+            self._results.add(self._success(delivery, provider, started, receipt))
+
+    def _success(self, delivery: ClaimedDelivery, provider: Provider, started: float, receipt: SendReceipt) -> AttemptResult:
+        return AttemptResult(
+            delivery_id=delivery.id,
+            attempt=delivery.attempt,
+            provider=provider.name,
+            started_at=started,
+            finished_at=self._clock.now(),
+            outcome="sent",
+            status=statuses.SENT,
+            provider_message_id=receipt.provider_message_id,
+            detail=dict(receipt.detail),
+        )
+
+    def _failure(self, delivery: ClaimedDelivery, provider: str, started: float, error: DeliveryError) -> AttemptResult:
+        now = self._clock.now()
+        transient = isinstance(error, TransientDeliveryError)
+        retry_at = None
+        message = error.message
+        if transient and delivery.attempt < self._settings.max_attempts:
+            retry_after = error.retry_after if isinstance(error, TransientDeliveryError) else None
+            retry_at = now + retry_delay(delivery.attempt, base=self._settings.retry_base, retry_after=retry_after)
+        elif transient:
+            message = f"gave up after {delivery.attempt} attempts: {error.message}"
+        detail = dict(error.detail)
+        if error.code:
+            detail["code"] = error.code
+        return AttemptResult(
+            delivery_id=delivery.id,
+            attempt=delivery.attempt,
+            provider=provider,
+            started_at=started,
+            finished_at=now,
+            outcome="transient" if transient else "permanent",
+            status=statuses.SENDING if retry_at is not None else statuses.FAILED,
+            error=message,
+            detail=detail,
+            retry_at=retry_at,
+        )
+
+
+def _message(delivery: ClaimedDelivery) -> OutboundMessage:
+    content = RenderedContent.from_dict(delivery.content)
+    return OutboundMessage(
+        delivery_id=delivery.id,
+        notification_id=delivery.notification_id,
+        tenant=delivery.tenant,
+        channel=delivery.channel,
+        to=delivery.address,
+        recipient=delivery.recipient,
+        body=content.body,
+        subject=content.subject,
+        html=content.html,
+        template_id=delivery.template_id,
+        provider_template=content.provider_template,
+        attempt=delivery.attempt,
+        metadata=delivery.metadata,
+    )
+

@@ -1,0 +1,200 @@
+"""Every exception Tidings raises, and the one JSON shape errors take on the wire.
+
+The tree::
+
+    TidingsError
+    ├── ApiError                      a request the gateway refuses; carries status + code
+    │   ├── BadRequestError           400  malformed JSON, bad query parameter
+    │   ├── UnauthorizedError         401  unknown or missing API key
+    │   ├── ForbiddenError            403  suspended tenant
+    │   ├── NotFoundError             404  unknown id, or another tenant's
+    │   ├── MethodNotAllowedError     405
+    │   ├── ConflictError             409  idempotency key reused with another body
+    │   ├── PayloadTooLargeError      413
+    │   ├── UnsupportedMediaTypeError 415
+    │   └── ValidationError           422  well-formed but semantically wrong
+    ├── DeliveryError                 raised by provider plugins from ``send``
+    │   ├── TransientDeliveryError    try again later (optionally after ``retry_after``)
+    │   └── PermanentDeliveryError    never retry this delivery
+    ├── WebhookVerificationError      an inbound provider callback failed verification
+    ├── PolicyError (ValueError)      a policy set that does not validate
+    └── PluginLoadError               a provider plugin that cannot be imported or used
+
+Plugins raise the ``DeliveryError`` family; the HTTP layer turns any ``ApiError`` into
+:func:`error_body` with the error's status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorDetail:
+    """One problem inside a request: which field, what is wrong, and a code to branch on."""
+
+    field: str
+    message: str
+    code: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        detail = {"field": self.field, "message": self.message}
+        if self.code is not None:
+            detail["code"] = self.code
+        return detail
+
+
+def error_body(code: str, message: str, details: Iterable[ErrorDetail] = ()) -> dict[str, Any]:
+    """The one error envelope: ``{"error": {"code", "message", "details": [...]}}``."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": [detail.as_dict() for detail in details],
+        }
+    }
+
+
+class TidingsError(Exception):
+    """Base class of every error Tidings raises on purpose."""
+
+
+class ApiError(TidingsError):
+    """A request refused with an HTTP status and a machine-readable code."""
+
+    status: ClassVar[int] = 400
+    default_code: ClassVar[str] = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Sequence[ErrorDetail] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.details = tuple(details)
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.code, self.message, self.details)
+
+
+class BadRequestError(ApiError):
+    status = 400
+    default_code = "bad_request"
+
+
+class UnauthorizedError(ApiError):
+    status = 401
+    default_code = "unauthorized"
+
+
+class ForbiddenError(ApiError):
+    status = 403
+    default_code = "forbidden"
+
+
+class NotFoundError(ApiError):
+    status = 404
+    default_code = "not_found"
+
+
+class MethodNotAllowedError(ApiError):
+    status = 405
+    default_code = "method_not_allowed"
+
+
+class ConflictError(ApiError):
+    status = 409
+    default_code = "conflict"
+
+
+class PayloadTooLargeError(ApiError):
+    status = 413
+    default_code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(ApiError):
+    status = 415
+    default_code = "unsupported_media_type"
+
+
+class ValidationError(ApiError):
+    """422: the request parses but asks for something policy or the channel forbids."""
+
+    status = 422
+    default_code = "validation_failed"
+
+    @classmethod
+    def from_details(cls, details: Sequence[ErrorDetail], message: str | None = None) -> ValidationError:
+        """One error for several problems; its code is the first problem's code."""
+        first = details[0]
+        return cls(message or first.message, code=first.code or cls.default_code, details=details)
+
+
+class DeliveryError(TidingsError):
+    """A provider could not deliver; plugins raise one of the two subclasses."""
+
+    def __init__(self, message: str, *, code: str | None = None, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.detail = detail or {}
+
+
+class TransientDeliveryError(DeliveryError):
+    """Worth retrying: timeouts, connection errors, 5xx, throttling.
+
+    ``retry_after`` (seconds) is the provider's own hint and wins over the schedule.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        code: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, code=code, detail=detail)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Never worth retrying: invalid recipient, rejected content, bad credentials."""
+
+
+class WebhookVerificationError(TidingsError):
+    """An inbound callback whose signature, token or timestamp does not check out."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyIssue:
+    """One problem in a policy set, located as precisely as the loader can."""
+
+    file: str
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.path or '<root>'}: {self.message}"
+
+
+class PolicyError(TidingsError, ValueError):
+    """A policy set that does not validate; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: Sequence[PolicyIssue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class PluginLoadError(TidingsError):
+    """A provider plugin that cannot be imported, or is not a valid Provider."""

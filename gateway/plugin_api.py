@@ -1,0 +1,226 @@
+"""The contract a provider plugin implements.
+
+A plugin is a :class:`Provider` subclass registered under the ``tidings.providers`` entry-point
+group. The gateway builds one instance per provider instance named in the policy (``config``
+already validated against ``config_schema`` and with secrets resolved), hands it plain value
+objects, and does the timing, logging, retrying and bookkeeping itself. The plugin only talks
+to its vendor. A worked example, a provider that posts to a chat service::
+
+    from gateway import OutboundMessage, PermanentDeliveryError, Provider, SendReceipt
+    from gateway import TransientDeliveryError
+
+    class ChatProvider(Provider):
+        channels = frozenset({"slack"})
+        config_schema = {
+            "type": "object",
+            "required": ["token"],
+            "properties": {
+                "token": {"type": "string", "x-secret": True},
+                "base_url": {"type": "string", "default": "https://chat.example.com"},
+            },
+            "additionalProperties": False,
+        }
+        limits = ProviderLimits(max_body_chars=4000)
+
+        async def send(self, message: OutboundMessage) -> SendReceipt:
+            url = self.config.get("base_url", "https://chat.example.com") + "/post"
+            async with self.context.session.post(
+                url, json={"to": message.to, "text": message.body},
+                headers={"Authorization": f"Bearer {self.config['token']}"},
+            ) as response:
+                if response.status >= 500:
+                    raise TransientDeliveryError(f"chat answered {response.status}")
+                if response.status >= 400:
+                    raise PermanentDeliveryError(f"chat refused: {response.status}")
+                return SendReceipt(provider_message_id=(await response.json())["id"])
+
+and in its ``pyproject.toml``::
+
+    [project.entry-points."tidings.providers"]
+    chat = "tidings_chat:ChatProvider"
+
+Failure is always an exception: :class:`TransientDeliveryError` (retry, optionally after
+``retry_after`` seconds) or :class:`PermanentDeliveryError` (never retry). Anything else a
+plugin raises is treated as transient and logged as a plugin bug.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import aiohttp
+
+from gateway.clock import Clock
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """A channel: its name, which recipient fields can address it, and its template policy.
+
+    ``recipient_fields`` are alternatives: any one present in the recipient is enough
+    (slack takes ``slack_user_id`` or ``slack_channel``).
+    """
+
+    name: str
+    recipient_fields: tuple[str, ...]
+    template_required: bool = False
+    subject: bool = False
+    description: str = ""
+
+    @property
+    def raw_allowed(self) -> bool:
+        return not self.template_required
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    """What a provider can take and do; the core uses these to validate and to report."""
+
+    max_body_chars: int | None = None
+    rate_per_second: float | None = None
+    receipts: bool = False
+    replies: bool = False
+    idempotency: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTemplate:
+    """A template stored at the vendor (WhatsApp): its name, language and ordered parameters."""
+
+    name: str
+    language: str
+    parameters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One delivery attempt, rendered and addressed, as the plugin receives it."""
+
+    delivery_id: str
+    notification_id: str
+    tenant: str
+    channel: str
+    to: str
+    recipient: Mapping[str, str]
+    body: str | None = None
+    subject: str | None = None
+    html: str | None = None
+    template_id: str | None = None
+    provider_template: ProviderTemplate | None = None
+    attempt: int = 1
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts of one delivery: forward it where the vendor supports one."""
+        return self.delivery_id
+
+
+@dataclass(frozen=True, slots=True)
+class SendReceipt:
+    """The provider accepted the message; its id is how later receipts find the delivery."""
+
+    provider_message_id: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusUpdate:
+    """A provider's word on a message it accepted, in the Tidings vocabulary."""
+
+    provider_message_id: str
+    status: str
+    occurred_at: float | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundReply:
+    """A message a recipient sent back through a provider."""
+
+    sender: str
+    body: str
+    channel: str
+    in_reply_to: str | None = None
+    provider_message_id: str | None = None
+    occurred_at: float | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequest:
+    """An inbound provider callback as plain values: no framework objects reach plugins."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    query: Mapping[str, str]
+    body: bytes
+    remote: str | None = None
+
+
+ReportSink = Callable[[Sequence[StatusUpdate | InboundReply]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderContext:
+    """What the gateway lends every provider instance.
+
+    ``session`` is the gateway's shared HTTP client; ``report`` takes status updates the
+    provider learns outside a webhook (polling, or a simulated provider such as the sandbox)
+    and reconciles them exactly as if they had arrived by webhook.
+    """
+
+    session: aiohttp.ClientSession
+    clock: Clock
+    report: ReportSink
+
+
+class Provider(ABC):
+    """Base class of every provider plugin; subclass it and implement :meth:`send`."""
+
+    channels: ClassVar[frozenset[str]] = frozenset()
+    """Channels this plugin can deliver on; ``"*"`` means every channel (the sandbox)."""
+
+    new_channels: ClassVar[tuple[ChannelSpec, ...]] = ()
+    """Channels this plugin adds to the vocabulary (say ``ntfy``), beyond the built-in ones."""
+
+    config_schema: ClassVar[Mapping[str, Any]] = {"type": "object"}
+    """JSON Schema for the instance's ``config:`` block; mark secrets with ``"x-secret": true``."""
+
+    limits: ClassVar[ProviderLimits] = ProviderLimits()
+
+    def __init__(self, name: str, config: Mapping[str, Any], context: ProviderContext) -> None:
+        self.name = name
+        self.config = dict(config)
+        self.context = context
+
+    def serves(self, channel: str) -> bool:
+        return "*" in self.channels or channel in self.channels
+
+    @abstractmethod
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        """Deliver one message to the vendor, or raise a ``DeliveryError``."""
+
+    async def verify_webhook(self, request: InboundRequest) -> None:
+        """Raise ``WebhookVerificationError`` unless the callback is authentic."""
+        from gateway.errors import WebhookVerificationError
+
+        raise WebhookVerificationError(f"{type(self).__name__} accepts no webhooks")
+
+    async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
+        """Normalise a verified callback into status updates and replies."""
+        return []
+
+    async def aclose(self) -> None:
+        """Release anything the instance holds (connections, tasks)."""
+
+    def __repr__(self) -> str:
+        from gateway.secrets import mask_config
+
+        return f"<{type(self).__name__} {self.name!r} config={mask_config(self.config_schema, self.config)!r}>"
+

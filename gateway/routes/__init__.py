@@ -1,0 +1,11 @@
+"""HTTP resources, one module each; :func:`setup_routes` mounts them all."""
+
+from aiohttp import web
+
+from gateway.routes import channels, health, notifications
+
+
+def setup_routes(app: web.Application) -> None:
+    app.add_routes(health.routes)
+    app.add_routes(notifications.routes)
+    app.add_routes(channels.routes)

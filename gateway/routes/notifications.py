@@ -1,0 +1,204 @@
+"""``/api/v1/notifications``: send one, send in bulk, read one, list them."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from gateway import ids, statuses
+from gateway.api import current_policy, json_response, parse_model, principal_of, raw_json_response, read_json
+from gateway.appkeys import DISPATCHER, SETTINGS, STORE
+from gateway.auth import Principal
+from gateway.errors import (
+    BadRequestError,
+    ConflictError,
+    ErrorDetail,
+    NotFoundError,
+    PayloadTooLargeError,
+    ValidationError,
+)
+from gateway.routes.views import notification_view
+from gateway.store import Acceptance, IdempotencyClaim, InvalidCursorError, NewNotification, NotificationFilter
+from gateway.submission import BulkRequest, SendRequest, Submission, fingerprint
+
+routes = web.RouteTableDef()
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+MAX_KEY_LENGTH: Final = 255
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 200
+
+
+@routes.post("/api/v1/notifications/send")
+async def send(request: web.Request) -> web.Response:
+    """Accept one notification to one recipient on one or more channels."""
+    policy = current_policy(request)
+    principal = principal_of(request, policy)
+    body = await read_json(request)
+    payload: SendRequest = parse_model(SendRequest, body)
+    claim = _idempotency(request, payload.idempotency_key, "send", body)
+    if claim is not None and (replay := await _replay(request, principal, claim)) is not None:
+        return replay
+    submission = Submission(policy, principal)
+    plan = submission.plan(payload.notification)
+    notification = submission.build(
+        plan, payload.recipient, payload.notification.data,
+        idempotency_key=claim.key if claim else None, metadata=payload.metadata,
+    )
+    response = orjson.dumps(_accepted(notification))
+    return await _accept(request, principal, [notification], claim, response)
+
+
+@routes.post("/api/v1/notifications/bulk")
+async def bulk(request: web.Request) -> web.Response:
+    """Accept one notification per recipient row; rows that fail validation are reported, not queued."""
+    policy = current_policy(request)
+    principal = principal_of(request, policy)
+    body = await read_json(request)
+    limit = request.app[SETTINGS].bulk_max_rows
+    rows = body.get("recipients")
+    if isinstance(rows, list) and len(rows) > limit:
+        raise PayloadTooLargeError(f"A bulk request may carry at most {limit} recipients (got {len(rows)}).", code="too_many_recipients")
+    payload: BulkRequest = parse_model(BulkRequest, body)
+    claim = _idempotency(request, payload.idempotency_key, "bulk", body)
+    if claim is not None and (replay := await _replay(request, principal, claim)) is not None:
+        return replay
+    submission = Submission(policy, principal)
+    plan = submission.plan(payload.content(), default_priority="bulk", prefix="")
+    accepted, errors = _build_rows(submission, plan, payload, claim)
+    if not accepted:
+        details = [ErrorDetail(d["field"], d["message"], d.get("code")) for e in errors for d in e["details"]]
+        raise ValidationError("No recipient row could be accepted.", code="no_valid_recipients", details=details)
+    response = orjson.dumps(
+        {
+            "accepted": len(accepted),
+            "rejected": len(errors),
+            "notifications": [{"index": index, **_accepted(n)} for index, n in accepted],
+            "errors": errors,
+        }
+    )
+    return await _accept(request, principal, [n for _, n in accepted], claim, response)
+
+
+def _build_rows(
+    submission: Submission, plan: Any, payload: BulkRequest, claim: IdempotencyClaim | None
+) -> tuple[list[tuple[int, NewNotification]], list[dict[str, Any]]]:
+    accepted: list[tuple[int, NewNotification]] = []
+    errors: list[dict[str, Any]] = []
+    key = claim.key if claim else None
+    for index, row in enumerate(payload.recipients):
+        path = f"recipients[{index}]"
+        recipient = {name: value for name, value in row.items() if name != "data"}
+        row_data = row.get("data", {})
+        try:
+            if not isinstance(row_data, dict):
+                raise ValidationError("data must be an object", code="validation_failed", details=[ErrorDetail(f"{path}.data", "must be an object", "validation_failed")])
+            data = payload.data | row_data if row_data else payload.data
+            notification = submission.build(
+                plan, recipient, data, idempotency_key=key, metadata=payload.metadata, recipient_path=path, data_path=f"{path}.data"
+            )
+        except ValidationError as err:
+            errors.append({"index": index, **err.body()["error"]})
+            continue
+        accepted.append((index, notification))
+    return accepted, errors
+
+
+def _accepted(notification: NewNotification) -> dict[str, Any]:
+    return {
+        "notification_id": notification.id,
+        "status": statuses.QUEUED,
+        "mode": notification.mode,
+        "deliveries": [
+            {"delivery_id": d.id, "channel": d.channel, "status": statuses.QUEUED} for d in notification.deliveries
+        ],
+    }
+
+
+def _idempotency(request: web.Request, field: str | None, route: str, body: dict[str, Any]) -> IdempotencyClaim | None:
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    if header is not None and not 0 < len(header) <= MAX_KEY_LENGTH:
+        raise ValidationError(
+            f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_KEY_LENGTH} characters.",
+            code="invalid_idempotency_key",
+            details=[ErrorDetail(IDEMPOTENCY_HEADER, "must be 1 to 255 characters", "invalid_idempotency_key")],
+        )
+    if header is not None and field is not None and header != field:
+        raise ValidationError(
+            "The Idempotency-Key header and the idempotency_key field differ.",
+            code="invalid_idempotency_key",
+            details=[ErrorDetail("idempotency_key", "differs from the Idempotency-Key header", "invalid_idempotency_key")],
+        )
+    key = header or field
+    return IdempotencyClaim(key, fingerprint(route, body)) if key else None
+
+
+async def _replay(request: web.Request, principal: Principal, claim: IdempotencyClaim) -> web.Response | None:
+    stored = await request.app[STORE].find_response(principal.tenant, claim.key)
+    if stored is None:
+        return None
+    return _answer(Acceptance(stored.status, stored.body, replayed=True, fingerprint_matches=stored.fingerprint == claim.fingerprint))
+
+
+async def _accept(
+    request: web.Request, principal: Principal, notifications: list[NewNotification], claim: IdempotencyClaim | None, body: bytes
+) -> web.Response:
+    acceptance = await request.app[STORE].accept(notifications, tenant=principal.tenant, idempotency=claim, status=202, body=body)
+    if not acceptance.replayed:
+        request.app[DISPATCHER].wake({d.channel for n in notifications for d in n.deliveries})
+    return _answer(acceptance)
+
+
+def _answer(acceptance: Acceptance) -> web.Response:
+    if not acceptance.fingerprint_matches:
+        raise ConflictError(
+            "This Idempotency-Key was already used with a different request body.", code="idempotency_conflict"
+        )
+    headers = {"Idempotent-Replayed": "true"} if acceptance.replayed else None
+    return raw_json_response(acceptance.body, acceptance.status, headers)
+
+
+@routes.get("/api/v1/notifications/{notification_id}")
+async def get_notification(request: web.Request) -> web.Response:
+    """One notification: status, deliveries with their attempts, and the audit trail."""
+    principal = principal_of(request, current_policy(request))
+    notification_id = request.match_info["notification_id"]
+    found = None
+    if ids.has_prefix(notification_id, ids.NOTIFICATION):
+        found = await request.app[STORE].get_notification(principal.tenant, notification_id)
+    if found is None:
+        raise NotFoundError(f"No notification {notification_id!r}.", code="notification_not_found")
+    return json_response(notification_view(found, full=True))
+
+
+@routes.get("/api/v1/notifications")
+async def list_notifications(request: web.Request) -> web.Response:
+    """The tenant's notifications, newest first, filtered, a page at a time."""
+    policy = current_policy(request)
+    principal = principal_of(request, policy)
+    query = request.query
+    status = query.get("status") or None
+    if status is not None and status not in statuses.ALL:
+        raise _bad_parameter("status", f"must be one of: {', '.join(sorted(statuses.ALL))}")
+    channel = query.get("channel") or None
+    if channel is not None and channel not in policy.channels:
+        raise _bad_parameter("channel", f"unknown channel {channel!r}")
+    where = NotificationFilter(status=status, channel=channel, recipient=query.get("recipient") or None)
+    try:
+        page = await request.app[STORE].list_notifications(principal.tenant, where, limit=_limit(query.get("limit")), cursor=query.get("cursor") or None)
+    except InvalidCursorError:
+        raise _bad_parameter("cursor", "not a cursor this API returned") from None
+    return json_response({"items": [notification_view(item, full=False) for item in page.items], "next_cursor": page.next_cursor})
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise _bad_parameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+    return int(raw)
+
+
+def _bad_parameter(name: str, message: str) -> BadRequestError:
+    return BadRequestError(f"Query parameter {name} {message}.", code="invalid_parameter", details=[ErrorDetail(name, message, "invalid_parameter")])

@@ -1,0 +1,74 @@
+"""How stored notifications look on the wire: ids named for their kind, times in ISO 8601."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gateway import statuses
+from gateway.clock import isoformat
+
+
+def notification_view(item: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "notification_id": item["id"],
+        "status": item["status"],
+        "mode": item["mode"],
+        "priority": item["priority"],
+        "template_id": item["template_id"],
+        "recipient": item["recipient"],
+        "channels": item["channels"],
+        "metadata": item["metadata"],
+        "idempotency_key": item["idempotency_key"],
+        "created_at": isoformat(item["created_at"]),
+        "updated_at": isoformat(item["updated_at"]),
+        "deliveries": [delivery_view(d, full=full) for d in item["deliveries"]],
+    }
+    if full:
+        view["audit"] = [audit_view(event) for event in item["audit"]]
+    return view
+
+
+def delivery_view(item: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "delivery_id": item["id"],
+        "channel": item["channel"],
+        "address": item["address"],
+        "status": item["status"],
+        "provider": item["provider"],
+        "provider_message_id": item["provider_message_id"],
+        "attempt_count": item["attempts"],
+        "next_attempt_at": isoformat(item["next_attempt_at"]) if item["status"] in statuses.IN_FLIGHT else None,
+        "last_error": item["last_error"],
+        "updated_at": isoformat(item["updated_at"]),
+    }
+    if full:
+        view["content"] = item["content"]
+        view["attempts"] = [attempt_view(a) for a in item.get("attempts", ())]
+    return view
+
+
+def attempt_view(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "attempt_id": item["id"],
+        "number": item["number"],
+        "provider": item["provider"],
+        "started_at": isoformat(item["started_at"]),
+        "finished_at": isoformat(item["finished_at"]),
+        "outcome": item["outcome"],
+        "error": item["error"],
+        "provider_message_id": item["provider_message_id"],
+        "detail": item["detail"],
+    }
+
+
+def audit_view(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "at": isoformat(item["at"]),
+        "actor": item["actor"],
+        "action": item["action"],
+        "delivery_id": item["delivery_id"],
+        "from_status": item["from_status"],
+        "to_status": item["to_status"],
+        "reason": item["reason"],
+    }

@@ -1,0 +1,55 @@
+"""Process settings, read once from ``TIDINGS_*`` environment variables.
+
+Built in the CLI and passed down; nothing else in Tidings reads ``os.environ``. Every field
+here appears in the README's settings table (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """How this Tidings process runs. Policy (tenants, templates, providers) lives in YAML."""
+
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="ignore", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server listens on.")
+    data_dir: Path = Field(Path("data"), description="Directory for the SQLite store (created if missing).")
+    policy_dir: Path = Field(Path("policies"), description="Directory of YAML policy files.")
+    master_key: SecretStr | None = Field(
+        None, description="Key that decrypts `enc:v1:` secrets in policy files."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    log_format: Literal["text", "json"] = Field("text", description="`text` for people, `json` for log pipelines.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger is a 413."
+    )
+    bulk_max_rows: int = Field(10_000, ge=1, description="Most recipients one bulk request may carry.")
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL", description="SQLite `synchronous` pragma; FULL makes every 202 survive power loss."
+    )
+    dispatch_concurrency: int = Field(
+        64, ge=1, description="Sends in flight at once per channel."
+    )
+    dispatch_batch: int = Field(256, ge=1, description="Deliveries claimed per channel in one claim.")
+    lease_seconds: float = Field(
+        60.0, gt=0, description="How long a claimed delivery stays reserved before another worker may retry it."
+    )
+    send_timeout_seconds: float = Field(30.0, gt=0, description="Longest a single provider call may take.")
+    max_attempts: int = Field(5, ge=1, description="Attempts per delivery before it is failed.")
+    retry_base_seconds: float = Field(
+        2.0, gt=0, description="First retry delay; later ones double, with jitter, up to an hour."
+    )
+    shutdown_grace_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM, how long in-flight sends may finish before they are released."
+    )
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "tidings.sqlite3"

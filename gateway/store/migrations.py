@@ -1,0 +1,119 @@
+"""Schema migrations, applied in order and recorded in SQLite's ``user_version``."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+MIGRATIONS: Final = (
+    # 1: the outbox, idempotency records, attempts, audit trail and held receipts.
+    """
+    CREATE TABLE notifications (
+        id              TEXT PRIMARY KEY,
+        tenant          TEXT NOT NULL,
+        status          TEXT NOT NULL,
+        mode            TEXT NOT NULL,
+        priority        TEXT NOT NULL,
+        strategy        TEXT NOT NULL,
+        template_id     TEXT,
+        recipient       TEXT NOT NULL,
+        channels        TEXT NOT NULL,
+        metadata        TEXT,
+        idempotency_key TEXT,
+        created_by      TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        updated_at      REAL NOT NULL
+    );
+    CREATE INDEX notifications_by_tenant ON notifications (tenant, id);
+    CREATE INDEX notifications_by_tenant_status ON notifications (tenant, status, id);
+
+    CREATE TABLE deliveries (
+        id                  TEXT PRIMARY KEY,
+        notification_id     TEXT NOT NULL REFERENCES notifications (id),
+        tenant              TEXT NOT NULL,
+        channel             TEXT NOT NULL,
+        position            INTEGER NOT NULL,
+        address             TEXT NOT NULL,
+        mode                TEXT NOT NULL,
+        priority_rank       INTEGER NOT NULL,
+        status              TEXT NOT NULL,
+        content             TEXT NOT NULL,
+        provider            TEXT,
+        provider_message_id TEXT,
+        attempts            INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at     REAL NOT NULL,
+        lease_owner         TEXT,
+        lease_until         REAL,
+        last_error          TEXT,
+        created_at          REAL NOT NULL,
+        updated_at          REAL NOT NULL
+    );
+    CREATE INDEX deliveries_by_notification ON deliveries (notification_id);
+    CREATE INDEX deliveries_due ON deliveries (channel, priority_rank, next_attempt_at)
+        WHERE status IN ('queued', 'sending');
+    CREATE INDEX deliveries_by_provider_message ON deliveries (provider, provider_message_id)
+        WHERE provider_message_id IS NOT NULL;
+    CREATE INDEX deliveries_by_address ON deliveries (tenant, address);
+
+    CREATE TABLE attempts (
+        id                  TEXT PRIMARY KEY,
+        delivery_id         TEXT NOT NULL REFERENCES deliveries (id),
+        notification_id     TEXT NOT NULL,
+        number              INTEGER NOT NULL,
+        provider            TEXT NOT NULL,
+        started_at          REAL NOT NULL,
+        finished_at         REAL NOT NULL,
+        outcome             TEXT NOT NULL,
+        provider_message_id TEXT,
+        error               TEXT,
+        detail              TEXT
+    );
+    CREATE INDEX attempts_by_notification ON attempts (notification_id);
+
+    CREATE TABLE audit_events (
+        seq             INTEGER PRIMARY KEY,
+        tenant          TEXT NOT NULL,
+        notification_id TEXT NOT NULL,
+        delivery_id     TEXT,
+        at              REAL NOT NULL,
+        actor           TEXT NOT NULL,
+        action          TEXT NOT NULL,
+        from_status     TEXT,
+        to_status       TEXT,
+        reason          TEXT
+    );
+    CREATE INDEX audit_by_notification ON audit_events (notification_id, seq);
+
+    CREATE TABLE idempotency_keys (
+        tenant      TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status_code INTEGER NOT NULL,
+        response    BLOB NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (tenant, key)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE held_receipts (
+        seq                 INTEGER PRIMARY KEY,
+        provider            TEXT NOT NULL,
+        provider_message_id TEXT NOT NULL,
+        status              TEXT NOT NULL,
+        occurred_at         REAL,
+        error               TEXT,
+        detail              TEXT,
+        received_at         REAL NOT NULL
+    );
+    CREATE INDEX held_receipts_by_message ON held_receipts (provider, provider_message_id);
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration newer than the database; return the resulting version."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version > len(MIGRATIONS):
+        raise RuntimeError(f"database schema v{version} is newer than this Tidings (v{len(MIGRATIONS)})")
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return len(MIGRATIONS)

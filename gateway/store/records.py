@@ -1,0 +1,126 @@
+"""Plain values that cross the store boundary; no engine types leak out of ``gateway.store``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+PRIORITY_RANK: Final = {"high": 0, "normal": 1, "bulk": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    id: str
+    channel: str
+    position: int
+    address: str
+    content: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewNotification:
+    id: str
+    tenant: str
+    mode: str
+    priority: str
+    strategy: str
+    template_id: str | None
+    recipient: Mapping[str, str]
+    channels: Sequence[str]
+    deliveries: Sequence[NewDelivery]
+    created_by: str
+    metadata: Mapping[str, Any] | None = None
+    idempotency_key: str | None = None
+    send_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """A request's key and the fingerprint of its body."""
+
+    key: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    """What an idempotent request answered the first time."""
+
+    fingerprint: str
+    status: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    """The store's answer to an accept: the response to send, and whether it is a replay."""
+
+    status: int
+    body: bytes
+    replayed: bool
+    fingerprint_matches: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A delivery reserved for one attempt, with everything the dispatcher needs to send it."""
+
+    id: str
+    notification_id: str
+    tenant: str
+    channel: str
+    address: str
+    mode: str
+    attempt: int
+    content: Mapping[str, Any]
+    recipient: Mapping[str, str]
+    template_id: str | None
+    metadata: Mapping[str, Any]
+    reclaimed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """The outcome of one attempt and what it does to the delivery.
+
+    ``outcome`` is ``sent``, ``transient`` or ``permanent``; ``status`` the delivery's new
+    status; ``retry_at`` set when the delivery goes back into the queue.
+    """
+
+    delivery_id: str
+    attempt: int
+    provider: str
+    started_at: float
+    finished_at: float
+    outcome: str
+    status: str
+    provider_message_id: str | None = None
+    error: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    retry_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedStatus:
+    """A provider's status report for one of its messages, ready to reconcile."""
+
+    provider: str
+    provider_message_id: str
+    status: str
+    occurred_at: float | None = None
+    error: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationFilter:
+    status: str | None = None
+    channel: str | None = None
+    recipient: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[dict[str, Any]]
+    next_cursor: str | None

@@ -1,0 +1,136 @@
+"""One writer thread with group commit: many callers' writes share one SQLite transaction.
+
+Callers hand the writer a function of a ``sqlite3.Connection``. The thread takes every job
+waiting, runs each inside its own savepoint (one failing job rolls back only its own writes),
+commits once, and only then resolves the callers' futures, so an answer never precedes
+durability. With ``synchronous=FULL`` the one fsync per commit is shared by the whole batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+MAX_BATCH: Final = 1024
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    job: Job
+    future: asyncio.Future[Any]
+
+
+_STOP: Final = object()
+
+
+def connect(path: Path, synchronous: str) -> sqlite3.Connection:
+    """A connection tuned for the store: WAL, the chosen durability, autocommit off by hand."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class GroupCommitWriter:
+    """Serialises all writes through one thread and one connection, batching commits."""
+
+    def __init__(self, conn: sqlite3.Connection, on_commit: Callable[[], None] | None = None) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="tidings-writer", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_commit = on_commit
+        self.batches = 0
+        self.jobs = 0
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job`` in the next transaction; return its result once that transaction commits."""
+        assert self._loop is not None, "writer not started"
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_Pending(job, future))
+        return await future
+
+    async def stop(self) -> None:
+        """Finish every queued job, then close the connection."""
+        if not self._thread.is_alive():
+            return
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(batch)  # type: ignore[arg-type]
+            if stop:
+                break
+        self._conn.close()
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        conn = self._conn
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for pending in batch:
+                outcomes.append(self._run_job(conn, pending))
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            log.exception("store commit failed; %d writes refused", len(batch))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(pending, None, err) for pending in batch]
+        self.batches += 1
+        self.jobs += len(batch)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._resolve, outcomes)
+
+    @staticmethod
+    def _run_job(conn: sqlite3.Connection, pending: _Pending) -> tuple[_Pending, Any, BaseException | None]:
+        conn.execute("SAVEPOINT job")
+        try:
+            result = pending.job(conn)
+        except Exception as err:  # the caller gets it; other jobs in the batch go on
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            return (pending, None, err)
+        conn.execute("RELEASE job")
+        return (pending, result, None)
+
+    def _resolve(self, outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
+        for pending, result, error in outcomes:
+            if pending.future.done():
+                continue
+            if error is None:
+                pending.future.set_result(result)
+            else:
+                pending.future.set_exception(error)
+        if self._on_commit is not None:
+            self._on_commit()

@@ -1,0 +1,252 @@
+"""Turning send and bulk requests into notifications: validate against policy, then render.
+
+Everything a caller can get wrong is found here, before anything is queued, and reported all
+at once as :class:`~gateway.errors.ValidationError` details with codes to branch on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from gateway import ids
+from gateway.auth import Principal
+from gateway.channels import address_for, check_recipient_field
+from gateway.errors import ErrorDetail, ValidationError
+from gateway.plugin_api import ChannelSpec
+from gateway.policies import PolicySet
+from gateway.store import NewDelivery, NewNotification
+from gateway.templates import CompiledTemplate, RenderedContent, TemplateRenderError
+
+Priority = Literal["high", "normal", "bulk"]
+RecipientValue = StrictStr | StrictInt
+Key = StrictStr
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NotificationContent(_Body):
+    channels: list[StrictStr] = Field(min_length=1, max_length=16)
+    template_id: StrictStr | None = Field(None, min_length=1, max_length=200)
+    subject: StrictStr | None = None
+    body: StrictStr | None = None
+    html: StrictStr | None = None
+    data: dict[str, Any] = {}
+    priority: Priority | None = None
+
+
+class SendRequest(_Body):
+    recipient: dict[str, RecipientValue] = Field(min_length=1)
+    notification: NotificationContent
+    idempotency_key: StrictStr | None = Field(None, min_length=1, max_length=255)
+    metadata: dict[str, StrictStr | StrictInt | float | bool] | None = Field(None, max_length=32)
+
+
+class BulkRequest(_Body):
+    channels: list[StrictStr] = Field(min_length=1, max_length=16)
+    template_id: StrictStr | None = Field(None, min_length=1, max_length=200)
+    subject: StrictStr | None = None
+    body: StrictStr | None = None
+    html: StrictStr | None = None
+    data: dict[str, Any] = {}
+    priority: Priority | None = None
+    recipients: list[dict[str, Any]] = Field(min_length=1)
+    idempotency_key: StrictStr | None = Field(None, min_length=1, max_length=255)
+    metadata: dict[str, StrictStr | StrictInt | float | bool] | None = Field(None, max_length=32)
+
+    def content(self) -> NotificationContent:
+        return NotificationContent(
+            channels=self.channels, template_id=self.template_id, subject=self.subject, body=self.body,
+            html=self.html, data=self.data, priority=self.priority,
+        )
+
+
+def fingerprint(route: str, body: Mapping[str, Any]) -> str:
+    """Identity of a request body for idempotency: same JSON, whatever its key order or spacing."""
+    canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(route.encode() + b"\0" + canonical).hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every row of a request shares once checked: channels, template and priority."""
+
+    channels: tuple[ChannelSpec, ...]
+    template: CompiledTemplate | None
+    content: NotificationContent
+    priority: Priority
+    variables: frozenset[str]
+
+
+class Submission:
+    """Checks requests of one principal against one policy set and builds notifications."""
+
+    def __init__(self, policy: PolicySet, principal: Principal) -> None:
+        self.policy = policy
+        self.principal = principal
+
+    def plan(self, content: NotificationContent, *, default_priority: Priority = "normal", prefix: str = "notification.") -> Plan:
+        """Check what does not depend on the recipient; raise ValidationError listing every problem."""
+        problems: list[ErrorDetail] = []
+        specs = self._channels(content.channels, prefix, problems)
+        template = self._content_mode(content, specs, prefix, problems)
+        if problems:
+            raise ValidationError.from_details(problems)
+        variables = frozenset().union(*(template.channels[s.name].variables for s in specs)) if template else frozenset()
+        priority = content.priority or (template.priority if template and template.priority else default_priority)
+        return Plan(tuple(specs), template, content, priority, variables)  # type: ignore[arg-type]
+
+    def build(
+        self,
+        plan: Plan,
+        recipient: Mapping[str, Any],
+        data: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        recipient_path: str = "recipient",
+        data_path: str = "notification.data",
+    ) -> NewNotification:
+        """One notification for one recipient; raise ValidationError listing every problem."""
+        problems: list[ErrorDetail] = []
+        clean = self._recipient(recipient, recipient_path, problems)
+        addresses = self._addresses(plan.channels, clean, recipient_path, problems)
+        missing = sorted(plan.variables.difference(data))
+        if missing:
+            names = ", ".join(missing)
+            problems.append(ErrorDetail(data_path, f"template {plan.template.template_id!r} needs values for: {names}", "missing_variables"))  # type: ignore[union-attr]
+        if problems:
+            raise ValidationError.from_details(problems)
+        contents = self._render(plan, data, data_path)
+        notification_id = ids.new_id(ids.NOTIFICATION)
+        deliveries = [
+            NewDelivery(ids.new_id(ids.DELIVERY), spec.name, position, addresses[spec.name], contents[spec.name])
+            for position, spec in enumerate(plan.channels)
+        ]
+        return NewNotification(
+            id=notification_id,
+            tenant=self.principal.tenant,
+            mode=self.principal.mode,
+            priority=plan.priority,
+            strategy="all",
+            template_id=plan.template.template_id if plan.template else None,
+            recipient=clean,
+            channels=[spec.name for spec in plan.channels],
+            deliveries=deliveries,
+            created_by=self.principal.actor,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+        )
+
+    # --- checks ----------------------------------------------------------------------------
+
+    def _channels(self, names: Sequence[str], prefix: str, problems: list[ErrorDetail]) -> list[ChannelSpec]:
+        specs = []
+        seen: set[str] = set()
+        for index, name in enumerate(names):
+            field = f"{prefix}channels[{index}]"
+            spec = self.policy.channels.get(name)
+            if spec is None:
+                known = ", ".join(sorted(self.policy.channels.specs))
+                problems.append(ErrorDetail(field, f"unknown channel {name!r} (known: {known})", "unknown_channel"))
+            elif name in seen:
+                problems.append(ErrorDetail(field, f"channel {name!r} is listed twice", "duplicate_channel"))
+            elif not self._served(name):
+                problems.append(ErrorDetail(field, f"no provider serves channel {name!r} for this tenant", "channel_unavailable"))
+            else:
+                specs.append(spec)
+            seen.add(name)
+        return specs
+
+    def _served(self, channel: str) -> bool:
+        return self.principal.is_test or bool(self.policy.providers_for(self.principal.tenant, channel))
+
+    def _content_mode(
+        self, content: NotificationContent, specs: Sequence[ChannelSpec], prefix: str, problems: list[ErrorDetail]
+    ) -> CompiledTemplate | None:
+        if content.template_id is None:
+            self._check_raw(content, specs, prefix, problems)
+            return None
+        template = self.policy.template(self.principal.tenant, content.template_id)
+        if template is None:
+            problems.append(ErrorDetail(f"{prefix}template_id", f"unknown template {content.template_id!r}", "unknown_template"))
+            return None
+        for part in ("subject", "body", "html"):
+            if getattr(content, part) is not None:
+                message = f"{part} cannot be combined with template_id: the template supplies it"
+                problems.append(ErrorDetail(f"{prefix}{part}", message, "conflicting_content"))
+        for spec in specs:
+            if spec.name not in template.channels:
+                message = f"template {template.template_id!r} has no content for channel {spec.name!r}"
+                problems.append(ErrorDetail(f"{prefix}template_id", message, "template_channel_missing"))
+        return template
+
+    @staticmethod
+    def _check_raw(content: NotificationContent, specs: Sequence[ChannelSpec], prefix: str, problems: list[ErrorDetail]) -> None:
+        for spec in specs:
+            if spec.template_required:
+                message = f"channel {spec.name!r} sends only approved templates: set template_id instead of a raw body"
+                problems.append(ErrorDetail(f"{prefix}template_id", message, "template_required"))
+        if content.body is None and content.html is None:
+            problems.append(ErrorDetail(f"{prefix}body", "body is required when no template_id is given", "missing_content"))
+        if content.subject is None and any(spec.subject and spec.name == "email" for spec in specs):
+            problems.append(ErrorDetail(f"{prefix}subject", "an email needs a subject", "missing_content"))
+
+    def _recipient(self, recipient: Mapping[str, Any], path: str, problems: list[ErrorDetail]) -> dict[str, str]:
+        clean: dict[str, str] = {}
+        known = self.policy.channels.recipient_fields
+        for name, value in recipient.items():
+            field = f"{path}.{name}"
+            if name not in known:
+                problems.append(ErrorDetail(field, f"unknown recipient field (known: {', '.join(sorted(known))})", "unknown_recipient_field"))
+                continue
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                problems.append(ErrorDetail(field, "must be a string", "invalid_recipient"))
+                continue
+            text = str(value)
+            why = check_recipient_field(name, text)
+            if why:
+                problems.append(ErrorDetail(field, why, "invalid_recipient"))
+                continue
+            clean[name] = text
+        return clean
+
+    @staticmethod
+    def _addresses(
+        specs: Sequence[ChannelSpec], recipient: Mapping[str, str], path: str, problems: list[ErrorDetail]
+    ) -> dict[str, str]:
+        addresses = {}
+        for spec in specs:
+            address = address_for(spec, recipient)
+            if address is None:
+                fields = " or ".join(spec.recipient_fields)
+                message = f"channel {spec.name!r} needs recipient {fields}"
+                problems.append(ErrorDetail(f"{path}.{spec.recipient_fields[0]}", message, "missing_recipient_field"))
+            else:
+                addresses[spec.name] = address
+        return addresses
+
+    @staticmethod
+    def _render(plan: Plan, data: Mapping[str, Any], data_path: str) -> dict[str, dict[str, Any]]:
+        if plan.template is None:
+            content = plan.content
+            return {
+                spec.name: RenderedContent(
+                    body=content.body if content.body is not None else None,
+                    subject=content.subject if spec.subject else None,
+                    html=content.html if spec.name == "email" else None,
+                ).as_dict()
+                for spec in plan.channels
+            }
+        try:
+            return {spec.name: plan.template.channels[spec.name].render(data).as_dict() for spec in plan.channels}
+        except TemplateRenderError as err:
+            message = f"template {plan.template.template_id!r} could not be rendered: {err}"
+            raise ValidationError(message, code="template_render_failed", details=[ErrorDetail(data_path, str(err), "template_render_failed")]) from err

@@ -1,0 +1,123 @@
+"""Message templates: compiled once per policy set, rendered per request with checked variables.
+
+Templates use Jinja2 syntax (``Hello {{ name }}``) in a sandboxed environment with strict
+undefined variables, so a missing value is an error the caller sees, never an empty string
+delivered to a customer. HTML parts are autoescaped; text parts are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from gateway.plugin_api import ProviderTemplate
+
+_TEXT_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_HTML_ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=True, keep_trailing_newline=True)
+
+
+class TemplateRenderError(Exception):
+    """Rendering failed even though every top-level variable was supplied (say ``{{ a.b }}``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedContent:
+    """What a delivery carries: the text to send, frozen at accept time."""
+
+    body: str | None = None
+    subject: str | None = None
+    html: str | None = None
+    provider_template: ProviderTemplate | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        content: dict[str, Any] = {}
+        if self.subject is not None:
+            content["subject"] = self.subject
+        if self.body is not None:
+            content["body"] = self.body
+        if self.html is not None:
+            content["html"] = self.html
+        if self.provider_template is not None:
+            pt = self.provider_template
+            content["provider_template"] = {"name": pt.name, "language": pt.language, "parameters": list(pt.parameters)}
+        return content
+
+    @classmethod
+    def from_dict(cls, content: Mapping[str, Any]) -> RenderedContent:
+        pt = content.get("provider_template")
+        return cls(
+            body=content.get("body"),
+            subject=content.get("subject"),
+            html=content.get("html"),
+            provider_template=ProviderTemplate(pt["name"], pt["language"], tuple(pt["parameters"])) if pt else None,
+        )
+
+
+def _compile(source: str, *, html: bool = False) -> tuple[Any, frozenset[str]]:
+    env = _HTML_ENV if html else _TEXT_ENV
+    parsed = env.parse(source)
+    variables = frozenset(meta.find_undeclared_variables(parsed))
+    return env.from_string(source), variables
+
+
+class CompiledContent:
+    """One channel's content of a template, compiled, with the variables it needs."""
+
+    def __init__(
+        self,
+        *,
+        body: str | None = None,
+        subject: str | None = None,
+        html: str | None = None,
+        provider_template: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._parts: dict[str, Any] = {}
+        variables: set[str] = set()
+        for part, source in (("body", body), ("subject", subject), ("html", html)):
+            if source is not None:
+                compiled, needs = _compile(source, html=part == "html")
+                self._parts[part] = compiled
+                variables |= needs
+        self._provider_template: tuple[str, str, tuple[Any, ...]] | None = None
+        if provider_template is not None:
+            params = []
+            for source in provider_template.get("parameters", []):
+                compiled, needs = _compile(str(source))
+                params.append(compiled)
+                variables |= needs
+            self._provider_template = (provider_template["name"], provider_template["language"], tuple(params))
+        self.variables = frozenset(variables)
+
+    def render(self, data: Mapping[str, Any]) -> RenderedContent:
+        """Render with ``data``; the caller has already checked :attr:`variables` are present."""
+        try:
+            rendered = {part: template.render(data) for part, template in self._parts.items()}
+            provider_template = None
+            if self._provider_template is not None:
+                name, language, params = self._provider_template
+                provider_template = ProviderTemplate(name, language, tuple(p.render(data) for p in params))
+        except TemplateError as err:
+            raise TemplateRenderError(str(err)) from err
+        return RenderedContent(provider_template=provider_template, **rendered)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTemplate:
+    """A policy template: an id and its compiled content per channel."""
+
+    template_id: str
+    channels: Mapping[str, CompiledContent]
+    priority: str | None = None
+
+
+def template_syntax_error(source: str) -> str | None:
+    """Why ``source`` is not a valid template, or None."""
+    try:
+        _TEXT_ENV.parse(source)
+    except TemplateError as err:
+        return str(err)
+    return None
