@@ -44,7 +44,7 @@ def delivery_view(item: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
     }
     if full:
         view["content"] = item["content"]
-        view["attempts"] = [attempt_view(a) for a in item.get("attempts", ())]
+        view["attempts"] = [attempt_view(a) for a in item.get("attempt_log", ())]
     return view
 
 

@@ -293,7 +293,7 @@ class SqliteStore:
         ) as cur:
             attempts = [dict(r) | {"detail": _loads(r["detail"]) or {}} for r in await cur.fetchall()]
         for delivery in notification["deliveries"]:
-            delivery["attempts"] = [a for a in attempts if a["delivery_id"] == delivery["id"]]
+            delivery["attempt_log"] = [a for a in attempts if a["delivery_id"] == delivery["id"]]
         async with db.execute("SELECT * FROM audit_events WHERE notification_id = ? ORDER BY seq", (notification_id,)) as cur:
             notification["audit"] = [dict(r) for r in await cur.fetchall()]
         return notification

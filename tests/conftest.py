@@ -1,0 +1,218 @@
+"""Shared fixtures: a real server on loopback over a real SQLite file, with policies on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import textwrap
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway import OutboundMessage, PermanentDeliveryError, Provider, SendReceipt, TransientDeliveryError
+from gateway.app import create_app
+from gateway.appkeys import DISPATCHER, STORE
+from gateway.plugins import PluginCatalog
+from gateway.settings import Settings
+from plugins.logsink import LogProvider
+from plugins.sandbox import SandboxProvider
+from plugins.webhook import WebhookProvider
+
+LIVE_KEY = "tdk_acme_live_key_for_tests_0001"
+TEST_KEY = "tdk_acme_test_key_for_tests_0002"
+OTHER_KEY = "tdk_othr_live_key_for_tests_0003"
+SUSPENDED_KEY = "tdk_gone_live_key_for_tests_0004"
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.value = start
+
+    def now(self) -> float:
+        return self.value
+
+    def advance(self, seconds: float) -> None:
+        self.value += seconds
+
+
+class MemoryProvider(Provider):
+    """Records every message; ``script`` maps an address to outcomes to play in order."""
+
+    channels = frozenset({"*"})
+    config_schema: Mapping[str, Any] = {"type": "object", "properties": {"token": {"type": "string", "x-secret": True}}}
+    sent: list[OutboundMessage] = []
+    script: dict[str, list[str]] = {}
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        outcome = self.script.get(message.to, ["ok"]).pop(0) if self.script.get(message.to) else "ok"
+        type(self).sent.append(message)
+        if outcome == "transient":
+            raise TransientDeliveryError("provider hiccup", retry_after=None)
+        if outcome == "permanent":
+            raise PermanentDeliveryError("recipient rejected", code="invalid_recipient")
+        if outcome == "crash":
+            raise KeyError("bug in plugin")
+        return SendReceipt(provider_message_id=f"mem-{message.delivery_id}")
+
+
+def key_entry(key: str, mode: str = "live") -> str:
+    return f"{{prefix: {key[:12]}, sha256: {hashlib.sha256(key.encode()).hexdigest()}, mode: {mode}}}"
+
+
+POLICY = f"""
+tenants:
+  acme:
+    api_keys:
+      - {key_entry(LIVE_KEY)}
+      - {key_entry(TEST_KEY, "test")}
+    templates:
+      acme_only:
+        channels:
+          sms: {{body: "acme {{{{ code }}}}"}}
+  other:
+    api_keys: [{key_entry(OTHER_KEY)}]
+  gone:
+    status: suspended
+    api_keys: [{key_entry(SUSPENDED_KEY)}]
+providers:
+  memory: {{plugin: memory}}
+  sandbox: {{plugin: sandbox}}
+channels:
+  email: {{providers: [memory]}}
+  sms: {{providers: [memory]}}
+  whatsapp: {{providers: [memory]}}
+  slack: {{providers: [memory]}}
+  telegram: {{providers: [memory]}}
+  voice: {{providers: [memory]}}
+templates:
+  otp:
+    priority: high
+    channels:
+      sms: {{body: "Your code is {{{{ code }}}}"}}
+      email: {{subject: "Code", body: "Your code is {{{{ code }}}}"}}
+      whatsapp:
+        provider_template: {{name: otp_code, language: en_US, parameters: ["{{{{ code }}}}"]}}
+  shipped:
+    channels:
+      email:
+        subject: "Order {{{{ order_id }}}} shipped"
+        body: "Hi {{{{ name }}}}, order {{{{ order_id }}}} is on its way."
+      sms: {{body: "Order {{{{ order_id }}}} shipped"}}
+"""
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "policies"
+    directory.mkdir()
+    (directory / "policy.yaml").write_text(textwrap.dedent(POLICY))
+    return directory
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def memory_provider() -> type[MemoryProvider]:
+    MemoryProvider.sent = []
+    MemoryProvider.script = {}
+    return MemoryProvider
+
+
+@pytest.fixture
+def plugin_catalog(memory_provider: type[MemoryProvider]) -> PluginCatalog:
+    return PluginCatalog.from_classes(
+        {"memory": memory_provider, "sandbox": SandboxProvider, "log": LogProvider, "webhook": WebhookProvider}
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, policy_dir: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, retry_base_seconds=60, max_attempts=3, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def make_app(settings: Settings, plugin_catalog: PluginCatalog, clock: FakeClock) -> Callable[..., web.Application]:
+    def build(**overrides: Any) -> web.Application:
+        chosen = settings.model_copy(update=overrides) if overrides else settings
+        return create_app(chosen, plugins=plugin_catalog, clock=clock)
+
+    return build
+
+
+@pytest.fixture
+async def app_client(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> TestClient:
+    return await aiohttp_client(make_app())
+
+
+class Api:
+    """The HTTP API as a test drives it, with helpers that wait on commits instead of sleeping."""
+
+    def __init__(self, client: TestClient, key: str = LIVE_KEY) -> None:
+        self.client = client
+        self.key = key
+
+    @property
+    def app(self) -> web.Application:
+        return self.client.server.app  # type: ignore[no-any-return]
+
+    def headers(self, key: str | None = None, **extra: str) -> dict[str, str]:
+        return {"X-API-Key": key or self.key, **extra}
+
+    async def send(self, body: dict[str, Any], *, key: str | None = None, **headers: str) -> tuple[int, dict[str, Any]]:
+        response = await self.client.post("/api/v1/notifications/send", json=body, headers=self.headers(key, **headers))
+        return response.status, await response.json()
+
+    async def get(self, path: str, *, key: str | None = None) -> tuple[int, dict[str, Any]]:
+        response = await self.client.get(path, headers=self.headers(key))
+        return response.status, await response.json()
+
+    async def notification(self, notification_id: str, key: str | None = None) -> dict[str, Any]:
+        status, body = await self.get(f"/api/v1/notifications/{notification_id}", key=key)
+        assert status == 200, body
+        return body
+
+    async def wait_for(self, notification_id: str, predicate: Callable[[dict[str, Any]], bool], key: str | None = None) -> dict[str, Any]:
+        """Re-read the notification after every commit until ``predicate`` holds (5 s at most)."""
+        store = self.app[STORE]
+
+        async def poll() -> dict[str, Any]:
+            while True:
+                seen = store.commits
+                body = await self.notification(notification_id, key)
+                if predicate(body):
+                    return body
+                await store.wait_for_commit(seen)
+
+        return await asyncio.wait_for(poll(), 5)
+
+    def wake(self) -> None:
+        self.app[DISPATCHER].wake()
+
+
+@pytest.fixture
+def api(app_client: TestClient) -> Api:
+    return Api(app_client)
+
+
+def sms_body(phone: str = "+14155550100", **notification: Any) -> dict[str, Any]:
+    content = {"channels": ["sms"], "template_id": "otp", "data": {"code": "123456"}} | notification
+    return {"recipient": {"phone": phone}, "notification": content}
+
+
+@pytest.fixture
+async def fresh_store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Any]:
+    from gateway.store import Store
+
+    store = Store(tmp_path / "store.sqlite3", clock)
+    await store.open()
+    yield store
+    await store.close()
