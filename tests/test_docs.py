@@ -1,0 +1,75 @@
+"""The README is the front door: its settings table and its curl lines must stay true."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.app import create_app
+from gateway.plugins import PluginCatalog
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(Settings.model_fields))
+def test_every_setting_is_in_the_readme_table(name: str) -> None:
+    assert f"| `TIDINGS_{name.upper()}` |" in README
+
+
+def test_readme_table_lists_no_setting_that_does_not_exist() -> None:
+    listed = set(re.findall(r"^\| `TIDINGS_([A-Z_]+)` \|", README, flags=re.MULTILINE))
+    assert listed == {name.upper() for name in Settings.model_fields}
+
+
+def _curl_commands() -> list[list[str]]:
+    blocks = re.findall(r"```sh\n(.*?)```", README, flags=re.DOTALL)
+    commands = []
+    for block in blocks:
+        if not block.lstrip().startswith("curl "):
+            continue
+        words = shlex.split(block.replace("\\\n", " "), comments=True)
+        starts = [i for i, word in enumerate(words) if word == "curl"] + [len(words)]
+        commands += [words[a:b] for a, b in zip(starts, starts[1:], strict=False)]
+    return commands
+
+
+def _request(argv: list[str]) -> tuple[str, str, dict[str, str], bytes | None]:
+    url, headers, data = "", {}, None
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "-H":
+            name, _, value = next(args).partition(":")
+            headers[name.strip()] = value.strip()
+        elif arg == "-d":
+            data = next(args).encode()
+        elif arg.startswith("http"):
+            url = arg
+    return ("POST" if data is not None else "GET"), url, headers, data
+
+
+async def test_readme_curl_lines_send_a_message_and_read_its_status(aiohttp_client: Any, tmp_path: Path) -> None:
+    commands = _curl_commands()
+    assert len(commands) == 2, "the quickstart shows one send and one status read"
+    settings = Settings(data_dir=tmp_path, policy_dir=ROOT / "policies", _env_file=None)  # type: ignore[call-arg]
+    client = await aiohttp_client(create_app(settings, plugins=PluginCatalog.discover()))
+
+    method, url, headers, data = _request(commands[0])
+    assert url.startswith("http://127.0.0.1:8080/")
+    response = await client.request(method, url.removeprefix("http://127.0.0.1:8080"), headers=headers, data=data)
+    sent = await response.json()
+    assert response.status == 202, sent
+    assert sent["status"] == "queued"
+
+    method, url, headers, data = _request(commands[1])
+    response = await client.request(method, url.removeprefix("http://127.0.0.1:8080"), headers=headers, data=data)
+    listed = orjson.loads(await response.read())
+    assert response.status == 200
+    assert listed["items"][0]["notification_id"] == sent["notification_id"]
+    assert [d["channel"] for d in listed["items"][0]["deliveries"]] == ["email", "sms"]
