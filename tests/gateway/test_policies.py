@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import PolicyError
+from gateway.plugins import PluginCatalog
+from gateway.policies import load_policies
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write(directory: Path, name: str, text: str) -> None:
+    (directory / name).write_text(text)
+
+
+def test_the_shipped_policies_validate(plugin_catalog: PluginCatalog) -> None:
+    policy = load_policies(ROOT / "policies", PluginCatalog.discover())
+    assert policy.tenant("demo") is not None
+    assert policy.providers_for("demo", "sms") == ("sandbox",)
+
+
+def test_sections_may_be_split_across_files(tmp_path: Path, plugin_catalog: PluginCatalog) -> None:
+    write(tmp_path, "a.yaml", "providers:\n  mem: {plugin: memory}\n")
+    write(tmp_path, "b.yml", "channels:\n  sms: {providers: [mem]}\ntemplates:\n  t: {channels: {sms: {body: hi}}}\n")
+    policy = load_policies(tmp_path, plugin_catalog)
+    assert policy.providers_for("anyone", "sms") == ("mem",)
+    assert policy.template("anyone", "t") is not None
+
+
+def test_hidden_files_and_folders_are_skipped(tmp_path: Path, plugin_catalog: PluginCatalog) -> None:
+    write(tmp_path, "a.yaml", "providers:\n  mem: {plugin: memory}\n")
+    (tmp_path / "..data").mkdir()
+    write(tmp_path / "..data", "a.yaml", "providers:\n  mem: {plugin: memory}\n")
+    load_policies(tmp_path, plugin_catalog)
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"a.yaml": "tenants: [\n"}, "a.yaml:2: <root>: invalid YAML"),
+        ({"a.yaml": "- just\n- a list\n"}, "a.yaml:1: <root>: a policy file must be a mapping of sections"),
+        ({"a.yaml": "tenantz: {}\n"}, "a.yaml:1: tenantz: unknown section"),
+        ({"a.yaml": "providers:\n  x: {plugin: nope}\n"}, "a.yaml:2: providers.x.plugin: plugin 'nope' no such plugin installed"),
+        ({"a.yaml": "channels:\n  sms: {providers: [ghost]}\n"}, "a.yaml:2: channels.sms.providers[0]: unknown provider instance 'ghost'"),
+        ({"a.yaml": "channels:\n  fax: {providers: []}\n"}, "a.yaml:2: channels.fax"),
+        ({"a.yaml": "templates:\n  t:\n    channels:\n      whatsapp: {body: hi}\n"}, "a.yaml:4: templates.t.channels.whatsapp: this channel sends only provider-approved templates"),
+        ({"a.yaml": "templates:\n  t:\n    channels:\n      sms: {body: '{{ oops'}\n"}, "a.yaml:4: templates.t.channels.sms.body: template syntax error"),
+        ({"a.yaml": "tenants:\n  a:\n    status: sleepy\n"}, "a.yaml:3: tenants.a.status: Input should be 'active' or 'suspended'"),
+        (
+            {"a.yaml": "providers:\n  m: {plugin: memory}\n", "b.yaml": "providers:\n  m: {plugin: memory}\n"},
+            "b.yaml:2: providers.m: defined again (first at a.yaml:2)",
+        ),
+    ],
+)
+def test_every_problem_names_file_line_and_path(tmp_path: Path, plugin_catalog: PluginCatalog, files: dict[str, str], expected: str) -> None:
+    for name, text in files.items():
+        write(tmp_path, name, text)
+    with pytest.raises(PolicyError) as caught:
+        load_policies(tmp_path, plugin_catalog)
+    assert any(str(issue).startswith(expected) for issue in caught.value.issues), [str(i) for i in caught.value.issues]
+
+
+def test_all_problems_are_reported_at_once(tmp_path: Path, plugin_catalog: PluginCatalog) -> None:
+    write(tmp_path, "a.yaml", "channels:\n  sms: {providers: [ghost]}\n  email: {providers: [phantom]}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policies(tmp_path, plugin_catalog)
+    assert len(caught.value.issues) == 2
+
+
+def test_a_provider_config_error_never_echoes_the_secret_value(tmp_path: Path, plugin_catalog: PluginCatalog) -> None:
+    write(tmp_path, "a.yaml", "providers:\n  hook: {plugin: webhook, config: {secret: hunter2-not-a-whsec}}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policies(tmp_path, plugin_catalog)
+    assert "providers.hook.config.secret" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_an_empty_or_missing_directory_is_an_error(tmp_path: Path, plugin_catalog: PluginCatalog) -> None:
+    with pytest.raises(PolicyError, match="no \\*.yaml"):
+        load_policies(tmp_path, plugin_catalog)
+    with pytest.raises(PolicyError, match="does not exist"):
+        load_policies(tmp_path / "missing", plugin_catalog)
