@@ -90,8 +90,10 @@ class Dispatcher:
     async def stop(self) -> None:
         """Stop claiming; let in-flight sends finish within the grace period; release the rest."""
         self._stopping = True
-        for task in self._loops.values():
-            task.cancel()
+        # Loops are woken, not cancelled: a claim already sent to the store must come back to
+        # a loop that starts its sends, or those deliveries would sit leased until expiry.
+        for event in (*self._wakeups.values(), *self._slot_freed.values()):
+            event.set()
         await asyncio.gather(*self._loops.values(), return_exceptions=True)
         tasks = [task for flights in self._in_flight.values() for task in flights.values()]
         if tasks:
@@ -109,7 +111,7 @@ class Dispatcher:
     async def _claim_loop(self, channel: str) -> None:
         wakeup = self._wakeups[channel]
         flights = self._in_flight[channel]
-        while True:
+        while not self._stopping:
             free = self._settings.concurrency - len(flights)
             if free <= 0:
                 self._slot_freed[channel].clear()

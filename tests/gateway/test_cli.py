@@ -1,0 +1,125 @@
+"""The ``tidings`` command, including a real server process stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+from stevedore import ExtensionManager
+
+from gateway import cli
+from gateway.plugins import NAMESPACE, PluginCatalog
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    saved = sys.stdout
+    sys.stdout = out
+    try:
+        code = cli.main(list(argv))
+    finally:
+        sys.stdout = saved
+    return code, out.getvalue()
+
+
+def test_key_create_prints_a_key_once_and_the_policy_line_with_its_hash() -> None:
+    code, output = run("key", "create", "--tenant", "acme", "--mode", "test")
+    assert code == 0
+    key = re.search(r"^\s+(tdk_\S+)$", output, flags=re.MULTILINE).group(1)  # type: ignore[union-attr]
+    line = re.search(r"- \{prefix: (\S+), sha256: (\w+), mode: test\}", output)
+    assert line is not None
+    assert line.group(1) == key[:12]
+    assert line.group(2) == hashlib.sha256(key.encode()).hexdigest()
+
+
+def test_plugins_lists_builtins_and_masks_nothing_secret() -> None:
+    code, output = run("plugins")
+    assert code == 0
+    for name in ("sandbox", "log", "webhook"):
+        assert re.search(rf"^\s+{name}\s+channels:", output, flags=re.MULTILINE)
+    assert "secret config fields (masked everywhere): secret" in output
+
+
+def test_a_broken_plugin_is_listed_with_its_reason_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = ExtensionManager.__init__
+
+    def with_broken(self: ExtensionManager, namespace: str, **kwargs: object) -> None:
+        real(self, namespace, **kwargs)  # type: ignore[arg-type]
+        callback = kwargs["on_load_failure_callback"]
+
+        class EntryPoint:
+            name = "broken"
+
+        callback(self, EntryPoint(), ImportError("No module named 'tidings_broken'"))  # type: ignore[operator]
+
+    monkeypatch.setattr(ExtensionManager, "__init__", with_broken)
+    catalog = PluginCatalog.discover()
+    assert "sandbox" in catalog.providers
+    assert "tidings_broken" in catalog.failures["broken"]
+    code, output = run("plugins")
+    assert code == 0
+    assert "Failed to load:" in output and "broken" in output
+    assert NAMESPACE == "tidings.providers"
+
+
+def test_check_validates_a_directory_and_exits_1_with_located_errors(tmp_path: Path) -> None:
+    assert run("check", str(ROOT / "policies"))[0] == 0
+    (tmp_path / "bad.yaml").write_text("channels:\n  sms: {providers: [ghost]}\n")
+    code, output = run("check", str(tmp_path))
+    assert code == 1
+    assert "bad.yaml:2: channels.sms.providers[0]: unknown provider instance 'ghost'" in output
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _request(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
+    data = orjson.dumps(body) if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"X-API-Key": "tdk_demo_sandbox_key_for_local_use", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, orjson.loads(response.read())
+
+
+def test_serve_answers_then_stops_cleanly_on_sigterm_keeping_what_it_accepted(tmp_path: Path) -> None:
+    port = _free_port()
+    env = os.environ | {
+        "TIDINGS_PORT": str(port), "TIDINGS_DATA_DIR": str(tmp_path), "TIDINGS_POLICY_DIR": str(ROOT / "policies"),
+        "TIDINGS_LOG_LEVEL": "WARNING",
+    }
+    with subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            assert process.stdout is not None
+            assert f"serving on http://127.0.0.1:{port}" in process.stdout.readline()
+            status, ready = _request(f"http://127.0.0.1:{port}/readyz")
+            assert status == 200 and ready["ready"] is True
+            body = {"recipient": {"phone": "+14155550100"}, "notification": {"channels": ["sms"], "body": "hello"}}
+            status, sent = _request(f"http://127.0.0.1:{port}/api/v1/notifications/send", body)
+            assert status == 202
+            process.send_signal(signal.SIGTERM)
+            _out, errors = process.communicate(timeout=15)
+            assert process.returncode == 0, errors
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    with sqlite3.connect(tmp_path / "tidings.sqlite3") as db:
+        (found,) = db.execute("SELECT status FROM notifications WHERE id = ?", (sent["notification_id"],)).fetchone()
+    assert found in ("sent", "delivered")
