@@ -1,0 +1,107 @@
+"""The store on a real SQLite file: atomic accepts, leases that survive a dead worker, forward-only receipts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway import ids
+from gateway.store import (
+    AttemptResult,
+    IdempotencyClaim,
+    NewDelivery,
+    NewNotification,
+    NotificationFilter,
+    ReceivedStatus,
+    Store,
+)
+
+
+def notification(channel: str = "sms", address: str = "+14155550100") -> NewNotification:
+    return NewNotification(
+        id=ids.new_id(ids.NOTIFICATION), tenant="acme", mode="live", priority="normal", strategy="all", template_id=None,
+        recipient={"phone": address}, channels=[channel],
+        deliveries=[NewDelivery(ids.new_id(ids.DELIVERY), channel, 0, address, {"body": "hi"})], created_by="key:test",
+    )
+
+
+async def sent(store: Store, claimed: Any, message_id: str) -> None:
+    await store.record_attempts(
+        [AttemptResult(claimed.id, claimed.attempt, "memory", 0.0, 0.0, "sent", "sent", provider_message_id=message_id)]
+    )
+
+
+async def status_of(store: Store, n: NewNotification) -> str:
+    found = await store.get_notification("acme", n.id)
+    assert found is not None
+    return str(found["deliveries"][0]["status"])
+
+
+async def test_a_lease_held_by_a_dead_worker_is_reclaimed_only_after_it_expires(fresh_store: Store, clock: Any) -> None:
+    n = notification()
+    await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
+    first = await fresh_store.claim_due("sms", limit=10, owner="dead-worker", lease_seconds=60)
+    assert [c.id for c in first] == [n.deliveries[0].id]
+    assert await fresh_store.claim_due("sms", limit=10, owner="other", lease_seconds=60) == []
+    clock.advance(61)
+    again = await fresh_store.claim_due("sms", limit=10, owner="other", lease_seconds=60)
+    assert [(c.id, c.attempt, c.reclaimed) for c in again] == [(n.deliveries[0].id, 2, True)]
+    found = await fresh_store.get_notification("acme", n.id)
+    assert "lease_expired" in [event["action"] for event in found["audit"]]  # type: ignore[index]
+
+
+async def test_high_priority_is_claimed_before_bulk(fresh_store: Store) -> None:
+    from dataclasses import replace
+
+    bulk = [replace(notification(), priority="bulk") for _ in range(3)]
+    otp = replace(notification(), priority="high")
+    await fresh_store.accept([*bulk, otp], tenant="acme", idempotency=None, status=202, body=b"{}")
+    claimed = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
+    assert claimed[0].notification_id == otp.id
+
+
+async def test_receipts_never_move_a_status_backwards_and_duplicates_change_nothing(fresh_store: Store) -> None:
+    n = notification()
+    await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
+    (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
+    await sent(fresh_store, claimed, "m-1")
+    await fresh_store.apply_statuses([ReceivedStatus("memory", "m-1", "delivered")])
+    await fresh_store.apply_statuses([ReceivedStatus("memory", "m-1", "sent"), ReceivedStatus("memory", "m-1", "delivered")])
+    assert await status_of(fresh_store, n) == "delivered"
+    found = await fresh_store.get_notification("acme", n.id)
+    assert [e["to_status"] for e in found["audit"] if e["action"] == "receipt"] == ["delivered"]  # type: ignore[index]
+
+
+async def test_a_receipt_that_arrives_before_the_send_is_recorded_is_held_then_applied(fresh_store: Store) -> None:
+    n = notification()
+    await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
+    (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
+    await fresh_store.apply_statuses([ReceivedStatus("memory", "early-1", "delivered")])
+    assert await status_of(fresh_store, n) == "sending"
+    await sent(fresh_store, claimed, "early-1")
+    assert await status_of(fresh_store, n) == "delivered"
+    found = await fresh_store.get_notification("acme", n.id)
+    assert found["status"] == "delivered"  # type: ignore[index]
+
+
+async def test_an_idempotency_key_is_recorded_with_the_accept_and_replayed_after(fresh_store: Store) -> None:
+    claim = IdempotencyClaim("k1", "fp1")
+    first = await fresh_store.accept([notification()], tenant="acme", idempotency=claim, status=202, body=b'{"n": 1}')
+    again = await fresh_store.accept([notification()], tenant="acme", idempotency=claim, status=202, body=b'{"n": 2}')
+    other = await fresh_store.accept([notification()], tenant="acme", idempotency=IdempotencyClaim("k1", "fp2"), status=202, body=b"{}")
+    assert (first.replayed, again.replayed, again.body) == (False, True, b'{"n": 1}')
+    assert other.replayed and not other.fingerprint_matches
+    page = await fresh_store.list_notifications("acme", NotificationFilter(), limit=10, cursor=None)
+    assert len(page.items) == 1
+
+
+async def test_accepted_notifications_survive_closing_and_reopening_the_file(fresh_store: Store, clock: Any, tmp_path: Any) -> None:
+    n = notification()
+    await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
+    await fresh_store.close()
+    reopened = Store(fresh_store.path, clock)
+    await reopened.open()
+    try:
+        assert await status_of(reopened, n) == "queued"
+    finally:
+        await reopened.close()
+    await fresh_store.open()
