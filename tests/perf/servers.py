@@ -1,0 +1,163 @@
+"""Start, watch and stop the processes under test: ``tidings serve`` and the bare baseline.
+
+Every server binds 127.0.0.1 on a free port, gets its own temporary directory, and is
+stopped (SIGTERM, then SIGKILL) and cleaned up when its context manager exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+READY_TIMEOUT = 30.0
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    started_at: float  # time.perf_counter() just before the process was spawned
+    ready_after: float | None = None  # seconds from spawn to the first /readyz 200
+    data_dir: Path | None = None
+    log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def database(self) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir / "tidings.sqlite3"
+
+    def rss_mb(self) -> float:
+        return _vm_rss_kb(self.proc.pid) / 1024.0
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _vm_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _wait_ready(server: Server, timeout: float = READY_TIMEOUT) -> float:
+    deadline = time.perf_counter() + timeout
+    url = server.base_url + "/readyz"
+    while time.perf_counter() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status == 200:
+                    return time.perf_counter() - server.started_at
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.005)
+    raise RuntimeError(f"{server.name} not ready after {timeout:.0f}s:\n{server.log_tail()}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def make_policy_dir(target: Path) -> Path:
+    """A copy of ``policies/`` with the sandbox's delivery delay set to 0."""
+    shutil.copytree(ROOT / "policies", target)
+    providers = target / "providers.yaml"
+    yaml = YAML()  # round-trip: keeps the file's comments and layout
+    doc = yaml.load(providers.read_text())
+    doc["providers"]["sandbox"].setdefault("config", {})["delivery_delay_seconds"] = 0
+    with providers.open("w") as out:
+        yaml.dump(doc, out)
+    return target
+
+
+@contextmanager
+def tidings_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A live ``tidings serve`` with a fresh data dir and policy copy; yields once /readyz is 200."""
+    tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-"))
+    try:
+        policy_dir = make_policy_dir(tmp / "policies")
+        data_dir = tmp / "data"
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            TIDINGS_HOST=HOST,
+            TIDINGS_PORT=str(port),
+            TIDINGS_DATA_DIR=str(data_dir),
+            TIDINGS_POLICY_DIR=str(policy_dir),
+            TIDINGS_LOG_LEVEL="WARNING",
+        )
+        env.update(extra_env or {})
+        log_path = tmp / "server.log"
+        exe = Path(sys.executable).parent / "tidings"
+        with open(log_path, "wb") as log:
+            started = time.perf_counter()
+            proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+        server = Server("tidings", proc, port, started, data_dir=data_dir, log_path=log_path)
+        try:
+            server.ready_after = _wait_ready(server)
+            yield server
+        finally:
+            _stop(proc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def bare_server() -> Iterator[Server]:
+    """The baseline aiohttp handler (tests.perf.bare_server) in its own process."""
+    tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-bare-"))
+    try:
+        port = free_port()
+        log_path = tmp / "bare.log"
+        with open(log_path, "wb") as log:
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.perf.bare_server", str(port)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            )
+        server = Server("bare", proc, port, started, log_path=log_path)
+        try:
+            server.ready_after = _wait_ready(server)
+            yield server
+        finally:
+            _stop(proc)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
