@@ -1,0 +1,230 @@
+"""``make bench``: measure Tidings against its performance targets and print one table.
+
+1. Accepted sends/s and p50/p99 at 64 concurrent clients for ~10 s (durable 202s, checked in SQLite).
+2. The same load against a bare aiohttp handler; ratio durable/bare.
+3. Sandbox deliveries/s end to end (bulk-accept N, wait until all are ``delivered``).
+4. Time to accept one 10,000-row bulk request.
+5. Idle RSS of the server after start.
+6. Time from process start to ``/readyz`` 200.
+
+Options: ``--seconds``, ``--connections``, ``--deliveries``, ``--load-tool {auto,wrk,aiohttp}``,
+``--profile FILE`` (py-spy collapsed stacks of the server during the durable load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from tests.perf.load import HEADERS, SEND_BODY, LoadResult, run_load, wrk_path
+from tests.perf.servers import Server, bare_server, tidings_server
+
+SEND_PATH = "/api/v1/notifications/send"
+BULK_PATH = "/api/v1/notifications/bulk"
+BULK_ROWS = 10_000
+WARMUP_SECONDS = 2.0
+DELIVERY_TIMEOUT = 120.0
+
+
+@dataclass
+class Row:
+    metric: str
+    measured: str
+    target: str = ""
+    ok: bool | None = None  # None: informational
+
+    @property
+    def verdict(self) -> str:
+        return "" if self.ok is None else ("PASS" if self.ok else "MISS")
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def _sqlite_ro(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+
+
+def count_rows(path: Path, sql: str) -> int:
+    conn = _sqlite_ro(path)
+    try:
+        return int(conn.execute(sql).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def post_json(url: str, body: object, timeout: float = 60.0) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=orjson.dumps(body), headers=HEADERS, method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status, orjson.loads(resp.read())
+
+
+def bulk_body(offset: int, rows: int) -> dict:
+    # Distinct, valid E.164 numbers; none is one of the sandbox's failing addresses.
+    return {
+        "channels": ["sms"],
+        "template_id": "otp",
+        "data": {"product": "Acme"},
+        "recipients": [{"phone": f"+1415{offset + i:07d}", "data": {"code": str(i % 1_000_000)}} for i in range(rows)],
+    }
+
+
+def start_profiler(server: Server, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print(f"  (py-spy not found; no profile written to {out})", flush=True)
+        return None
+    cmd = [spy, "record", "--pid", str(server.proc.pid), "--duration", str(max(1, round(seconds))),
+           "--rate", "100", "--threads", "--format", "raw", "--output", str(out), "--nonblocking"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measure_load(server: Server, args: argparse.Namespace, profile: Path | None = None) -> LoadResult:
+    url = server.base_url + SEND_PATH
+    run_load(url, SEND_BODY, args.connections, WARMUP_SECONDS, args.load_tool)
+    spy = start_profiler(server, args.seconds, profile) if profile else None
+    try:
+        result = run_load(url, SEND_BODY, args.connections, args.seconds, args.load_tool)
+    finally:
+        if spy is not None:
+            try:
+                spy.wait(timeout=args.seconds + 30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+    return result
+
+
+def bench(args: argparse.Namespace) -> list[Row]:
+    rows: list[Row] = []
+    n = args.connections
+
+    print(f"[1/4] tidings serve: start-up, idle RSS, {n} clients x {args.seconds:.0f}s of sends ...", flush=True)
+    with tidings_server() as server:
+        ready = server.ready_after or math.nan
+        time.sleep(1.0)  # let start-up work (dispatcher's first claims, policy watch) settle
+        idle_rss = server.rss_mb()
+        durable = measure_load(server, args, args.profile)
+        loaded_rss = server.rss_mb()
+        stored = count_rows(server.database, "SELECT count(*) FROM notifications")
+    accepted_total = durable.count(202)  # includes the warm-up, which is not in this count
+    print(f"      {durable.describe()}; rows in notifications after run: {stored}", flush=True)
+
+    print(f"[2/4] bare aiohttp handler: {n} clients x {args.seconds:.0f}s ...", flush=True)
+    with bare_server() as server:
+        bare = measure_load(server, args)
+    print(f"      {bare.describe()}", flush=True)
+
+    print(f"[3/4] bulk accept {args.deliveries} rows in requests of {BULK_ROWS}, wait for 'delivered' ...", flush=True)
+    with tidings_server() as server:
+        url = server.base_url + BULK_PATH
+        bodies = [bulk_body(i * BULK_ROWS, min(BULK_ROWS, args.deliveries - i * BULK_ROWS))
+                  for i in range(math.ceil(args.deliveries / BULK_ROWS))]
+        bulk_times: list[float] = []
+        accepted = 0
+        t0 = time.perf_counter()
+        for body in bodies:
+            b0 = time.perf_counter()
+            status, reply = post_json(url, body)
+            bulk_times.append(time.perf_counter() - b0)
+            if status != 202:
+                raise RuntimeError(f"bulk answered {status}: {str(reply)[:300]}")
+            accepted += int(reply["accepted"])
+        accepted_at = time.perf_counter() - t0
+        delivered = 0
+        deadline = t0 + DELIVERY_TIMEOUT
+        while time.perf_counter() < deadline:
+            delivered = count_rows(server.database, "SELECT count(*) FROM deliveries WHERE status='delivered'")
+            if delivered >= accepted:
+                break
+            time.sleep(0.05)
+        all_done = time.perf_counter() - t0
+        bulk_rss = server.rss_mb()
+    print(f"      accepted {accepted} in {accepted_at:.2f}s (bulk requests: "
+          f"{', '.join(f'{t:.2f}s' for t in bulk_times)}); delivered {delivered} after {all_done:.2f}s", flush=True)
+
+    print("[4/4] done; servers stopped, temp dirs removed.\n", flush=True)
+
+    tool = durable.tool
+    rows.append(Row("Load generator", tool))
+    ok_durable = durable.count(202) > 0 and stored >= accepted_total and durable.errors == 0
+    rows.append(Row(f"1. Durable sends/s ({n} clients, {durable.duration:.0f}s)", f"{durable.rate():,.0f}/s",
+                    "all 202s stored", ok_durable))
+    rows.append(Row("   durable latency p50 / p99", f"{durable.p50_ms:.1f} / {durable.p99_ms:.1f} ms"))
+    non202 = sum(v for k, v in durable.statuses.items() if k != 202)
+    rows.append(Row("   durable non-202 answers / socket errors", f"{non202} / {durable.errors}", "0 / 0",
+                    non202 == 0 and durable.errors == 0))
+    rows.append(Row(f"2. Bare aiohttp 202s/s ({n} clients)", f"{bare.rate():,.0f}/s"))
+    rows.append(Row("   bare latency p50 / p99", f"{bare.p50_ms:.1f} / {bare.p99_ms:.1f} ms"))
+    ratio = durable.rate() / bare.rate() if bare.rate() else 0.0
+    rows.append(Row("   ratio durable / bare", f"{ratio:.2f}", ">= 0.80", ratio >= 0.8))
+    e2e = delivered / all_done if all_done else 0.0
+    rows.append(Row(f"3. Sandbox deliveries/s end to end ({accepted:,})", f"{e2e:,.0f}/s", ">= 3,000/s",
+                    delivered >= accepted and e2e >= 3000))
+    rows.append(Row("   all delivered after", f"{all_done:.2f} s" + ("" if delivered >= accepted else
+                    f" (TIMED OUT: {delivered}/{accepted})")))
+    rows.append(Row(f"4. Bulk accept, one {BULK_ROWS:,}-row request", f"{bulk_times[0]:.2f} s", "< 2 s",
+                    bulk_times[0] < 2.0))
+    rows.append(Row("5. Idle RSS after start", f"{idle_rss:.1f} MB", "< 80 MB", idle_rss < 80))
+    rows.append(Row("   RSS after send load / after bulk run", f"{loaded_rss:.1f} / {bulk_rss:.1f} MB"))
+    rows.append(Row("6. Process start to /readyz 200", f"{ready:.2f} s", "< 1 s", ready < 1.0))
+    return rows
+
+
+def print_table(rows: list[Row]) -> None:
+    headers = ("Measurement", "Measured", "Target", "Result")
+    table = [(r.metric, r.measured, r.target, r.verdict) for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
+    line = "  ".join("-" * w for w in widths)
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print(line)
+    for cells in table:
+        print("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip())
+    print(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.perf.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each load run (default 10)")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent clients (default 64)")
+    parser.add_argument("--deliveries", type=int, default=20_000, help="bulk-accepted deliveries to wait for")
+    parser.add_argument("--load-tool", choices=["auto", "wrk", "aiohttp"], default="auto")
+    parser.add_argument("--profile", type=Path, help="write py-spy raw stacks of the server's send load here")
+    args = parser.parse_args(argv)
+    args.seconds = min(max(args.seconds, 1.0), 120.0)
+    args.deliveries = min(max(args.deliveries, 1), 200_000)
+
+    using = "wrk" if args.load_tool == "wrk" or (args.load_tool == "auto" and wrk_path()) else "aiohttp client"
+    print(f"Tidings benchmark on {machine()}")
+    print(f"Load generator: {using}" + ("" if using == "wrk" else " (wrk not installed; Python client may be the bottleneck)"))
+    print("All servers on 127.0.0.1, fresh temp data dirs, sandbox delivery delay 0, log level WARNING.\n", flush=True)
+    rows = bench(args)
+    print_table(rows)
+    missed = [r.metric.strip() for r in rows if r.ok is False]
+    print(f"\n{len(missed)} target(s) missed" + (": " + "; ".join(missed) if missed else "") + ".")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
