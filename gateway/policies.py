@@ -319,8 +319,8 @@ def _check_references(document: PolicyDocument, plugins: PluginCatalog, channels
             if channel not in channels:
                 sources.issue((*base, channel), f"unknown channel {channel!r}")
                 continue
-            for index, instance in enumerate(route.providers):
-                _check_route_target(instance, channel, document, plugins, (*base, channel, "providers", index), sources)
+            for index, target in enumerate(route.providers):
+                _check_route_target(target, channel, document, plugins, (*base, channel, "providers", index), sources)
 
 
 def _check_instance(name: str, instance: ProviderInstancePolicy, plugins: PluginCatalog, sources: _Sources) -> None:
