@@ -100,9 +100,13 @@ def start_profiler(server: Server, seconds: float, out: Path) -> subprocess.Pope
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure_load(server: Server, args: argparse.Namespace, profile: Path | None = None) -> LoadResult:
+def measure_load(
+    server: Server, args: argparse.Namespace, profile: Path | None = None, before_run: object = None
+) -> LoadResult:
     url = server.base_url + SEND_PATH
     run_load(url, SEND_BODY, args.connections, WARMUP_SECONDS, args.load_tool)
+    if callable(before_run):
+        before_run()
     spy = start_profiler(server, args.seconds, profile) if profile else None
     try:
         result = run_load(url, SEND_BODY, args.connections, args.seconds, args.load_tool)
@@ -125,11 +129,14 @@ def bench(args: argparse.Namespace) -> list[Row]:
         ready = server.ready_after or math.nan
         time.sleep(1.0)  # let start-up work (dispatcher's first claims, policy watch) settle
         idle_rss = server.rss_mb()
-        durable = measure_load(server, args, args.profile)
+        sql = "SELECT count(*) FROM notifications"
+        baseline: list[int] = []
+        durable = measure_load(server, args, args.profile,
+                               before_run=lambda: baseline.append(count_rows(server.database, sql)))
         loaded_rss = server.rss_mb()
-        stored = count_rows(server.database, "SELECT count(*) FROM notifications")
-    accepted_total = durable.count(202)  # includes the warm-up, which is not in this count
-    print(f"      {durable.describe()}; rows in notifications after run: {stored}", flush=True)
+        stored = count_rows(server.database, sql) - baseline[0]  # rows added during the measured run
+    accepted_total = durable.count(202)
+    print(f"      {durable.describe()}; notifications stored during the run: {stored}", flush=True)
 
     print(f"[2/4] bare aiohttp handler: {n} clients x {args.seconds:.0f}s ...", flush=True)
     with bare_server() as server:
