@@ -33,6 +33,7 @@ class LoadResult:
     p50_ms: float = float("nan")
     p99_ms: float = float("nan")
     max_ms: float = float("nan")
+    server_cpu: float = 0.0  # CPU seconds the server process used during the run, if measured
 
     def count(self, status: int) -> int:
         return self.statuses.get(status, 0)

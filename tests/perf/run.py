@@ -109,7 +109,9 @@ def measure_load(
         before_run()
     spy = start_profiler(server, args.seconds, profile) if profile else None
     try:
+        cpu0 = server.cpu_seconds()
         result = run_load(url, SEND_BODY, args.connections, args.seconds, args.load_tool)
+        result.server_cpu = server.cpu_seconds() - cpu0
     finally:
         if spy is not None:
             try:
@@ -182,8 +184,10 @@ def bench(args: argparse.Namespace) -> list[Row]:
     non202 = sum(v for k, v in durable.statuses.items() if k != 202)
     rows.append(Row("   durable non-202 answers / socket errors", f"{non202} / {durable.errors}", "0 / 0",
                     non202 == 0 and durable.errors == 0))
+    rows.append(Row("   server CPU: cores busy / per accepted send", _cpu(durable)))
     rows.append(Row(f"2. Bare aiohttp 202s/s ({n} clients)", f"{bare.rate():,.0f}/s"))
     rows.append(Row("   bare latency p50 / p99", f"{bare.p50_ms:.1f} / {bare.p99_ms:.1f} ms"))
+    rows.append(Row("   bare CPU: cores busy / per 202", _cpu(bare)))
     ratio = durable.rate() / bare.rate() if bare.rate() else 0.0
     rows.append(Row("   ratio durable / bare", f"{ratio:.2f}", ">= 0.80", ratio >= 0.8))
     e2e = delivered / all_done if all_done else 0.0
@@ -197,6 +201,13 @@ def bench(args: argparse.Namespace) -> list[Row]:
     rows.append(Row("   RSS after send load / after bulk run", f"{loaded_rss:.1f} / {bulk_rss:.1f} MB"))
     rows.append(Row("6. Process start to /readyz 200", f"{ready:.2f} s", "< 1 s", ready < 1.0))
     return rows
+
+
+def _cpu(result: LoadResult) -> str:
+    accepted = result.count(202)
+    if not accepted or result.duration <= 0:
+        return "n/a"
+    return f"{result.server_cpu / result.duration:.2f} / {result.server_cpu / accepted * 1e6:.0f} us"
 
 
 def print_table(rows: list[Row]) -> None:

@@ -50,6 +50,11 @@ class Server:
     def rss_mb(self) -> float:
         return _vm_rss_kb(self.proc.pid) / 1024.0
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (all threads)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 20) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
