@@ -223,8 +223,11 @@ class Submission:
         specs: Sequence[ChannelSpec], recipient: Mapping[str, str], path: str, problems: list[ErrorDetail]
     ) -> dict[str, str]:
         addresses = {}
+        reported = {problem.field for problem in problems}
         for spec in specs:
             address = address_for(spec, recipient)
+            if address is None and any(f"{path}.{name}" in reported for name in spec.recipient_fields):
+                continue  # the field was given but is invalid; that problem is already reported
             if address is None:
                 fields = " or ".join(spec.recipient_fields)
                 message = f"channel {spec.name!r} needs recipient {fields}"

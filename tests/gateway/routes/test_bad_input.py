@@ -163,6 +163,13 @@ async def test_a_missing_recipient_field_names_the_field_the_channel_needs(api: 
     assert "phone" in error["message"]
 
 
+async def test_an_invalid_phone_is_reported_once_not_also_as_missing(api: Api) -> None:
+    status, answer = await api.send(sms_body("0415 555 0100", channels=["sms", "whatsapp"]))
+    assert status == 422
+    error = assert_error_shape(answer, "invalid_recipient")
+    assert detail_codes(error) == [("recipient.phone", "invalid_recipient")]
+
+
 async def test_every_problem_in_a_request_is_reported_at_once(api: Api) -> None:
     status, answer = await api.send(
         {"recipient": {"phone": "nope"}, "notification": {"channels": ["sms", "pigeon"], "template_id": "otp", "data": {"code": "1"}}}

@@ -61,7 +61,7 @@ async def test_good_rows_are_accepted_and_bad_rows_are_reported_by_index(api: Ap
     errors = {e["index"]: e for e in body["errors"]}
     assert sorted(errors) == [1, 2]
     assert errors[1]["code"] == "invalid_recipient"
-    assert (errors[1]["details"][0]["field"], errors[1]["details"][0]["code"]) == ("recipients[1].phone", "invalid_recipient")
+    assert [(d["field"], d["code"]) for d in errors[1]["details"]] == [("recipients[1].phone", "invalid_recipient")]
     assert errors[2]["code"] == "missing_variables"
     assert [(d["field"], d["code"]) for d in errors[2]["details"]] == [("recipients[2].data", "missing_variables")]
     assert "code" in errors[2]["message"]
