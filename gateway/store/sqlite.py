@@ -242,6 +242,8 @@ class SqliteStore:
                 if notification_id is not None:
                     touched.add(notification_id)
             _refresh_notifications(conn, touched, now)
+            if conn.execute("SELECT 1 FROM held_receipts LIMIT 1").fetchone() is None:
+                return  # the usual case: no early receipt is waiting, so skip a lookup per result
             for result in results:
                 if result.provider_message_id is not None and result.status == statuses.SENT:
                     _apply_held(conn, result.provider, result.provider_message_id, now)
