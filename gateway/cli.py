@@ -19,6 +19,13 @@ from gateway.secrets import secret_paths
 from gateway.settings import Settings
 
 
+def _say(text: str = "", *, file: TextIO, flush: bool = False) -> None:
+    """Command output: the CLI talks to its stream, the rest of Tidings talks to the log."""
+    file.write(text + "\n")
+    if flush:
+        file.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -58,7 +65,7 @@ def _settings(out: TextIO) -> Settings | None:
     except SettingsValidationError as err:
         for error in err.errors():
             name = "TIDINGS_" + "_".join(str(part) for part in error["loc"]).upper()
-            print(f"setting {name}: {error['msg']}", file=out)
+            _say(f"setting {name}: {error['msg']}", file=out)
         return None
 
 
@@ -77,11 +84,11 @@ def _serve(_args: argparse.Namespace, out: TextIO) -> int:
     try:
         web.run_app(
             app, host=settings.host, port=settings.port, access_log=None,
-            print=lambda _msg: print(f"Tidings serving on http://{settings.host}:{settings.port}", file=out, flush=True),
+            print=lambda _msg: _say(f"Tidings serving on http://{settings.host}:{settings.port}", file=out, flush=True),
             shutdown_timeout=settings.shutdown_grace_seconds,
         )
     except PolicyError as err:
-        print(f"policies in {settings.policy_dir} are not valid:\n{err}", file=sys.stderr)
+        _say(f"policies in {settings.policy_dir} are not valid:\n{err}", file=sys.stderr)
         return 1
     return 0
 
@@ -96,28 +103,28 @@ def _install_uvloop() -> None:
 
 def _key_create(args: argparse.Namespace, out: TextIO) -> int:
     new = create_key()
-    print(f"New API key for tenant {args.tenant!r} (shown once; store it now):\n\n    {new.key}\n", file=out)
-    print(f"Add it under tenants.{args.tenant}.api_keys in your policy files:\n", file=out)
+    _say(f"New API key for tenant {args.tenant!r} (shown once; store it now):\n\n    {new.key}\n", file=out)
+    _say(f"Add it under tenants.{args.tenant}.api_keys in your policy files:\n", file=out)
     name = f", name: {args.name}" if args.name else ""
-    print(f"      - {{prefix: {new.prefix}, sha256: {new.sha256}, mode: {args.mode}{name}}}", file=out)
+    _say(f"      - {{prefix: {new.prefix}, sha256: {new.sha256}, mode: {args.mode}{name}}}", file=out)
     return 0
 
 
 def _plugins(_args: argparse.Namespace, out: TextIO) -> int:
     catalog = PluginCatalog.discover()
-    print("Installed provider plugins:", file=out)
+    _say("Installed provider plugins:", file=out)
     for name, plugin in sorted(catalog.providers.items()):
         channels = ", ".join(sorted(plugin.channels))
-        print(f"  {name:<12} channels: {channels:<20} ({catalog.origins.get(name, '?')})", file=out)
+        _say(f"  {name:<12} channels: {channels:<20} ({catalog.origins.get(name, '?')})", file=out)
         secrets = sorted(secret_paths(plugin.config_schema))
         if secrets:
-            print(f"  {'':<12} secret config fields (masked everywhere): {', '.join(secrets)}", file=out)
+            _say(f"  {'':<12} secret config fields (masked everywhere): {', '.join(secrets)}", file=out)
         for spec in plugin.new_channels:
-            print(f"  {'':<12} adds channel {spec.name!r} (recipient: {' or '.join(spec.recipient_fields)})", file=out)
+            _say(f"  {'':<12} adds channel {spec.name!r} (recipient: {' or '.join(spec.recipient_fields)})", file=out)
     if catalog.failures:
-        print("\nFailed to load:", file=out)
+        _say("\nFailed to load:", file=out)
         for name, why in sorted(catalog.failures.items()):
-            print(f"  {name:<12} {why}", file=out)
+            _say(f"  {name:<12} {why}", file=out)
     return 0
 
 
@@ -126,10 +133,10 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         policy = load_policies(args.directory, PluginCatalog.discover())
     except PolicyError as err:
         for issue in err.issues:
-            print(issue, file=out)
-        print(f"{len(err.issues)} problem(s) in {args.directory}", file=out)
+            _say(str(issue), file=out)
+        _say(f"{len(err.issues)} problem(s) in {args.directory}", file=out)
         return 1
-    print(f"{args.directory}: OK ({len(policy.files)} files, version {policy.version})", file=out)
+    _say(f"{args.directory}: OK ({len(policy.files)} files, version {policy.version})", file=out)
     return 0
 
 
