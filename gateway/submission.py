@@ -68,7 +68,7 @@ class BulkRequest(_Body):
         )
 
 
-def fingerprint(route: str, body: Mapping[str, Any]) -> str:
+def body_digest(route: str, body: Mapping[str, Any]) -> str:
     """Identity of a request body for idempotency: same JSON, whatever its key order or spacing."""
     canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(route.encode() + b"\0" + canonical).hexdigest()

@@ -21,7 +21,7 @@ from gateway.errors import (
 )
 from gateway.routes.views import notification_view
 from gateway.store import Acceptance, IdempotencyClaim, InvalidCursorError, NewNotification, NotificationFilter
-from gateway.submission import BulkRequest, SendRequest, Submission, fingerprint
+from gateway.submission import BulkRequest, SendRequest, Submission, body_digest
 
 routes = web.RouteTableDef()
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -131,7 +131,7 @@ def _idempotency(request: web.Request, field: str | None, route: str, body: dict
             details=[ErrorDetail("idempotency_key", "differs from the Idempotency-Key header", "invalid_idempotency_key")],
         )
     key = header or field
-    return IdempotencyClaim(key, fingerprint(route, body)) if key else None
+    return IdempotencyClaim(key, body_digest(route, body)) if key else None
 
 
 async def _replay(request: web.Request, principal: Principal, claim: IdempotencyClaim) -> web.Response | None:

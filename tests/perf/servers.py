@@ -114,28 +114,15 @@ def make_policy_dir(target: Path) -> Path:
 
 
 @contextmanager
-def tidings_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """A live ``tidings serve`` with a fresh data dir and policy copy; yields once /readyz is 200."""
-    tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-"))
+def _running(name: str, argv: list[str], tmp: Path, *, env: dict[str, str] | None = None, data_dir: Path | None = None) -> Iterator[Server]:
+    """Start ``argv`` logging into ``tmp``, yield once /readyz is 200, stop it and remove ``tmp``."""
     try:
-        policy_dir = make_policy_dir(tmp / "policies")
-        data_dir = tmp / "data"
-        port = free_port()
-        env = dict(os.environ)
-        env.update(
-            TIDINGS_HOST=HOST,
-            TIDINGS_PORT=str(port),
-            TIDINGS_DATA_DIR=str(data_dir),
-            TIDINGS_POLICY_DIR=str(policy_dir),
-            TIDINGS_LOG_LEVEL="WARNING",
-        )
-        env.update(extra_env or {})
-        log_path = tmp / "server.log"
-        exe = Path(sys.executable).parent / "tidings"
+        log_path = tmp / f"{name}.log"
+        port = int(argv[-1]) if env is None else int(env["TIDINGS_PORT"])
         with open(log_path, "wb") as log:
             started = time.perf_counter()
-            proc = subprocess.Popen([str(exe), "serve"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
-        server = Server("tidings", proc, port, started, data_dir=data_dir, log_path=log_path)
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT if env is None else tmp)
+        server = Server(name, proc, port, started, data_dir=data_dir, log_path=log_path)
         try:
             server.ready_after = _wait_ready(server)
             yield server
@@ -146,23 +133,29 @@ def tidings_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
 
 
 @contextmanager
+def tidings_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A live ``tidings serve`` with a fresh data dir and policy copy; yields once /readyz is 200."""
+    tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-"))
+    policy_dir = make_policy_dir(tmp / "policies")
+    data_dir = tmp / "data"
+    env = dict(os.environ)
+    env.update(
+        TIDINGS_HOST=HOST,
+        TIDINGS_PORT=str(free_port()),
+        TIDINGS_DATA_DIR=str(data_dir),
+        TIDINGS_POLICY_DIR=str(policy_dir),
+        TIDINGS_LOG_LEVEL="WARNING",
+    )
+    env.update(extra_env or {})
+    exe = Path(sys.executable).parent / "tidings"
+    with _running("tidings", [str(exe), "serve"], tmp, env=env, data_dir=data_dir) as server:
+        yield server
+
+
+@contextmanager
 def bare_server() -> Iterator[Server]:
     """The baseline aiohttp handler (tests.perf.bare_server) in its own process."""
     tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-bare-"))
-    try:
-        port = free_port()
-        log_path = tmp / "bare.log"
-        with open(log_path, "wb") as log:
-            started = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.perf.bare_server", str(port)],
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            )
-        server = Server("bare", proc, port, started, log_path=log_path)
-        try:
-            server.ready_after = _wait_ready(server)
-            yield server
-        finally:
-            _stop(proc)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    argv = [sys.executable, "-m", "tests.perf.bare_server", str(free_port())]
+    with _running("bare", argv, tmp) as server:
+        yield server
