@@ -236,12 +236,7 @@ class SqliteStore:
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> None:
-            touched: set[str] = set()
-            for result in results:
-                notification_id = _record_attempt(conn, result, now)
-                if notification_id is not None:
-                    touched.add(notification_id)
-            _refresh_notifications(conn, touched, now)
+            _record_attempts(conn, results, now)
             if conn.execute("SELECT 1 FROM held_receipts LIMIT 1").fetchone() is None:
                 return  # the usual case: no early receipt is waiting, so skip a lookup per result
             for result in results:
@@ -269,12 +264,7 @@ class SqliteStore:
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> None:
-            touched: set[str] = set()
-            for update in updates:
-                notification_id = _apply_status(conn, update, now)
-                if notification_id is not None:
-                    touched.add(notification_id)
-            _refresh_notifications(conn, touched, now)
+            _apply_statuses(conn, updates, now)
 
         await self._write(job)
 
@@ -386,82 +376,151 @@ def _insert_audits(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) ->
         )
 
 
+_CHUNK: Final = 500  # bound parameters per IN (...) list, well under SQLite's limit
+
+
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _select_in(conn: sqlite3.Connection, sql: str, values: Iterable[Any], *params: Any) -> list[Any]:
+    """Run ``sql`` whose last placeholder is ``IN ({})`` over ``values``, in chunks."""
+    rows: list[Any] = []
+    distinct = list(dict.fromkeys(values))
+    for chunk in _chunks(distinct):
+        rows += conn.execute(sql.format(", ".join("?" * len(chunk))), (*params, *chunk)).fetchall()
+    return rows
+
+
 def _refresh_notifications(conn: sqlite3.Connection, notification_ids: Iterable[str], now: float) -> None:
     """Recompute each notification's status from its deliveries'."""
-    for notification_id in notification_ids:
-        found = conn.execute("SELECT status FROM deliveries WHERE notification_id = ?", (notification_id,)).fetchall()
-        status = statuses.aggregate(row[0] for row in found)
-        conn.execute(
-            "UPDATE notifications SET status = ?, updated_at = ? WHERE id = ? AND status != ?",
-            (status, now, notification_id, status),
+    found: dict[str, list[str]] = {}
+    for notification_id, status in _select_in(
+        conn, "SELECT notification_id, status FROM deliveries WHERE notification_id IN ({})", notification_ids
+    ):
+        found.setdefault(notification_id, []).append(status)
+    changes = []
+    for notification_id, delivery_statuses in found.items():
+        status = statuses.aggregate(delivery_statuses)
+        changes.append((status, now, notification_id, status))
+    conn.executemany("UPDATE notifications SET status = ?, updated_at = ? WHERE id = ? AND status != ?", changes)
+
+
+class _Changes:
+    """Delivery updates and audit rows gathered over a batch, written with one statement each."""
+
+    def __init__(self) -> None:
+        self.audits: list[tuple[Any, ...]] = []
+        self.touched: set[str] = set()
+
+    def flush(self, conn: sqlite3.Connection, now: float) -> None:
+        _insert_audits(conn, self.audits)
+        _refresh_notifications(conn, self.touched, now)
+
+
+def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> None:
+    current = {
+        row[0]: row[1:]
+        for row in _select_in(
+            conn, "SELECT id, notification_id, tenant, status FROM deliveries WHERE id IN ({})", (r.delivery_id for r in results)
         )
-
-
-def _record_attempt(conn: sqlite3.Connection, result: AttemptResult, now: float) -> str | None:
-    row = conn.execute("SELECT notification_id, tenant, status FROM deliveries WHERE id = ?", (result.delivery_id,)).fetchone()
-    if row is None:
-        return None
-    notification_id, tenant, current = row
-    conn.execute(
+    }
+    attempts: list[tuple[Any, ...]] = []
+    retries: list[tuple[Any, ...]] = []
+    finals: list[tuple[Any, ...]] = []
+    changes = _Changes()
+    for result in results:
+        found = current.get(result.delivery_id)
+        if found is None:
+            continue
+        notification_id, tenant, status = found
+        attempts.append(
+            (
+                ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, result.provider,
+                result.started_at, result.finished_at, result.outcome, result.provider_message_id, result.error,
+                _dumps(result.detail) if result.detail else None,
+            )
+        )
+        actor = f"provider:{result.provider}"
+        if result.retry_at is not None:
+            retries.append((result.retry_at, result.provider, result.error, now, result.delivery_id))
+            changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, "retry_scheduled", None, None, result.error))
+            continue
+        if not statuses.can_transition(status, result.status):
+            continue
+        finals.append((result.status, result.provider, result.provider_message_id, result.error, now, result.delivery_id))
+        action = "sent" if result.status == statuses.SENT else "failed"
+        changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, action, status, result.status, result.error))
+        changes.touched.add(notification_id)
+        current[result.delivery_id] = (notification_id, tenant, result.status)
+    conn.executemany(
         "INSERT INTO attempts (id, delivery_id, notification_id, number, provider, started_at, finished_at, outcome, "
         "provider_message_id, error, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, result.provider,
-            result.started_at, result.finished_at, result.outcome, result.provider_message_id, result.error,
-            _dumps(result.detail) if result.detail else None,
-        ),
+        attempts,
     )
-    actor = f"provider:{result.provider}"
-    if result.retry_at is not None:
-        conn.execute(
-            "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, provider = ?, "
-            "last_error = ?, updated_at = ? WHERE id = ?",
-            (result.retry_at, result.provider, result.error, now, result.delivery_id),
-        )
-        _insert_audits(conn, [(tenant, notification_id, result.delivery_id, now, actor, "retry_scheduled", None, None, result.error)])
-        return None
-    if not statuses.can_transition(current, result.status):
-        return None
-    conn.execute(
+    conn.executemany(
+        "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, provider = ?, "
+        "last_error = ?, updated_at = ? WHERE id = ?",
+        retries,
+    )
+    conn.executemany(
         "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, lease_owner = NULL, lease_until = NULL, "
         "last_error = ?, updated_at = ? WHERE id = ?",
-        (result.status, result.provider, result.provider_message_id, result.error, now, result.delivery_id),
+        finals,
     )
-    action = "sent" if result.status == statuses.SENT else "failed"
-    _insert_audits(conn, [(tenant, notification_id, result.delivery_id, now, actor, action, current, result.status, result.error)])
-    return str(notification_id)
+    changes.flush(conn, now)
 
 
-def _apply_status(conn: sqlite3.Connection, update: ReceivedStatus, now: float) -> str | None:
-    row = conn.execute(
-        "SELECT id, notification_id, tenant, status FROM deliveries WHERE provider = ? AND provider_message_id = ?",
-        (update.provider, update.provider_message_id),
-    ).fetchone()
-    if row is None:
-        conn.execute(
-            "INSERT INTO held_receipts (provider, provider_message_id, status, occurred_at, error, detail, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (update.provider, update.provider_message_id, update.status, update.occurred_at, update.error,
-             _dumps(update.detail) if update.detail else None, now),
-        )
-        return None
-    return _transition(conn, row, update, now)
+def _apply_statuses(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus], now: float) -> None:
+    """Apply receipts in order; hold the ones whose message this store does not know yet."""
+    found: dict[tuple[str, str], list[Any]] = {}
+    for provider in {update.provider for update in updates}:
+        for row in _select_in(
+            conn,
+            "SELECT provider_message_id, id, notification_id, tenant, status FROM deliveries "
+            "WHERE provider = ? AND provider_message_id IN ({})",
+            (update.provider_message_id for update in updates if update.provider == provider),
+            provider,
+        ):
+            found[(provider, row[0])] = list(row[1:])
+    held: list[tuple[Any, ...]] = []
+    changes = _Changes()
+    moves: list[tuple[Any, ...]] = []
+    for update in updates:
+        row = found.get((update.provider, update.provider_message_id))
+        if row is None:
+            held.append(
+                (update.provider, update.provider_message_id, update.status, update.occurred_at, update.error,
+                 _dumps(update.detail) if update.detail else None, now)
+            )
+        elif (move := _transition(row, update, now, changes)) is not None:
+            moves.append(move)
+            row[3] = update.status
+    conn.executemany(
+        "INSERT INTO held_receipts (provider, provider_message_id, status, occurred_at, error, detail, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        held,
+    )
+    _move_deliveries(conn, moves)
+    changes.flush(conn, now)
 
 
-def _transition(conn: sqlite3.Connection, row: Sequence[Any], update: ReceivedStatus, now: float) -> str | None:
+def _transition(row: Sequence[Any], update: ReceivedStatus, now: float, changes: _Changes) -> tuple[Any, ...] | None:
+    """The delivery update a receipt makes (None when it would move the status back), noting its audit."""
     delivery_id, notification_id, tenant, current = row
     if not statuses.can_transition(current, update.status):
         return None
-    conn.execute(
-        "UPDATE deliveries SET status = ?, last_error = COALESCE(?, last_error), updated_at = ? WHERE id = ?",
-        (update.status, update.error, now, delivery_id),
-    )
     reason = update.error or _describe(update.detail)
-    _insert_audits(
-        conn,
-        [(tenant, notification_id, delivery_id, update.occurred_at or now, f"provider:{update.provider}", "receipt", current, update.status, reason)],
+    changes.audits.append(
+        (tenant, notification_id, delivery_id, update.occurred_at or now, f"provider:{update.provider}", "receipt", current, update.status, reason)
     )
-    return str(notification_id)
+    changes.touched.add(notification_id)
+    return (update.status, update.error, now, delivery_id)
+
+
+def _move_deliveries(conn: sqlite3.Connection, moves: Sequence[tuple[Any, ...]]) -> None:
+    conn.executemany("UPDATE deliveries SET status = ?, last_error = COALESCE(?, last_error), updated_at = ? WHERE id = ?", moves)
 
 
 def _describe(detail: Mapping[str, Any]) -> str | None:
@@ -475,18 +534,21 @@ def _apply_held(conn: sqlite3.Connection, provider: str, provider_message_id: st
     ).fetchall()
     if not held:
         return
-    row = conn.execute(
+    found = conn.execute(
         "SELECT id, notification_id, tenant, status FROM deliveries WHERE provider = ? AND provider_message_id = ?",
         (provider, provider_message_id),
     ).fetchone()
-    touched = None
-    for seq, status, occurred_at, error, detail in held:
+    row = list(found)
+    changes = _Changes()
+    moves = []
+    for _seq, status, occurred_at, error, detail in held:
         update = ReceivedStatus(provider, provider_message_id, status, occurred_at, error, _loads(detail) or {})
-        touched = _transition(conn, row, update, now) or touched
-        row = conn.execute("SELECT id, notification_id, tenant, status FROM deliveries WHERE id = ?", (row[0],)).fetchone()
-        conn.execute("DELETE FROM held_receipts WHERE seq = ?", (seq,))
-    if touched:
-        _refresh_notifications(conn, {touched}, now)
+        if (move := _transition(row, update, now, changes)) is not None:
+            moves.append(move)
+            row[3] = status
+    _move_deliveries(conn, moves)
+    conn.executemany("DELETE FROM held_receipts WHERE seq = ?", [(seq,) for seq, *_ in held])
+    changes.flush(conn, now)
 
 
 def _notification_dict(row: Mapping[str, Any]) -> dict[str, Any]:

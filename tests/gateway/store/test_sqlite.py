@@ -83,6 +83,26 @@ async def test_a_receipt_that_arrives_before_the_send_is_recorded_is_held_then_a
     assert found["status"] == "delivered"  # type: ignore[index]
 
 
+async def test_a_large_batch_of_results_and_receipts_is_applied_row_by_row_in_order(fresh_store: Store) -> None:
+    batch = [notification() for _ in range(650)]  # more rows than one IN (...) chunk
+    await fresh_store.accept(batch, tenant="acme", idempotency=None, status=202, body=b"{}")
+    claimed = await fresh_store.claim_due("sms", limit=1000, owner="w", lease_seconds=60)
+    assert len(claimed) == 650
+    await fresh_store.record_attempts(
+        [AttemptResult(c.id, c.attempt, "memory", 0.0, 0.0, "sent", "sent", provider_message_id=f"m-{i}") for i, c in enumerate(claimed)]
+    )
+    receipts = [ReceivedStatus("memory", f"m-{i}", "delivered") for i in range(650)]
+    receipts += [ReceivedStatus("memory", "m-0", "read"), ReceivedStatus("memory", "m-0", "delivered"), ReceivedStatus("memory", "later", "sent")]
+    await fresh_store.apply_statuses(receipts)
+    first = next(n for n in batch if n.deliveries[0].id == claimed[0].id)
+    found = await fresh_store.get_notification("acme", first.id)
+    assert found is not None
+    assert (found["status"], found["deliveries"][0]["status"]) == ("read", "read")
+    assert [(e["from_status"], e["to_status"]) for e in found["audit"] if e["action"] == "receipt"] == [("sent", "delivered"), ("delivered", "read")]
+    page = await fresh_store.list_notifications("acme", NotificationFilter(status="delivered"), limit=1000, cursor=None)
+    assert len(page.items) == 649
+
+
 async def test_an_idempotency_key_is_recorded_with_the_accept_and_replayed_after(fresh_store: Store) -> None:
     claim = IdempotencyClaim("k1", "fp1")
     first = await fresh_store.accept([notification()], tenant="acme", idempotency=claim, status=202, body=b'{"n": 1}')
