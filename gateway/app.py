@@ -1,7 +1,7 @@
 """The aiohttp application: routes, middleware, and background work in ``cleanup_ctx``.
 
 Startup order (shutdown runs it backwards): policies → store → HTTP client session →
-provider instances → receipts → dispatcher. On SIGTERM the dispatcher stops claiming first,
+outcome sink and provider instances → dispatcher. On SIGTERM the dispatcher stops claiming first,
 in-flight sends finish or are released, queued writes commit, and only then the store closes.
 """
 
@@ -14,13 +14,13 @@ import aiohttp
 from aiohttp import web
 
 from gateway.api import error_middleware
-from gateway.appkeys import CLOCK, DISPATCHER, HTTP, PLUGINS, POLICIES, PROVIDERS, RECEIPTS, SETTINGS, STORE
+from gateway.appkeys import CLOCK, DISPATCHER, HTTP, PLUGINS, POLICIES, PROVIDERS, OUTCOMES, SETTINGS, STORE
 from gateway.clock import Clock, SystemClock
 from gateway.dispatcher import Dispatcher, DispatchSettings
 from gateway.plugins import PluginCatalog
 from gateway.policies import PolicyHolder, load_policies
 from gateway.provider_pool import ProviderPool
-from gateway.receipts import ReceiptSink
+from gateway.outcomes import Outcomes
 from gateway.routes import setup_routes
 from gateway.settings import Settings
 from gateway.store import Store
@@ -65,12 +65,12 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _providers(app: web.Application) -> AsyncIterator[None]:
-    receipts = ReceiptSink(app[STORE])
-    app[RECEIPTS] = receipts
-    pool = ProviderPool.build(app[POLICIES].current, app[PLUGINS], session=app[HTTP], clock=app[CLOCK], report=receipts.report)
+    outcomes = Outcomes(app[STORE])
+    app[OUTCOMES] = outcomes
+    pool = ProviderPool.build(app[POLICIES].current, app[PLUGINS], session=app[HTTP], clock=app[CLOCK], report=outcomes.report)
     app[PROVIDERS] = pool
     yield
-    await receipts.drain()
+    await outcomes.drain()
     await app[PROVIDERS].aclose()
 
 
@@ -85,10 +85,10 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         retry_base=settings.retry_base_seconds,
         shutdown_grace=settings.shutdown_grace_seconds,
     )
-    dispatcher = Dispatcher(app[STORE], app[POLICIES], lambda: app[PROVIDERS], app[CLOCK], dispatch)
+    dispatcher = Dispatcher(app[STORE], app[OUTCOMES], app[POLICIES], lambda: app[PROVIDERS], app[CLOCK], dispatch)
     dispatcher.start()
     app[DISPATCHER] = dispatcher
     log.info("dispatcher %s running", dispatcher.owner)
     yield
     await dispatcher.stop()
-    await app[RECEIPTS].drain()
+    await app[OUTCOMES].drain()

@@ -10,7 +10,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.plugins import PluginCatalog
 from gateway.policies import PolicyHolder
 from gateway.provider_pool import ProviderPool
-from gateway.receipts import ReceiptSink
+from gateway.outcomes import Outcomes
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -21,5 +21,5 @@ POLICIES = web.AppKey("policies", PolicyHolder)
 STORE = web.AppKey("store", Store)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 PROVIDERS = web.AppKey("providers", ProviderPool)
-RECEIPTS = web.AppKey("receipts", ReceiptSink)
+OUTCOMES = web.AppKey("outcomes", Outcomes)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)

@@ -18,9 +18,9 @@ from typing import Final
 
 from gateway import statuses
 from gateway.backoff import retry_delay
-from gateway.batching import Batcher
 from gateway.clock import Clock
 from gateway.errors import DeliveryError, TransientDeliveryError
+from gateway.outcomes import Outcomes
 from gateway.plugin_api import OutboundMessage, Provider, SendReceipt
 from gateway.policies import PolicyHolder
 from gateway.provider_pool import ProviderPool
@@ -48,6 +48,7 @@ class Dispatcher:
     def __init__(
         self,
         store: Store,
+        outcomes: Outcomes,
         policies: PolicyHolder,
         pool: Callable[[], ProviderPool],
         clock: Clock,
@@ -63,7 +64,7 @@ class Dispatcher:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._in_flight: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._slot_freed: dict[str, asyncio.Event] = {}
-        self._results: Batcher[AttemptResult] = Batcher(store.record_attempts, name="attempts")
+        self._outcomes = outcomes
         self._stopping = False
 
     @property
@@ -105,7 +106,7 @@ class Dispatcher:
             if unfinished:
                 log.warning("released %d in-flight deliveries at shutdown", len(unfinished))
                 await self._store.release(unfinished, self.owner)
-        await self._results.drain()
+        await self._outcomes.drain()
         self._loops.clear()
 
     async def _claim_loop(self, channel: str) -> None:
@@ -147,21 +148,21 @@ class Dispatcher:
         started = self._clock.now()
         if provider is None:
             error = TransientDeliveryError(f"no provider instance serves {delivery.channel!r} for tenant {delivery.tenant!r}")
-            self._results.add(self._failure(delivery, "unavailable", started, error))
+            self._outcomes.record(self._failure(delivery, "unavailable", started, error))
             return
         try:
             receipt = await asyncio.wait_for(provider.send(_message(delivery)), self._settings.send_timeout)
         except DeliveryError as err:
-            self._results.add(self._failure(delivery, provider.name, started, err))
+            self._outcomes.record(self._failure(delivery, provider.name, started, err))
         except TimeoutError:
             error = TransientDeliveryError(f"provider did not answer within {self._settings.send_timeout:g}s")
-            self._results.add(self._failure(delivery, provider.name, started, error))
+            self._outcomes.record(self._failure(delivery, provider.name, started, error))
         except Exception as err:  # a plugin bug: keep the message, retry, and say so loudly
             log.exception("provider %s raised unexpectedly for delivery %s", provider.name, delivery.id)
             error = TransientDeliveryError(f"provider plugin error: {type(err).__name__}: {err}")
-            self._results.add(self._failure(delivery, provider.name, started, error))
+            self._outcomes.record(self._failure(delivery, provider.name, started, error))
         else:
-            self._results.add(self._success(delivery, provider, started, receipt))
+            self._outcomes.record(self._success(delivery, provider, started, receipt))
 
     def _success(self, delivery: ClaimedDelivery, provider: Provider, started: float, receipt: SendReceipt) -> AttemptResult:
         return AttemptResult(

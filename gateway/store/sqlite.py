@@ -233,15 +233,24 @@ class SqliteStore:
 
     async def record_attempts(self, results: Sequence[AttemptResult]) -> None:
         """Record attempts and move their deliveries on; apply receipts that were waiting for them."""
+        await self.record_outcomes(results, ())
+
+    async def apply_statuses(self, updates: Sequence[ReceivedStatus]) -> None:
+        """Reconcile provider receipts: forward-only, duplicates ignored, early ones held."""
+        await self.record_outcomes((), updates)
+
+    async def record_outcomes(self, results: Sequence[AttemptResult], receipts: Sequence[ReceivedStatus]) -> None:
+        """Record attempts, then reconcile receipts, in one transaction.
+
+        A receipt for a message whose send is not recorded yet is held; recording the send
+        later applies it.
+        """
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> None:
             _record_attempts(conn, results, now)
-            if conn.execute("SELECT 1 FROM held_receipts LIMIT 1").fetchone() is None:
-                return  # the usual case: no early receipt is waiting, so skip a lookup per result
-            for result in results:
-                if result.provider_message_id is not None and result.status == statuses.SENT:
-                    _apply_held(conn, result.provider, result.provider_message_id, now)
+            _apply_statuses(conn, receipts, now)
+            _apply_held(conn, results, now)
 
         await self._write(job)
 
@@ -256,15 +265,6 @@ class SqliteStore:
                 f"attempts = attempts - 1, updated_at = ? WHERE id = ? AND lease_owner = ? AND {_LIVE}",
                 params,
             )
-
-        await self._write(job)
-
-    async def apply_statuses(self, updates: Sequence[ReceivedStatus]) -> None:
-        """Reconcile provider receipts: forward-only, duplicates ignored, early ones held."""
-        now = self.clock.now()
-
-        def job(conn: sqlite3.Connection) -> None:
-            _apply_statuses(conn, updates, now)
 
         await self._write(job)
 
@@ -527,28 +527,30 @@ def _describe(detail: Mapping[str, Any]) -> str | None:
     return ", ".join(f"{key}={value}" for key, value in detail.items()) or None
 
 
-def _apply_held(conn: sqlite3.Connection, provider: str, provider_message_id: str, now: float) -> None:
-    held = conn.execute(
-        "SELECT seq, status, occurred_at, error, detail FROM held_receipts WHERE provider = ? AND provider_message_id = ? ORDER BY seq",
-        (provider, provider_message_id),
-    ).fetchall()
+def _apply_held(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> None:
+    """Apply the held receipts of messages whose sends were just recorded, in arrival order."""
+    sent = [r for r in results if r.provider_message_id is not None and r.status == statuses.SENT]
+    if not sent or conn.execute("SELECT 1 FROM held_receipts LIMIT 1").fetchone() is None:
+        return  # the usual case: nothing is waiting
+    held: list[Any] = []
+    for provider in {result.provider for result in sent}:
+        held += _select_in(
+            conn,
+            "SELECT seq, provider, provider_message_id, status, occurred_at, error, detail FROM held_receipts "
+            "WHERE provider = ? AND provider_message_id IN ({})",
+            (result.provider_message_id for result in sent if result.provider == provider),
+            provider,
+        )
     if not held:
         return
-    found = conn.execute(
-        "SELECT id, notification_id, tenant, status FROM deliveries WHERE provider = ? AND provider_message_id = ?",
-        (provider, provider_message_id),
-    ).fetchone()
-    row = list(found)
-    changes = _Changes()
-    moves = []
-    for _seq, status, occurred_at, error, detail in held:
-        update = ReceivedStatus(provider, provider_message_id, status, occurred_at, error, _loads(detail) or {})
-        if (move := _transition(row, update, now, changes)) is not None:
-            moves.append(move)
-            row[3] = status
-    _move_deliveries(conn, moves)
-    conn.executemany("DELETE FROM held_receipts WHERE seq = ?", [(seq,) for seq, *_ in held])
-    changes.flush(conn, now)
+    held.sort()
+    conn.executemany("DELETE FROM held_receipts WHERE seq = ?", [(row[0],) for row in held])
+    _apply_statuses(
+        conn,
+        [ReceivedStatus(provider, message_id, status, occurred_at, error, _loads(detail) or {})
+         for _seq, provider, message_id, status, occurred_at, error, detail in held],
+        now,
+    )
 
 
 def _notification_dict(row: Mapping[str, Any]) -> dict[str, Any]:

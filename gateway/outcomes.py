@@ -1,4 +1,9 @@
-"""Provider status reports on their way into the store, batched, whatever path they came by."""
+"""Attempt results and provider receipts on their way into the store, in shared batches.
+
+Both go through one batcher and one write: a provider that reports ``delivered`` while its
+send call is still returning (the sandbox, a fast webhook) has its receipt written in the same
+transaction as the attempt, after it, instead of being held and matched up later.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,20 @@ from collections.abc import Sequence
 from gateway import statuses
 from gateway.batching import Batcher
 from gateway.plugin_api import InboundReply, StatusUpdate
-from gateway.store import ReceivedStatus, Store
+from gateway.store import AttemptResult, ReceivedStatus, Store
 
 log = logging.getLogger(__name__)
 
 
-class ReceiptSink:
-    """Takes status updates from provider instances and reconciles them in batches."""
+class Outcomes:
+    """Takes attempt results from the dispatcher and status updates from provider instances."""
 
     def __init__(self, store: Store) -> None:
-        self._batcher: Batcher[ReceivedStatus] = Batcher(store.apply_statuses, name="receipts")
+        self._store = store
+        self._batcher: Batcher[AttemptResult | ReceivedStatus] = Batcher(self._flush, name="outcomes")
+
+    def record(self, result: AttemptResult) -> None:
+        self._batcher.add(result)
 
     def report(self, provider: str, updates: Sequence[StatusUpdate | InboundReply]) -> None:
         for update in updates:
@@ -31,6 +40,11 @@ class ReceiptSink:
             self._batcher.add(
                 ReceivedStatus(provider, update.provider_message_id, status, update.occurred_at, update.error, dict(update.detail))
             )
+
+    async def _flush(self, batch: list[AttemptResult | ReceivedStatus]) -> None:
+        results = [item for item in batch if isinstance(item, AttemptResult)]
+        receipts = [item for item in batch if isinstance(item, ReceivedStatus)]
+        await self._store.record_outcomes(results, receipts)
 
     async def drain(self) -> None:
         await self._batcher.drain()
