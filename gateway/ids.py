@@ -1,10 +1,18 @@
-"""Prefixed ULIDs: sortable by creation time, and the kind is readable off the wire."""
+"""Prefixed ULIDs: sortable by creation time, and the kind is readable off the wire.
+
+An id is ``<prefix>_`` plus a standard 26-character ULID: 48 bits of Unix milliseconds, then
+80 random bits, in Crockford base32. Within one millisecond the random part counts up, so ids
+made by this process sort in the order they were made (a monotonic ULID). The encoding is done
+here rather than by a ULID library because a send makes several ids and the library's spend
+more time than the rest of the id work together.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from typing import Final
-
-from ulid import ULID
 
 NOTIFICATION: Final = "ntf"
 DELIVERY: Final = "dlv"
@@ -15,10 +23,42 @@ KEY: Final = "key"
 
 PREFIXES: Final = frozenset({NOTIFICATION, DELIVERY, EVENT, ATTEMPT, WEBHOOK, KEY})
 
+_CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS: Final = tuple(high + low for high in _CROCKFORD for low in _CROCKFORD)  # every 10-bit value
+_SHIFTS: Final = tuple(range(120, -1, -10))  # 13 pairs: 130 bits, the top two always zero
+_RANDOM_LIMIT: Final = 1 << 80
+
+
+class _Monotonic:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ms = 0
+        self._random = 0
+
+    def next(self) -> int:
+        ms = time.time_ns() // 1_000_000
+        with self._lock:
+            if ms <= self._ms:  # the same millisecond, or the clock stepped back: count on
+                if self._random + 1 < _RANDOM_LIMIT:
+                    self._random += 1
+                    return self._ms << 80 | self._random
+                ms = self._ms + 1  # the random part ran out: borrow the next millisecond
+            self._ms, self._random = ms, int.from_bytes(os.urandom(10), "big")
+            return ms << 80 | self._random
+
+
+_next = _Monotonic().next
+
+
+def new_ulid() -> str:
+    """A new 26-character ULID, greater than every one this process made before."""
+    value = _next()
+    return "".join([_PAIRS[value >> shift & 1023] for shift in _SHIFTS])
+
 
 def new_id(prefix: str) -> str:
-    """A new id such as ``ntf_01J9Z3…``; later ids sort after earlier ones (to the millisecond)."""
-    return f"{prefix}_{ULID()}"
+    """A new id such as ``ntf_01J9Z3…``; later ids sort after earlier ones."""
+    return f"{prefix}_{new_ulid()}"
 
 
 def has_prefix(value: str, prefix: str) -> bool:

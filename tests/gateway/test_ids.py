@@ -1,0 +1,25 @@
+"""Ids are standard ULIDs (checked with the python-ulid package) that sort in creation order."""
+
+from __future__ import annotations
+
+import time
+
+from ulid import ULID
+
+from gateway import ids
+
+
+def test_an_id_is_its_prefix_and_a_ulid_carrying_the_current_time() -> None:
+    before = time.time()
+    value = ids.new_id(ids.NOTIFICATION)
+    prefix, ulid = value.split("_")
+    assert prefix == "ntf" and ids.has_prefix(value, ids.NOTIFICATION)
+    parsed = ULID.from_str(ulid)
+    assert str(parsed) == ulid
+    assert before - 0.001 <= parsed.timestamp <= time.time() + 0.001
+
+
+def test_ids_made_in_a_burst_are_distinct_and_sort_in_the_order_they_were_made() -> None:
+    made = [ids.new_ulid() for _ in range(20_000)]
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
