@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench clean
+.PHONY: run test typecheck bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tidings needs Python 3.11 or newer")'
@@ -24,8 +24,15 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
+$(VENV)/.installed-dev: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
+	@touch $@
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/python -m mypy
+
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m tests.perf.run
+	$(BIN)/python -m tests.perf.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) data

@@ -13,6 +13,6 @@ def retry_delay(attempt: int, *, base: float, retry_after: float | None = None, 
 
     A provider's own ``retry_after`` wins when it asks for longer.
     """
-    jitter = (rand or random).uniform(0.8, 1.2)
-    delay = min(base * 2 ** max(attempt - 1, 0), MAX_DELAY) * jitter
+    jitter = (rand.uniform if rand is not None else random.uniform)(0.8, 1.2)
+    delay = min(base * 2.0 ** max(attempt - 1, 0), MAX_DELAY) * jitter
     return max(delay, retry_after or 0.0)

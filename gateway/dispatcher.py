@@ -10,6 +10,7 @@ only talks to its vendor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 from collections.abc import Callable, Iterable
@@ -129,14 +130,14 @@ class Dispatcher:
             for delivery in claimed:
                 task = asyncio.create_task(self._deliver(delivery))
                 flights[delivery.id] = task
-                task.add_done_callback(lambda _t, d=delivery.id: self._finished(channel, d))
+                task.add_done_callback(functools.partial(self._finished, channel, delivery.id))
             if len(claimed) < min(free, self._settings.batch):
                 try:
                     await asyncio.wait_for(wakeup.wait(), IDLE_POLL)
                 except TimeoutError:
                     pass
 
-    def _finished(self, channel: str, delivery_id: str) -> None:
+    def _finished(self, channel: str, delivery_id: str, _task: asyncio.Task[None]) -> None:
         self._in_flight[channel].pop(delivery_id, None)
         self._slot_freed[channel].set()
 

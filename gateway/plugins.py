@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from importlib.metadata import EntryPoint
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -55,7 +56,7 @@ class PluginCatalog:
         """Load every ``tidings.providers`` entry point installed in this environment."""
         failures: dict[str, str] = {}
 
-        def on_failure(_manager: ExtensionManager, entry_point: Any, err: BaseException) -> None:
+        def on_failure(_manager: ExtensionManager[Any], entry_point: Any, err: BaseException) -> None:
             failures[entry_point.name] = f"{type(err).__name__}: {err}"
             log.warning("provider plugin %r failed to load: %s", entry_point.name, err)
 
@@ -65,12 +66,15 @@ class PluginCatalog:
     @classmethod
     def from_classes(cls, classes: Mapping[str, type[Provider]]) -> PluginCatalog:
         """A catalog of the given classes, through the same checks (for tests and embedding)."""
-        extensions = [Extension(name, None, plugin, None) for name, plugin in classes.items()]
+        extensions = [
+            Extension(name, EntryPoint(name, f"{plugin.__module__}:{plugin.__qualname__}", NAMESPACE), plugin, None)
+            for name, plugin in classes.items()
+        ]
         manager = ExtensionManager.make_test_instance(extensions, namespace=NAMESPACE)
         return cls._from_extensions(manager.extensions, {})
 
     @classmethod
-    def _from_extensions(cls, extensions: Iterable[Extension], failures: dict[str, str]) -> PluginCatalog:
+    def _from_extensions(cls, extensions: Iterable[Extension[Any]], failures: dict[str, str]) -> PluginCatalog:
         providers: dict[str, type[Provider]] = {}
         origins: dict[str, str] = {}
         for extension in extensions:
@@ -80,8 +84,7 @@ class PluginCatalog:
                 failures[extension.name] = str(err)
                 log.warning("provider plugin %r is unusable: %s", extension.name, err)
                 continue
-            entry_point = extension.entry_point
-            origins[extension.name] = entry_point.value if entry_point is not None else extension.plugin.__module__
+            origins[extension.name] = extension.entry_point.value
         return cls(MappingProxyType(providers), MappingProxyType(failures), MappingProxyType(origins))
 
     def get(self, name: str) -> type[Provider] | None:

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaValidationError
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from ruamel.yaml import YAML
@@ -337,7 +338,7 @@ def _check_instance(name: str, instance: ProviderInstancePolicy, plugins: Plugin
         sources.issue(path, f"{error.validator} check failed: {_schema_message(error)}")
 
 
-def _schema_message(error: Any) -> str:
+def _schema_message(error: SchemaValidationError) -> str:
     if error.validator == "required":
         return error.message.split(" is a required property")[0] + " is required"
     if error.validator == "additionalProperties":

@@ -202,7 +202,7 @@ class SqliteStore:
                 "lease_until = ?, updated_at = ? WHERE id = ?",
                 [(owner, now + lease_seconds, now, row[0]) for row in rows],
             )
-            audits = []
+            audits: list[tuple[Any, ...]] = []
             for row in rows:
                 if row[8] == statuses.QUEUED:
                     audits.append((row[2], row[1], row[0], now, DISPATCHER, "claimed", statuses.QUEUED, statuses.SENDING, None))
@@ -310,7 +310,7 @@ class SqliteStore:
             params += [tenant, where.recipient]
         sql = f"SELECT n.* FROM notifications n WHERE {' AND '.join(clauses)} ORDER BY n.id DESC LIMIT ?"
         async with self._db.execute(sql, (*params, limit + 1)) as cur:
-            rows = await cur.fetchall()
+            rows = list(await cur.fetchall())
         items = [_notification_dict(row) for row in rows[:limit]]
         await self._attach_delivery_summaries(items)
         next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
@@ -553,7 +553,7 @@ def _apply_held(conn: sqlite3.Connection, results: Sequence[AttemptResult], now:
     )
 
 
-def _notification_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def _notification_dict(row: sqlite3.Row) -> dict[str, Any]:
     item = dict(row)
     item["recipient"] = _loads(item["recipient"])
     item["channels"] = _loads(item["channels"])
@@ -561,7 +561,7 @@ def _notification_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     return item
 
 
-def _delivery_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def _delivery_dict(row: sqlite3.Row) -> dict[str, Any]:
     item = dict(row)
     item["content"] = _loads(item["content"])
     return item
