@@ -7,20 +7,21 @@ in-flight sends finish or are released, queued writes commit, and only then the 
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
 from gateway.api import error_middleware
-from gateway.appkeys import CLOCK, DISPATCHER, HTTP, PLUGINS, POLICIES, PROVIDERS, OUTCOMES, SETTINGS, STORE
+from gateway.appkeys import CLOCK, DISPATCHER, HTTP, OUTCOMES, PLUGINS, POLICIES, POLICY_LOADER, PROVIDERS, SETTINGS, STORE
 from gateway.clock import Clock, SystemClock
 from gateway.dispatcher import Dispatcher, DispatchSettings
 from gateway.plugins import PluginCatalog
-from gateway.policies import PolicyHolder, load_policies
-from gateway.provider_pool import ProviderPool
 from gateway.outcomes import Outcomes
+from gateway.policies import PolicyHolder, PolicySet, load_policies
+from gateway.provider_pool import ProviderPool
 from gateway.routes import setup_routes
 from gateway.settings import Settings
 from gateway.store import Store
@@ -40,8 +41,14 @@ def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, cloc
     return app
 
 
+def policy_loader(settings: Settings, plugins: PluginCatalog) -> Callable[[], PolicySet]:
+    """How this app reads its policy directory: at start-up and on every reload."""
+    return functools.partial(load_policies, settings.policy_dir, plugins)
+
+
 async def _policies(app: web.Application) -> AsyncIterator[None]:
-    policy = load_policies(app[SETTINGS].policy_dir, app[PLUGINS])
+    app[POLICY_LOADER] = policy_loader(app[SETTINGS], app[PLUGINS])
+    policy = app[POLICY_LOADER]()
     log.info("policies loaded: version %s from %d files", policy.version, len(policy.files))
     app[POLICIES] = PolicyHolder(policy)
     yield

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.dispatcher import Dispatcher
 from gateway.plugins import PluginCatalog
-from gateway.policies import PolicyHolder
-from gateway.provider_pool import ProviderPool
 from gateway.outcomes import Outcomes
+from gateway.policies import PolicyHolder, PolicySet
+from gateway.provider_pool import ProviderPool
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -18,6 +20,7 @@ SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 PLUGINS = web.AppKey("plugins", PluginCatalog)
 POLICIES = web.AppKey("policies", PolicyHolder)
+POLICY_LOADER: web.AppKey[Callable[[], PolicySet]] = web.AppKey("policy_loader")
 STORE = web.AppKey("store", Store)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 PROVIDERS = web.AppKey("providers", ProviderPool)
