@@ -23,6 +23,7 @@ from gateway.outcomes import Outcomes
 from gateway.policies import PolicyHolder, PolicySet, load_policies
 from gateway.provider_pool import ProviderPool
 from gateway.routes import setup_routes
+from gateway.secrets import SecretResolver
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -43,7 +44,7 @@ def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, cloc
 
 def policy_loader(settings: Settings, plugins: PluginCatalog) -> Callable[[], PolicySet]:
     """How this app reads its policy directory: at start-up and on every reload."""
-    return functools.partial(load_policies, settings.policy_dir, plugins)
+    return functools.partial(load_policies, settings.policy_dir, plugins, secrets=SecretResolver.from_settings(settings))
 
 
 async def _policies(app: web.Application) -> AsyncIterator[None]:

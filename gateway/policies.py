@@ -30,6 +30,7 @@ from ruamel.yaml.error import YAMLError
 from gateway.channels import ChannelCatalog
 from gateway.errors import PolicyError, PolicyIssue
 from gateway.plugins import PluginCatalog
+from gateway.secrets import SecretResolver
 from gateway.templates import CompiledContent, CompiledTemplate, template_syntax_error
 
 SECTIONS: Final = ("tenants", "providers", "channels", "templates", "routes", "retry_schedules", "quotas", "webhooks")
@@ -258,8 +259,12 @@ def _merge(plain: dict[str, Any], local: dict[Path_, tuple[str, int | None]], la
     sources.origins.update({path: origin for path, origin in local.items() if path not in sources.origins})
 
 
-def load_policies(directory: Path, plugins: PluginCatalog) -> PolicySet:
-    """Read, merge and validate every policy file in ``directory``; raise :class:`PolicyError`."""
+def load_policies(directory: Path, plugins: PluginCatalog, *, secrets: SecretResolver | None = None) -> PolicySet:
+    """Read, merge and validate every policy file in ``directory``; raise :class:`PolicyError`.
+
+    Secret references are resolved with ``secrets`` (no master key and ``os.environ`` if not
+    given), relative ``$file`` paths against ``directory``.
+    """
     sources = _Sources()
     if not directory.is_dir():
         raise PolicyError([PolicyIssue(str(directory), "", "policy directory does not exist")])
@@ -272,10 +277,12 @@ def load_policies(directory: Path, plugins: PluginCatalog) -> PolicySet:
         _read_file(path, label, sources)
     if sources.issues:
         raise PolicyError(sources.issues)
-    return build_policy_set(sources, plugins)
+    return build_policy_set(sources, plugins, (secrets or SecretResolver()).relative_to(directory))
 
 
-def build_policy_set(sources: _Sources, plugins: PluginCatalog) -> PolicySet:
+def build_policy_set(sources: _Sources, plugins: PluginCatalog, secrets: SecretResolver | None = None) -> PolicySet:
+    # Secrets first: everything after validates the values, never the references.
+    (secrets or SecretResolver()).resolve(sources.document, sources.issue)
     try:
         document = PolicyDocument.model_validate(sources.document)
     except PydanticValidationError as err:
