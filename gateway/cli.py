@@ -1,4 +1,4 @@
-"""The ``tidings`` command: serve the gateway, make API keys, inspect plugins, check policies."""
+"""The ``tidings`` command: serve the gateway, make API keys, inspect plugins, check policies, encrypt secrets."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from typing import TextIO
 
 from pydantic import ValidationError as SettingsValidationError
 
+from gateway import schema
 from gateway.auth import create_key
 from gateway.errors import PolicyError
 from gateway.plugins import PluginCatalog
 from gateway.policies import load_policies
-from gateway.secrets import secret_paths
+from gateway.secrets import SecretResolver, encrypt, generate_master_key, secret_paths
 from gateway.settings import Settings
 
 
@@ -56,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a policy directory offline (exit 1 on errors)")
     check.add_argument("directory", type=Path)
     check.set_defaults(command=_check)
+
+    schema_ = commands.add_parser("schema", help="print the policy JSON Schema (for editors and CI)")
+    schema_.set_defaults(command=_schema)
+
+    secret = commands.add_parser("secret", help="write secrets for policy files").add_subparsers(metavar="ACTION")
+    encrypt_ = secret.add_parser("encrypt", help="read a value on stdin, print it as enc:v1:… (needs TIDINGS_MASTER_KEY)")
+    encrypt_.set_defaults(command=_secret_encrypt)
+    generate = secret.add_parser("generate-key", help="print a fresh random master key for TIDINGS_MASTER_KEY")
+    generate.set_defaults(command=_secret_generate_key)
     return parser
 
 
@@ -128,15 +138,46 @@ def _plugins(_args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _schema(_args: argparse.Namespace, out: TextIO) -> int:
+    out.write(schema.render(schema.generate()))
+    return 0
+
+
 def _check(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(out)
+    if settings is None:
+        return 2
     try:
-        policy = load_policies(args.directory, PluginCatalog.discover())
+        # Secrets are resolved as the server would, so a missing variable or file fails here first.
+        policy = load_policies(args.directory, PluginCatalog.discover(), secrets=SecretResolver.from_settings(settings))
     except PolicyError as err:
         for issue in err.issues:
             _say(str(issue), file=out)
         _say(f"{len(err.issues)} problem(s) in {args.directory}", file=out)
         return 1
     _say(f"{args.directory}: OK ({len(policy.files)} files, version {policy.version})", file=out)
+    return 0
+
+
+def _secret_encrypt(_args: argparse.Namespace, out: TextIO) -> int:
+    settings = _settings(sys.stderr)
+    if settings is None:
+        return 2
+    if settings.master_key is None:
+        _say("TIDINGS_MASTER_KEY is not set; enc:v1: values are encrypted with it (make one: tidings secret generate-key)", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        _say("Type or paste the secret, then press Ctrl-D:", file=sys.stderr, flush=True)
+    value = sys.stdin.read().removesuffix("\n")
+    if not value:
+        _say("nothing to encrypt: pass the secret on stdin", file=sys.stderr)
+        return 2
+    _say(encrypt(value, settings.master_key), file=out)
+    return 0
+
+
+def _secret_generate_key(_args: argparse.Namespace, out: TextIO) -> int:
+    _say(generate_master_key(), file=out)
     return 0
 
 
