@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test typecheck bench clean
+.PHONY: run test typecheck bench schema clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tidings needs Python 3.11 or newer")'
@@ -33,6 +33,11 @@ typecheck: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m tests.perf.run $(ARGS)
+
+# After changing the policy models: regenerate the shipped and the published schema.
+schema: $(VENV)/.installed
+	$(BIN)/tidings schema > gateway/policy.schema.json
+	cp gateway/policy.schema.json schema/policy.schema.json
 
 clean:
 	rm -rf $(VENV) data

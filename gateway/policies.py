@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaValidationError
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic import ValidationError as PydanticValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
+from gateway import schema
 from gateway.channels import ChannelCatalog
+from gateway.durations import DURATION_PATTERN, RATE_PATTERN
 from gateway.errors import PolicyError, PolicyIssue
 from gateway.plugins import PluginCatalog
 from gateway.secrets import SecretResolver
@@ -35,6 +37,7 @@ from gateway.templates import CompiledContent, CompiledTemplate, template_syntax
 
 SECTIONS: Final = ("tenants", "providers", "channels", "templates", "routes", "retry_schedules", "quotas", "webhooks")
 SANDBOX: Final = "sandbox"
+DEFAULT_RETRY_SCHEDULE: Final = "default"  # exists even when retry_schedules does not define it
 Path_ = tuple[str | int, ...]
 
 
@@ -42,21 +45,75 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+"""Names of tenants, provider instances, templates, schedules and endpoints."""
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, description="A duration such as 90s, 5m, 1h or 2d.")]
+Rate = Annotated[str, Field(pattern=RATE_PATTERN, description="A rate such as 10/s or 600/m.")]
+SecretText = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "description": "A secret: write {$env: NAME}, {$file: PATH} or an enc:v1: value, never the secret itself.",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "object", "properties": {"$env": {"type": "string"}}, "required": ["$env"], "additionalProperties": False},
+                {"type": "object", "properties": {"$file": {"type": "string"}}, "required": ["$file"], "additionalProperties": False},
+            ],
+        }
+    ),
+]
+Priority = Literal["high", "normal", "bulk"]
+Strategy = Literal["all", "fallback"]
+EVENT_TYPES: Final = (
+    "message.queued", "message.sent", "message.delivered", "message.read", "message.failed", "message.dead_lettered",
+    "message.replied", "provider.circuit_opened", "provider.circuit_closed", "quota.threshold",
+)
+EventType = Literal[
+    "*", "message.queued", "message.sent", "message.delivered", "message.read", "message.failed", "message.dead_lettered",
+    "message.replied", "provider.circuit_opened", "provider.circuit_closed", "quota.threshold",
+]
+
+
 class ApiKeyPolicy(_Model):
+    """An API key, stored as its hash; ``tidings key create`` prints the entry."""
+
     prefix: str = Field(pattern=r"^.{12}$", description="The key's first 12 characters, for lookup.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the whole key.")
-    mode: Literal["live", "test"] = "live"
+    mode: Literal["live", "test"] = Field("live", description="test keys send only through the sandbox.")
     name: str | None = None
 
 
 class ChannelRoutePolicy(_Model):
-    providers: list[str] = Field(min_length=1, description="Provider instances in failover order.")
+    """How one channel is carried: provider instances in failover order, retries, throughput."""
+
+    providers: list[Name] = Field(min_length=1, description="Provider instances in failover order.")
+    retry_schedule: Name | None = Field(None, description="A schedule from retry_schedules; the default one when unset.")
+    throughput: Rate | None = Field(None, description="At most this many sends on the channel, e.g. 10/s.")
+
+
+class SenderPolicy(_Model):
+    """Who a tenant's messages on one channel come from."""
+
+    from_: str = Field(alias="from", description="Email address, phone number, alphanumeric sender id or bot name.")
+    name: str | None = Field(None, description="Display name, where the channel has one.")
+    reply_to: str | None = None
+
+
+class TenantDefaults(_Model):
+    """What a tenant's requests get when they do not say."""
+
+    strategy: Strategy | None = None
+    fallback_after: Duration | None = None
+    priority: Priority | None = None
+    retry_schedule: Name | None = None
 
 
 class ProviderTemplatePolicy(_Model):
+    """A template approved at the vendor (WhatsApp): its name, language and ordered parameters."""
+
     name: str
     language: str
-    parameters: list[str] = []
+    parameters: list[str] = Field(default_factory=list, description="Jinja2 expressions, in the vendor's order.")
 
 
 class TemplateContentPolicy(_Model):
@@ -67,33 +124,100 @@ class TemplateContentPolicy(_Model):
 
 
 class TemplatePolicy(_Model):
+    """A message template: content per channel plus the defaults it brings to a request."""
+
     description: str | None = None
-    priority: Literal["high", "normal", "bulk"] | None = None
+    version: int | str | None = Field(None, description="Your own version marker, recorded with each notification.")
+    language: str | None = Field(None, description="Language of the content, e.g. en or pt-BR.")
+    variables: list[str] | None = Field(
+        None, description="Variables a request must supply; when set, every placeholder must be listed here."
+    )
+    priority: Priority | None = None
+    strategy: Strategy | None = None
+    fallback_after: Duration | None = None
+    ttl: Duration | None = Field(None, description="Give up on a delivery this long after it was accepted.")
     channels: dict[str, TemplateContentPolicy] = Field(min_length=1)
 
 
 class TenantPolicy(_Model):
     name: str | None = None
     status: Literal["active", "suspended"] = "active"
-    api_keys: list[ApiKeyPolicy] = []
-    channels: dict[str, ChannelRoutePolicy] = {}
-    templates: dict[str, TemplatePolicy] = {}
+    api_keys: list[ApiKeyPolicy] = Field(default_factory=list)
+    channels: dict[str, ChannelRoutePolicy] = Field(default_factory=dict, description="Overrides of the shared channels, per channel.")
+    templates: dict[Name, TemplatePolicy] = Field(default_factory=dict, description="Templates only this tenant can use.")
+    senders: dict[str, SenderPolicy] = Field(default_factory=dict, description="Sender identity per channel.")
+    defaults: TenantDefaults = Field(default_factory=TenantDefaults)
 
 
 class ProviderInstancePolicy(_Model):
+    """A configured provider: a plugin plus its settings (credentials, URLs, sender)."""
+
     plugin: str
-    config: dict[str, Any] = {}
+    tenant: Name | None = Field(None, description="Only this tenant may use the instance (its own vendor account).")
+    config: dict[str, Any] = Field(default_factory=dict, description="Checked against the plugin's config_schema.")
+
+
+class RoutePolicy(_Model):
+    """A business event (``order.shipped``) and the notification it becomes."""
+
+    template: Name
+    channels: list[str] = Field(min_length=1)
+    strategy: Strategy = "all"
+    fallback_after: Duration | None = None
+    priority: Priority | None = None
+    tenant: Name | None = Field(None, description="Only for this tenant (and its own templates); every tenant when unset.")
+    description: str | None = None
+
+
+class RetrySchedulePolicy(_Model):
+    """Delays between attempts; after the last delay the last one repeats until max_attempts."""
+
+    delays: list[Duration] = Field(min_length=1)
+    max_attempts: int = Field(ge=1, le=100)
+
+
+class QuotaPolicy(_Model):
+    """Sends a tenant may make: a burst and a sustained rate per minute, and a daily cap."""
+
+    burst_per_minute: int | None = Field(None, ge=1)
+    sustained_per_minute: int | None = Field(None, ge=1)
+    daily: int | None = Field(None, ge=1)
+    warn_at: float = Field(0.8, gt=0, le=1, description="Emit quota.threshold at this fraction of the daily cap.")
+
+
+class WebhookEndpointPolicy(_Model):
+    """Where a tenant receives event webhooks, and how they are signed."""
+
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    events: list[EventType] = Field(min_length=1, description="Event types to send, or * for all.")
+    secret: SecretText | None = Field(None, description="whsec_ secret for v1 HMAC signatures.")
+    previous_secrets: list[SecretText] = Field(
+        default_factory=list, description="Still signed with during a rotation, so receivers can switch over."
+    )
+    signing: Literal["hmac", "ed25519"] = "hmac"
+    description: str | None = None
 
 
 class PolicyDocument(_Model):
-    tenants: dict[str, TenantPolicy] = {}
-    providers: dict[str, ProviderInstancePolicy] = {}
-    channels: dict[str, ChannelRoutePolicy] = {}
-    templates: dict[str, TemplatePolicy] = {}
-    routes: dict[str, Any] = {}
-    retry_schedules: dict[str, Any] = {}
-    quotas: dict[str, Any] = {}
-    webhooks: dict[str, Any] = {}
+    """Every section of a policy set; each may be split across files."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="Tidings policy",
+        json_schema_extra={"description": "Sections of a Tidings policy directory; any file may hold any of them."},
+    )
+
+    tenants: dict[Name, TenantPolicy] = Field(default_factory=dict)
+    providers: dict[Name, ProviderInstancePolicy] = Field(default_factory=dict)
+    channels: dict[str, ChannelRoutePolicy] = Field(default_factory=dict)
+    templates: dict[Name, TemplatePolicy] = Field(default_factory=dict)
+    routes: dict[str, RoutePolicy] = Field(default_factory=dict, description="Business events by name, e.g. order.shipped.")
+    retry_schedules: dict[Name, RetrySchedulePolicy] = Field(default_factory=dict)
+    quotas: dict[Name, QuotaPolicy] = Field(default_factory=dict, description="Per tenant.")
+    webhooks: dict[Name, dict[Name, WebhookEndpointPolicy]] = Field(
+        default_factory=dict, description="Per tenant: endpoints by name."
+    )
 
 
 @dataclass(frozen=True)
@@ -136,6 +260,7 @@ class PolicyHolder:
     def __init__(self, initial: PolicySet) -> None:
         self._current = initial
         self.last_error: PolicyError | None = None
+        self.last_error_at: float | None = None
         self.last_reload_at: float = initial.loaded_at
 
     @property
@@ -144,8 +269,18 @@ class PolicyHolder:
 
     def swap(self, new: PolicySet) -> None:
         self._current = new
-        self.last_error = None
+        self.clear_error()
         self.last_reload_at = new.loaded_at
+
+    def reject(self, error: PolicyError) -> None:
+        """Keep serving the current set, and record why the files on disk were not taken."""
+        self.last_error = error
+        self.last_error_at = time.time()
+
+    def clear_error(self) -> None:
+        """The files on disk are the set being served again: no rejection is pending."""
+        self.last_error = None
+        self.last_error_at = None
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -283,9 +418,12 @@ def load_policies(directory: Path, plugins: PluginCatalog, *, secrets: SecretRes
 def build_policy_set(sources: _Sources, plugins: PluginCatalog, secrets: SecretResolver | None = None) -> PolicySet:
     # Secrets first: everything after validates the values, never the references.
     (secrets or SecretResolver()).resolve(sources.document, sources.issue)
+    _check_schema(sources)
+    if sources.issues:
+        raise PolicyError(sources.issues)
     try:
         document = PolicyDocument.model_validate(sources.document)
-    except PydanticValidationError as err:
+    except PydanticValidationError as err:  # the schema should have caught it; report it all the same
         for error in err.errors():
             sources.issue(error["loc"], _pydantic_message(error))
         raise PolicyError(sources.issues) from None
@@ -307,6 +445,28 @@ def build_policy_set(sources: _Sources, plugins: PluginCatalog, secrets: SecretR
     )
 
 
+def _check_schema(sources: _Sources) -> None:
+    """Every way the merged document breaks the shipped JSON Schema, each at its file and line."""
+    errors = schema.validator().iter_errors(sources.document)
+    for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
+        for path, message in _schema_issues(error):
+            sources.issue(path, message)
+
+
+def _schema_issues(error: SchemaValidationError) -> list[tuple[Path_, str]]:
+    """Readable messages for one schema error; values are never echoed (they may be secrets)."""
+    path: Path_ = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict) and isinstance(error.schema, Mapping):
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(known))
+        hint = f" (known: {', '.join(known)})" if known else ""
+        return [((*path, name), f"unknown field{hint}") for name in unknown]
+    if error.validator == "anyOf" and error.context:
+        best = min(error.context, key=lambda e: len(list(e.absolute_path)))
+        return _schema_issues(best) if best.validator != "type" else [(path, "has the wrong type")]
+    return [(path, _schema_message(error))]
+
+
 def _pydantic_message(error: Mapping[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown field"
@@ -316,19 +476,60 @@ def _pydantic_message(error: Mapping[str, Any]) -> str:
 
 
 def _check_references(document: PolicyDocument, plugins: PluginCatalog, channels: ChannelCatalog, sources: _Sources) -> None:
+    """Names that must point at something: instances, channels, tenants, schedules, templates."""
     for name, instance in document.providers.items():
         _check_instance(name, instance, plugins, sources)
+        if instance.tenant is not None and instance.tenant not in document.tenants:
+            sources.issue(("providers", name, "tenant"), f"unknown tenant {instance.tenant!r}")
     if SANDBOX in document.providers and document.providers[SANDBOX].plugin != SANDBOX:
         sources.issue(("providers", SANDBOX, "plugin"), "the instance named 'sandbox' serves test keys and must use the sandbox plugin")
-    routes: list[tuple[Path_, Mapping[str, ChannelRoutePolicy]]] = [(("channels",), document.channels)]
-    routes += [(("tenants", tenant, "channels"), policy.channels) for tenant, policy in document.tenants.items()]
-    for base, table in routes:
+    schedules = {DEFAULT_RETRY_SCHEDULE, *document.retry_schedules}
+    routes: list[tuple[str | None, Path_, Mapping[str, ChannelRoutePolicy]]] = [(None, ("channels",), document.channels)]
+    routes += [(tenant, ("tenants", tenant, "channels"), policy.channels) for tenant, policy in document.tenants.items()]
+    for owner, base, table in routes:
         for channel, route in table.items():
             if channel not in channels:
                 sources.issue((*base, channel), f"unknown channel {channel!r}")
                 continue
             for index, target in enumerate(route.providers):
-                _check_route_target(target, channel, document, plugins, (*base, channel, "providers", index), sources)
+                _check_route_target(target, channel, owner, document, plugins, (*base, channel, "providers", index), sources)
+            _check_name(route.retry_schedule, schedules, "retry schedule", (*base, channel, "retry_schedule"), sources)
+    for tenant, policy in document.tenants.items():
+        _check_name(policy.defaults.retry_schedule, schedules, "retry schedule", ("tenants", tenant, "defaults", "retry_schedule"), sources)
+        for channel in policy.senders:
+            if channel not in channels:
+                sources.issue(("tenants", tenant, "senders", channel), f"unknown channel {channel!r}")
+    for section in ("quotas", "webhooks"):
+        for tenant in getattr(document, section):
+            _check_name(tenant, document.tenants, "tenant", (section, tenant), sources)
+    for tenant, endpoints in document.webhooks.items():
+        for name, endpoint in endpoints.items():
+            if endpoint.signing == "hmac" and endpoint.secret is None:
+                sources.issue(("webhooks", tenant, name, "secret"), "hmac signing needs a secret (whsec_…)")
+    for event, event_route in document.routes.items():
+        _check_event_route(event, event_route, document, channels, sources)
+
+
+def _check_name(name: str | None, known: Collection[str], kind: str, path: Path_, sources: _Sources) -> None:
+    if name is not None and name not in known:
+        sources.issue(path, f"unknown {kind} {name!r} (known: {', '.join(sorted(known)) or 'none'})")
+
+
+def _check_event_route(event: str, route: RoutePolicy, document: PolicyDocument, channels: ChannelCatalog, sources: _Sources) -> None:
+    base: Path_ = ("routes", event)
+    if route.tenant is not None and route.tenant not in document.tenants:
+        sources.issue((*base, "tenant"), f"unknown tenant {route.tenant!r}")
+    tenant = document.tenants.get(route.tenant) if route.tenant is not None else None
+    template = (tenant.templates.get(route.template) if tenant else None) or document.templates.get(route.template)
+    if template is None:
+        sources.issue((*base, "template"), f"unknown template {route.template!r}")
+    for index, channel in enumerate(route.channels):
+        if channel not in channels:
+            sources.issue((*base, "channels", index), f"unknown channel {channel!r}")
+        elif template is not None and channel not in template.channels:
+            sources.issue((*base, "channels", index), f"template {route.template!r} has no content for channel {channel!r}")
+    if route.fallback_after is not None and route.strategy != "fallback":
+        sources.issue((*base, "fallback_after"), "only applies with strategy: fallback")
 
 
 def _check_instance(name: str, instance: ProviderInstancePolicy, plugins: PluginCatalog, sources: _Sources) -> None:
@@ -346,22 +547,46 @@ def _check_instance(name: str, instance: ProviderInstancePolicy, plugins: Plugin
 
 
 def _schema_message(error: SchemaValidationError) -> str:
-    if error.validator == "required":
-        return error.message.split(" is a required property")[0] + " is required"
-    if error.validator == "additionalProperties":
+    """What the value must be, for one JSON Schema error, without repeating the value."""
+    rule, expected = str(error.validator), error.validator_value
+    listed: list[Any] = list(expected) if isinstance(expected, list) else []
+    if rule == "required":
+        missing = [name for name in listed if isinstance(error.instance, dict) and name not in error.instance]
+        return f"{', '.join(repr(name) for name in missing) or 'a field'} is required"
+    if rule == "additionalProperties":
         return "unexpected field"
-    if error.validator == "type":
-        return f"must be of type {error.validator_value}"
-    return f"must satisfy {error.validator}={error.validator_value!r}"
+    if rule == "type":
+        return f"must be {_TYPE_NAMES.get(str(expected), str(expected))}"
+    if rule == "enum":
+        return f"must be one of: {', '.join(str(v) for v in listed)}"
+    if rule == "const":
+        return f"must be {expected!r}"
+    if rule == "pattern":
+        description = error.schema.get("description") if isinstance(error.schema, Mapping) else None
+        return description if description and "such as" in description else f"must match the pattern {expected}"
+    if rule in ("minItems", "minProperties", "minLength") and expected == 1:
+        return "must not be empty"
+    if rule in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+        return f"must be {words[str(rule)]} {expected}"
+    return f"{rule} check failed (must satisfy {rule}={expected!r})"
+
+
+_TYPE_NAMES: Final = {
+    "object": "a mapping", "array": "a list", "string": "a string", "integer": "a whole number",
+    "number": "a number", "boolean": "true or false", "null": "empty",
+}
 
 
 def _check_route_target(
-    instance: str, channel: str, document: PolicyDocument, plugins: PluginCatalog, path: Path_, sources: _Sources
+    instance: str, channel: str, owner: str | None, document: PolicyDocument, plugins: PluginCatalog, path: Path_, sources: _Sources
 ) -> None:
     target = document.providers.get(instance)
     if target is None:
         sources.issue(path, f"unknown provider instance {instance!r}")
         return
+    if target.tenant is not None and target.tenant != owner:
+        sources.issue(path, f"provider instance {instance!r} belongs to tenant {target.tenant!r}; only its own channels may use it")
     plugin = plugins.get(target.plugin)
     if plugin is not None and not ("*" in plugin.channels or channel in plugin.channels):
         sources.issue(path, f"provider instance {instance!r} (plugin {target.plugin}) does not serve channel {channel!r}")
@@ -376,8 +601,15 @@ def _compile_templates(
     for tenant, base, table in scopes:
         for template_id, template in table.items():
             contents = _compile_template(template, channels, (*base, template_id), sources)
-            if contents is not None:
-                compiled[(tenant, template_id)] = CompiledTemplate(template_id, MappingProxyType(contents), template.priority)
+            if contents is None:
+                continue
+            declared = frozenset(template.variables or ())
+            used = frozenset().union(*(content.variables for content in contents.values()))
+            if template.variables is not None and not used <= declared:
+                undeclared = ", ".join(sorted(used - declared))
+                sources.issue((*base, template_id, "variables"), f"placeholders not listed in variables: {undeclared}")
+                continue
+            compiled[(tenant, template_id)] = CompiledTemplate(template_id, MappingProxyType(contents), template.priority, declared)
     return compiled
 
 

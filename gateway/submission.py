@@ -99,7 +99,7 @@ class Submission:
         template = self._content_mode(content, specs, prefix, problems)
         if problems:
             raise ValidationError.from_details(problems)
-        variables = frozenset().union(*(template.channels[s.name].variables for s in specs)) if template else frozenset()
+        variables = template.declared.union(*(template.channels[s.name].variables for s in specs)) if template else frozenset()
         priority = content.priority or (template.priority if template and template.priority else default_priority)
         return Plan(tuple(specs), template, content, priority, variables)  # type: ignore[arg-type]
 

@@ -157,6 +157,7 @@ class CompiledTemplate:
     template_id: str
     channels: Mapping[str, CompiledContent]
     priority: str | None = None
+    declared: frozenset[str] = frozenset()  # variables the policy says every request must supply
 
 
 def template_syntax_error(source: str) -> str | None:

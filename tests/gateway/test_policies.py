@@ -47,10 +47,46 @@ def test_hidden_files_and_folders_are_skipped(tmp_path: Path, plugin_catalog: Pl
         ({"a.yaml": "channels:\n  fax: {providers: []}\n"}, "a.yaml:2: channels.fax"),
         ({"a.yaml": "templates:\n  t:\n    channels:\n      whatsapp: {body: hi}\n"}, "a.yaml:4: templates.t.channels.whatsapp: this channel sends only provider-approved templates"),
         ({"a.yaml": "templates:\n  t:\n    channels:\n      sms: {body: '{{ oops'}\n"}, "a.yaml:4: templates.t.channels.sms.body: template syntax error"),
-        ({"a.yaml": "tenants:\n  a:\n    status: sleepy\n"}, "a.yaml:3: tenants.a.status: Input should be 'active' or 'suspended'"),
+        ({"a.yaml": "tenants:\n  a:\n    status: sleepy\n"}, "a.yaml:3: tenants.a.status: must be one of: active, suspended"),
         (
             {"a.yaml": "providers:\n  m: {plugin: memory}\n", "b.yaml": "providers:\n  m: {plugin: memory}\n"},
             "b.yaml:2: providers.m: defined again (first at a.yaml:2)",
+        ),
+        ({"a.yaml": "tenants:\n  a:\n    name: A\n    colour: red\n"}, "a.yaml:4: tenants.a.colour: unknown field (known: api_keys, channels"),
+        ({"a.yaml": "retry_schedules:\n  fast:\n    delays: [1m, soon]\n    max_attempts: 3\n"}, "a.yaml:3: retry_schedules.fast.delays[1]: A duration such as 90s"),
+        ({"a.yaml": "retry_schedules:\n  fast:\n    delays: []\n"}, "a.yaml:2: retry_schedules.fast: 'max_attempts' is required"),
+        ({"a.yaml": "channels:\n  sms: {providers: [mem], throughput: fast}\n"}, "a.yaml:2: channels.sms.throughput: A rate such as 10/s"),
+        (
+            {"a.yaml": "providers:\n  mem: {plugin: memory}\nchannels:\n  sms: {providers: [mem], retry_schedule: patient}\n"},
+            "a.yaml:4: channels.sms.retry_schedule: unknown retry schedule 'patient' (known: default)",
+        ),
+        ({"a.yaml": "tenants:\n  a:\n    defaults: {retry_schedule: nope}\n"}, "a.yaml:3: tenants.a.defaults.retry_schedule: unknown retry schedule 'nope'"),
+        (
+            {"a.yaml": "tenants:\n  a: {}\n  b:\n    channels:\n      sms: {providers: [a-only]}\nproviders:\n  a-only: {plugin: memory, tenant: a}\n"},
+            "a.yaml:5: tenants.b.channels.sms.providers[0]: provider instance 'a-only' belongs to tenant 'a'",
+        ),
+        ({"a.yaml": "providers:\n  x: {plugin: memory, tenant: ghost}\n"}, "a.yaml:2: providers.x.tenant: unknown tenant 'ghost'"),
+        ({"a.yaml": "quotas:\n  ghost: {daily: 10}\n"}, "a.yaml:2: quotas.ghost: unknown tenant 'ghost'"),
+        ({"a.yaml": "tenants:\n  a: {}\nquotas:\n  a: {daily: 0}\n"}, "a.yaml:4: quotas.a.daily: must be >= 1"),
+        (
+            {"a.yaml": "tenants:\n  a: {}\nwebhooks:\n  a:\n    main: {url: 'https://a.example/hook', events: [message.sent]}\n"},
+            "a.yaml:5: webhooks.a.main.secret: hmac signing needs a secret",
+        ),
+        (
+            {"a.yaml": "tenants:\n  a: {}\nwebhooks:\n  a:\n    main: {url: 'https://a.example/hook', secret: whsec_x, events: [message.sentt]}\n"},
+            "a.yaml:5: webhooks.a.main.events[0]: must be one of: *, message.queued",
+        ),
+        (
+            {"a.yaml": "routes:\n  order.shipped: {template: nope, channels: [sms]}\n"},
+            "a.yaml:2: routes.order.shipped.template: unknown template 'nope'",
+        ),
+        (
+            {"a.yaml": "templates:\n  t: {channels: {sms: {body: hi}}}\nroutes:\n  e:\n    template: t\n    channels: [sms, email]\n"},
+            "a.yaml:6: routes.e.channels[1]: template 't' has no content for channel 'email'",
+        ),
+        (
+            {"a.yaml": "templates:\n  t:\n    variables: [code]\n    channels: {sms: {body: '{{ code }} {{ name }}'}}\n"},
+            "a.yaml:3: templates.t.variables: placeholders not listed in variables: name",
         ),
     ],
 )
@@ -82,3 +118,24 @@ def test_an_empty_or_missing_directory_is_an_error(tmp_path: Path, plugin_catalo
         load_policies(tmp_path, plugin_catalog)
     with pytest.raises(PolicyError, match="does not exist"):
         load_policies(tmp_path / "missing", plugin_catalog)
+
+
+def test_every_problem_in_the_set_is_reported_at_once(tmp_path: Path, plugin_catalog: PluginCatalog) -> None:
+    write(tmp_path, "a.yaml", "tenants:\n  a:\n    status: sleepy\n    colour: red\nquotas:\n  a: {daily: 0}\n")
+    write(tmp_path, "b.yaml", "retry_schedules:\n  r: {delays: [soon], max_attempts: 0}\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policies(tmp_path, plugin_catalog)
+    located = sorted(f"{issue.file}:{issue.line}: {issue.path}" for issue in caught.value.issues)
+    assert located == [
+        "a.yaml:3: tenants.a.status",
+        "a.yaml:4: tenants.a.colour",
+        "a.yaml:6: quotas.a.daily",
+        "b.yaml:2: retry_schedules.r.delays[0]",
+        "b.yaml:2: retry_schedules.r.max_attempts",
+    ]
+
+
+def test_declared_template_variables_are_required_even_when_a_channel_does_not_use_them(tmp_path: Path, plugin_catalog: PluginCatalog) -> None:
+    write(tmp_path, "a.yaml", "templates:\n  t:\n    variables: [code, name]\n    channels: {sms: {body: 'code {{ code }}'}}\n")
+    template = load_policies(tmp_path, plugin_catalog).template("anyone", "t")
+    assert template is not None and template.declared == {"code", "name"}

@@ -1,0 +1,43 @@
+"""The policy JSON Schema: generated from the policy models, shipped in the package, published.
+
+``gateway/policy.schema.json`` ships with the package and is what the loader validates against;
+``schema/policy.schema.json`` at the top of the repository is the same file for editors (a
+``# yaml-language-server: $schema=…`` comment in a policy file points at it). Both are written by
+``tidings schema --write``; a test fails when either drifts from the models.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from importlib import resources
+from typing import Any, Final
+
+from jsonschema import Draft202012Validator
+
+DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+SHIPPED: Final = "policy.schema.json"
+
+
+def generate() -> dict[str, Any]:
+    """The schema as the models define it today."""
+    from gateway.policies import PolicyDocument  # the loader imports this module
+
+    return {"$schema": DIALECT, **PolicyDocument.model_json_schema(by_alias=True)}
+
+
+def render(schema: dict[str, Any]) -> str:
+    """The file text: stable key order and layout, so diffs in review are readable."""
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+@functools.cache
+def shipped() -> dict[str, Any]:
+    """The schema file installed with this package."""
+    loaded: dict[str, Any] = json.loads(resources.files("gateway").joinpath(SHIPPED).read_text())
+    return loaded
+
+
+@functools.cache
+def validator() -> Draft202012Validator:
+    return Draft202012Validator(shipped())
