@@ -6,7 +6,7 @@ import pytest
 
 from gateway.errors import PolicyError
 from gateway.plugins import PluginCatalog
-from gateway.policies import load_policies
+from gateway.policies import SECTIONS, load_policies
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,10 +15,11 @@ def write(directory: Path, name: str, text: str) -> None:
     (directory / name).write_text(text)
 
 
-def test_the_shipped_policies_validate(plugin_catalog: PluginCatalog) -> None:
+def test_the_shipped_policies_validate_and_show_every_section(plugin_catalog: PluginCatalog) -> None:
     policy = load_policies(ROOT / "policies", PluginCatalog.discover())
     assert policy.tenant("demo") is not None
     assert policy.providers_for("demo", "sms") == ("sandbox",)
+    assert [section for section in SECTIONS if not getattr(policy.document, section)] == []
 
 
 def test_sections_may_be_split_across_files(tmp_path: Path, plugin_catalog: PluginCatalog) -> None:
