@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -447,10 +447,13 @@ def build_policy_set(sources: _Sources, plugins: PluginCatalog, secrets: SecretR
 
 def _check_schema(sources: _Sources) -> None:
     """Every way the merged document breaks the shipped JSON Schema, each at its file and line."""
-    errors = schema.validator().iter_errors(sources.document)
+    _report_schema_errors(schema.validator().iter_errors(sources.document), (), sources)
+
+
+def _report_schema_errors(errors: Iterable[SchemaValidationError], base: Path_, sources: _Sources) -> None:
     for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
         for path, message in _schema_issues(error):
-            sources.issue(path, message)
+            sources.issue((*base, *path), message)
 
 
 def _schema_issues(error: SchemaValidationError) -> list[tuple[Path_, str]]:
@@ -540,10 +543,7 @@ def _check_instance(name: str, instance: ProviderInstancePolicy, plugins: Plugin
         sources.issue(("providers", name, "plugin"), f"plugin {instance.plugin!r} {reason}")
         return
     validator = Draft202012Validator(dict(plugin.config_schema))
-    for error in sorted(validator.iter_errors(instance.config), key=lambda e: list(e.absolute_path)):
-        path = ("providers", name, "config", *error.absolute_path)
-        # Never echo the offending value: it may be a secret.
-        sources.issue(path, f"{error.validator} check failed: {_schema_message(error)}")
+    _report_schema_errors(validator.iter_errors(instance.config), ("providers", name, "config"), sources)
 
 
 def _schema_message(error: SchemaValidationError) -> str:
@@ -569,7 +569,7 @@ def _schema_message(error: SchemaValidationError) -> str:
     if rule in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
         return f"must be {words[str(rule)]} {expected}"
-    return f"{rule} check failed (must satisfy {rule}={expected!r})"
+    return f"must satisfy {rule}={expected!r}"
 
 
 _TYPE_NAMES: Final = {
