@@ -155,6 +155,22 @@ async def test_missing_template_variables_are_named_in_the_message(api: Api) -> 
     await assert_nothing_written(api)
 
 
+async def test_variables_a_template_declares_are_required_even_if_the_channel_text_does_not_use_them(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Any
+) -> None:
+    (policy_dir / "declared.yaml").write_text(
+        "templates:\n  login:\n    variables: [code, device]\n    channels:\n      sms: {body: 'Code {{ code }}'}\n"
+    )
+    api = Api(await aiohttp_client(make_app()))
+    status, answer = await api.send(sms_body(template_id="login", data={"code": "1"}))
+    assert status == 422
+    error = assert_error_shape(answer, "missing_variables")
+    assert "device" in error["message"]
+    await assert_nothing_written(api)
+    status, _ = await api.send(sms_body(template_id="login", data={"code": "1", "device": "iPhone"}))
+    assert status == 202
+
+
 async def test_a_missing_recipient_field_names_the_field_the_channel_needs(api: Api) -> None:
     status, answer = await api.send({"recipient": {"email": "ada@example.com"}, "notification": sms_body()["notification"]})
     assert status == 422
