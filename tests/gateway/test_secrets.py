@@ -125,6 +125,12 @@ def test_secret_encrypt_without_a_master_key_exits_2_with_a_message_not_a_traceb
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
+def test_generate_key_prints_a_fresh_master_key_each_time() -> None:
+    first, second = (run_cli("secret", "generate-key") for _ in range(2))
+    assert first[0] == second[0] == 0
+    assert len(first[1].strip()) == 43 and first[1] != second[1]
+
+
 def test_the_shipped_demo_webhook_reads_its_secret_from_a_file_next_to_the_policies() -> None:
     root = Path(__file__).resolve().parents[2] / "policies"
     config = config_of(root, PluginCatalog.discover(), SecretResolver(environ={}), instance="demo-webhook")
