@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535, description="Port the HTTP server listens on.")
     data_dir: Path = Field(Path("data"), description="Directory for the SQLite store (created if missing).")
     policy_dir: Path = Field(Path("policies"), description="Directory of YAML policy files.")
+    policy_reload: bool = Field(
+        True, description="Watch the policy directory and apply valid changes without a restart."
+    )
     master_key: SecretStr | None = Field(
         None, description="Key that decrypts `enc:v1:` secrets in policy files."
     )
