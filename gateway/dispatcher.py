@@ -72,9 +72,31 @@ class Dispatcher:
     def running(self) -> bool:
         return bool(self._loops) and not self._stopping
 
+    @property
+    def channels(self) -> frozenset[str]:
+        """Channels with a claiming loop."""
+        return frozenset(self._loops)
+
     def start(self) -> None:
-        for spec in self._policies.current.channels:
-            self._start_channel(spec.name)
+        self.ensure_channels(spec.name for spec in self._policies.current.channels)
+
+    def ensure_channels(self, names: Iterable[str]) -> None:
+        """Claim on every channel in ``names`` too: a reloaded policy may bring new ones.
+
+        Loops are never stopped by a reload: deliveries already queued on a channel the new
+        policy dropped still get an answer (sent, or failed for want of a provider).
+        """
+        if self._stopping:
+            return
+        for name in names:
+            if name not in self._loops:
+                self._start_channel(name)
+
+    async def wait_in_flight(self) -> None:
+        """Return once every send in flight now has finished; sends started later are not waited for."""
+        tasks = [task for flights in self._in_flight.values() for task in flights.values()]
+        if tasks:
+            await asyncio.wait(tasks)
 
     def _start_channel(self, channel: str) -> None:
         self._wakeups[channel] = asyncio.Event()
