@@ -7,6 +7,8 @@ from aiohttp import web
 from gateway.api import json_response
 from gateway.appkeys import DISPATCHER, POLICIES, STORE
 from gateway.clock import isoformat
+from gateway.errors import PolicyIssue
+from gateway.policies import PolicyHolder
 
 routes = web.RouteTableDef()
 
@@ -29,11 +31,24 @@ async def readyz(request: web.Request) -> web.Response:
     }
     body: dict[str, object] = {"ready": all(checks.values()), "checks": checks}
     if holder is not None:
-        policy = holder.current
-        body["policy"] = {
-            "version": policy.version,
-            "files": list(policy.files),
-            "last_reload_at": isoformat(holder.last_reload_at),
-            "last_error": str(holder.last_error) if holder.last_error else None,
-        }
+        body["policy"] = _policy_status(holder)
     return json_response(body, 200 if body["ready"] else 503)
+
+
+def _policy_status(holder: PolicyHolder) -> dict[str, object]:
+    """The set being served, and why the files on disk were last refused if they still are.
+
+    A refused change leaves the gateway ready: the last good set keeps serving.
+    """
+    policy, error = holder.current, holder.last_error
+    return {
+        "version": policy.version,
+        "files": list(policy.files),
+        "last_reload_at": isoformat(holder.last_reload_at),
+        "last_error": [_issue(issue) for issue in error.issues] if error else None,
+        "last_error_at": isoformat(holder.last_error_at) if holder.last_error_at is not None else None,
+    }
+
+
+def _issue(issue: PolicyIssue) -> dict[str, object]:
+    return {"file": issue.file, "line": issue.line, "path": issue.path, "message": issue.message}
