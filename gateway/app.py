@@ -1,8 +1,9 @@
 """The aiohttp application: routes, middleware, and background work in ``cleanup_ctx``.
 
 Startup order (shutdown runs it backwards): policies → store → HTTP client session →
-outcome sink and provider instances → dispatcher. On SIGTERM the dispatcher stops claiming first,
-in-flight sends finish or are released, queued writes commit, and only then the store closes.
+outcome sink and provider instances → dispatcher → policy watcher. On SIGTERM the watcher stops
+first, then the dispatcher stops claiming, in-flight sends finish or are released, queued writes
+commit, and only then the store closes.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import aiohttp
 from aiohttp import web
 
 from gateway.api import error_middleware
-from gateway.appkeys import CLOCK, DISPATCHER, HTTP, OUTCOMES, PLUGINS, POLICIES, POLICY_LOADER, PROVIDERS, SETTINGS, STORE
+from gateway.appkeys import CLOCK, DISPATCHER, HTTP, OUTCOMES, PLUGINS, POLICIES, POLICY_LOADER, POLICY_WATCHER, PROVIDERS, SETTINGS, STORE
 from gateway.clock import Clock, SystemClock
 from gateway.dispatcher import Dispatcher, DispatchSettings
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
 from gateway.policies import PolicyHolder, PolicySet, load_policies
-from gateway.provider_pool import ProviderPool
+from gateway.policy_watcher import PolicySwitch, PolicyWatcher
+from gateway.provider_pool import PoolHolder, ProviderPool
 from gateway.routes import setup_routes
 from gateway.secrets import SecretResolver
 from gateway.settings import Settings
@@ -38,7 +40,7 @@ def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, cloc
     app[CLOCK] = clock or SystemClock()
     app[PLUGINS] = plugins if plugins is not None else PluginCatalog.discover()
     setup_routes(app)
-    app.cleanup_ctx.extend([_policies, _store, _http_session, _providers, _dispatcher])
+    app.cleanup_ctx.extend([_policies, _store, _http_session, _providers, _dispatcher, _policy_watcher])
     return app
 
 
@@ -75,11 +77,15 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 async def _providers(app: web.Application) -> AsyncIterator[None]:
     outcomes = Outcomes(app[STORE])
     app[OUTCOMES] = outcomes
-    pool = ProviderPool.build(app[POLICIES].current, app[PLUGINS], session=app[HTTP], clock=app[CLOCK], report=outcomes.report)
-    app[PROVIDERS] = pool
+    app[PROVIDERS] = PoolHolder(_build_pool(app, app[POLICIES].current))
     yield
     await outcomes.drain()
     await app[PROVIDERS].aclose()
+
+
+def _build_pool(app: web.Application, policy: PolicySet, reuse: ProviderPool | None = None) -> ProviderPool:
+    outcomes = app[OUTCOMES]
+    return ProviderPool.build(policy, app[PLUGINS], session=app[HTTP], clock=app[CLOCK], report=outcomes.report, reuse=reuse)
 
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
@@ -93,10 +99,23 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         retry_base=settings.retry_base_seconds,
         shutdown_grace=settings.shutdown_grace_seconds,
     )
-    dispatcher = Dispatcher(app[STORE], app[OUTCOMES], app[POLICIES], lambda: app[PROVIDERS], app[CLOCK], dispatch)
+    dispatcher = Dispatcher(app[STORE], app[OUTCOMES], app[POLICIES], lambda: app[PROVIDERS].current, app[CLOCK], dispatch)
     dispatcher.start()
     app[DISPATCHER] = dispatcher
     log.info("dispatcher %s running", dispatcher.owner)
     yield
     await dispatcher.stop()
     await app[OUTCOMES].drain()
+
+
+async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:
+    """Reloads policy on request (SIGHUP), and on every change in the directory unless turned off."""
+    settings, policies = app[SETTINGS], app[POLICIES]
+    switch = PolicySwitch(policies, app[PROVIDERS], functools.partial(_build_pool, app), app[DISPATCHER])
+    watcher = PolicyWatcher(settings.policy_dir, app[POLICY_LOADER], policies, switch)
+    app[POLICY_WATCHER] = watcher
+    if settings.policy_reload:
+        await watcher.start()
+        log.info("watching %s for policy changes", settings.policy_dir)
+    yield
+    await watcher.stop()

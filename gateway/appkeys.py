@@ -12,7 +12,8 @@ from gateway.dispatcher import Dispatcher
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
 from gateway.policies import PolicyHolder, PolicySet
-from gateway.provider_pool import ProviderPool
+from gateway.policy_watcher import PolicyWatcher
+from gateway.provider_pool import PoolHolder
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -23,6 +24,7 @@ POLICIES = web.AppKey("policies", PolicyHolder)
 POLICY_LOADER: web.AppKey[Callable[[], PolicySet]] = web.AppKey("policy_loader")
 STORE = web.AppKey("store", Store)
 HTTP = web.AppKey("http_session", aiohttp.ClientSession)
-PROVIDERS = web.AppKey("providers", ProviderPool)
+PROVIDERS = web.AppKey("providers", PoolHolder)
 OUTCOMES = web.AppKey("outcomes", Outcomes)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
