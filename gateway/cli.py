@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from pydantic import ValidationError as SettingsValidationError
 
@@ -18,6 +19,9 @@ from gateway.plugins import PluginCatalog
 from gateway.policies import load_policies
 from gateway.secrets import SecretResolver, encrypt, generate_master_key, secret_paths
 from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 
 def _say(text: str = "", *, file: TextIO, flush: bool = False) -> None:
@@ -91,6 +95,7 @@ def _serve(_args: argparse.Namespace, out: TextIO) -> int:
     configure_logging(settings.log_level, settings.log_format)
     _install_uvloop()
     app = create_app(settings)
+    app.on_startup.append(_reload_on_hangup)
     try:
         web.run_app(
             app, host=settings.host, port=settings.port, access_log=None,
@@ -101,6 +106,14 @@ def _serve(_args: argparse.Namespace, out: TextIO) -> int:
         _say(f"policies in {settings.policy_dir} are not valid:\n{err}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _reload_on_hangup(app: web.Application) -> None:
+    """``kill -HUP`` reloads the policy directory now, watched or not (TIDINGS_POLICY_RELOAD=false)."""
+    from gateway.appkeys import POLICY_WATCHER
+
+    if hasattr(signal, "SIGHUP"):  # not on Windows
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, app[POLICY_WATCHER].request_reload)
 
 
 def _install_uvloop() -> None:

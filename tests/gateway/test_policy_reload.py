@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import textwrap
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,6 +20,7 @@ from aiohttp import web
 from conftest import POLICY, Api, MemoryProvider, sms_body
 from gateway import OutboundMessage, Provider, SendReceipt
 from gateway.appkeys import DISPATCHER, POLICIES, POLICY_WATCHER, PROVIDERS
+from gateway.cli import _reload_on_hangup
 from gateway.plugins import PluginCatalog
 from gateway.policy_watcher import PolicyWatcher
 from plugins.sandbox import SandboxProvider
@@ -283,6 +285,18 @@ async def test_a_rotated_file_secret_rebuilds_the_instance_that_uses_it(
     after = pools.current.get("memory")
     assert after is not None and after.config["token"] == "second"
     assert (await sent_content(api, sms_body()))["provider"] == "memory"
+
+
+async def test_with_watching_off_sighup_reloads(aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path) -> None:
+    api = await start(aiohttp_client, make_app, policy_reload=False)
+    await _reload_on_hangup(api.app)
+    edited = BASE.replace('sms: {body: "Your code is {{ code }}"}', 'sms: {body: "Hung up: {{ code }}"}')
+    (policy_dir / "policy.yaml").write_text(edited)
+    assert watcher_of(api).attempts == 0
+
+    await version_changes(api, lambda: os.kill(os.getpid(), signal.SIGHUP))
+
+    assert (await sent_content(api, sms_body()))["content"] == {"body": "Hung up: 123456"}
 
 
 async def test_an_explicit_reload_says_whether_it_switched(api: Api, policy_dir: Path) -> None:
