@@ -6,6 +6,8 @@
 4. Time to accept one 10,000-row bulk request.
 5. Idle RSS of the server after start.
 6. Time from process start to ``/readyz`` 200.
+7. Policy hot reload under the send load: a template file rewritten every 100 ms (some writes
+   broken), sends that failed meanwhile, and time from each write to ``/readyz`` showing it.
 
 Options: ``--seconds``, ``--connections``, ``--deliveries``, ``--load-tool {auto,wrk,aiohttp}``,
 ``--profile FILE`` (py-spy collapsed stacks of the server during the durable load).
@@ -29,6 +31,7 @@ from pathlib import Path
 import orjson
 
 from tests.perf.load import HEADERS, SEND_BODY, LoadResult, run_load, wrk_path
+from tests.perf.reload import WRITE_EVERY, ReloadResult, describe, measure_reloads
 from tests.perf.servers import Server, bare_server, tidings_server
 
 SEND_PATH = "/api/v1/notifications/send"
@@ -126,7 +129,7 @@ def bench(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     n = args.connections
 
-    print(f"[1/4] tidings serve: start-up, idle RSS, {n} clients x {args.seconds:.0f}s of sends ...", flush=True)
+    print(f"[1/5] tidings serve: start-up, idle RSS, {n} clients x {args.seconds:.0f}s of sends ...", flush=True)
     with tidings_server() as server:
         ready = server.ready_after or math.nan
         time.sleep(1.0)  # let start-up work (dispatcher's first claims, policy watch) settle
@@ -140,12 +143,12 @@ def bench(args: argparse.Namespace) -> list[Row]:
     accepted_total = durable.count(202)
     print(f"      {durable.describe()}; notifications stored during the run: {stored}", flush=True)
 
-    print(f"[2/4] bare aiohttp handler: {n} clients x {args.seconds:.0f}s ...", flush=True)
+    print(f"[2/5] bare aiohttp handler: {n} clients x {args.seconds:.0f}s ...", flush=True)
     with bare_server() as server:
         bare = measure_load(server, args)
     print(f"      {bare.describe()}", flush=True)
 
-    print(f"[3/4] bulk accept {args.deliveries} rows in requests of {BULK_ROWS}, wait for 'delivered' ...", flush=True)
+    print(f"[3/5] bulk accept {args.deliveries} rows in requests of {BULK_ROWS}, wait for 'delivered' ...", flush=True)
     with tidings_server() as server:
         url = server.base_url + BULK_PATH
         bodies = [bulk_body(i * BULK_ROWS, min(BULK_ROWS, args.deliveries - i * BULK_ROWS))
@@ -173,7 +176,13 @@ def bench(args: argparse.Namespace) -> list[Row]:
     print(f"      accepted {accepted} in {accepted_at:.2f}s (bulk requests: "
           f"{', '.join(f'{t:.2f}s' for t in bulk_times)}); delivered {delivered} after {all_done:.2f}s", flush=True)
 
-    print("[4/4] done; servers stopped, temp dirs removed.\n", flush=True)
+    print(f"[4/5] policy reload: {n} clients x {args.seconds:.0f}s of sends, templates.yaml rewritten "
+          f"every {WRITE_EVERY * 1000:.0f} ms ...", flush=True)
+    with tidings_server() as server:
+        reload = measure_reloads(server, args.seconds, n, args.load_tool)
+    print(f"      {reload.load.describe()}; {reload.writes} writes", flush=True)
+
+    print("[5/5] done; servers stopped, temp dirs removed.\n", flush=True)
 
     tool = durable.tool
     rows.append(Row("Load generator", tool))
@@ -201,7 +210,29 @@ def bench(args: argparse.Namespace) -> list[Row]:
     rows.append(Row("5. Idle RSS after start", f"{idle_rss:.1f} MB", "< 80 MB", idle_rss < 80))
     rows.append(Row("   RSS after send load / after bulk run", f"{loaded_rss:.1f} / {bulk_rss:.1f} MB"))
     rows.append(Row("6. Process start to /readyz 200", f"{ready:.2f} s", "< 1 s", ready < 1.0))
+    rows += _reload_rows(reload)
     return rows
+
+
+def _reload_rows(reload: ReloadResult) -> list[Row]:
+    load = reload.load
+    non202 = sum(n for status, n in load.statuses.items() if status != 202)
+    seen = len(reload.reloads) + len(reload.rejections)
+    return [
+        Row(f"7. Policy reload under load ({reload.writes} writes)",
+            f"{len(reload.reloads)} reloads, {len(reload.rejections)} refused", "every write seen",
+            seen == reload.writes),
+        Row("   sends meanwhile: requests (rate) / non-202 / socket errors",
+            f"{reload.requests:,} ({load.rate():,.0f}/s) / {non202} / {load.errors}", "0 failed",
+            reload.requests > 0 and reload.failed == 0),
+        Row("   write to new version in /readyz p50 / max", describe(reload.reloads), "< 1 s", _within(reload.reloads, 1.0)),
+        Row("   broken write to error in /readyz p50 / max", describe(reload.rejections), "< 1 s",
+            _within(reload.rejections, 1.0)),
+    ]
+
+
+def _within(latencies: list[float], limit: float) -> bool:
+    return bool(latencies) and max(latencies) < limit
 
 
 def _cpu(result: LoadResult) -> str:

@@ -37,6 +37,7 @@ class Server:
     ready_after: float | None = None  # seconds from spawn to the first /readyz 200
     data_dir: Path | None = None
     log_path: Path | None = None
+    policy_dir: Path | None = None  # tidings only: the policy copy it serves, free to edit
 
     @property
     def base_url(self) -> str:
@@ -149,6 +150,7 @@ def tidings_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     env.update(extra_env or {})
     exe = Path(sys.executable).parent / "tidings"
     with _running("tidings", [str(exe), "serve"], tmp, env=env, data_dir=data_dir) as server:
+        server.policy_dir = policy_dir
         yield server
 
 
