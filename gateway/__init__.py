@@ -21,6 +21,7 @@ from gateway.plugin_api import (
     ProviderLimits,
     ProviderTemplate,
     SendReceipt,
+    Sender,
     StatusUpdate,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "ProviderLimits",
     "ProviderTemplate",
     "SendReceipt",
+    "Sender",
     "StatusUpdate",
     "TidingsError",
     "TransientDeliveryError",

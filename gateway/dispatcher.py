@@ -22,7 +22,7 @@ from gateway.backoff import retry_delay
 from gateway.clock import Clock
 from gateway.errors import DeliveryError, TransientDeliveryError
 from gateway.outcomes import Outcomes
-from gateway.plugin_api import OutboundMessage, Provider, SendReceipt
+from gateway.plugin_api import OutboundMessage, Provider, SendReceipt, Sender
 from gateway.policies import PolicyHolder
 from gateway.provider_pool import ProviderPool
 from gateway.store import AttemptResult, ClaimedDelivery, Store
@@ -173,8 +173,10 @@ class Dispatcher:
             error = TransientDeliveryError(f"no provider instance serves {delivery.channel!r} for tenant {delivery.tenant!r}")
             self._outcomes.record(self._failure(delivery, "unavailable", started, error))
             return
+        message = _message(delivery, policy.sender(delivery.tenant, delivery.channel))
         try:
-            receipt = await asyncio.wait_for(provider.send(_message(delivery)), self._settings.send_timeout)
+            async with asyncio.timeout(self._settings.send_timeout):
+                receipt = await provider.send(message)
         except DeliveryError as err:
             self._outcomes.record(self._failure(delivery, provider.name, started, err))
         except TimeoutError:
@@ -227,7 +229,7 @@ class Dispatcher:
         )
 
 
-def _message(delivery: ClaimedDelivery) -> OutboundMessage:
+def _message(delivery: ClaimedDelivery, sender: Sender | None) -> OutboundMessage:
     content = RenderedContent.from_dict(delivery.content)
     return OutboundMessage(
         delivery_id=delivery.id,
@@ -243,5 +245,6 @@ def _message(delivery: ClaimedDelivery) -> OutboundMessage:
         provider_template=content.provider_template,
         attempt=delivery.attempt,
         metadata=delivery.metadata,
+        sender=sender,
     )
 

@@ -96,6 +96,19 @@ class ProviderTemplate:
 
 
 @dataclass(frozen=True, slots=True)
+class Sender:
+    """Who a message comes from, as the tenant's policy sets it for the channel (``senders:``).
+
+    ``address`` is whatever the channel uses: an email address, a phone number or alphanumeric
+    sender id, a bot name. A plugin uses it in place of its configured default, if it can.
+    """
+
+    address: str
+    name: str | None = None
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """One delivery attempt, rendered and addressed, as the plugin receives it."""
 
@@ -112,6 +125,7 @@ class OutboundMessage:
     provider_template: ProviderTemplate | None = None
     attempt: int = 1
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    sender: Sender | None = None
 
     @property
     def idempotency_key(self) -> str:

@@ -31,6 +31,7 @@ from gateway import schema
 from gateway.channels import ChannelCatalog
 from gateway.durations import DURATION_PATTERN, RATE_PATTERN
 from gateway.errors import PolicyError, PolicyIssue
+from gateway.plugin_api import Sender
 from gateway.plugins import PluginCatalog
 from gateway.secrets import SecretResolver
 from gateway.templates import CompiledContent, CompiledTemplate, template_syntax_error
@@ -245,6 +246,12 @@ class PolicySet:
     def template(self, tenant: str, template_id: str) -> CompiledTemplate | None:
         """The tenant's own template of that id, else the shared one."""
         return self.templates.get((tenant, template_id)) or self.templates.get((None, template_id))
+
+    def sender(self, tenant: str, channel: str) -> Sender | None:
+        """The tenant's sender identity on ``channel``, if its policy sets one."""
+        tenant_policy = self.document.tenants.get(tenant)
+        found = tenant_policy.senders.get(channel) if tenant_policy else None
+        return Sender(found.from_, found.name, found.reply_to) if found else None
 
     def providers_for(self, tenant: str, channel: str) -> tuple[str, ...]:
         """Provider instances serving ``channel`` for ``tenant``, in failover order."""

@@ -71,6 +71,8 @@ tenants:
     api_keys:
       - {key_entry(LIVE_KEY)}
       - {key_entry(TEST_KEY, "test")}
+    senders:
+      email: {{from: no-reply@acme.example, name: ACME, reply_to: help@acme.example}}
     templates:
       acme_only:
         channels:

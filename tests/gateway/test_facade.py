@@ -9,7 +9,7 @@ def test_the_package_exports_exactly_what_plugin_authors_need() -> None:
     assert set(gateway.__all__) == {
         "ChannelSpec", "DeliveryError", "InboundReply", "InboundRequest", "OutboundMessage",
         "PermanentDeliveryError", "Provider", "ProviderContext", "ProviderLimits", "ProviderTemplate",
-        "SendReceipt", "StatusUpdate", "TidingsError", "TransientDeliveryError", "WebhookVerificationError",
+        "SendReceipt", "Sender", "StatusUpdate", "TidingsError", "TransientDeliveryError", "WebhookVerificationError",
         "__version__",
     }
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from conftest import LIVE_KEY, TEST_KEY, Api, MemoryProvider, sms_body
+from gateway import Sender
 
 
 async def test_send_answers_202_after_persisting_and_the_message_is_delivered(api: Api, memory_provider: type[MemoryProvider]) -> None:
@@ -81,3 +82,14 @@ async def test_another_tenants_notification_is_404(api: Api) -> None:
     status, error = await api.get(f"/api/v1/notifications/{body['notification_id']}", key=OTHER_KEY)
     assert status == 404
     assert error["error"]["code"] == "notification_not_found"
+
+
+async def test_the_tenants_sender_identity_for_a_channel_reaches_the_provider(api: Api, memory_provider: type[MemoryProvider]) -> None:
+    body = {
+        "recipient": {"email": "ada@example.com", "phone": "+14155550100"},
+        "notification": {"channels": ["email", "sms"], "template_id": "otp", "data": {"code": "1"}},
+    }
+    _, accepted = await api.send(body)
+    await api.wait_for(accepted["notification_id"], lambda n: n["status"] == "sent")
+    senders = {message.channel: message.sender for message in memory_provider.sent}
+    assert senders == {"email": Sender("no-reply@acme.example", "ACME", "help@acme.example"), "sms": None}
