@@ -138,7 +138,10 @@ def plugin_catalog(memory_provider: type[MemoryProvider]) -> PluginCatalog:
 
 @pytest.fixture
 def settings(tmp_path: Path, policy_dir: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, retry_base_seconds=60, max_attempts=3, _env_file=None)  # type: ignore[call-arg]
+    # No file watcher unless a test is about reloading: starting one per app costs more than the test.
+    return Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data", policy_dir=policy_dir, retry_base_seconds=60, max_attempts=3, policy_reload=False, _env_file=None
+    )
 
 
 @pytest.fixture

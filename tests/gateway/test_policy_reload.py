@@ -23,6 +23,7 @@ from gateway.appkeys import DISPATCHER, POLICIES, POLICY_WATCHER, PROVIDERS
 from gateway.cli import _reload_on_hangup
 from gateway.plugins import PluginCatalog
 from gateway.policy_watcher import PolicyWatcher
+from gateway.settings import Settings
 from plugins.sandbox import SandboxProvider
 
 LIVE_WITHIN = 1.0  # seconds from a change on disk to the gateway serving it (or reporting it)
@@ -46,6 +47,12 @@ class GateProvider(Provider):
 
     async def aclose(self) -> None:
         type(self).closed.append(self)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """These tests are about the watcher, which the shared fixture leaves off."""
+    return settings.model_copy(update={"policy_reload": True})
 
 
 @pytest.fixture
