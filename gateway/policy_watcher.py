@@ -168,7 +168,7 @@ class PolicyWatcher:
 def _same(new: PolicySet, current: PolicySet) -> bool:
     """Whether ``new`` is the set already served.
 
-    The version hashes the files only; comparing the resolved documents too means a rotated
-    ``$file`` or ``$env`` secret still reaches the provider instances that use it.
+    The version hashes the policy files only; comparing the resolved documents too means a
+    rotated ``$file`` secret (a change the watch sees) still reaches the instances that use it.
     """
     return new.version == current.version and new.document == current.document
