@@ -25,7 +25,7 @@ from gateway.policies import PolicyHolder, PolicySet, load_policies
 from gateway.policy_watcher import PolicySwitch, PolicyWatcher
 from gateway.provider_pool import PoolHolder, ProviderPool
 from gateway.routes import setup_routes
-from gateway.secrets import SecretResolver
+from gateway.secret_values import SecretResolver
 from gateway.settings import Settings
 from gateway.store import Store
 

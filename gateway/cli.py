@@ -17,7 +17,7 @@ from gateway.auth import create_key
 from gateway.errors import PolicyError
 from gateway.plugins import PluginCatalog
 from gateway.policies import load_policies
-from gateway.secrets import SecretResolver, encrypt, generate_master_key, secret_paths
+from gateway.secret_values import SecretResolver, encrypt, generate_master_key, secret_paths
 from gateway.settings import Settings
 
 if TYPE_CHECKING:

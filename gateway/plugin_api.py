@@ -234,7 +234,7 @@ class Provider(ABC):
         """Release anything the instance holds (connections, tasks)."""
 
     def __repr__(self) -> str:
-        from gateway.secrets import mask_config
+        from gateway.secret_values import mask_config
 
         return f"<{type(self).__name__} {self.name!r} config={mask_config(self.config_schema, self.config)!r}>"
 

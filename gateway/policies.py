@@ -33,7 +33,7 @@ from gateway.durations import DURATION_PATTERN, RATE_PATTERN
 from gateway.errors import PolicyError, PolicyIssue
 from gateway.plugin_api import Sender
 from gateway.plugins import PluginCatalog
-from gateway.secrets import SecretResolver
+from gateway.secret_values import SecretResolver
 from gateway.templates import CompiledContent, CompiledTemplate, template_syntax_error
 
 SECTIONS: Final = ("tenants", "providers", "channels", "templates", "routes", "retry_schedules", "quotas", "webhooks")

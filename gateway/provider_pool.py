@@ -19,7 +19,7 @@ from gateway.clock import Clock
 from gateway.plugin_api import InboundReply, Provider, ProviderContext, StatusUpdate
 from gateway.plugins import PluginCatalog
 from gateway.policies import SANDBOX, PolicySet
-from gateway.secrets import mask_config
+from gateway.secret_values import mask_config
 
 log = logging.getLogger(__name__)
 Reporter = Callable[[str, Sequence[StatusUpdate | InboundReply]], None]

@@ -1,6 +1,8 @@
 """Process settings, read once from ``TIDINGS_*`` environment variables.
 
-Built in the CLI and passed down; nothing else in Tidings reads ``os.environ``. Every field
+Built in the CLI and passed down; nothing else in Tidings reads ``os.environ`` for its own
+configuration. (Policy files may name environment variables with ``{$env: NAME}``; those are
+read when the policy loads, by :class:`gateway.secret_values.SecretResolver`.) Every field
 here appears in the README's settings table (a test keeps the two in step).
 """
 

@@ -23,7 +23,7 @@ from gateway.app import create_app
 from gateway.errors import PolicyError
 from gateway.plugins import PluginCatalog
 from gateway.policies import load_policies
-from gateway.secrets import SecretResolver, encrypt
+from gateway.secret_values import SecretResolver, encrypt
 from gateway.settings import Settings
 
 TIDINGS = Path(sys.executable).parent / "tidings"
