@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import io
 import textwrap
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway import OutboundMessage, PermanentDeliveryError, Provider, SendReceipt, TransientDeliveryError
+from gateway import OutboundMessage, PermanentDeliveryError, Provider, SendReceipt, TransientDeliveryError, cli
 from gateway.app import create_app
 from gateway.appkeys import DISPATCHER, STORE
 from gateway.plugins import PluginCatalog
@@ -221,3 +223,11 @@ async def fresh_store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Any]:
     await store.open()
     yield store
     await store.close()
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    """Run the ``tidings`` command in this process; its exit code and what it printed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(list(argv))
+    return code, out.getvalue()

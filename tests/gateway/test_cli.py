@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import signal
@@ -18,25 +17,14 @@ import orjson
 import pytest
 from stevedore import ExtensionManager
 
-from gateway import cli
+from conftest import run_cli
 from gateway.plugins import NAMESPACE, PluginCatalog
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    saved = sys.stdout
-    sys.stdout = out
-    try:
-        code = cli.main(list(argv))
-    finally:
-        sys.stdout = saved
-    return code, out.getvalue()
-
-
 def test_key_create_prints_a_key_once_and_the_policy_line_with_its_hash() -> None:
-    code, output = run("key", "create", "--tenant", "acme", "--mode", "test")
+    code, output = run_cli("key", "create", "--tenant", "acme", "--mode", "test")
     assert code == 0
     key = re.search(r"^\s+(tdk_\S+)$", output, flags=re.MULTILINE).group(1)  # type: ignore[union-attr]
     line = re.search(r"- \{prefix: (\S+), sha256: (\w+), mode: test\}", output)
@@ -46,7 +34,7 @@ def test_key_create_prints_a_key_once_and_the_policy_line_with_its_hash() -> Non
 
 
 def test_plugins_lists_builtins_and_masks_nothing_secret() -> None:
-    code, output = run("plugins")
+    code, output = run_cli("plugins")
     assert code == 0
     for name in ("sandbox", "log", "webhook"):
         assert re.search(rf"^\s+{name}\s+channels:", output, flags=re.MULTILINE)
@@ -69,16 +57,16 @@ def test_a_broken_plugin_is_listed_with_its_reason_not_fatal(monkeypatch: pytest
     catalog = PluginCatalog.discover()
     assert "sandbox" in catalog.providers
     assert "tidings_broken" in catalog.failures["broken"]
-    code, output = run("plugins")
+    code, output = run_cli("plugins")
     assert code == 0
     assert "Failed to load:" in output and "broken" in output
     assert NAMESPACE == "tidings.providers"
 
 
 def test_check_validates_a_directory_and_exits_1_with_located_errors(tmp_path: Path) -> None:
-    assert run("check", str(ROOT / "policies"))[0] == 0
+    assert run_cli("check", str(ROOT / "policies"))[0] == 0
     (tmp_path / "bad.yaml").write_text("channels:\n  sms: {providers: [ghost]}\n")
-    code, output = run("check", str(tmp_path))
+    code, output = run_cli("check", str(tmp_path))
     assert code == 1
     assert "bad.yaml:2: channels.sms.providers[0]: unknown provider instance 'ghost'" in output
 

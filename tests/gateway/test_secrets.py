@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import subprocess
 import sys
@@ -17,8 +16,7 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from conftest import LIVE_KEY, Api, key_entry
-from gateway import cli
+from conftest import LIVE_KEY, Api, key_entry, run_cli
 from gateway.app import create_app
 from gateway.errors import PolicyError
 from gateway.plugins import PluginCatalog
@@ -80,17 +78,6 @@ def encrypt_with_cli(value: str, master_key: str) -> str:
         capture_output=True, text=True, timeout=20, check=True,
     )
     return done.stdout.strip()
-
-
-def run_cli(*argv: str) -> tuple[int, str]:
-    out = io.StringIO()
-    saved = sys.stdout
-    sys.stdout = out
-    try:
-        code = cli.main(list(argv))
-    finally:
-        sys.stdout = saved
-    return code, out.getvalue()
 
 
 # --- each form resolves ------------------------------------------------------------------
