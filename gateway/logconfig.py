@@ -32,4 +32,6 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Per-request access lines and watchfiles' "N changes detected" say nothing our own lines don't.
+    for chatty in ("aiohttp.access", "watchfiles.main"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
