@@ -203,15 +203,23 @@ class Dispatcher:
         )
 
     def _failure(self, delivery: ClaimedDelivery, provider: str, started: float, error: DeliveryError) -> AttemptResult:
+        """What a failed attempt does: retry on the schedule, give up, or leave it to fallback."""
         now = self._clock.now()
         transient = isinstance(error, TransientDeliveryError)
-        retry_at = None
-        message = error.message
-        if transient and delivery.attempt < self._settings.max_attempts:
-            retry_after = error.retry_after if isinstance(error, TransientDeliveryError) else None
-            retry_at = now + retry_delay(delivery.attempt, base=self._settings.retry_base, retry_after=retry_after)
-        elif transient:
-            message = f"gave up after {delivery.attempt} attempts: {error.message}"
+        status, retry_at, dead_reason, message = statuses.FAILED, None, None, error.message
+        if isinstance(error, TransientDeliveryError):
+            schedule = self._policies.current.retry_schedule(delivery.tenant, delivery.channel)
+            max_attempts = schedule.max_attempts if schedule else self._settings.max_attempts
+            if delivery.attempt < max_attempts:
+                delay = schedule.delay(delivery.attempt) if schedule else retry_delay(delivery.attempt, base=self._settings.retry_base)
+                retry_at = now + max(delay, error.retry_after or 0.0)
+                status = statuses.SENDING
+                if delivery.expires_at is not None and retry_at >= delivery.expires_at:
+                    status, retry_at, dead_reason = statuses.DEAD_LETTERED, None, statuses.EXPIRED
+                    message = f"expires before the next attempt would run: {error.message}"
+            else:
+                status, dead_reason = statuses.DEAD_LETTERED, statuses.RETRIES_EXHAUSTED
+                message = f"gave up after {delivery.attempt} attempts: {error.message}"
         detail = dict(error.detail)
         if error.code:
             detail["code"] = error.code
@@ -222,10 +230,11 @@ class Dispatcher:
             started_at=started,
             finished_at=now,
             outcome="transient" if transient else "permanent",
-            status=statuses.SENDING if retry_at is not None else statuses.FAILED,
+            status=status,
             error=message,
             detail=detail,
             retry_at=retry_at,
+            dead_reason=dead_reason,
         )
 
 

@@ -29,7 +29,7 @@ from ruamel.yaml.error import YAMLError
 
 from gateway import schema
 from gateway.channels import ChannelCatalog
-from gateway.durations import DURATION_PATTERN, RATE_PATTERN
+from gateway.durations import DURATION_PATTERN, RATE_PATTERN, parse_duration
 from gateway.errors import PolicyError, PolicyIssue
 from gateway.plugin_api import Sender
 from gateway.plugins import PluginCatalog
@@ -222,6 +222,18 @@ class PolicyDocument(_Model):
 
 
 @dataclass(frozen=True)
+class RetrySchedule:
+    """Delays between attempts in seconds; past the last one, the last one repeats."""
+
+    delays: tuple[float, ...]
+    max_attempts: int
+
+    def delay(self, attempt: int) -> float:
+        """How long to wait after failed attempt number ``attempt`` (1-based)."""
+        return self.delays[min(attempt, len(self.delays)) - 1]
+
+
+@dataclass(frozen=True)
 class KeyEntry:
     tenant: str
     key: ApiKeyPolicy
@@ -252,6 +264,26 @@ class PolicySet:
         tenant_policy = self.document.tenants.get(tenant)
         found = tenant_policy.senders.get(channel) if tenant_policy else None
         return Sender(found.from_, found.name, found.reply_to) if found else None
+
+    def retry_schedule(self, tenant: str, channel: str) -> RetrySchedule | None:
+        """The schedule for a tenant's deliveries on ``channel``; None means the built-in backoff.
+
+        The tenant's own route for the channel wins, then the tenant's default, then the shared
+        route for the channel, then a policy schedule named ``default``.
+        """
+        tenant_policy = self.document.tenants.get(tenant)
+        tenant_route = tenant_policy.channels.get(channel) if tenant_policy else None
+        shared_route = self.document.channels.get(channel)
+        candidates = (
+            tenant_route.retry_schedule if tenant_route else None,
+            tenant_policy.defaults.retry_schedule if tenant_policy else None,
+            shared_route.retry_schedule if shared_route else None,
+            DEFAULT_RETRY_SCHEDULE,
+        )
+        for name in candidates:
+            if name is not None and (found := self.document.retry_schedules.get(name)) is not None:
+                return RetrySchedule(tuple(parse_duration(delay) for delay in found.delays), found.max_attempts)
+        return None
 
     def providers_for(self, tenant: str, channel: str) -> tuple[str, ...]:
         """Provider instances serving ``channel`` for ``tenant``, in failover order."""

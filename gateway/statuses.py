@@ -3,6 +3,10 @@
 A delivery goes ``queued → sending → sent → delivered → read``; ``failed``, ``bounced`` and
 ``dead_lettered`` are terminal side exits reachable from any non-terminal status. Nothing
 moves backwards, so a late or duplicate receipt can never undo progress.
+
+With the ``fallback`` strategy, the channels after the first start ``waiting``: one becomes
+``queued`` when the channel before it fails for good (or does not reach ``delivered`` in
+time), and ``skipped`` — terminal, nothing was sent — when an earlier channel got through.
 """
 
 from __future__ import annotations
@@ -18,18 +22,30 @@ READ: Final = "read"
 FAILED: Final = "failed"
 BOUNCED: Final = "bounced"
 DEAD_LETTERED: Final = "dead_lettered"
+WAITING: Final = "waiting"
+SKIPPED: Final = "skipped"
 
-PROGRESS: Final = (QUEUED, SENDING, SENT, DELIVERED, READ)
+PROGRESS: Final = (WAITING, QUEUED, SENDING, SENT, DELIVERED, READ)
 TERMINAL_FAILURES: Final = frozenset({FAILED, BOUNCED, DEAD_LETTERED})
-ALL: Final = frozenset(PROGRESS) | TERMINAL_FAILURES
+TERMINAL: Final = TERMINAL_FAILURES | {SKIPPED}
+ALL: Final = frozenset(PROGRESS) | TERMINAL
 IN_FLIGHT: Final = frozenset({QUEUED, SENDING})
+GOT_THROUGH: Final = frozenset({SENT, DELIVERED, READ})
 _RANK: Final = {status: rank for rank, status in enumerate(PROGRESS)}
+
+# Why a delivery was dead-lettered; the dead-letter list filters on these.
+PERMANENT: Final = "permanent"  # the provider refused it for good and no fallback channel was left
+RETRIES_EXHAUSTED: Final = "retries_exhausted"  # transient failures until the retry schedule ran out
+EXPIRED: Final = "expired"  # it could not go out before its expires_at (or its template's ttl)
+DEAD_REASONS: Final = (PERMANENT, RETRIES_EXHAUSTED, EXPIRED)
 
 
 def can_transition(current: str, new: str) -> bool:
     """Whether a delivery in ``current`` may move to ``new`` (never backwards, never out of a terminal)."""
-    if current in TERMINAL_FAILURES or current == new:
+    if current in TERMINAL or current == new:
         return False
+    if new == SKIPPED:
+        return current == WAITING
     if new in TERMINAL_FAILURES:
         return True
     return _RANK[new] > _RANK[current]
@@ -46,7 +62,7 @@ def aggregate(statuses: Iterable[str]) -> str:
     Queued while nothing has started, sending while any delivery is still in flight, then the
     furthest any delivery got; failed (or the shared failure) when none succeeded.
     """
-    seen = list(statuses)
+    seen = [QUEUED if status == WAITING else status for status in statuses if status != SKIPPED]
     if all(status == QUEUED for status in seen):
         return QUEUED
     if any(status in IN_FLIGHT for status in seen):

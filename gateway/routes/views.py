@@ -15,6 +15,9 @@ def notification_view(item: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
         "status": item["status"],
         "mode": item["mode"],
         "priority": item["priority"],
+        "strategy": item["strategy"],
+        "fallback_after": item["fallback_after"],
+        "expires_at": isoformat(item["expires_at"]) if item["expires_at"] is not None else None,
         "template_id": item["template_id"],
         "recipient": item["recipient"],
         "channels": item["channels"],
@@ -40,6 +43,7 @@ def delivery_view(item: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
         "attempt_count": item["attempts"],
         "next_attempt_at": isoformat(item["next_attempt_at"]) if item["status"] in statuses.IN_FLIGHT else None,
         "last_error": item["last_error"],
+        "dead_reason": item["dead_reason"],
         "updated_at": isoformat(item["updated_at"]),
     }
     if full:

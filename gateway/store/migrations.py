@@ -106,6 +106,27 @@ MIGRATIONS: Final = (
     );
     CREATE INDEX held_receipts_by_message ON held_receipts (provider, provider_message_id);
     """,
+    # 2: fallback between channels, expiry, dead letters, provider events.
+    """
+    ALTER TABLE notifications ADD COLUMN fallback_after REAL;
+    ALTER TABLE notifications ADD COLUMN expires_at REAL;
+    ALTER TABLE deliveries ADD COLUMN expires_at REAL;
+    ALTER TABLE deliveries ADD COLUMN dead_reason TEXT;
+    CREATE INDEX deliveries_waiting ON deliveries (channel, next_attempt_at) WHERE status = 'waiting';
+    CREATE INDEX deliveries_dead ON deliveries (tenant, id) WHERE status = 'dead_lettered';
+
+    -- Things tenants (and operators) are told about: the outbox of the event webhooks.
+    CREATE TABLE events (
+        seq     INTEGER PRIMARY KEY,
+        id      TEXT NOT NULL UNIQUE,
+        tenant  TEXT,
+        type    TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        data    TEXT NOT NULL,
+        at      REAL NOT NULL
+    );
+    CREATE INDEX events_by_tenant ON events (tenant, seq);
+    """,
 )
 
 

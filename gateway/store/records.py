@@ -33,6 +33,8 @@ class NewNotification:
     metadata: Mapping[str, Any] | None = None
     idempotency_key: str | None = None
     send_at: float | None = None
+    expires_at: float | None = None
+    fallback_after: float | None = None  # strategy "fallback": move on if not delivered within this
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,7 @@ class ClaimedDelivery:
     template_id: str | None
     metadata: Mapping[str, Any]
     reclaimed: bool = False
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +88,10 @@ class AttemptResult:
     """The outcome of one attempt and what it does to the delivery.
 
     ``outcome`` is ``sent``, ``transient`` or ``permanent``; ``status`` the delivery's new
-    status; ``retry_at`` set when the delivery goes back into the queue.
+    status; ``retry_at`` set when the delivery goes back into the queue. ``failed`` becomes
+    ``dead_lettered`` when no fallback channel is left to try. A result that is not ``final``
+    (the next provider instance takes the delivery at once) only records the attempt.
+    ``dead_reason`` says why a ``dead_lettered`` result gave up.
     """
 
     delivery_id: str
@@ -99,6 +105,8 @@ class AttemptResult:
     error: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     retry_at: float | None = None
+    final: bool = True
+    dead_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

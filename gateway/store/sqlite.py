@@ -36,6 +36,8 @@ from gateway.store.records import (
 from gateway.store.writer import GroupCommitWriter, connect
 
 DISPATCHER: Final = "dispatcher"
+FALLBACK: Final = "fallback"
+NEVER: Final = 1e15  # next_attempt_at of a waiting fallback with no deadline (year ~33,000)
 _LIVE: Final = "status IN ('queued', 'sending')"
 
 
@@ -186,30 +188,32 @@ class SqliteStore:
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
+            changes = _Changes()
+            _activate_overdue_fallbacks(conn, channel, now, changes)
             rows = conn.execute(
                 "SELECT d.id, d.notification_id, d.tenant, d.channel, d.address, d.mode, d.attempts, d.content, "
-                "d.status, d.lease_until, n.recipient, n.template_id, n.metadata "
+                "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position "
                 "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
                 f"WHERE d.channel = ? AND d.{_LIVE} AND d.next_attempt_at <= ? "
                 "AND (d.lease_until IS NULL OR d.lease_until <= ?) "
                 "ORDER BY d.priority_rank, d.next_attempt_at LIMIT ?",
                 (channel, now, now, limit),
             ).fetchall()
-            if not rows:
-                return []
+            expired = [row for row in rows if row[13] is not None and row[13] <= now]
+            rows = [row for row in rows if row[13] is None or row[13] > now]
+            _dead_letter(conn, [(row[0], row[1], row[2], row[8]) for row in expired], statuses.EXPIRED, "expired before it could be sent", now, changes)
             conn.executemany(
                 "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_owner = ?, "
                 "lease_until = ?, updated_at = ? WHERE id = ?",
                 [(owner, now + lease_seconds, now, row[0]) for row in rows],
             )
-            audits: list[tuple[Any, ...]] = []
             for row in rows:
                 if row[8] == statuses.QUEUED:
-                    audits.append((row[2], row[1], row[0], now, DISPATCHER, "claimed", statuses.QUEUED, statuses.SENDING, None))
+                    changes.audits.append((row[2], row[1], row[0], now, DISPATCHER, "claimed", statuses.QUEUED, statuses.SENDING, None))
+                    changes.touched.add(row[1])
                 elif row[9] is not None:
-                    audits.append((row[2], row[1], row[0], now, DISPATCHER, "lease_expired", None, None, "worker lost its lease; reclaimed"))
-            _insert_audits(conn, audits)
-            _refresh_notifications(conn, {row[1] for row in rows if row[8] == statuses.QUEUED}, now)
+                    changes.audits.append((row[2], row[1], row[0], now, DISPATCHER, "lease_expired", None, None, "worker lost its lease; reclaimed"))
+            changes.flush(conn, now)
             return [
                 ClaimedDelivery(
                     id=row[0],
@@ -224,6 +228,7 @@ class SqliteStore:
                     template_id=row[11],
                     metadata=_loads(row[12]) or {},
                     reclaimed=row[8] == statuses.SENDING and row[9] is not None,
+                    expires_at=row[13],
                 )
                 for row in rows
             ]
@@ -337,22 +342,23 @@ class SqliteStore:
 def _insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewNotification], now: float) -> None:
     conn.executemany(
         "INSERT INTO notifications (id, tenant, status, mode, priority, strategy, template_id, recipient, channels, "
-        "metadata, idempotency_key, created_by, created_at, updated_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "metadata, idempotency_key, created_by, created_at, updated_at, fallback_after, expires_at) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 n.id, n.tenant, n.mode, n.priority, n.strategy, n.template_id, _dumps(n.recipient), _dumps(list(n.channels)),
-                _dumps(n.metadata) if n.metadata else None, n.idempotency_key, n.created_by, now, now,
+                _dumps(n.metadata) if n.metadata else None, n.idempotency_key, n.created_by, now, now, n.fallback_after, n.expires_at,
             )
             for n in notifications
         ],
     )
     conn.executemany(
-        "INSERT INTO deliveries (id, notification_id, tenant, channel, position, address, mode, priority_rank, status, "
-        "content, next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?)",
+        "INSERT INTO deliveries (id, notification_id, tenant, channel, position, address, mode, priority_rank, content, "
+        "status, next_attempt_at, created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 d.id, n.id, n.tenant, d.channel, d.position, d.address, n.mode, PRIORITY_RANK[n.priority],
-                _dumps(d.content), n.send_at or now, now, now,
+                _dumps(d.content), *_initial_state(n, d.position, now), now, now, n.expires_at,
             )
             for n in notifications
             for d in n.deliveries
@@ -365,6 +371,20 @@ def _insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewN
             for n in notifications
         ],
     )
+
+
+def _initial_state(n: NewNotification, position: int, now: float) -> tuple[str, float]:
+    """Status and next_attempt_at of a new delivery.
+
+    Every channel starts at once with strategy ``all``; with ``fallback`` only the first does,
+    and the second waits until ``fallback_after`` past the start (or for good, when unset).
+    """
+    start = n.send_at or now
+    if n.strategy != FALLBACK or position == 0:
+        return statuses.QUEUED, start
+    if position == 1 and n.fallback_after is not None:
+        return statuses.WAITING, start + n.fallback_after
+    return statuses.WAITING, NEVER
 
 
 def _insert_audits(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -408,22 +428,32 @@ def _refresh_notifications(conn: sqlite3.Connection, notification_ids: Iterable[
 
 
 class _Changes:
-    """Delivery updates and audit rows gathered over a batch, written with one statement each."""
+    """Audit rows and affected notifications gathered over a batch, written with one statement each."""
 
     def __init__(self) -> None:
         self.audits: list[tuple[Any, ...]] = []
         self.touched: set[str] = set()
+        self.fallbacks: set[str] = set()  # notifications with strategy "fallback" whose deliveries moved
+
+    def moved(self, notification_id: str, strategy: str) -> None:
+        self.touched.add(notification_id)
+        if strategy == FALLBACK:
+            self.fallbacks.add(notification_id)
 
     def flush(self, conn: sqlite3.Connection, now: float) -> None:
+        _settle_fallbacks(conn, self, now)
         _insert_audits(conn, self.audits)
         _refresh_notifications(conn, self.touched, now)
 
 
 def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> None:
     current = {
-        row[0]: row[1:]
+        row[0]: list(row[1:])
         for row in _select_in(
-            conn, "SELECT id, notification_id, tenant, status FROM deliveries WHERE id IN ({})", (r.delivery_id for r in results)
+            conn,
+            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy "
+            "FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE d.id IN ({})",
+            (r.delivery_id for r in results),
         )
     }
     attempts: list[tuple[Any, ...]] = []
@@ -434,7 +464,7 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
         found = current.get(result.delivery_id)
         if found is None:
             continue
-        notification_id, tenant, status = found
+        notification_id, tenant, status, position, strategy = found
         attempts.append(
             (
                 ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, result.provider,
@@ -443,17 +473,24 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
             )
         )
         actor = f"provider:{result.provider}"
+        if not result.final:
+            changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, "failover", None, None, result.error))
+            continue
         if result.retry_at is not None:
             retries.append((result.retry_at, result.provider, result.error, now, result.delivery_id))
             changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, "retry_scheduled", None, None, result.error))
             continue
-        if not statuses.can_transition(status, result.status):
+        new, dead_reason = result.status, result.dead_reason
+        if new == statuses.FAILED and not _has_fallback(conn, notification_id, position, strategy):
+            new, dead_reason = statuses.DEAD_LETTERED, statuses.PERMANENT
+        if not statuses.can_transition(status, new):
             continue
-        finals.append((result.status, result.provider, result.provider_message_id, result.error, now, result.delivery_id))
-        action = "sent" if result.status == statuses.SENT else "failed"
-        changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, action, status, result.status, result.error))
-        changes.touched.add(notification_id)
-        current[result.delivery_id] = (notification_id, tenant, result.status)
+        finals.append((new, result.provider, result.provider_message_id, result.error, dead_reason, now, result.delivery_id))
+        action = {statuses.SENT: "sent", statuses.DEAD_LETTERED: "dead_lettered"}.get(new, "failed")
+        reason = f"{dead_reason}: {result.error}" if dead_reason else result.error
+        changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, action, status, new, reason))
+        changes.moved(notification_id, strategy)
+        found[2] = new
     conn.executemany(
         "INSERT INTO attempts (id, delivery_id, notification_id, number, provider, started_at, finished_at, outcome, "
         "provider_message_id, error, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -466,10 +503,103 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
     )
     conn.executemany(
         "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, lease_owner = NULL, lease_until = NULL, "
-        "last_error = ?, updated_at = ? WHERE id = ?",
+        "last_error = ?, dead_reason = ?, updated_at = ? WHERE id = ?",
         finals,
     )
     changes.flush(conn, now)
+
+
+def _has_fallback(conn: sqlite3.Connection, notification_id: str, position: int, strategy: str) -> bool:
+    """Whether a channel after ``position`` is still waiting to be tried."""
+    if strategy != FALLBACK:
+        return False
+    found = conn.execute(
+        "SELECT 1 FROM deliveries WHERE notification_id = ? AND position > ? AND status = 'waiting' LIMIT 1",
+        (notification_id, position),
+    ).fetchone()
+    return found is not None
+
+
+def _dead_letter(
+    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]], reason: str, message: str, now: float, changes: _Changes
+) -> None:
+    """Give up on deliveries (id, notification id, tenant, status) for ``reason``, keeping them for replay."""
+    if not rows:
+        return
+    conn.executemany(
+        "UPDATE deliveries SET status = 'dead_lettered', dead_reason = ?, last_error = ?, lease_owner = NULL, "
+        "lease_until = NULL, updated_at = ? WHERE id = ?",
+        [(reason, message, now, row[0]) for row in rows],
+    )
+    strategies = dict(_select_in(conn, "SELECT id, strategy FROM notifications WHERE id IN ({})", (row[1] for row in rows)))
+    for delivery_id, notification_id, tenant, status in rows:
+        changes.audits.append((tenant, notification_id, delivery_id, now, DISPATCHER, "dead_lettered", status, statuses.DEAD_LETTERED, f"{reason}: {message}"))
+        changes.moved(notification_id, strategies.get(notification_id, ""))
+
+
+def _activate_overdue_fallbacks(conn: sqlite3.Connection, channel: str, now: float, changes: _Changes) -> None:
+    """Start waiting fallback deliveries of ``channel`` whose channel before them ran out of time."""
+    rows = conn.execute(
+        "SELECT d.id, d.notification_id, d.tenant, n.fallback_after FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
+        "WHERE d.channel = ? AND d.status = 'waiting' AND d.next_attempt_at <= ?",
+        (channel, now),
+    ).fetchall()
+    for delivery_id, notification_id, tenant, fallback_after in rows:
+        reason = f"the channel before it was not delivered within {fallback_after:g}s"
+        _activate(conn, delivery_id, notification_id, tenant, now, reason, changes)
+
+
+def _activate(conn: sqlite3.Connection, delivery_id: str, notification_id: str, tenant: str, now: float, reason: str, changes: _Changes) -> None:
+    conn.execute(
+        "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting'",
+        (now, now, delivery_id),
+    )
+    changes.audits.append((tenant, notification_id, delivery_id, now, DISPATCHER, "fallback", statuses.WAITING, statuses.QUEUED, reason))
+    changes.moved(notification_id, FALLBACK)
+    # The channel after this one now gets its own deadline, counted from now.
+    conn.execute(
+        "UPDATE deliveries SET next_attempt_at = ? + COALESCE((SELECT fallback_after FROM notifications WHERE id = ?), ?) "
+        "WHERE id = (SELECT id FROM deliveries WHERE notification_id = ? AND status = 'waiting' ORDER BY position LIMIT 1)",
+        (now, notification_id, NEVER, notification_id),
+    )
+
+
+def _settle_fallbacks(conn: sqlite3.Connection, changes: _Changes, now: float) -> None:
+    """Move fallback notifications on: skip what is no longer needed, start the next channel after a failure.
+
+    An earlier channel that was delivered (or sent, when no ``fallback_after`` asks to wait for
+    delivery) makes the waiting ones unnecessary. When nothing is in flight or sent any more,
+    the first waiting channel starts.
+    """
+    if not changes.fallbacks:
+        return
+    pending, changes.fallbacks = changes.fallbacks, set()
+    rows = _select_in(
+        conn,
+        "SELECT d.notification_id, d.id, d.tenant, d.status, n.fallback_after FROM deliveries d "
+        "JOIN notifications n ON n.id = d.notification_id WHERE d.notification_id IN ({}) ORDER BY d.notification_id, d.position",
+        pending,
+    )
+    by_notification: dict[str, list[Any]] = {}
+    for row in rows:
+        by_notification.setdefault(row[0], []).append(row)
+    skips: list[tuple[Any, ...]] = []
+    for notification_id, deliveries in by_notification.items():
+        found = {row[3] for row in deliveries}
+        waiting = [row for row in deliveries if row[3] == statuses.WAITING]
+        if not waiting:
+            continue
+        fallback_after = deliveries[0][4]
+        if found & {statuses.DELIVERED, statuses.READ} or (fallback_after is None and statuses.SENT in found):
+            for _nid, delivery_id, tenant, _status, _after in waiting:
+                skips.append((now, delivery_id))
+                changes.audits.append((tenant, notification_id, delivery_id, now, DISPATCHER, "skipped", statuses.WAITING, statuses.SKIPPED, "an earlier channel got through"))
+            changes.touched.add(notification_id)
+        elif not found & (statuses.IN_FLIGHT | {statuses.SENT}):
+            _nid, delivery_id, tenant, _status, _after = waiting[0]
+            _activate(conn, delivery_id, notification_id, tenant, now, "the channel before it failed", changes)
+    conn.executemany("UPDATE deliveries SET status = 'skipped', updated_at = ? WHERE id = ? AND status = 'waiting'", skips)
+    changes.fallbacks.clear()  # activations above need no second pass: the activated channel is now in flight
 
 
 def _apply_statuses(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus], now: float) -> None:
@@ -478,8 +608,8 @@ def _apply_statuses(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus],
     for provider in {update.provider for update in updates}:
         for row in _select_in(
             conn,
-            "SELECT provider_message_id, id, notification_id, tenant, status FROM deliveries "
-            "WHERE provider = ? AND provider_message_id IN ({})",
+            "SELECT d.provider_message_id, d.id, d.notification_id, d.tenant, d.status, n.strategy FROM deliveries d "
+            "JOIN notifications n ON n.id = d.notification_id WHERE d.provider = ? AND d.provider_message_id IN ({})",
             (update.provider_message_id for update in updates if update.provider == provider),
             provider,
         ):
@@ -508,14 +638,14 @@ def _apply_statuses(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus],
 
 def _transition(row: Sequence[Any], update: ReceivedStatus, now: float, changes: _Changes) -> tuple[Any, ...] | None:
     """The delivery update a receipt makes (None when it would move the status back), noting its audit."""
-    delivery_id, notification_id, tenant, current = row
+    delivery_id, notification_id, tenant, current, strategy = row
     if not statuses.can_transition(current, update.status):
         return None
     reason = update.error or _describe(update.detail)
     changes.audits.append(
         (tenant, notification_id, delivery_id, update.occurred_at or now, f"provider:{update.provider}", "receipt", current, update.status, reason)
     )
-    changes.touched.add(notification_id)
+    changes.moved(notification_id, strategy)
     return (update.status, update.error, now, delivery_id)
 
 

@@ -21,6 +21,11 @@ from gateway import statuses
         ("failed", "delivered", False),
         ("dead_lettered", "sent", False),
         ("bounced", "failed", False),
+        ("waiting", "queued", True),
+        ("waiting", "skipped", True),
+        ("queued", "skipped", False),
+        ("skipped", "queued", False),
+        ("queued", "waiting", False),
     ],
 )
 def test_statuses_only_move_forward(current: str, new: str, allowed: bool) -> None:
@@ -31,6 +36,10 @@ def test_statuses_only_move_forward(current: str, new: str, allowed: bool) -> No
     ("deliveries", "expected"),
     [
         (["queued", "queued"], "queued"),
+        (["queued", "waiting"], "queued"),
+        (["sent", "skipped"], "sent"),
+        (["failed", "queued"], "sending"),
+        (["dead_lettered", "waiting"], "sending"),
         (["queued", "sent"], "sending"),
         (["sending"], "sending"),
         (["sent", "delivered"], "delivered"),

@@ -54,9 +54,9 @@ async def test_transient_failure_is_retried_on_backoff_then_sent(api: Api, memor
 async def test_permanent_failure_fails_the_delivery_without_retry(api: Api, memory_provider: type[MemoryProvider]) -> None:
     memory_provider.script["+14155550122"] = ["permanent"]
     _, body = await api.send(sms_body("+14155550122"))
-    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "failed")
+    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "dead_lettered")
     delivery = done["deliveries"][0]
-    assert delivery["last_error"] == "recipient rejected"
+    assert (delivery["last_error"], delivery["dead_reason"]) == ("recipient rejected", "permanent")
     assert [a["outcome"] for a in delivery["attempts"]] == ["permanent"]
     assert len(memory_provider.sent) == 1
 
@@ -69,8 +69,9 @@ async def test_retries_stop_after_max_attempts(api: Api, memory_provider: type[M
         await api.wait_for(nid, lambda n, a=attempts: n["deliveries"][0]["attempt_count"] == a and n["deliveries"][0]["next_attempt_at"] and n["deliveries"][0]["last_error"])
         clock.advance(7200)
         api.wake()
-    done = await api.wait_for(nid, lambda n: n["status"] == "failed")
+    done = await api.wait_for(nid, lambda n: n["status"] == "dead_lettered")
     delivery = done["deliveries"][0]
+    assert delivery["dead_reason"] == "retries_exhausted"
     assert delivery["last_error"].startswith("gave up after 3 attempts")
     assert "KeyError" in delivery["attempts"][1]["error"]
 
