@@ -221,6 +221,9 @@ class PolicyDocument(_Model):
     )
 
 
+_NO_DEFAULTS: Final = TenantDefaults()
+
+
 @dataclass(frozen=True)
 class RetrySchedule:
     """Delays between attempts in seconds; past the last one, the last one repeats."""
@@ -258,6 +261,10 @@ class PolicySet:
     def template(self, tenant: str, template_id: str) -> CompiledTemplate | None:
         """The tenant's own template of that id, else the shared one."""
         return self.templates.get((tenant, template_id)) or self.templates.get((None, template_id))
+
+    def tenant_defaults(self, tenant: str) -> TenantDefaults:
+        tenant_policy = self.document.tenants.get(tenant)
+        return tenant_policy.defaults if tenant_policy else _NO_DEFAULTS
 
     def sender(self, tenant: str, channel: str) -> Sender | None:
         """The tenant's sender identity on ``channel``, if its policy sets one."""
@@ -648,7 +655,10 @@ def _compile_templates(
                 undeclared = ", ".join(sorted(used - declared))
                 sources.issue((*base, template_id, "variables"), f"placeholders not listed in variables: {undeclared}")
                 continue
-            compiled[(tenant, template_id)] = CompiledTemplate(template_id, MappingProxyType(contents), template.priority, declared)
+            compiled[(tenant, template_id)] = CompiledTemplate(
+                template_id, MappingProxyType(contents), template.priority, declared, template.strategy,
+                _seconds(template.fallback_after), _seconds(template.ttl),
+            )
     return compiled
 
 
@@ -700,6 +710,10 @@ def _template_sources(content: TemplateContentPolicy, path: Path_) -> list[tuple
     if content.provider_template is not None:
         found += [((*path, "provider_template", "parameters", i), p) for i, p in enumerate(content.provider_template.parameters)]
     return found
+
+
+def _seconds(duration: str | None) -> float | None:
+    return parse_duration(duration) if duration is not None else None
 
 
 def _index_keys(document: PolicyDocument, sources: _Sources) -> dict[str, tuple[KeyEntry, ...]]:

@@ -7,16 +7,18 @@ at once as :class:`~gateway.errors.ValidationError` details with codes to branch
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from gateway import ids
 from gateway.auth import Principal
 from gateway.channels import address_for, check_recipient_field
+from gateway.durations import parse_duration
 from gateway.errors import ErrorDetail, ValidationError
 from gateway.plugin_api import ChannelSpec
 from gateway.policies import PolicySet
@@ -24,6 +26,18 @@ from gateway.store import NewDelivery, NewNotification
 from gateway.templates import CompiledTemplate, RenderedContent, TemplateRenderError
 
 Priority = Literal["high", "normal", "bulk"]
+Strategy = Literal["all", "fallback"]
+
+
+def _duration_seconds(value: str | int | float) -> float:
+    seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    if seconds <= 0:
+        raise ValueError("must be a positive duration such as 90s or 5m, or a number of seconds")
+    return seconds
+
+
+Duration = Annotated[StrictStr | StrictInt | StrictFloat, AfterValidator(_duration_seconds)]
+"""``90s``, ``5m`` or a number of seconds; validated to seconds."""
 RecipientValue = StrictStr | StrictInt
 Key = StrictStr
 
@@ -40,6 +54,10 @@ class NotificationContent(_Body):
     html: StrictStr | None = None
     data: dict[str, Any] = {}
     priority: Priority | None = None
+    strategy: Strategy | None = None
+    fallback_after: Duration | None = None
+    send_at: StrictStr | None = None
+    expires_at: StrictStr | None = None
 
 
 class SendRequest(_Body):
@@ -57,6 +75,10 @@ class BulkRequest(_Body):
     html: StrictStr | None = None
     data: dict[str, Any] = {}
     priority: Priority | None = None
+    strategy: Strategy | None = None
+    fallback_after: Duration | None = None
+    send_at: StrictStr | None = None
+    expires_at: StrictStr | None = None
     recipients: list[dict[str, Any]] = Field(min_length=1)
     idempotency_key: StrictStr | None = Field(None, min_length=1, max_length=255)
     metadata: dict[str, StrictStr | StrictInt | float | bool] | None = Field(None, max_length=32)
@@ -64,8 +86,28 @@ class BulkRequest(_Body):
     def content(self) -> NotificationContent:
         return NotificationContent(
             channels=self.channels, template_id=self.template_id, subject=self.subject, body=self.body,
-            html=self.html, data=self.data, priority=self.priority,
+            html=self.html, data=self.data, priority=self.priority, strategy=self.strategy,
+            fallback_after=self.fallback_after, send_at=self.send_at, expires_at=self.expires_at,
         )
+
+
+def _seconds(duration: str | None) -> float | None:
+    return parse_duration(duration) if duration is not None else None
+
+
+def _timestamp(value: str | None, field: str, problems: list[ErrorDetail]) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time with a zone, or a problem."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        problems.append(ErrorDetail(field, "must be an ISO 8601 time such as 2026-05-01T09:30:00Z", "invalid_schedule"))
+        return None
+    if parsed.tzinfo is None:
+        problems.append(ErrorDetail(field, "must include a time zone (Z or +02:00)", "invalid_schedule"))
+        return None
+    return parsed.timestamp()
 
 
 def body_digest(route: str, body: Mapping[str, Any]) -> str:
@@ -83,25 +125,54 @@ class Plan:
     content: NotificationContent
     priority: Priority
     variables: frozenset[str]
+    strategy: str = "all"
+    fallback_after: float | None = None
+    send_at: float | None = None
+    expires_at: float | None = None
 
 
 class Submission:
     """Checks requests of one principal against one policy set and builds notifications."""
 
-    def __init__(self, policy: PolicySet, principal: Principal) -> None:
+    def __init__(self, policy: PolicySet, principal: Principal, now: float) -> None:
         self.policy = policy
         self.principal = principal
+        self.now = now
 
     def plan(self, content: NotificationContent, *, default_priority: Priority = "normal", prefix: str = "notification.") -> Plan:
         """Check what does not depend on the recipient; raise ValidationError listing every problem."""
         problems: list[ErrorDetail] = []
         specs = self._channels(content.channels, prefix, problems)
         template = self._content_mode(content, specs, prefix, problems)
+        send_at, expires_at = self._schedule(content, template, prefix, problems)
         if problems:
             raise ValidationError.from_details(problems)
         variables = template.declared.union(*(template.channels[s.name].variables for s in specs)) if template else frozenset()
-        priority = content.priority or (template.priority if template and template.priority else default_priority)
-        return Plan(tuple(specs), template, content, priority, variables)  # type: ignore[arg-type]
+        defaults = self.policy.tenant_defaults(self.principal.tenant)
+        priority = content.priority or (template.priority if template else None) or defaults.priority or default_priority
+        strategy = content.strategy or (template.strategy if template else None) or defaults.strategy or "all"
+        fallback_after = float(content.fallback_after) if content.fallback_after is not None else None
+        if fallback_after is None and strategy == "fallback":
+            fallback_after = (template.fallback_after if template else None) or _seconds(defaults.fallback_after)
+        return Plan(
+            tuple(specs), template, content, priority, variables,  # type: ignore[arg-type]
+            strategy, fallback_after if strategy == "fallback" else None, send_at, expires_at,
+        )
+
+    def _schedule(
+        self, content: NotificationContent, template: CompiledTemplate | None, prefix: str, problems: list[ErrorDetail]
+    ) -> tuple[float | None, float | None]:
+        """When the first attempt may run, and after when to give up (``expires_at`` or the template's ttl)."""
+        send_at = _timestamp(content.send_at, f"{prefix}send_at", problems)
+        expires_at = _timestamp(content.expires_at, f"{prefix}expires_at", problems)
+        start = send_at if send_at is not None else self.now
+        if expires_at is None and template is not None and template.ttl is not None:
+            expires_at = start + template.ttl
+        if expires_at is not None and expires_at <= start and content.expires_at is not None:
+            problems.append(ErrorDetail(f"{prefix}expires_at", "must be later than send_at (or now)", "invalid_schedule"))
+        if content.fallback_after is not None and content.strategy != "fallback":
+            problems.append(ErrorDetail(f"{prefix}fallback_after", "applies only with strategy: fallback", "invalid_strategy"))
+        return send_at, expires_at
 
     def build(
         self,
@@ -135,7 +206,7 @@ class Submission:
             tenant=self.principal.tenant,
             mode=self.principal.mode,
             priority=plan.priority,
-            strategy="all",
+            strategy=plan.strategy,
             template_id=plan.template.template_id if plan.template else None,
             recipient=clean,
             channels=[spec.name for spec in plan.channels],
@@ -143,6 +214,9 @@ class Submission:
             created_by=self.principal.actor,
             metadata=metadata,
             idempotency_key=idempotency_key,
+            send_at=plan.send_at,
+            expires_at=plan.expires_at,
+            fallback_after=plan.fallback_after,
         )
 
     # --- checks ----------------------------------------------------------------------------

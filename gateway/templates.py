@@ -158,6 +158,9 @@ class CompiledTemplate:
     channels: Mapping[str, CompiledContent]
     priority: str | None = None
     declared: frozenset[str] = frozenset()  # variables the policy says every request must supply
+    strategy: str | None = None
+    fallback_after: float | None = None  # seconds
+    ttl: float | None = None  # seconds
 
 
 def template_syntax_error(source: str) -> str | None:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import ids, statuses
 from gateway.api import current_policy, json_response, parse_model, principal_of, raw_json_response, read_json
-from gateway.appkeys import DISPATCHER, SETTINGS, STORE
+from gateway.appkeys import CLOCK, DISPATCHER, SETTINGS, STORE
 from gateway.auth import Principal
 from gateway.errors import (
     BadRequestError,
@@ -40,7 +40,7 @@ async def send(request: web.Request) -> web.Response:
     claim = _idempotency(request, payload.idempotency_key, "send", body)
     if claim is not None and (replay := await _replay(request, principal, claim)) is not None:
         return replay
-    submission = Submission(policy, principal)
+    submission = Submission(policy, principal, request.app[CLOCK].now())
     plan = submission.plan(payload.notification)
     notification = submission.build(
         plan, payload.recipient, payload.notification.data,
@@ -64,7 +64,7 @@ async def bulk(request: web.Request) -> web.Response:
     claim = _idempotency(request, payload.idempotency_key, "bulk", body)
     if claim is not None and (replay := await _replay(request, principal, claim)) is not None:
         return replay
-    submission = Submission(policy, principal)
+    submission = Submission(policy, principal, request.app[CLOCK].now())
     plan = submission.plan(payload.content(), default_priority="bulk", prefix="")
     accepted, errors = _build_rows(submission, plan, payload, claim)
     if not accepted:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -78,6 +79,7 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._commits = 0
         self._committed = asyncio.Event()
+        self._read_lock = asyncio.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -275,9 +277,28 @@ class SqliteStore:
 
     # --- reading ---------------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One read transaction: every SELECT inside sees the same committed state.
+
+        Without it a notification read between two of the writer's commits could show its own
+        status from before and its deliveries' from after.
+        """
+        async with self._read_lock:
+            db = self._db
+            await db.execute("BEGIN")
+            try:
+                yield db
+            finally:
+                await db.execute("COMMIT")
+
     async def get_notification(self, tenant: str, notification_id: str) -> dict[str, Any] | None:
         """A notification with its deliveries, attempts and audit trail; None if not the tenant's."""
-        db = self._db
+        async with self._snapshot() as db:
+            return await self._read_notification(db, tenant, notification_id)
+
+    @staticmethod
+    async def _read_notification(db: aiosqlite.Connection, tenant: str, notification_id: str) -> dict[str, Any] | None:
         async with db.execute("SELECT * FROM notifications WHERE id = ? AND tenant = ?", (notification_id, tenant)) as cur:
             row = await cur.fetchone()
         if row is None:
@@ -314,21 +335,23 @@ class SqliteStore:
             clauses.append("n.id IN (SELECT notification_id FROM deliveries WHERE tenant = ? AND address = ?)")
             params += [tenant, where.recipient]
         sql = f"SELECT n.* FROM notifications n WHERE {' AND '.join(clauses)} ORDER BY n.id DESC LIMIT ?"
-        async with self._db.execute(sql, (*params, limit + 1)) as cur:
-            rows = list(await cur.fetchall())
-        items = [_notification_dict(row) for row in rows[:limit]]
-        await self._attach_delivery_summaries(items)
+        async with self._snapshot() as db:
+            async with db.execute(sql, (*params, limit + 1)) as cur:
+                rows = list(await cur.fetchall())
+            items = [_notification_dict(row) for row in rows[:limit]]
+            await self._attach_delivery_summaries(db, items)
         next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
         return Page(items, next_cursor)
 
-    async def _attach_delivery_summaries(self, items: list[dict[str, Any]]) -> None:
+    @staticmethod
+    async def _attach_delivery_summaries(db: aiosqlite.Connection, items: list[dict[str, Any]]) -> None:
         if not items:
             return
         by_id = {item["id"]: item for item in items}
         for item in items:
             item["deliveries"] = []
         marks = ", ".join("?" * len(by_id))
-        async with self._db.execute(
+        async with db.execute(
             f"SELECT * FROM deliveries WHERE notification_id IN ({marks}) ORDER BY notification_id, position",
             tuple(by_id),
         ) as cur:

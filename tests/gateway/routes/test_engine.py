@@ -1,0 +1,172 @@
+"""The delivery engine through the API: retry schedules, dead letters, channel fallback, scheduling.
+
+Time is the fake clock's: a test moves it past a retry delay or a deadline and wakes the
+dispatcher, so schedules of minutes take milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from conftest import TEST_KEY, Api, FakeClock, MemoryProvider
+from gateway.clock import isoformat
+
+SMS = "+14155550100"
+EMAIL = "ada@example.com"
+
+
+def both(strategy: str | None = None, **notification: Any) -> dict[str, Any]:
+    """OTP on sms first, then email."""
+    content: dict[str, Any] = {"channels": ["sms", "email"], "template_id": "otp", "data": {"code": "1"}} | notification
+    if strategy is not None:
+        content["strategy"] = strategy
+    return {"recipient": {"phone": SMS, "email": EMAIL}, "notification": content}
+
+
+def iso(seconds: float) -> str:
+    return isoformat(seconds)
+
+
+def channel_statuses(notification: dict[str, Any]) -> dict[str, str]:
+    return {d["channel"]: d["status"] for d in notification["deliveries"]}
+
+
+async def settle(api: Api, clock: FakeClock, seconds: float) -> None:
+    clock.advance(seconds)
+    api.wake()
+
+
+async def test_fallback_tries_the_next_channel_only_when_the_first_fails_for_good(api: Api, memory_provider: type[MemoryProvider]) -> None:
+    memory_provider.script[SMS] = ["permanent"]
+    _, body = await api.send(both("fallback"))
+    done = await api.wait_for(body["notification_id"], lambda n: channel_statuses(n) == {"sms": "failed", "email": "sent"})
+    assert done["status"] == "sent"
+    assert done["strategy"] == "fallback"
+    assert [m.channel for m in memory_provider.sent] == ["sms", "email"]
+    assert ("fallback", "waiting", "queued") in [(e["action"], e["from_status"], e["to_status"]) for e in done["audit"]]
+
+
+async def test_fallback_skips_the_later_channels_once_one_is_sent(api: Api, memory_provider: type[MemoryProvider]) -> None:
+    _, body = await api.send(both("fallback"))
+    done = await api.wait_for(body["notification_id"], lambda n: channel_statuses(n) == {"sms": "sent", "email": "skipped"})
+    assert done["status"] == "sent"
+    assert [m.channel for m in memory_provider.sent] == ["sms"]
+
+
+async def test_fallback_after_moves_on_when_the_first_channel_is_not_delivered_in_time(
+    api: Api, memory_provider: type[MemoryProvider], clock: FakeClock
+) -> None:
+    _, body = await api.send(both("fallback", fallback_after="90s"))
+    nid = body["notification_id"]
+    await api.wait_for(nid, lambda n: channel_statuses(n) == {"sms": "sent", "email": "waiting"})
+    await settle(api, clock, 89)
+    early = await api.notification(nid)
+    assert channel_statuses(early) == {"sms": "sent", "email": "waiting"}
+    await settle(api, clock, 2)
+    done = await api.wait_for(nid, lambda n: channel_statuses(n) == {"sms": "sent", "email": "sent"})
+    assert [m.channel for m in memory_provider.sent] == ["sms", "email"], "the sms already sent is not cancelled"
+    assert "not delivered within 90s" in [e for e in done["audit"] if e["action"] == "fallback"][0]["reason"]
+
+
+async def test_fallback_after_is_not_needed_when_a_receipt_says_delivered(api: Api) -> None:
+    # The sandbox (test keys) reports delivered straight after sending.
+    _, body = await api.send(both("fallback", fallback_after=90), key=TEST_KEY)
+    done = await api.wait_for(body["notification_id"], lambda n: channel_statuses(n) == {"sms": "delivered", "email": "skipped"}, key=TEST_KEY)
+    assert done["status"] == "delivered"
+
+
+async def test_strategy_all_sends_every_channel_at_once(api: Api, memory_provider: type[MemoryProvider]) -> None:
+    _, body = await api.send(both())
+    done = await api.wait_for(body["notification_id"], lambda n: channel_statuses(n) == {"sms": "sent", "email": "sent"})
+    assert done["strategy"] == "all"
+
+
+async def test_a_permanent_failure_with_no_fallback_left_is_dead_lettered(api: Api, memory_provider: type[MemoryProvider]) -> None:
+    memory_provider.script[SMS] = ["permanent"]
+    memory_provider.script[EMAIL] = ["permanent"]
+    _, body = await api.send(both("fallback"))
+    done = await api.wait_for(body["notification_id"], lambda n: channel_statuses(n) == {"sms": "failed", "email": "dead_lettered"})
+    assert done["status"] == "failed"
+    assert done["deliveries"][1]["dead_reason"] == "permanent"
+
+
+@pytest.fixture
+def schedules(policy_dir: Path) -> None:
+    (policy_dir / "schedules.yaml").write_text("retry_schedules:\n  default: {delays: [10s, 1m], max_attempts: 3}\n")
+
+
+@pytest.mark.usefixtures("schedules")
+async def test_transient_failures_retry_on_the_policy_schedule_then_dead_letter(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], memory_provider: type[MemoryProvider], clock: FakeClock
+) -> None:
+    api = Api(await aiohttp_client(make_app()))
+    memory_provider.script[SMS] = ["transient", "transient", "transient"]
+    start = clock.now()
+    _, body = await api.send({"recipient": {"phone": SMS}, "notification": {"channels": ["sms"], "body": "hi"}})
+    nid = body["notification_id"]
+    first = await api.wait_for(nid, lambda n: n["deliveries"][0]["attempt_count"] == 1 and n["deliveries"][0]["last_error"])
+    assert first["deliveries"][0]["next_attempt_at"] == iso(start + 10)
+    await settle(api, clock, 9)
+    assert (await api.notification(nid))["deliveries"][0]["attempt_count"] == 1, "not before its delay"
+    await settle(api, clock, 1)
+    second = await api.wait_for(nid, lambda n: n["deliveries"][0]["attempt_count"] == 2 and len(n["deliveries"][0]["attempts"]) == 2)
+    assert second["deliveries"][0]["next_attempt_at"] == iso(start + 10 + 60)
+    await settle(api, clock, 60)
+    done = await api.wait_for(nid, lambda n: n["status"] == "dead_lettered")
+    delivery = done["deliveries"][0]
+    assert delivery["dead_reason"] == "retries_exhausted"
+    assert [a["outcome"] for a in delivery["attempts"]] == ["transient", "transient", "transient"]
+
+
+async def test_send_at_holds_the_first_attempt_until_then(api: Api, memory_provider: type[MemoryProvider], clock: FakeClock) -> None:
+    _, body = await api.send(both(send_at=iso(clock.now() + 300)))
+    nid = body["notification_id"]
+    api.wake()
+    assert memory_provider.sent == []
+    await settle(api, clock, 300)
+    await api.wait_for(nid, lambda n: n["status"] == "sent")
+
+
+async def test_a_delivery_that_cannot_go_out_before_it_expires_is_dead_lettered(
+    api: Api, memory_provider: type[MemoryProvider], clock: FakeClock
+) -> None:
+    _, body = await api.send(both(send_at=iso(clock.now() + 300), expires_at=iso(clock.now() + 600)))
+    await settle(api, clock, 601)
+    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "dead_lettered")
+    assert {d["dead_reason"] for d in done["deliveries"]} == {"expired"}
+    assert memory_provider.sent == []
+
+
+async def test_a_retry_that_would_run_after_expiry_dead_letters_instead(
+    api: Api, memory_provider: type[MemoryProvider], clock: FakeClock
+) -> None:
+    memory_provider.script[SMS] = ["transient"]
+    _, body = await api.send({"recipient": {"phone": SMS}, "notification": {"channels": ["sms"], "body": "hi", "expires_at": iso(clock.now() + 5)}})
+    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "dead_lettered")
+    assert done["deliveries"][0]["dead_reason"] == "expired"
+
+
+@pytest.mark.parametrize(
+    ("notification", "field", "code"),
+    [
+        ({"send_at": "2026-05-01T09:30:00"}, "notification.send_at", "invalid_schedule"),
+        ({"send_at": "next tuesday"}, "notification.send_at", "invalid_schedule"),
+        ({"expires_at": "2020-01-01T00:00:00Z"}, "notification.expires_at", "invalid_schedule"),
+        ({"fallback_after": "90s"}, "notification.fallback_after", "invalid_strategy"),
+        ({"strategy": "fallback", "fallback_after": "soon"}, "notification.fallback_after", "validation_failed"),
+        ({"strategy": "sometimes"}, "notification.strategy", "validation_failed"),
+    ],
+)
+async def test_bad_schedules_and_strategies_are_refused_and_nothing_is_queued(
+    api: Api, notification: dict[str, Any], field: str, code: str
+) -> None:
+    status, answer = await api.send(both(**notification))
+    assert status == 422, answer
+    assert (answer["error"]["details"][0]["field"], answer["error"]["details"][0]["code"]) == (field, code)
+    _, listing = await api.get("/api/v1/notifications")
+    assert listing["items"] == []
