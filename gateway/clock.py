@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Protocol
 
 
 class Clock(Protocol):
-    """Wall-clock seconds since the epoch, as the store records them."""
+    """Wall-clock seconds since the epoch, as the store records them, and waiting on that time."""
 
     def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Return once ``seconds`` of this clock's time have passed (a test clock: once moved)."""
+        ...
 
 
 class SystemClock:
@@ -18,6 +23,9 @@ class SystemClock:
 
     def now(self) -> float:
         return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(seconds, 0.0))
 
 
 def isoformat(timestamp: float | None) -> str | None:

@@ -19,14 +19,16 @@ from typing import Final
 
 from gateway import statuses
 from gateway.backoff import retry_delay
+from gateway.breakers import BreakerBoard, CircuitBreaker
 from gateway.clock import Clock
 from gateway.errors import DeliveryError, TransientDeliveryError
 from gateway.outcomes import Outcomes
 from gateway.plugin_api import OutboundMessage, Provider, SendReceipt, Sender
 from gateway.policies import PolicyHolder
 from gateway.provider_pool import ProviderPool
-from gateway.store import AttemptResult, ClaimedDelivery, Store
+from gateway.store import AttemptResult, ClaimedDelivery, NewEvent, Store
 from gateway.templates import RenderedContent
+from gateway.throttle import Throttles
 
 log = logging.getLogger(__name__)
 IDLE_POLL: Final = 1.0
@@ -66,6 +68,8 @@ class Dispatcher:
         self._in_flight: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._slot_freed: dict[str, asyncio.Event] = {}
         self._outcomes = outcomes
+        self._breakers = BreakerBoard(clock)
+        self._throttles = Throttles(clock)
         self._stopping = False
 
     @property
@@ -142,13 +146,21 @@ class Dispatcher:
                 await self._slot_freed[channel].wait()
                 continue
             wakeup.clear()
+            want = min(free, self._settings.batch)
+            bucket = self._throttles.get(f"channel:{channel}", self._policies.current.channel_throughput(channel))
+            if bucket is not None:
+                want = bucket.take_up_to(want)
+                if want == 0:  # throttled: the deliveries wait in the store, unleased, until a token is due
+                    await self._pause(wakeup, bucket.wait_time())
+                    continue
             try:
-                claimed = await self._store.claim_due(
-                    channel, limit=min(free, self._settings.batch), owner=self.owner, lease_seconds=self._settings.lease_seconds
-                )
+                claimed = await self._store.claim_due(channel, limit=want, owner=self.owner, lease_seconds=self._settings.lease_seconds)
             except Exception:
                 log.exception("claiming %s deliveries failed", channel)
                 claimed = []
+            if bucket is not None:
+                bucket.put_back(want - len(claimed))
+            claimed = [delivery for delivery in claimed if delivery.id not in flights]  # never two attempts at once
             for delivery in claimed:
                 task = asyncio.create_task(self._deliver(delivery))
                 flights[delivery.id] = task
@@ -159,35 +171,80 @@ class Dispatcher:
                 except TimeoutError:
                     pass
 
+    async def _pause(self, wakeup: asyncio.Event, seconds: float) -> None:
+        """Wait ``seconds`` of clock time, or less if woken."""
+        waits = [asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(self._clock.sleep(seconds))]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
     def _finished(self, channel: str, delivery_id: str, _task: asyncio.Task[None]) -> None:
         self._in_flight[channel].pop(delivery_id, None)
         self._slot_freed[channel].set()
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        """One attempt: the channel's instances in failover order until one takes the message.
+
+        An instance whose circuit is open is passed over; one that fails transiently hands the
+        delivery to the next at once (the attempt is recorded). Only when every instance has
+        failed or is unavailable does the delivery wait for its retry schedule.
+        """
         if delivery.reclaimed:
             log.warning("delivery %s reclaimed after a lost lease (attempt %d)", delivery.id, delivery.attempt)
         policy = self._policies.current
-        provider = self._pool().for_delivery(policy, delivery.tenant, delivery.channel, test=delivery.mode == "test")
-        started = self._clock.now()
-        if provider is None:
-            error = TransientDeliveryError(f"no provider instance serves {delivery.channel!r} for tenant {delivery.tenant!r}")
-            self._outcomes.record(self._failure(delivery, "unavailable", started, error))
-            return
+        candidates = self._pool().candidates(policy, delivery.tenant, delivery.channel, test=delivery.mode == "test")
         message = _message(delivery, policy.sender(delivery.tenant, delivery.channel))
+        last: tuple[str, float, DeliveryError] | None = None
+        reopen_at: list[float] = []
+        for provider in candidates:
+            breaker = self._breakers.get(provider.name, policy.breaker_policy(provider.name))
+            if not breaker.allow():
+                reopen_at.append(breaker.next_probe_at or self._clock.now())
+                continue
+            bucket = self._throttles.get(f"instance:{provider.name}", policy.instance_rate(provider.name))
+            while bucket is not None and not bucket.try_take():
+                await self._clock.sleep(bucket.wait_time())
+            if last is not None:  # the instance before this one failed: record it, not final
+                self._outcomes.record(self._failure(delivery, *last, final=False))
+            started = self._clock.now()
+            outcome = await self._send(provider, message)
+            self._note_health(breaker, outcome)
+            if isinstance(outcome, SendReceipt):
+                self._outcomes.record(self._success(delivery, provider, started, outcome))
+                return
+            last = (provider.name, started, outcome)
+            if not isinstance(outcome, TransientDeliveryError):
+                break  # refused for good: another instance would refuse it too
+        if last is None:
+            what = "circuit open for " + ", ".join(p.name for p in candidates) if candidates else "no provider instance serves it"
+            wait = max(min(reopen_at) - self._clock.now(), 0.0) if reopen_at else None
+            last = ("unavailable", self._clock.now(), TransientDeliveryError(f"{delivery.channel} unavailable: {what}", retry_after=wait))
+        self._outcomes.record(self._failure(delivery, *last))
+
+    async def _send(self, provider: Provider, message: OutboundMessage) -> SendReceipt | DeliveryError:
+        """The provider's answer, with timeouts and plugin bugs turned into transient errors."""
         try:
             async with asyncio.timeout(self._settings.send_timeout):
-                receipt = await provider.send(message)
+                return await provider.send(message)
         except DeliveryError as err:
-            self._outcomes.record(self._failure(delivery, provider.name, started, err))
+            return err
         except TimeoutError:
-            error = TransientDeliveryError(f"provider did not answer within {self._settings.send_timeout:g}s")
-            self._outcomes.record(self._failure(delivery, provider.name, started, error))
+            return TransientDeliveryError(f"provider did not answer within {self._settings.send_timeout:g}s")
         except Exception as err:  # a plugin bug: keep the message, retry, and say so loudly
-            log.exception("provider %s raised unexpectedly for delivery %s", provider.name, delivery.id)
-            error = TransientDeliveryError(f"provider plugin error: {type(err).__name__}: {err}")
-            self._outcomes.record(self._failure(delivery, provider.name, started, error))
-        else:
-            self._outcomes.record(self._success(delivery, provider, started, receipt))
+            log.exception("provider %s raised unexpectedly for delivery %s", provider.name, message.delivery_id)
+            return TransientDeliveryError(f"provider plugin error: {type(err).__name__}: {err}")
+
+    def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError) -> None:
+        """Feed the instance's breaker; a transient failure counts against it, anything else for it."""
+        failed = isinstance(outcome, TransientDeliveryError)
+        transition = breaker.record_failure() if failed else breaker.record_success()
+        if transition is None:
+            return
+        log.warning("provider instance %s: circuit %s (%s)", transition.name, transition.to_state, transition.reason)
+        data = {"instance": transition.name, "from": transition.from_state, "to": transition.to_state, "reason": transition.reason}
+        self._outcomes.event(NewEvent(transition.event, transition.name, transition.at, data))
 
     def _success(self, delivery: ClaimedDelivery, provider: Provider, started: float, receipt: SendReceipt) -> AttemptResult:
         return AttemptResult(
@@ -202,9 +259,19 @@ class Dispatcher:
             detail=dict(receipt.detail),
         )
 
-    def _failure(self, delivery: ClaimedDelivery, provider: str, started: float, error: DeliveryError) -> AttemptResult:
-        """What a failed attempt does: retry on the schedule, give up, or leave it to fallback."""
+    def _failure(
+        self, delivery: ClaimedDelivery, provider: str, started: float, error: DeliveryError, *, final: bool = True
+    ) -> AttemptResult:
+        """What a failed attempt does: retry on the schedule, give up, or leave it to fallback.
+
+        Not ``final``: the next provider instance takes the delivery, so this only records the attempt.
+        """
         now = self._clock.now()
+        if not final:
+            return AttemptResult(
+                delivery.id, delivery.attempt, provider, started, now, "transient", statuses.SENDING,
+                error=error.message, detail=_detail(error), final=False,
+            )
         transient = isinstance(error, TransientDeliveryError)
         status, retry_at, dead_reason, message = statuses.FAILED, None, None, error.message
         if isinstance(error, TransientDeliveryError):
@@ -220,9 +287,6 @@ class Dispatcher:
             else:
                 status, dead_reason = statuses.DEAD_LETTERED, statuses.RETRIES_EXHAUSTED
                 message = f"gave up after {delivery.attempt} attempts: {error.message}"
-        detail = dict(error.detail)
-        if error.code:
-            detail["code"] = error.code
         return AttemptResult(
             delivery_id=delivery.id,
             attempt=delivery.attempt,
@@ -232,10 +296,17 @@ class Dispatcher:
             outcome="transient" if transient else "permanent",
             status=status,
             error=message,
-            detail=detail,
+            detail=_detail(error),
             retry_at=retry_at,
             dead_reason=dead_reason,
         )
+
+
+def _detail(error: DeliveryError) -> dict[str, object]:
+    detail: dict[str, object] = dict(error.detail)
+    if error.code:
+        detail["code"] = error.code
+    return detail
 
 
 def _message(delivery: ClaimedDelivery, sender: Sender | None) -> OutboundMessage:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from gateway import statuses
 from gateway.batching import Batcher
 from gateway.plugin_api import InboundReply, StatusUpdate
-from gateway.store import AttemptResult, ReceivedStatus, Store
+from gateway.store import AttemptResult, NewEvent, ReceivedStatus, Store
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,13 @@ class Outcomes:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._batcher: Batcher[AttemptResult | ReceivedStatus] = Batcher(self._flush, name="outcomes")
+        self._batcher: Batcher[AttemptResult | ReceivedStatus | NewEvent] = Batcher(self._flush, name="outcomes")
 
     def record(self, result: AttemptResult) -> None:
         self._batcher.add(result)
+
+    def event(self, event: NewEvent) -> None:
+        self._batcher.add(event)
 
     def report(self, provider: str, updates: Sequence[StatusUpdate | InboundReply]) -> None:
         for update in updates:
@@ -41,10 +44,11 @@ class Outcomes:
                 ReceivedStatus(provider, update.provider_message_id, status, update.occurred_at, update.error, dict(update.detail))
             )
 
-    async def _flush(self, batch: list[AttemptResult | ReceivedStatus]) -> None:
+    async def _flush(self, batch: list[AttemptResult | ReceivedStatus | NewEvent]) -> None:
         results = [item for item in batch if isinstance(item, AttemptResult)]
         receipts = [item for item in batch if isinstance(item, ReceivedStatus)]
-        await self._store.record_outcomes(results, receipts)
+        events = [item for item in batch if isinstance(item, NewEvent)]
+        await self._store.record_outcomes(results, receipts, events)
 
     async def drain(self) -> None:
         await self._batcher.drain()

@@ -28,6 +28,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from gateway import schema
+from gateway.breakers import BreakerPolicy
 from gateway.channels import ChannelCatalog
 from gateway.durations import DURATION_PATTERN, RATE_PATTERN, parse_duration
 from gateway.errors import PolicyError, PolicyIssue
@@ -150,12 +151,22 @@ class TenantPolicy(_Model):
     defaults: TenantDefaults = Field(default_factory=TenantDefaults)
 
 
+class CircuitBreakerPolicy(_Model):
+    """When to stop sending through an instance that keeps failing, and when to try it again."""
+
+    failures: int = Field(5, ge=1, description="Transient failures within the window that open the circuit.")
+    window: Duration = "60s"
+    cooldown: Duration = Field("30s", description="How long it stays open before one probe send is let through.")
+
+
 class ProviderInstancePolicy(_Model):
     """A configured provider: a plugin plus its settings (credentials, URLs, sender)."""
 
     plugin: str
     tenant: Name | None = Field(None, description="Only this tenant may use the instance (its own vendor account).")
     config: dict[str, Any] = Field(default_factory=dict, description="Checked against the plugin's config_schema.")
+    rate: Rate | None = Field(None, description="At most this many sends through the instance, e.g. 10/s.")
+    circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
 
 
 class RoutePolicy(_Model):
@@ -261,6 +272,20 @@ class PolicySet:
     def template(self, tenant: str, template_id: str) -> CompiledTemplate | None:
         """The tenant's own template of that id, else the shared one."""
         return self.templates.get((tenant, template_id)) or self.templates.get((None, template_id))
+
+    def instance_rate(self, name: str) -> str | None:
+        instance = self.provider_instances.get(name)
+        return instance.rate if instance else None
+
+    def breaker_policy(self, name: str) -> BreakerPolicy:
+        instance = self.provider_instances.get(name)
+        found = instance.circuit_breaker if instance else CircuitBreakerPolicy()
+        return BreakerPolicy(found.failures, parse_duration(found.window), parse_duration(found.cooldown))
+
+    def channel_throughput(self, channel: str) -> str | None:
+        """The shared throughput limit of ``channel`` (one limit for all tenants' traffic on it)."""
+        route = self.document.channels.get(channel)
+        return route.throughput if route else None
 
     def tenant_defaults(self, tenant: str) -> TenantDefaults:
         tenant_policy = self.document.tenants.get(tenant)

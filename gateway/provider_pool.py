@@ -78,15 +78,10 @@ class ProviderPool:
     def names(self) -> tuple[str, ...]:
         return tuple(self._instances)
 
-    def for_delivery(self, policy: PolicySet, tenant: str, channel: str, *, test: bool) -> Provider | None:
-        """The instance that should carry a delivery: the sandbox for test keys, else the first in policy order."""
-        if test:
-            return self._instances.get(SANDBOX)
-        for name in policy.providers_for(tenant, channel):
-            provider = self._instances.get(name)
-            if provider is not None:
-                return provider
-        return None
+    def candidates(self, policy: PolicySet, tenant: str, channel: str, *, test: bool) -> list[Provider]:
+        """The instances that may carry a delivery, in failover order: the sandbox alone for test keys."""
+        names = (SANDBOX,) if test else policy.providers_for(tenant, channel)
+        return [provider for name in names if (provider := self._instances.get(name)) is not None]
 
     async def aclose(self) -> None:
         await close_providers(self._instances.values())

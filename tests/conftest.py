@@ -35,12 +35,26 @@ class FakeClock:
 
     def __init__(self, start: float = 1_800_000_000.0) -> None:
         self.value = start
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
 
     def now(self) -> float:
         return self.value
 
+    async def sleep(self, seconds: float) -> None:
+        """Wait until the test has advanced the clock by ``seconds``."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.value + seconds, woken))
+        await woken
+
     def advance(self, seconds: float) -> None:
         self.value += seconds
+        for until, woken in self._sleepers:
+            if until <= self.value and not woken.done():
+                woken.set_result(None)
+        self._sleepers = [(until, woken) for until, woken in self._sleepers if not woken.done()]
 
 
 class MemoryProvider(Provider):

@@ -1,0 +1,148 @@
+"""Provider failover, circuit breakers and throughput limits against two fake vendors on loopback.
+
+Each test runs the gateway with two instances of the fake SMS vendor's plugin, ``primary``
+then ``backup``, and makes them fail on cue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from gateway.appkeys import STORE
+from gateway.clock import isoformat
+from gateway.plugins import PluginCatalog
+from tests.fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider
+
+SMS = "+14155550100"
+
+
+@pytest.fixture
+async def primary() -> AsyncIterator[FakeVendor]:
+    async with FakeVendor(token="primary-token") as vendor:
+        yield vendor
+
+
+@pytest.fixture
+async def backup() -> AsyncIterator[FakeVendor]:
+    async with FakeVendor(token="backup-token") as vendor:
+        yield vendor
+
+
+@pytest.fixture
+def plugin_catalog() -> PluginCatalog:
+    return PluginCatalog.from_classes({PLUGIN_NAME: FakeVendorProvider})
+
+
+def write_policy(policy_dir: Path, primary: FakeVendor, backup: FakeVendor, *, primary_extra: str = "") -> None:
+    (policy_dir / "policy.yaml").write_text(
+        f"tenants:\n  acme:\n    api_keys: [{key_entry(LIVE_KEY)}]\n"
+        "providers:\n"
+        + primary.provider_policy("primary", policy_dir) + primary_extra
+        + backup.provider_policy("backup", policy_dir)
+        + "channels:\n  sms: {providers: [primary, backup]}\n"
+        + "retry_schedules:\n  default: {delays: [10s], max_attempts: 3}\n"
+    )
+
+
+@pytest.fixture
+async def start(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path, primary: FakeVendor, backup: FakeVendor
+) -> Callable[..., Any]:
+    async def run(primary_extra: str = "") -> Api:
+        write_policy(policy_dir, primary, backup, primary_extra=primary_extra)
+        return Api(await aiohttp_client(make_app()))
+
+    return run
+
+
+def sms(to: str = SMS) -> dict[str, Any]:
+    return {"recipient": {"phone": to}, "notification": {"channels": ["sms"], "body": "Your code is 1234"}}
+
+
+async def sent_by(api: Api, nid: str) -> dict[str, Any]:
+    done = await api.wait_for(nid, lambda n: n["status"] in ("sent", "dead_lettered"))
+    return done["deliveries"][0]  # type: ignore[no-any-return]
+
+
+async def test_a_transient_failure_hands_the_delivery_to_the_next_instance_at_once(
+    start: Callable[..., Any], primary: FakeVendor, backup: FakeVendor
+) -> None:
+    api = await start()
+    primary.script(SMS, ["503"])
+    _, body = await api.send(sms())
+    delivery = await sent_by(api, body["notification_id"])
+    assert delivery["provider"] == "backup"
+    assert [(a["provider"], a["outcome"]) for a in delivery["attempts"]] == [("primary", "transient"), ("backup", "sent")]
+    assert delivery["attempt_count"] == 1, "failover is part of the same attempt, not a retry"
+    assert [m.to for m in backup.messages] == [SMS]
+    assert primary.requests[0].idempotency_key == backup.requests[0].idempotency_key == delivery["delivery_id"]
+
+
+async def test_a_permanent_rejection_is_not_tried_elsewhere(start: Callable[..., Any], primary: FakeVendor, backup: FakeVendor) -> None:
+    api = await start()
+    primary.script(SMS, ["400"])
+    _, body = await api.send(sms())
+    delivery = await sent_by(api, body["notification_id"])
+    assert (delivery["status"], delivery["dead_reason"]) == ("dead_lettered", "permanent")
+    assert backup.requests == []
+
+
+async def test_when_every_instance_fails_the_delivery_waits_for_its_schedule_honouring_retry_after(
+    start: Callable[..., Any], primary: FakeVendor, backup: FakeVendor, clock: FakeClock
+) -> None:
+    api = await start()
+    primary.script(SMS, ["500", "ok"])
+    backup.script(SMS, ["429"])
+    backup.retry_after = 120
+    _, body = await api.send(sms())
+    nid = body["notification_id"]
+    waiting = await api.wait_for(nid, lambda n: len(n["deliveries"][0]["attempts"]) == 2 and n["deliveries"][0]["next_attempt_at"])
+    retry_after = backup.retry_after  # longer than the schedule's 10s, so it wins
+    assert waiting["deliveries"][0]["next_attempt_at"] == isoformat(clock.now() + retry_after)
+    clock.advance(retry_after)
+    api.wake()
+    delivery = await sent_by(api, nid)
+    assert delivery["provider"] == "primary" and delivery["attempt_count"] == 2
+
+
+async def test_a_circuit_opens_after_repeated_failures_and_a_probe_closes_it(
+    start: Callable[..., Any], primary: FakeVendor, backup: FakeVendor, clock: FakeClock
+) -> None:
+    api = await start(primary_extra="    circuit_breaker: {failures: 2, window: 60s, cooldown: 30s}\n")
+    primary.go_down()
+    for _ in range(2):
+        _, body = await api.send(sms())
+        assert (await sent_by(api, body["notification_id"]))["provider"] == "backup"
+    assert len(primary.requests) == 2
+
+    _, body = await api.send(sms())
+    delivery = await sent_by(api, body["notification_id"])
+    assert [a["provider"] for a in delivery["attempts"]] == ["backup"], "an open circuit is passed over"
+    assert len(primary.requests) == 2
+
+    primary.come_up()
+    clock.advance(31)
+    _, body = await api.send(sms())
+    assert (await sent_by(api, body["notification_id"]))["provider"] == "primary", "the probe after the cooldown"
+    events = [(e["type"], e["subject"]) for e in reversed(await api.app[STORE].list_events())]
+    assert events == [("provider.circuit_opened", "primary"), ("provider.circuit_closed", "primary")]
+
+
+async def test_an_instance_rate_limit_is_never_exceeded(start: Callable[..., Any], primary: FakeVendor, clock: FakeClock) -> None:
+    api = await start(primary_extra="    rate: 2/s\n")
+    for index in range(5):
+        await api.send(sms(f"+1415555020{index}"))
+    api.wake()
+    await primary.wait_for(lambda v: len(v.messages) == 2)
+    assert len(primary.messages) == 2, "a full bucket holds one second's worth"
+    clock.advance(1)
+    await primary.wait_for(lambda v: len(v.messages) == 4)
+    clock.advance(0.5)
+    await primary.wait_for(lambda v: len(v.messages) == 5)
+    assert len(primary.messages) == 5
