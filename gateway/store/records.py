@@ -110,6 +110,17 @@ class AttemptResult:
 
 
 @dataclass(frozen=True, slots=True)
+class NewEvent:
+    """Something to tell tenants about (``provider.circuit_opened``…); ``tenant`` None means all."""
+
+    type: str
+    subject: str
+    at: float
+    data: Mapping[str, Any] = field(default_factory=dict)
+    tenant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReceivedStatus:
     """A provider's status report for one of its messages, ready to reconcile."""
 
@@ -126,6 +137,30 @@ class NotificationFilter:
     status: str | None = None
     channel: str | None = None
     recipient: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which dead letters to list or replay; an unset field matches every value."""
+
+    channel: str | None = None
+    provider: str | None = None  # the provider instance tried last
+    reason: str | None = None  # one of ``statuses.DEAD_REASONS``
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    """What a replay did, read in the same transaction that did it.
+
+    ``more`` says the cap left matching dead letters behind (ask again for the rest);
+    ``not_dead_lettered`` lists the asked-for ids that are the tenant's but not dead-lettered,
+    so the API can tell them (409) from ids it does not know (404).
+    """
+
+    delivery_ids: list[str]
+    channels: frozenset[str] = frozenset()
+    more: bool = False
+    not_dead_lettered: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

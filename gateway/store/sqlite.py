@@ -27,11 +27,14 @@ from gateway.store.records import (
     Acceptance,
     AttemptResult,
     ClaimedDelivery,
+    DeadLetterFilter,
     IdempotencyClaim,
+    NewEvent,
     NewNotification,
     NotificationFilter,
     Page,
     ReceivedStatus,
+    Replayed,
     StoredResponse,
 )
 from gateway.store.writer import GroupCommitWriter, connect
@@ -58,12 +61,13 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str, prefix: str = ids.NOTIFICATION) -> str:
+    """The last id of the page before; ``prefix`` is the kind of id the list is of."""
     try:
         decoded = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as err:
         raise InvalidCursorError(cursor) from err
-    if not ids.has_prefix(decoded, ids.NOTIFICATION):
+    if not ids.has_prefix(decoded, prefix):
         raise InvalidCursorError(cursor)
     return decoded
 
@@ -246,8 +250,10 @@ class SqliteStore:
         """Reconcile provider receipts: forward-only, duplicates ignored, early ones held."""
         await self.record_outcomes((), updates)
 
-    async def record_outcomes(self, results: Sequence[AttemptResult], receipts: Sequence[ReceivedStatus]) -> None:
-        """Record attempts, then reconcile receipts, in one transaction.
+    async def record_outcomes(
+        self, results: Sequence[AttemptResult], receipts: Sequence[ReceivedStatus], events: Sequence[NewEvent] = ()
+    ) -> None:
+        """Record attempts, then reconcile receipts, then add events, in one transaction.
 
         A receipt for a message whose send is not recorded yet is held; recording the send
         later applies it.
@@ -258,8 +264,16 @@ class SqliteStore:
             _record_attempts(conn, results, now)
             _apply_statuses(conn, receipts, now)
             _apply_held(conn, results, now)
+            _insert_events(conn, events)
 
         await self._write(job)
+
+    async def list_events(self, *, tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest events, for everyone (``tenant`` None: provider-wide ones included) or one tenant."""
+        sql = "SELECT * FROM events" + (" WHERE tenant = ? OR tenant IS NULL" if tenant is not None else "") + " ORDER BY seq DESC LIMIT ?"
+        params: tuple[Any, ...] = (tenant, limit) if tenant is not None else (limit,)
+        async with self._snapshot() as db, db.execute(sql, params) as cur:
+            return [dict(row) | {"data": _loads(row["data"])} for row in await cur.fetchall()]
 
     async def release(self, delivery_ids: Iterable[str], owner: str) -> None:
         """Give back leases without an attempt (shutdown): the deliveries are due again at once."""
@@ -358,6 +372,59 @@ class SqliteStore:
             for row in await cur.fetchall():
                 by_id[row["notification_id"]]["deliveries"].append(_delivery_dict(row))
 
+    # --- dead letters ----------------------------------------------------------------------
+
+    async def list_dead_letters(self, tenant: str, where: DeadLetterFilter, *, limit: int, cursor: str | None) -> Page:
+        """The tenant's dead-lettered deliveries, newest delivery first, ``limit`` at a time.
+
+        The partial index ``deliveries_dead`` holds only dead letters, so a tenant with millions
+        of delivered messages and a handful of dead ones pays for the handful.
+        """
+        clauses, params = _dead_letter_clauses(tenant, where)
+        if cursor is not None:
+            clauses.append("d.id < ?")
+            params.append(decode_cursor(cursor, ids.DELIVERY))
+        sql = f"{_DEAD_LETTER_SELECT} WHERE {' AND '.join(clauses)} ORDER BY d.id DESC LIMIT ?"
+        async with self._snapshot() as db, db.execute(sql, (*params, limit + 1)) as cur:
+            rows = list(await cur.fetchall())
+        items = [dict(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
+        return Page(items, next_cursor)
+
+    async def replay(
+        self,
+        tenant: str,
+        *,
+        delivery_ids: Sequence[str] | None = None,
+        where: DeadLetterFilter | None = None,
+        actor: str,
+        limit: int = 10_000,
+    ) -> Replayed:
+        """Queue the tenant's dead letters again, by id or all that match ``where`` (oldest first, up to ``limit``).
+
+        A replay is an operator's explicit decision to try again now, so it is the one move a
+        delivery makes backwards (``dead_lettered → queued``, audited with ``actor``): it is due
+        at once, its retry schedule starts over (``attempts`` back to 0; the attempt rows stay as
+        history) and its ``expires_at`` is cleared — the deadline it missed is the reason it is
+        here. Deliveries that are not dead-lettered, or not the tenant's, are left alone.
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> Replayed:
+            if delivery_ids is not None:
+                rows, more = _dead_letter_candidates(conn, tenant, delivery_ids), False
+            else:
+                rows, more = _matching_dead_letters(conn, tenant, where or DeadLetterFilter(), limit)
+            dead = [row for row in rows if row[2] == statuses.DEAD_LETTERED]
+            changes = _Changes()
+            _requeue(conn, tenant, dead, actor, now, changes)
+            changes.flush(conn, now)
+            refused = [row[0] for row in rows if row[2] != statuses.DEAD_LETTERED]
+            return Replayed([row[0] for row in dead], frozenset(row[3] for row in dead), more, refused)
+
+        replayed: Replayed = await self._write(job)
+        return replayed
+
 
 # --- statements run inside the writer thread -----------------------------------------------
 
@@ -408,6 +475,13 @@ def _initial_state(n: NewNotification, position: int, now: float) -> tuple[str, 
     if position == 1 and n.fallback_after is not None:
         return statuses.WAITING, start + n.fallback_after
     return statuses.WAITING, NEVER
+
+
+def _insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> None:
+    conn.executemany(
+        "INSERT INTO events (id, tenant, type, subject, data, at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(ids.new_id(ids.EVENT), e.tenant, e.type, e.subject, _dumps(dict(e.data)), e.at) for e in events],
+    )
 
 
 def _insert_audits(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -718,3 +792,53 @@ def _delivery_dict(row: sqlite3.Row) -> dict[str, Any]:
     item = dict(row)
     item["content"] = _loads(item["content"])
     return item
+
+
+# --- dead letters ----------------------------------------------------------------------------
+
+_DEAD_LETTER_SELECT: Final = (
+    "SELECT d.id, d.notification_id, d.channel, d.address, d.provider, d.dead_reason, d.last_error, d.attempts, "
+    "d.updated_at, n.template_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id"
+)
+
+
+def _dead_letter_clauses(tenant: str, where: DeadLetterFilter) -> tuple[list[str], list[Any]]:
+    """WHERE clauses (and their parameters) for the tenant's dead letters that match ``where``."""
+    clauses = ["d.tenant = ?", "d.status = 'dead_lettered'"]
+    params: list[Any] = [tenant]
+    for column, value in (("channel", where.channel), ("provider", where.provider), ("dead_reason", where.reason)):
+        if value is not None:
+            clauses.append(f"d.{column} = ?")
+            params.append(value)
+    return clauses, params
+
+
+def _dead_letter_candidates(conn: sqlite3.Connection, tenant: str, delivery_ids: Iterable[str]) -> list[Any]:
+    """(id, notification id, status, channel) of those of ``delivery_ids`` that are the tenant's."""
+    return _select_in(
+        conn, "SELECT id, notification_id, status, channel FROM deliveries WHERE tenant = ? AND id IN ({}) ORDER BY id", delivery_ids, tenant
+    )
+
+
+def _matching_dead_letters(conn: sqlite3.Connection, tenant: str, where: DeadLetterFilter, limit: int) -> tuple[list[Any], bool]:
+    """The oldest ``limit`` matching dead letters as (id, notification id, status, channel), and whether more match."""
+    clauses, params = _dead_letter_clauses(tenant, where)
+    rows = conn.execute(
+        f"SELECT d.id, d.notification_id, d.status, d.channel FROM deliveries d WHERE {' AND '.join(clauses)} ORDER BY d.id LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    return rows[:limit], len(rows) > limit
+
+
+def _requeue(conn: sqlite3.Connection, tenant: str, rows: Sequence[Any], actor: str, now: float, changes: _Changes) -> None:
+    """Put dead letters (id, notification id, …) back in the queue as if new, noting an audit each."""
+    conn.executemany(
+        "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, attempts = 0, expires_at = NULL, dead_reason = NULL, "
+        "lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'dead_lettered'",
+        [(now, now, row[0]) for row in rows],
+    )
+    for delivery_id, notification_id, *_rest in rows:
+        changes.audits.append(
+            (tenant, notification_id, delivery_id, now, actor, "replayed", statuses.DEAD_LETTERED, statuses.QUEUED, f"replayed by {actor}")
+        )
+        changes.touched.add(notification_id)
