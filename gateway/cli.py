@@ -78,8 +78,8 @@ def _settings(out: TextIO) -> Settings | None:
         return Settings()
     except SettingsValidationError as err:
         for error in err.errors():
-            name = "TIDINGS_" + "_".join(str(part) for part in error["loc"]).upper()
-            _say(f"setting {name}: {error['msg']}", file=out)
+            where = "setting TIDINGS_" + "_".join(str(part) for part in error["loc"]).upper() if error["loc"] else "settings"
+            _say(f"{where}: {error['msg']}", file=out)
         return None
 
 

@@ -198,6 +198,8 @@ class Dispatcher:
         message = _message(delivery, policy.sender(delivery.tenant, delivery.channel))
         last: tuple[str, float, DeliveryError] | None = None
         reopen_at: list[float] = []
+        # A send must end before the lease does, or another worker could start a second attempt.
+        latest_start = self._clock.now() + self._settings.lease_seconds - self._settings.send_timeout
         for provider in candidates:
             breaker = self._breakers.get(provider.name, policy.breaker_policy(provider.name))
             if not breaker.allow():
@@ -206,6 +208,9 @@ class Dispatcher:
             bucket = self._throttles.get(f"instance:{provider.name}", policy.instance_rate(provider.name))
             while bucket is not None and not bucket.try_take():
                 await self._clock.sleep(bucket.wait_time())
+            if self._clock.now() > latest_start:
+                last = last or (provider.name, self._clock.now(), TransientDeliveryError("waited too long for a send slot"))
+                break
             if last is not None:  # the instance before this one failed: record it, not final
                 self._outcomes.record(self._failure(delivery, *last, final=False))
             started = self._clock.now()

@@ -111,3 +111,13 @@ def test_serve_answers_then_stops_cleanly_on_sigterm_keeping_what_it_accepted(tm
     with sqlite3.connect(tmp_path / "tidings.sqlite3") as db:
         (found,) = db.execute("SELECT status FROM notifications WHERE id = ?", (sent["notification_id"],)).fetchone()
     assert found in ("sent", "delivered")
+
+
+def test_serve_refuses_a_lease_shorter_than_a_send_with_a_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TIDINGS_LEASE_SECONDS", "5")
+    monkeypatch.setenv("TIDINGS_SEND_TIMEOUT_SECONDS", "10")
+    code, _ = run_cli("serve")
+    assert code == 2
+    assert capsys.readouterr().err.startswith("settings: Value error, lease_seconds must be longer than send_timeout_seconds")
