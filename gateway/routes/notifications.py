@@ -12,13 +12,13 @@ from gateway.api import current_policy, json_response, parse_model, principal_of
 from gateway.appkeys import CLOCK, DISPATCHER, SETTINGS, STORE
 from gateway.auth import Principal
 from gateway.errors import (
-    BadRequestError,
     ConflictError,
     ErrorDetail,
     NotFoundError,
     PayloadTooLargeError,
     ValidationError,
 )
+from gateway.routes.paging import bad_cursor, bad_parameter, one_of, page_limit
 from gateway.routes.views import notification_view
 from gateway.store import Acceptance, IdempotencyClaim, InvalidCursorError, NewNotification, NotificationFilter
 from gateway.submission import BulkRequest, SendRequest, Submission, body_digest
@@ -26,8 +26,6 @@ from gateway.submission import BulkRequest, SendRequest, Submission, body_digest
 routes = web.RouteTableDef()
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
 MAX_KEY_LENGTH: Final = 255
-DEFAULT_LIMIT: Final = 50
-MAX_LIMIT: Final = 200
 
 
 @routes.post("/api/v1/notifications/send")
@@ -178,27 +176,14 @@ async def list_notifications(request: web.Request) -> web.Response:
     policy = current_policy(request)
     principal = principal_of(request, policy)
     query = request.query
-    status = query.get("status") or None
-    if status is not None and status not in statuses.ALL:
-        raise _bad_parameter("status", f"must be one of: {', '.join(sorted(statuses.ALL))}")
+    status = one_of("status", query.get("status"), statuses.ALL)
     channel = query.get("channel") or None
     if channel is not None and channel not in policy.channels:
-        raise _bad_parameter("channel", f"unknown channel {channel!r}")
+        raise bad_parameter("channel", f"unknown channel {channel!r}")
     where = NotificationFilter(status=status, channel=channel, recipient=query.get("recipient") or None)
     try:
-        page = await request.app[STORE].list_notifications(principal.tenant, where, limit=_limit(query.get("limit")), cursor=query.get("cursor") or None)
+        page = await request.app[STORE].list_notifications(principal.tenant, where, limit=page_limit(query.get("limit")), cursor=query.get("cursor") or None)
     except InvalidCursorError:
-        raise _bad_parameter("cursor", "not a cursor this API returned") from None
+        raise bad_cursor() from None
     return json_response({"items": [notification_view(item, full=False) for item in page.items], "next_cursor": page.next_cursor})
 
-
-def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise _bad_parameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
-def _bad_parameter(name: str, message: str) -> BadRequestError:
-    return BadRequestError(f"Query parameter {name} {message}.", code="invalid_parameter", details=[ErrorDetail(name, message, "invalid_parameter")])
