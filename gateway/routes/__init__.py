@@ -2,10 +2,11 @@
 
 from aiohttp import web
 
-from gateway.routes import channels, health, notifications
+from gateway.routes import channels, dead_letters, health, notifications
 
 
 def setup_routes(app: web.Application) -> None:
     app.add_routes(health.routes)
     app.add_routes(notifications.routes)
     app.add_routes(channels.routes)
+    app.add_routes(dead_letters.routes)

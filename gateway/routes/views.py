@@ -76,3 +76,19 @@ def audit_view(item: Mapping[str, Any]) -> dict[str, Any]:
         "to_status": item["to_status"],
         "reason": item["reason"],
     }
+
+
+def dead_letter_view(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A dead letter: which delivery, why it was given up on, and when (its last update)."""
+    return {
+        "delivery_id": item["id"],
+        "notification_id": item["notification_id"],
+        "channel": item["channel"],
+        "address": item["address"],
+        "provider": item["provider"],
+        "reason": item["dead_reason"],
+        "error": item["last_error"],
+        "attempt_count": item["attempts"],
+        "dead_lettered_at": isoformat(item["updated_at"]),
+        "template_id": item["template_id"],
+    }
