@@ -192,6 +192,10 @@ class Api:
         response = await self.client.post("/api/v1/notifications/send", json=body, headers=self.headers(key, **headers))
         return response.status, await response.json()
 
+    async def send_bulk(self, body: dict[str, Any], *, key: str | None = None) -> tuple[int, dict[str, Any]]:
+        response = await self.client.post("/api/v1/notifications/bulk", json=body, headers=self.headers(key))
+        return response.status, await response.json()
+
     async def get(self, path: str, *, key: str | None = None) -> tuple[int, dict[str, Any]]:
         response = await self.client.get(path, headers=self.headers(key))
         return response.status, await response.json()
@@ -214,6 +218,16 @@ class Api:
                 await store.wait_for_commit(seen)
 
         return await asyncio.wait_for(poll(), 5)
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait, commit by commit, until ``predicate`` holds (5 s at most)."""
+        store = self.app[STORE]
+
+        async def poll() -> None:
+            while not predicate():
+                await store.wait_for_commit(store.commits)
+
+        await asyncio.wait_for(poll(), 5)
 
     def wake(self) -> None:
         self.app[DISPATCHER].wake()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from conftest import TEST_KEY, Api, FakeClock, MemoryProvider
+from conftest import OTHER_KEY, TEST_KEY, Api, FakeClock, MemoryProvider, sms_body
 from gateway.clock import isoformat
 
 SMS = "+14155550100"
@@ -170,3 +170,22 @@ async def test_bad_schedules_and_strategies_are_refused_and_nothing_is_queued(
     assert (answer["error"]["details"][0]["field"], answer["error"]["details"][0]["code"]) == (field, code)
     _, listing = await api.get("/api/v1/notifications")
     assert listing["items"] == []
+
+
+async def test_high_priority_goes_first_through_a_throttled_channel_whatever_the_tenant(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path,
+    memory_provider: type[MemoryProvider], clock: FakeClock,
+) -> None:
+    policy = policy_dir / "policy.yaml"
+    policy.write_text(policy.read_text().replace("sms: {providers: [memory]}", "sms: {providers: [memory], throughput: 1/s}"))
+    api = Api(await aiohttp_client(make_app()))
+    rows = [{"phone": f"+1415555030{i}"} for i in range(4)]
+    status, _ = await api.send_bulk({"channels": ["sms"], "body": "Spring sale", "recipients": rows})
+    assert status == 202
+    await api.wait_until(lambda: len(memory_provider.sent) == 1)  # one token: the first bulk row
+    _, otp = await api.send(sms_body("+14155559999"), key=OTHER_KEY)
+    for expected in range(2, 6):
+        await settle(api, clock, 1)
+        await api.wait_until(lambda n=expected: len(memory_provider.sent) == n)
+    assert [m.to for m in memory_provider.sent][:2] == ["+14155550300", "+14155559999"], "the other tenant's OTP is next"
+    assert len(memory_provider.sent) == 5
