@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from conftest import LIVE_KEY, Api, FakeClock, key_entry
-from gateway.appkeys import STORE
+from gateway.appkeys import POLICIES, STORE
 from gateway.clock import isoformat
 from gateway.plugins import PluginCatalog
 from tests.fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider
@@ -39,11 +39,12 @@ def plugin_catalog() -> PluginCatalog:
     return PluginCatalog.from_classes({PLUGIN_NAME: FakeVendorProvider})
 
 
-def write_policy(policy_dir: Path, primary: FakeVendor, backup: FakeVendor, *, primary_extra: str = "") -> None:
+def write_policy(policy_dir: Path, primary: FakeVendor, backup: FakeVendor, *, primary_extra: str = "", primary_timeout: float = 10) -> None:
+    primary_entry = primary.provider_policy("primary", policy_dir).replace("config: {", f"config: {{timeout_seconds: {primary_timeout}, ")
     (policy_dir / "policy.yaml").write_text(
         f"tenants:\n  acme:\n    api_keys: [{key_entry(LIVE_KEY)}]\n"
         "providers:\n"
-        + primary.provider_policy("primary", policy_dir) + primary_extra
+        + primary_entry + primary_extra
         + backup.provider_policy("backup", policy_dir)
         + "channels:\n  sms: {providers: [primary, backup]}\n"
         + "retry_schedules:\n  default: {delays: [10s], max_attempts: 3}\n"
@@ -54,8 +55,8 @@ def write_policy(policy_dir: Path, primary: FakeVendor, backup: FakeVendor, *, p
 async def start(
     aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path, primary: FakeVendor, backup: FakeVendor
 ) -> Callable[..., Any]:
-    async def run(primary_extra: str = "") -> Api:
-        write_policy(policy_dir, primary, backup, primary_extra=primary_extra)
+    async def run(primary_extra: str = "", primary_timeout: float = 10) -> Api:
+        write_policy(policy_dir, primary, backup, primary_extra=primary_extra, primary_timeout=primary_timeout)
         return Api(await aiohttp_client(make_app()))
 
     return run
@@ -146,3 +147,14 @@ async def test_an_instance_rate_limit_is_never_exceeded(start: Callable[..., Any
     clock.advance(0.5)
     await primary.wait_for(lambda v: len(v.messages) == 5)
     assert len(primary.messages) == 5
+
+
+async def test_a_vendor_that_does_not_answer_in_time_is_failed_over(start: Callable[..., Any], primary: FakeVendor, backup: FakeVendor) -> None:
+    api = await start(primary_timeout=0.05)
+    primary.script(SMS, ["timeout"])
+    policy = api.app[POLICIES].current
+    assert policy.provider_instances["primary"].config.get("timeout_seconds") == 0.05
+    _, body = await api.send(sms())
+    delivery = await sent_by(api, body["notification_id"])
+    assert [(a["provider"], a["outcome"]) for a in delivery["attempts"]] == [("primary", "transient"), ("backup", "sent")]
+    primary.release()
