@@ -8,6 +8,9 @@
 6. Time from process start to ``/readyz`` 200.
 7. Policy hot reload under the send load: a template file rewritten every 100 ms (some writes
    broken), sends that failed meanwhile, and time from each write to ``/readyz`` showing it.
+8. Deliveries/s through a real HTTP provider (webhook plugin → loopback receiver) at dispatch
+   concurrency 50 and 200, and the engine's delay from due to provider call on a steady trickle
+   of single sends (see tests.perf.dispatch).
 
 Options: ``--seconds``, ``--connections``, ``--deliveries``, ``--load-tool {auto,wrk,aiohttp}``,
 ``--profile FILE`` (py-spy collapsed stacks of the server during the durable load).
@@ -20,25 +23,27 @@ import math
 import os
 import platform
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
-from tests.perf.load import HEADERS, SEND_BODY, LoadResult, run_load, wrk_path
+from tests.perf.dispatch import (
+    DELIVERY_TIMEOUT,
+    TRICKLE_RATE,
+    TRICKLE_SECONDS,
+    DispatchRun,
+    accept_in_bulk,
+    bulk_sizes,
+    measure_dispatch,
+    wait_for_status,
+)
+from tests.perf.load import SEND_BODY, LoadResult, run_load, wrk_path
 from tests.perf.reload import WRITE_EVERY, ReloadResult, describe, measure_reloads
-from tests.perf.servers import Server, bare_server, tidings_server
+from tests.perf.servers import BULK_ROWS, SEND_PATH, Server, bare_server, count_rows, tidings_server
 
-SEND_PATH = "/api/v1/notifications/send"
-BULK_PATH = "/api/v1/notifications/bulk"
-BULK_ROWS = 10_000
 WARMUP_SECONDS = 2.0
-DELIVERY_TIMEOUT = 120.0
 
 
 @dataclass
@@ -63,24 +68,6 @@ def machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
-
-
-def _sqlite_ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
-
-
-def count_rows(path: Path, sql: str) -> int:
-    conn = _sqlite_ro(path)
-    try:
-        return int(conn.execute(sql).fetchone()[0])
-    finally:
-        conn.close()
-
-
-def post_json(url: str, body: object, timeout: float = 60.0) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=orjson.dumps(body), headers=HEADERS, method="POST")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return resp.status, orjson.loads(resp.read())
 
 
 def bulk_body(offset: int, rows: int) -> dict:
@@ -129,7 +116,7 @@ def bench(args: argparse.Namespace) -> list[Row]:
     rows: list[Row] = []
     n = args.connections
 
-    print(f"[1/5] tidings serve: start-up, idle RSS, {n} clients x {args.seconds:.0f}s of sends ...", flush=True)
+    print(f"[1/6] tidings serve: start-up, idle RSS, {n} clients x {args.seconds:.0f}s of sends ...", flush=True)
     with tidings_server() as server:
         ready = server.ready_after or math.nan
         time.sleep(1.0)  # let start-up work (dispatcher's first claims, policy watch) settle
@@ -143,46 +130,36 @@ def bench(args: argparse.Namespace) -> list[Row]:
     accepted_total = durable.count(202)
     print(f"      {durable.describe()}; notifications stored during the run: {stored}", flush=True)
 
-    print(f"[2/5] bare aiohttp handler: {n} clients x {args.seconds:.0f}s ...", flush=True)
+    print(f"[2/6] bare aiohttp handler: {n} clients x {args.seconds:.0f}s ...", flush=True)
     with bare_server() as server:
         bare = measure_load(server, args)
     print(f"      {bare.describe()}", flush=True)
 
-    print(f"[3/5] bulk accept {args.deliveries} rows in requests of {BULK_ROWS}, wait for 'delivered' ...", flush=True)
+    print(f"[3/6] bulk accept {args.deliveries} rows in requests of {BULK_ROWS}, wait for 'delivered' ...", flush=True)
     with tidings_server() as server:
-        url = server.base_url + BULK_PATH
-        bodies = [bulk_body(i * BULK_ROWS, min(BULK_ROWS, args.deliveries - i * BULK_ROWS))
-                  for i in range(math.ceil(args.deliveries / BULK_ROWS))]
-        bulk_times: list[float] = []
-        accepted = 0
+        bodies = [bulk_body(i * BULK_ROWS, rows) for i, rows in enumerate(bulk_sizes(args.deliveries))]
         t0 = time.perf_counter()
-        for body in bodies:
-            b0 = time.perf_counter()
-            status, reply = post_json(url, body)
-            bulk_times.append(time.perf_counter() - b0)
-            if status != 202:
-                raise RuntimeError(f"bulk answered {status}: {str(reply)[:300]}")
-            accepted += int(reply["accepted"])
+        accepted, bulk_times = accept_in_bulk(server, bodies)
         accepted_at = time.perf_counter() - t0
-        delivered = 0
-        deadline = t0 + DELIVERY_TIMEOUT
-        while time.perf_counter() < deadline:
-            delivered = count_rows(server.database, "SELECT count(*) FROM deliveries WHERE status='delivered'")
-            if delivered >= accepted:
-                break
-            time.sleep(0.05)
+        delivered = wait_for_status(server, "delivered", accepted, t0 + DELIVERY_TIMEOUT)
         all_done = time.perf_counter() - t0
         bulk_rss = server.rss_mb()
     print(f"      accepted {accepted} in {accepted_at:.2f}s (bulk requests: "
           f"{', '.join(f'{t:.2f}s' for t in bulk_times)}); delivered {delivered} after {all_done:.2f}s", flush=True)
 
-    print(f"[4/5] policy reload: {n} clients x {args.seconds:.0f}s of sends, templates.yaml rewritten "
+    print(f"[4/6] policy reload: {n} clients x {args.seconds:.0f}s of sends, templates.yaml rewritten "
           f"every {WRITE_EVERY * 1000:.0f} ms ...", flush=True)
     with tidings_server() as server:
         reload = measure_reloads(server, args.seconds, n, args.load_tool)
     print(f"      {reload.load.describe()}; {reload.writes} writes", flush=True)
 
-    print("[5/5] done; servers stopped, temp dirs removed.\n", flush=True)
+    print(f"[5/6] webhook deliveries to a loopback receiver: {args.deliveries} in bulk, then "
+          f"{TRICKLE_RATE:.0f}/s single sends for {TRICKLE_SECONDS:.0f}s, at dispatch concurrency 50 and 200 ...", flush=True)
+    dispatch = measure_dispatch(args.deliveries)
+    for run in dispatch:
+        print(f"      {run.describe()}", flush=True)
+
+    print("[6/6] done; servers stopped, temp dirs removed.\n", flush=True)
 
     tool = durable.tool
     rows.append(Row("Load generator", tool))
@@ -211,6 +188,7 @@ def bench(args: argparse.Namespace) -> list[Row]:
     rows.append(Row("   RSS after send load / after bulk run", f"{loaded_rss:.1f} / {bulk_rss:.1f} MB"))
     rows.append(Row("6. Process start to /readyz 200", f"{ready:.2f} s", "< 1 s", ready < 1.0))
     rows += _reload_rows(reload)
+    rows += _dispatch_rows(dispatch)
     return rows
 
 
@@ -229,6 +207,22 @@ def _reload_rows(reload: ReloadResult) -> list[Row]:
         Row("   broken write to error in /readyz p50 / max", describe(reload.rejections), "< 1 s",
             _within(reload.rejections, 1.0)),
     ]
+
+
+def _dispatch_rows(runs: list[DispatchRun]) -> list[Row]:
+    rows = []
+    for number, run in enumerate(runs):
+        label = f"{'8.' if number == 0 else '  '} Webhook deliveries/s, dispatch concurrency {run.concurrency} ({run.accepted:,})"
+        done = "" if run.sent >= run.accepted else f" (TIMED OUT: {run.sent}/{run.accepted})"
+        rows += [
+            Row(label, f"{run.rate:,.0f}/s{done}", ">= 3,000/s", run.sent >= run.accepted and run.rate >= 3000),
+            Row("   provider calls/s first to last / connections opened", f"{run.call_rate:,.0f}/s / {run.connections}"),
+            Row("   server CPU: cores busy / per delivery (accept included)",
+                f"{run.server_cpu / run.elapsed:.2f} / {run.cpu_per_delivery_us:.0f} us"),
+            Row(f"   engine delay due to provider call p50 / p99 ({TRICKLE_RATE:.0f}/s trickle, not the backlog)",
+                f"{run.delay_ms(50):.1f} / {run.delay_ms(99):.1f} ms", "p99 < 50 ms", run.delay_ms(99) < 50.0),
+        ]
+    return rows
 
 
 def _within(latencies: list[float], limit: float) -> bool:

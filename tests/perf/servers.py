@@ -1,7 +1,8 @@
-"""Start, watch and stop the processes under test: ``tidings serve`` and the bare baseline.
+"""Start, watch and stop the processes under test: ``tidings serve``, the bare baseline, the receiver.
 
 Every server binds 127.0.0.1 on a free port, gets its own temporary directory, and is
-stopped (SIGTERM, then SIGKILL) and cleaned up when its context manager exits.
+stopped (SIGTERM, then SIGKILL) and cleaned up when its context manager exits. A tidings
+server's SQLite file is read with :func:`query_rows` (read-only, beside the running server).
 """
 
 from __future__ import annotations
@@ -10,22 +11,31 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 from ruamel.yaml import YAML
+
+from gateway.auth import create_key
+from tests.perf.load import HEADERS
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
+SEND_PATH = "/api/v1/notifications/send"
+BULK_PATH = "/api/v1/notifications/bulk"
+BULK_ROWS = 10_000  # the server's default TIDINGS_BULK_MAX_ROWS
 
 
 @dataclass
@@ -38,6 +48,7 @@ class Server:
     data_dir: Path | None = None
     log_path: Path | None = None
     policy_dir: Path | None = None  # tidings only: the policy copy it serves, free to edit
+    live_key: str | None = None  # tidings only, if asked for: a live API key of the demo tenant
 
     @property
     def base_url(self) -> str:
@@ -60,6 +71,25 @@ class Server:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def query_rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` from a server's SQLite file, opened read-only so the server stays the only writer."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def count_rows(path: Path, sql: str) -> int:
+    return int(query_rows(path, sql)[0][0])
+
+
+def post_json(url: str, body: object, timeout: float = 60.0, headers: Mapping[str, str] = HEADERS) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=orjson.dumps(body), headers=dict(headers), method="POST")
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return resp.status, orjson.loads(resp.read())
 
 
 def free_port() -> int:
@@ -102,16 +132,35 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
+@contextmanager
+def _editing(path: Path) -> Iterator[Any]:
+    """The YAML document at ``path``, written back when the block ends (comments and layout kept)."""
+    yaml = YAML()  # round-trip
+    doc = yaml.load(path.read_text())
+    yield doc
+    with path.open("w") as out:
+        yaml.dump(doc, out)
+
+
 def make_policy_dir(target: Path) -> Path:
     """A copy of ``policies/`` with the sandbox's delivery delay set to 0."""
     shutil.copytree(ROOT / "policies", target)
-    providers = target / "providers.yaml"
-    yaml = YAML()  # round-trip: keeps the file's comments and layout
-    doc = yaml.load(providers.read_text())
-    doc["providers"]["sandbox"].setdefault("config", {})["delivery_delay_seconds"] = 0
-    with providers.open("w") as out:
-        yaml.dump(doc, out)
+    with _editing(target / "providers.yaml") as doc:
+        doc["providers"]["sandbox"].setdefault("config", {})["delivery_delay_seconds"] = 0
     return target
+
+
+def add_live_key(policy_dir: Path, tenant: str = "demo") -> str:
+    """Give ``tenant`` a new live API key in a policy copy; returns the key in clear.
+
+    The demo key is a test key, and test keys always send to the sandbox: a benchmark of real
+    provider calls needs a live one.
+    """
+    new = create_key()
+    with _editing(policy_dir / "tenants.yaml") as doc:
+        entry = {"prefix": new.prefix, "sha256": new.sha256, "mode": "live", "name": "benchmark live key"}
+        doc["tenants"][tenant]["api_keys"].append(entry)
+    return new.key
 
 
 @contextmanager
@@ -134,10 +183,14 @@ def _running(name: str, argv: list[str], tmp: Path, *, env: dict[str, str] | Non
 
 
 @contextmanager
-def tidings_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """A live ``tidings serve`` with a fresh data dir and policy copy; yields once /readyz is 200."""
+def tidings_server(extra_env: dict[str, str] | None = None, *, live_key: bool = False) -> Iterator[Server]:
+    """A live ``tidings serve`` with a fresh data dir and policy copy; yields once /readyz is 200.
+
+    ``live_key``: add a live key for the demo tenant to the copy first (``server.live_key``).
+    """
     tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-"))
     policy_dir = make_policy_dir(tmp / "policies")
+    key = add_live_key(policy_dir) if live_key else None
     data_dir = tmp / "data"
     env = dict(os.environ)
     env.update(
@@ -150,14 +203,28 @@ def tidings_server(extra_env: dict[str, str] | None = None) -> Iterator[Server]:
     env.update(extra_env or {})
     exe = Path(sys.executable).parent / "tidings"
     with _running("tidings", [str(exe), "serve"], tmp, env=env, data_dir=data_dir) as server:
-        server.policy_dir = policy_dir
+        server.policy_dir, server.live_key = policy_dir, key
+        yield server
+
+
+@contextmanager
+def _python_server(name: str, module: str) -> Iterator[Server]:
+    """``python -m module PORT`` in its own process, for helpers that must not share our GIL."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"tidings-perf-{name}-"))
+    argv = [sys.executable, "-m", module, str(free_port())]
+    with _running(name, argv, tmp) as server:
         yield server
 
 
 @contextmanager
 def bare_server() -> Iterator[Server]:
-    """The baseline aiohttp handler (tests.perf.bare_server) in its own process."""
-    tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-bare-"))
-    argv = [sys.executable, "-m", "tests.perf.bare_server", str(free_port())]
-    with _running("bare", argv, tmp) as server:
+    """The baseline aiohttp handler (tests.perf.bare_server)."""
+    with _python_server("bare", "tests.perf.bare_server") as server:
+        yield server
+
+
+@contextmanager
+def receiver_server() -> Iterator[Server]:
+    """The webhook receiver that records arrivals (tests.perf.receiver)."""
+    with _python_server("receiver", "tests.perf.receiver") as server:
         yield server

@@ -1,0 +1,180 @@
+"""Deliveries end to end: bulk-accept, then wait until the store says they went out.
+
+:func:`accept_in_bulk` and :func:`wait_for_status` serve both delivery steps of ``make bench``:
+the sandbox one (step 3) and :func:`measure_dispatch` (step 8), which sends through a real HTTP
+provider — the built-in ``webhook`` plugin, as the demo tenant's ``demo-webhook`` instance —
+to a loopback receiver in its own process (tests.perf.receiver). For each
+``TIDINGS_DISPATCH_CONCURRENCY`` in ``CONCURRENCIES``, one ``tidings serve`` with a live key
+(test keys would go to the sandbox):
+
+- throughput: bulk-accept N webhook notifications, time from the first bulk request until every
+  delivery is ``sent``; also the rate between the first and last provider call as the receiver
+  saw them, and how many connections the gateway's shared HTTP pool opened to it;
+- engine delay: once that backlog is gone, an open-loop trickle of single sends
+  (``TRICKLE_RATE``/s for ``TRICKLE_SECONDS``); per delivery, the receiver's arrival time minus
+  the notification's ``created_at``. Measured on a backlog it would be queueing behind the
+  backlog; the trickle shows the engine's own delay: commit, wake-up, claim, one loopback call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+import orjson
+
+from tests.perf.load import HEADERS
+from tests.perf.servers import BULK_PATH, BULK_ROWS, SEND_PATH, Server, post_json, query_rows, receiver_server, tidings_server
+
+CONCURRENCIES = (50, 200)
+TRICKLE_RATE = 200.0
+TRICKLE_SECONDS = 5.0
+DELIVERY_TIMEOUT = 120.0
+POLL_SECONDS = 0.05
+
+
+def accept_in_bulk(server: Server, bodies: list[dict], headers: Mapping[str, str] = HEADERS) -> tuple[int, list[float]]:
+    """POST each bulk body in turn; the rows accepted and how long each request took."""
+    accepted, took = 0, []
+    for body in bodies:
+        started = time.perf_counter()
+        status, reply = post_json(server.base_url + BULK_PATH, body, headers=headers)
+        took.append(time.perf_counter() - started)
+        if status != 202:
+            raise RuntimeError(f"bulk answered {status}: {str(reply)[:300]}")
+        accepted += int(reply["accepted"])
+    return accepted, took
+
+
+def wait_for_status(server: Server, status: str, count: int, deadline: float) -> int:
+    """Poll the store until ``count`` deliveries are in ``status`` or ``deadline`` (perf_counter) passes."""
+    while (reached := _count_in(server, status)) < count and time.perf_counter() < deadline:
+        time.sleep(POLL_SECONDS)
+    return reached
+
+
+def _count_in(server: Server, status: str) -> int:
+    return int(query_rows(server.database, "SELECT count(*) FROM deliveries WHERE status = ?", (status,))[0][0])
+
+
+def bulk_sizes(total: int) -> list[int]:
+    """``total`` rows cut into bulk requests the server accepts."""
+    return [min(BULK_ROWS, total - start) for start in range(0, total, BULK_ROWS)]
+
+
+@dataclass
+class DispatchRun:
+    """One ``tidings serve`` at one dispatch concurrency: the bulk drain, then the trickle."""
+
+    concurrency: int
+    accepted: int = 0
+    sent: int = 0
+    elapsed: float = math.nan  # first bulk request → last delivery sent
+    calls: int = 0  # provider calls the receiver saw during the bulk drain
+    calls_span: float = math.nan  # from the first of them to the last
+    connections: int = 0  # distinct client ports the receiver saw during the bulk drain
+    server_cpu: float = 0.0  # CPU seconds tidings used from the first bulk request to the last send
+    delays: list[float] = field(default_factory=list)  # trickle: created_at → provider call, seconds
+    trickle_sent: int = 0
+    trickle_refused: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def call_rate(self) -> float:
+        return self.calls / self.calls_span if self.calls_span > 0 else 0.0
+
+    @property
+    def cpu_per_delivery_us(self) -> float:
+        return self.server_cpu / self.sent * 1e6 if self.sent else math.nan
+
+    def delay_ms(self, percent: int) -> float:
+        if len(self.delays) < 2:
+            return math.nan
+        return statistics.quantiles(self.delays, n=100, method="inclusive")[percent - 1] * 1000
+
+    def describe(self) -> str:
+        return (
+            f"concurrency {self.concurrency}: {self.sent}/{self.accepted} sent in {self.elapsed:.2f}s; "
+            f"trickle {self.trickle_sent} sent, {self.trickle_refused} refused; max delay "
+            f"{max(self.delays, default=math.nan) * 1000:.1f} ms"
+        )
+
+
+def measure_dispatch(deliveries: int) -> list[DispatchRun]:
+    with receiver_server() as receiver:
+        return [_measure_one(receiver, concurrency, deliveries) for concurrency in CONCURRENCIES]
+
+
+def _measure_one(receiver: Server, concurrency: int, deliveries: int) -> DispatchRun:
+    run = DispatchRun(concurrency)
+    hook = receiver.base_url + f"/hook/c{concurrency}"
+    with tidings_server({"TIDINGS_DISPATCH_CONCURRENCY": str(concurrency)}, live_key=True) as server:
+        assert server.live_key is not None
+        headers = HEADERS | {"X-API-Key": server.live_key}
+        started, cpu = time.perf_counter(), server.cpu_seconds()
+        run.accepted, _ = accept_in_bulk(server, [webhook_bulk_body(hook, rows) for rows in bulk_sizes(deliveries)], headers)
+        run.sent = wait_for_status(server, "sent", run.accepted, started + DELIVERY_TIMEOUT)
+        run.elapsed, run.server_cpu = time.perf_counter() - started, server.cpu_seconds() - cpu
+        trickle, run.trickle_refused = asyncio.run(trickle_sends(server.base_url + SEND_PATH, headers, hook))
+        expected = run.sent + len(trickle)
+        run.trickle_sent = wait_for_status(server, "sent", expected, time.perf_counter() + DELIVERY_TIMEOUT) - run.sent
+        created = dict(query_rows(server.database, _CREATED_AT))
+    _record_arrivals(run, fetch_arrivals(receiver), created, set(trickle))
+    return run
+
+
+_CREATED_AT = "SELECT d.id, n.created_at FROM deliveries d JOIN notifications n ON n.id = d.notification_id"
+
+
+def webhook_bulk_body(hook: str, rows: int) -> dict:
+    return {"channels": ["webhook"], "body": "bench delivery", "recipients": [{"url": hook} for _ in range(rows)]}
+
+
+async def trickle_sends(url: str, headers: Mapping[str, str], hook: str) -> tuple[list[str], int]:
+    """Single sends at ``TRICKLE_RATE``/s on a fixed schedule (open loop); delivery ids accepted, refusals."""
+    body = orjson.dumps({"recipient": {"url": hook}, "notification": {"channels": ["webhook"], "body": "bench trickle"}})
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as session:
+        start, sends = loop.time(), []
+        for i in range(round(TRICKLE_RATE * TRICKLE_SECONDS)):
+            await asyncio.sleep(max(0.0, start + i / TRICKLE_RATE - loop.time()))
+            sends.append(asyncio.ensure_future(_send_one(session, url, body)))
+        answers = await asyncio.gather(*sends)
+    accepted = [delivery_id for delivery_id in answers if delivery_id is not None]
+    return accepted, len(answers) - len(accepted)
+
+
+async def _send_one(session: aiohttp.ClientSession, url: str, body: bytes) -> str | None:
+    try:
+        async with session.post(url, data=body) as response:
+            if response.status != 202:
+                return None
+            reply = await response.json()
+            return str(reply["deliveries"][0]["delivery_id"])
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        return None
+
+
+def fetch_arrivals(receiver: Server) -> dict[str, tuple[float, int]]:
+    """delivery id → (unix time of its first provider call, client port), from the receiver."""
+    with urllib.request.urlopen(receiver.base_url + "/arrivals", timeout=30.0) as response:
+        first: dict[str, list[float]] = orjson.loads(response.read())["first"]
+    return {delivery_id: (at, int(port)) for delivery_id, (at, port) in first.items()}
+
+
+def _record_arrivals(run: DispatchRun, arrivals: Mapping[str, tuple[float, int]], created: Mapping[str, float], trickle: set[str]) -> None:
+    bulk = [arrivals[d] for d in created if d not in trickle and d in arrivals]
+    if bulk:
+        times = [at for at, _port in bulk]
+        run.calls, run.calls_span = len(times), max(times) - min(times)
+        run.connections = len({port for _at, port in bulk})
+    run.delays = [arrivals[d][0] - created[d] for d in trickle if d in arrivals and d in created]
