@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     using = "wrk" if args.load_tool == "wrk" or (args.load_tool == "auto" and wrk_path()) else "aiohttp client"
     print(f"Tidings benchmark on {machine()}")
     print(f"Load generator: {using}" + ("" if using == "wrk" else " (wrk not installed; Python client may be the bottleneck)"))
-    print("All servers on 127.0.0.1, fresh temp data dirs, sandbox delivery delay 0, log level WARNING.\n", flush=True)
+    print("All servers on 127.0.0.1, fresh temp data dirs, sandbox delivery delay 0, channel throughput caps off, log level WARNING.\n", flush=True)
     rows = bench(args)
     print_table(rows)
     missed = [r.metric.strip() for r in rows if r.ok is False]

@@ -143,10 +143,16 @@ def _editing(path: Path) -> Iterator[Any]:
 
 
 def make_policy_dir(target: Path) -> Path:
-    """A copy of ``policies/`` with the sandbox's delivery delay set to 0."""
+    """A copy of ``policies/`` that measures the engine, not the demo's limits.
+
+    The sandbox's delivery delay is set to 0 and channel ``throughput`` caps are dropped (the
+    shipped policy holds sms to 50/s, which would make the sandbox step time out).
+    """
     shutil.copytree(ROOT / "policies", target)
     with _editing(target / "providers.yaml") as doc:
         doc["providers"]["sandbox"].setdefault("config", {})["delivery_delay_seconds"] = 0
+        for channel in doc.get("channels", {}).values():
+            channel.pop("throughput", None)
     return target
 
 
