@@ -77,12 +77,12 @@ async def replay_one(request: web.Request) -> web.Response:
     principal = principal_of(request, current_policy(request))
     delivery_id = request.match_info["delivery_id"]
     if not ids.has_prefix(delivery_id, ids.DELIVERY):
-        raise NotFoundError(f"No delivery {delivery_id!r}.")
+        raise NotFoundError(f"No delivery {delivery_id!r}.", code="delivery_not_found")
     replayed = await request.app[STORE].replay(principal.tenant, delivery_ids=[delivery_id], actor=principal.actor)
     if replayed.not_dead_lettered:
         raise ConflictError(f"Delivery {delivery_id!r} is not dead-lettered; only dead letters can be replayed.", code="not_dead_lettered")
     if not replayed.delivery_ids:
-        raise NotFoundError(f"No delivery {delivery_id!r}.")
+        raise NotFoundError(f"No delivery {delivery_id!r}.", code="delivery_not_found")
     _wake(request, replayed)
     return json_response({"replayed": replayed.delivery_ids}, 202)
 

@@ -190,7 +190,7 @@ async def test_another_tenant_sees_none_of_them_and_cannot_replay_them(api: Api,
     delivery_id = await refused(api, memory_provider, "+14155550101")
     assert await listing(api, OTHER_KEY) == {"items": [], "next_cursor": None}
     status, body = await replay_one(api, delivery_id, key=OTHER_KEY)
-    assert (status, body["error"]["code"]) == (404, "not_found")
+    assert (status, body["error"]["code"]) == (404, "delivery_not_found")
     status, body = await post(api, REPLAY, {}, key=OTHER_KEY)
     assert (status, body) == (202, {"replayed": 0, "delivery_ids": [], "more": False})
     assert await listed(api) == [delivery_id], "still dead-lettered for its own tenant"
@@ -272,7 +272,7 @@ async def test_replaying_a_dead_letter_twice_is_a_conflict_the_second_time(api: 
 @pytest.mark.parametrize("delivery_id", [ids.new_id(ids.DELIVERY), ids.new_id(ids.NOTIFICATION), "nonsense"])
 async def test_replaying_an_unknown_delivery_is_not_found(api: Api, delivery_id: str) -> None:
     status, body = await replay_one(api, delivery_id)
-    assert (status, body["error"]["code"]) == (404, "not_found")
+    assert (status, body["error"]["code"]) == (404, "delivery_not_found")
 
 
 # --- replaying in bulk -------------------------------------------------------------------------
