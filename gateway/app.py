@@ -68,8 +68,12 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
-    timeout = aiohttp.ClientTimeout(total=app[SETTINGS].send_timeout_seconds)
-    async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": USER_AGENT}) as session:
+    settings = app[SETTINGS]
+    timeout = aiohttp.ClientTimeout(total=settings.send_timeout_seconds)
+    # One pool for every provider instance: as many connections to one vendor as a channel has
+    # sends in flight (aiohttp's default of 100 in all would cap a dispatch concurrency of 200).
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=settings.dispatch_concurrency)
+    async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": USER_AGENT}, connector=connector) as session:
         app[HTTP] = session
         yield
 

@@ -178,3 +178,57 @@ def _record_arrivals(run: DispatchRun, arrivals: Mapping[str, tuple[float, int]]
         run.calls, run.calls_span = len(times), max(times) - min(times)
         run.connections = len({port for _at, port in bulk})
     run.delays = [arrivals[d][0] - created[d] for d in trickle if d in arrivals and d in created]
+
+
+THROTTLE_RATE = 500.0  # per second, set on the demo-webhook instance
+THROTTLE_ROWS = 10_000
+
+
+@dataclass
+class ThrottledDrain:
+    """A 10,000-row bulk send through an instance limited to ``THROTTLE_RATE``/s."""
+
+    configured: float
+    accepted: int = 0
+    sent: int = 0
+    rate: float = math.nan  # calls after the initial burst, per second of their span
+    busiest_second: int = 0  # most provider calls in any one-second window
+
+    @property
+    def ceiling(self) -> float:
+        """Most calls any one second may see: a full bucket plus a second's refill, plus 3% for
+        arrivals the network bunches up on their way to the receiver."""
+        return 2 * self.configured * 1.03
+
+    @property
+    def exact(self) -> bool:
+        """At the configured pace (within 3%) and never above the ceiling in any second."""
+        return abs(self.rate - self.configured) <= 0.03 * self.configured and self.busiest_second <= self.ceiling
+
+
+def measure_throttled_drain(receiver: Server) -> ThrottledDrain:
+    """Bulk-accept ``THROTTLE_ROWS`` webhook sends with ``rate: 500/s`` on the instance; read the pace the receiver saw."""
+    drain = ThrottledDrain(THROTTLE_RATE)
+    hook = receiver.base_url + "/hook/throttled"
+    with tidings_server({"TIDINGS_POLICY_RELOAD": "false"}, live_key=True, instance_rates={"demo-webhook": f"{THROTTLE_RATE:g}/s"}) as server:
+        assert server.live_key is not None
+        headers = HEADERS | {"X-API-Key": server.live_key}
+        drain.accepted, _ = accept_in_bulk(server, [webhook_bulk_body(hook, rows) for rows in bulk_sizes(THROTTLE_ROWS)], headers)
+        timeout = time.perf_counter() + drain.accepted / THROTTLE_RATE * 2 + DELIVERY_TIMEOUT
+        drain.sent = wait_for_status(server, "sent", drain.accepted, timeout)
+        ids = {row[0] for row in query_rows(server.database, "SELECT id FROM deliveries")}
+    arrivals = fetch_arrivals(receiver)
+    times = sorted(at for delivery_id, (at, _port) in arrivals.items() if delivery_id in ids)
+    burst = int(THROTTLE_RATE)  # a full bucket holds one second's worth
+    if len(times) > burst + 1:
+        steady = times[burst:]
+        drain.rate = (len(steady) - 1) / (steady[-1] - steady[0])
+        drain.busiest_second = max(_calls_within(times, start, 1.0) for start in range(len(times)))
+    return drain
+
+
+def _calls_within(times: list[float], start: int, window: float) -> int:
+    end = start
+    while end < len(times) and times[end] - times[start] < window:
+        end += 1
+    return end - start

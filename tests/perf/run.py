@@ -11,6 +11,7 @@
 8. Deliveries/s through a real HTTP provider (webhook plugin → loopback receiver) at dispatch
    concurrency 50 and 200, and the engine's delay from due to provider call on a steady trickle
    of single sends (see tests.perf.dispatch).
+9. A 10,000-row bulk through a provider instance limited to 500/s: the pace the receiver saw.
 
 Options: ``--seconds``, ``--connections``, ``--deliveries``, ``--load-tool {auto,wrk,aiohttp}``,
 ``--profile FILE`` (py-spy collapsed stacks of the server during the durable load).
@@ -31,17 +32,20 @@ from pathlib import Path
 
 from tests.perf.dispatch import (
     DELIVERY_TIMEOUT,
+    THROTTLE_RATE,
+    THROTTLE_ROWS,
     TRICKLE_RATE,
     TRICKLE_SECONDS,
     DispatchRun,
     accept_in_bulk,
     bulk_sizes,
     measure_dispatch,
+    measure_throttled_drain,
     wait_for_status,
 )
 from tests.perf.load import SEND_BODY, LoadResult, run_load, wrk_path
 from tests.perf.reload import WRITE_EVERY, ReloadResult, describe, measure_reloads
-from tests.perf.servers import BULK_ROWS, SEND_PATH, Server, bare_server, count_rows, tidings_server
+from tests.perf.servers import BULK_ROWS, SEND_PATH, Server, bare_server, count_rows, receiver_server, tidings_server
 
 WARMUP_SECONDS = 2.0
 
@@ -158,6 +162,10 @@ def bench(args: argparse.Namespace) -> list[Row]:
     dispatch = measure_dispatch(args.deliveries)
     for run in dispatch:
         print(f"      {run.describe()}", flush=True)
+    print(f"[5b] {THROTTLE_ROWS:,}-row bulk through an instance limited to {THROTTLE_RATE:g}/s ...", flush=True)
+    with receiver_server() as receiver:
+        drain = measure_throttled_drain(receiver)
+    print(f"      {drain.sent:,}/{drain.accepted:,} sent at {drain.rate:,.1f}/s; busiest second {drain.busiest_second}", flush=True)
 
     print("[6/6] done; servers stopped, temp dirs removed.\n", flush=True)
 
@@ -189,6 +197,10 @@ def bench(args: argparse.Namespace) -> list[Row]:
     rows.append(Row("6. Process start to /readyz 200", f"{ready:.2f} s", "< 1 s", ready < 1.0))
     rows += _reload_rows(reload)
     rows += _dispatch_rows(dispatch)
+    rows.append(Row(f"9. {THROTTLE_ROWS:,}-row bulk through a {THROTTLE_RATE:g}/s instance: drained at",
+                    f"{drain.rate:,.1f}/s ({drain.sent:,} sent)", f"{THROTTLE_RATE:g}/s ±3%", drain.exact and drain.sent == drain.accepted))
+    rows.append(Row("   most provider calls in any 1 s window", f"{drain.busiest_second}", f"<= {drain.ceiling:g} (rate+burst+3%)",
+                    drain.busiest_second <= drain.ceiling))
     return rows
 
 

@@ -189,14 +189,21 @@ def _running(name: str, argv: list[str], tmp: Path, *, env: dict[str, str] | Non
 
 
 @contextmanager
-def tidings_server(extra_env: dict[str, str] | None = None, *, live_key: bool = False) -> Iterator[Server]:
+def tidings_server(
+    extra_env: dict[str, str] | None = None, *, live_key: bool = False, instance_rates: dict[str, str] | None = None
+) -> Iterator[Server]:
     """A live ``tidings serve`` with a fresh data dir and policy copy; yields once /readyz is 200.
 
     ``live_key``: add a live key for the demo tenant to the copy first (``server.live_key``).
+    ``instance_rates``: provider instance → ``rate`` (e.g. ``500/s``) set in the copy.
     """
     tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-"))
     policy_dir = make_policy_dir(tmp / "policies")
     key = add_live_key(policy_dir) if live_key else None
+    if instance_rates:
+        with _editing(policy_dir / "providers.yaml") as doc:
+            for instance, rate in instance_rates.items():
+                doc["providers"][instance]["rate"] = rate
     data_dir = tmp / "data"
     env = dict(os.environ)
     env.update(
