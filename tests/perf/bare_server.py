@@ -6,13 +6,12 @@ Run as ``python -m tests.perf.bare_server PORT``; prints a line once listening.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import sys
 
 import orjson
-import uvloop
 from aiohttp import web
+
+from tests.perf.servers import serve_standalone
 
 _counter = itertools.count()
 
@@ -32,17 +31,8 @@ async def send(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(reply), status=202, content_type="application/json")
 
 
-async def readyz(_request: web.Request) -> web.Response:
-    return web.Response(body=b'{"ready":true}', content_type="application/json")
-
-
 def main() -> None:
-    port = int(sys.argv[1])
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    app = web.Application()
-    app.router.add_post("/api/v1/notifications/send", send)
-    app.router.add_get("/readyz", readyz)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=lambda _m: print("bare serving", flush=True))
+    serve_standalone("bare", [web.post("/api/v1/notifications/send", send)])
 
 
 if __name__ == "__main__":

@@ -9,13 +9,12 @@ Run as ``python -m tests.perf.receiver PORT``.
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 
 import orjson
-import uvloop
 from aiohttp import web
+
+from tests.perf.servers import serve_standalone
 
 _first: dict[str, tuple[float, int]] = {}
 _requests = 0
@@ -35,18 +34,8 @@ async def arrivals(_request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"requests": _requests, "first": _first}), content_type="application/json")
 
 
-async def readyz(_request: web.Request) -> web.Response:
-    return web.Response(body=b'{"ready":true}', content_type="application/json")
-
-
 def main() -> None:
-    port = int(sys.argv[1])
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    app = web.Application()
-    app.router.add_post("/{path:.*}", hook)
-    app.router.add_get("/arrivals", arrivals)
-    app.router.add_get("/readyz", readyz)
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=lambda _m: print("receiver serving", flush=True))
+    serve_standalone("receiver", [web.post("/{path:.*}", hook), web.get("/arrivals", arrivals)])
 
 
 if __name__ == "__main__":

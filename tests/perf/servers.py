@@ -7,6 +7,7 @@ server's SQLite file is read with :func:`query_rows` (read-only, beside the runn
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
+from aiohttp import web
 from ruamel.yaml import YAML
 
 from gateway.auth import create_key
@@ -241,3 +244,20 @@ def receiver_server() -> Iterator[Server]:
     """The webhook receiver that records arrivals (tests.perf.receiver)."""
     with _python_server("receiver", "tests.perf.receiver") as server:
         yield server
+
+
+def serve_standalone(name: str, routes: list[web.RouteDef]) -> None:
+    """Run a tiny benchmark peer (``python -m tests.perf.<name> PORT``) on uvloop, with ``/readyz``.
+
+    It prints ``<name> serving`` once listening, which :func:`_running` does not need but a
+    person reading the log does.
+    """
+    port = int(sys.argv[1])
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    app = web.Application()
+    app.add_routes([*routes, web.get("/readyz", _ready)])
+    web.run_app(app, host=HOST, port=port, access_log=None, print=lambda _m: print(f"{name} serving", flush=True))
+
+
+async def _ready(_request: web.Request) -> web.Response:
+    return web.Response(body=b'{"ready":true}', content_type="application/json")
