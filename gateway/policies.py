@@ -11,6 +11,7 @@ atomically so a request keeps the set it started with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -233,6 +234,13 @@ class PolicyDocument(_Model):
 
 
 _NO_DEFAULTS: Final = TenantDefaults()
+_DEFAULT_BREAKER: Final = CircuitBreakerPolicy()
+
+
+@functools.lru_cache(maxsize=256)
+def _breaker_policy(failures: int, window: str, cooldown: str) -> BreakerPolicy:
+    """Parsed once per distinct setting: every send asks for its instance's policy."""
+    return BreakerPolicy(failures, parse_duration(window), parse_duration(cooldown))
 
 
 @dataclass(frozen=True)
@@ -279,8 +287,8 @@ class PolicySet:
 
     def breaker_policy(self, name: str) -> BreakerPolicy:
         instance = self.provider_instances.get(name)
-        found = instance.circuit_breaker if instance else CircuitBreakerPolicy()
-        return BreakerPolicy(found.failures, parse_duration(found.window), parse_duration(found.cooldown))
+        found = instance.circuit_breaker if instance else _DEFAULT_BREAKER
+        return _breaker_policy(found.failures, found.window, found.cooldown)
 
     def channel_throughput(self, channel: str) -> str | None:
         """The shared throughput limit of ``channel`` (one limit for all tenants' traffic on it)."""
