@@ -47,9 +47,11 @@ class Settings(BaseSettings):
         60.0, gt=0, description="How long a claimed delivery stays reserved before another worker may retry it."
     )
     send_timeout_seconds: float = Field(30.0, gt=0, description="Longest a single provider call may take.")
-    max_attempts: int = Field(5, ge=1, description="Attempts per delivery before it is failed.")
+    max_attempts: int = Field(
+        5, ge=1, description="Attempts per delivery before it is dead-lettered, where no policy retry schedule applies."
+    )
     retry_base_seconds: float = Field(
-        2.0, gt=0, description="First retry delay; later ones double, with jitter, up to an hour."
+        2.0, gt=0, description="First retry delay where no policy retry schedule applies; later ones double, with jitter, up to an hour."
     )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight sends may finish before they are released."
