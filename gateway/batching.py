@@ -12,11 +12,26 @@ log = logging.getLogger(__name__)
 
 
 class Batcher(Generic[T]):
-    """Hands items to ``flush`` in batches; one flush runs at a time, the next takes all that waited."""
+    """Hands items to ``flush`` in batches; one flush runs at a time, the next takes all that waited.
 
-    def __init__(self, flush: Callable[[list[T]], Awaitable[None]], *, name: str) -> None:
+    When a flush fails because the store is briefly unavailable (``retryable``), the whole batch
+    is tried again after ``retry_pause``. Any other failure means some item can never be
+    written: the batch is split in halves until that item is alone, and it is logged and
+    dropped, so one bad item cannot hold up everything queued behind it.
+    """
+
+    def __init__(
+        self,
+        flush: Callable[[list[T]], Awaitable[None]],
+        *,
+        name: str,
+        retryable: Callable[[BaseException], bool] = lambda _error: True,
+        retry_pause: float = 0.5,
+    ) -> None:
         self._flush = flush
         self._name = name
+        self._retryable = retryable
+        self._retry_pause = retry_pause
         self._pending: list[T] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -29,14 +44,26 @@ class Batcher(Generic[T]):
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                try:
-                    await self._flush(batch)
-                except Exception:
-                    log.exception("%s: flushing %d items failed; retrying them", self._name, len(batch))
+                if not await self._flush_isolating(batch):
                     self._pending[:0] = batch
-                    await asyncio.sleep(0.5)
+                    await asyncio.sleep(self._retry_pause)
         finally:
             self._task = None
+
+    async def _flush_isolating(self, batch: list[T]) -> bool:
+        """Flush ``batch``, dropping items that can never be written; False to retry it all later."""
+        try:
+            await self._flush(batch)
+        except Exception as error:
+            if self._retryable(error):
+                log.exception("%s: flushing %d items failed; retrying them", self._name, len(batch))
+                return False
+            if len(batch) == 1:
+                log.exception("%s: dropping an item that cannot be written: %r", self._name, batch[0])
+                return True
+            middle = len(batch) // 2
+            return await self._flush_isolating(batch[:middle]) and await self._flush_isolating(batch[middle:])
+        return True
 
     async def drain(self) -> None:
         """Wait until everything added so far has been flushed."""

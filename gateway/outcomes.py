@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from gateway import statuses
 from gateway.batching import Batcher
 from gateway.plugin_api import InboundReply, StatusUpdate
-from gateway.store import AttemptResult, NewEvent, ReceivedStatus, Store
+from gateway.store import AttemptResult, NewEvent, ReceivedStatus, Store, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,9 @@ class Outcomes:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._batcher: Batcher[AttemptResult | ReceivedStatus | NewEvent] = Batcher(self._flush, name="outcomes")
+        self._batcher: Batcher[AttemptResult | ReceivedStatus | NewEvent] = Batcher(
+            self._flush, name="outcomes", retryable=is_transient
+        )
 
     def record(self, result: AttemptResult) -> None:
         self._batcher.add(result)

@@ -15,7 +15,7 @@ from gateway.store.records import (
     Replayed,
     StoredResponse,
 )
-from gateway.store.sqlite import InvalidCursorError, SqliteStore
+from gateway.store.sqlite import InvalidCursorError, SqliteStore, is_transient
 
 Store = SqliteStore
 
@@ -36,4 +36,5 @@ __all__ = [
     "SqliteStore",
     "Store",
     "StoredResponse",
+    "is_transient",
 ]

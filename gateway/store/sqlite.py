@@ -50,7 +50,13 @@ class InvalidCursorError(ValueError):
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    # Plugins fill ``detail`` maps; a value JSON has no type for is kept as its text.
+    return orjson.dumps(value, default=str).decode()
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed write may succeed if tried again (busy, locked, disk I/O), not a bad row."""
+    return isinstance(error, sqlite3.OperationalError)
 
 
 def _loads(value: str | bytes | None) -> Any:

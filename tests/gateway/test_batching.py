@@ -1,0 +1,60 @@
+"""Batches of writes: coalesced, retried when the store is busy, and never stuck behind a bad item."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.batching import Batcher
+
+
+class Busy(Exception):
+    pass
+
+
+class Sink:
+    def __init__(self, *, poison: set[int] = frozenset(), busy_times: int = 0) -> None:  # type: ignore[assignment]
+        self.poison = poison
+        self.busy_times = busy_times
+        self.written: list[int] = []
+        self.calls = 0
+
+    async def flush(self, batch: list[int]) -> None:
+        self.calls += 1
+        if self.busy_times:
+            self.busy_times -= 1
+            raise Busy("database is locked")
+        if self.poison & set(batch):
+            raise TypeError("cannot serialise")
+        self.written += batch
+
+
+def batcher(sink: Sink) -> Batcher[int]:
+    return Batcher(sink.flush, name="test", retryable=lambda error: isinstance(error, Busy), retry_pause=0)
+
+
+async def test_items_added_together_are_written_in_one_flush_in_order() -> None:
+    sink = Sink()
+    queue = batcher(sink)
+    for item in range(10):
+        queue.add(item)
+    await queue.drain()
+    assert (sink.written, sink.calls) == (list(range(10)), 1)
+
+
+async def test_a_busy_store_gets_the_whole_batch_again() -> None:
+    sink = Sink(busy_times=2)
+    queue = batcher(sink)
+    for item in range(5):
+        queue.add(item)
+    await queue.drain()
+    assert sink.written == list(range(5))
+
+
+async def test_an_item_that_can_never_be_written_is_dropped_alone_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    sink = Sink(poison={6})
+    queue = batcher(sink)
+    for item in range(10):
+        queue.add(item)
+    await queue.drain()
+    assert sink.written == [0, 1, 2, 3, 4, 5, 7, 8, 9]
+    assert "dropping an item that cannot be written: 6" in caplog.text
