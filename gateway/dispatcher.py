@@ -160,12 +160,13 @@ class Dispatcher:
                 claimed = []
             if bucket is not None:
                 bucket.put_back(want - len(claimed))
-            claimed = [delivery for delivery in claimed if delivery.id not in flights]  # never two attempts at once
             for delivery in claimed:
+                if delivery.id in flights:
+                    continue  # never two attempts of one delivery at once
                 task = asyncio.create_task(self._deliver(delivery))
                 flights[delivery.id] = task
                 task.add_done_callback(functools.partial(self._finished, channel, delivery.id))
-            if len(claimed) < min(free, self._settings.batch):
+            if len(claimed) < want:  # nothing more is due now: sleep until woken or the next poll
                 try:
                     await asyncio.wait_for(wakeup.wait(), IDLE_POLL)
                 except TimeoutError:

@@ -189,3 +189,19 @@ async def test_high_priority_goes_first_through_a_throttled_channel_whatever_the
         await api.wait_until(lambda n=expected: len(memory_provider.sent) == n)
     assert [m.to for m in memory_provider.sent][:2] == ["+14155550300", "+14155559999"], "the other tenant's OTP is next"
     assert len(memory_provider.sent) == 5
+
+
+async def test_a_throttled_channel_goes_on_as_tokens_refill_without_waiting_to_be_woken(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path,
+    memory_provider: type[MemoryProvider], clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("gateway.dispatcher.IDLE_POLL", 60.0)  # an idle loop would sleep through the test
+    policy = policy_dir / "policy.yaml"
+    policy.write_text(policy.read_text().replace("sms: {providers: [memory]}", "sms: {providers: [memory], throughput: 2/s}"))
+    api = Api(await aiohttp_client(make_app()))
+    await api.send_bulk({"channels": ["sms"], "body": "Spring sale", "recipients": [{"phone": f"+1415555040{i}"} for i in range(6)]})
+    await api.wait_until(lambda: len(memory_provider.sent) == 2)
+    clock.advance(1)
+    await api.wait_until(lambda: len(memory_provider.sent) == 4)
+    clock.advance(1)
+    await api.wait_until(lambda: len(memory_provider.sent) == 6)
