@@ -1,7 +1,8 @@
 """The aiohttp application: routes, middleware, and background work in ``cleanup_ctx``.
 
 Startup order (shutdown runs it backwards): policies → store → HTTP client session →
-outcome sink and provider instances → dispatcher → policy watcher. On SIGTERM the watcher stops
+outcome sink and provider instances → inbound callbacks (opt-outs, processing, purge) →
+dispatcher → policy watcher. On SIGTERM the watcher stops
 first, then the dispatcher stops claiming, in-flight sends finish or are released, queued writes
 commit, and only then the store closes.
 """
@@ -16,9 +17,13 @@ import aiohttp
 from aiohttp import web
 
 from gateway.api import error_middleware
-from gateway.appkeys import CLOCK, DISPATCHER, HTTP, OUTCOMES, PLUGINS, POLICIES, POLICY_LOADER, POLICY_WATCHER, PROVIDERS, SETTINGS, STORE
+from gateway.appkeys import (
+    CLOCK, DISPATCHER, HTTP, INBOUND, INBOUND_PURGER, OPT_OUTS, OUTCOMES, PLUGINS, POLICIES, POLICY_LOADER, POLICY_WATCHER,
+    PROVIDERS, SETTINGS, STORE,
+)
 from gateway.clock import Clock, SystemClock
 from gateway.dispatcher import Dispatcher, DispatchSettings
+from gateway.inbound import Inbound, InboundPurger, OptOuts
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
 from gateway.policies import PolicyHolder, PolicySet, load_policies
@@ -40,7 +45,7 @@ def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, cloc
     app[CLOCK] = clock or SystemClock()
     app[PLUGINS] = plugins if plugins is not None else PluginCatalog.discover()
     setup_routes(app)
-    app.cleanup_ctx.extend([_policies, _store, _http_session, _providers, _dispatcher, _policy_watcher])
+    app.cleanup_ctx.extend([_policies, _store, _http_session, _providers, _inbound, _dispatcher, _policy_watcher])
     return app
 
 
@@ -85,6 +90,19 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
     yield
     await outcomes.drain()
     await app[PROVIDERS].aclose()
+
+
+async def _inbound(app: web.Application) -> AsyncIterator[None]:
+    """Provider callbacks: opt-outs known at start, the processing path, and the retention purge."""
+    store, settings = app[STORE], app[SETTINGS]
+    opt_outs = OptOuts(store)
+    await opt_outs.load()
+    app[OPT_OUTS] = opt_outs
+    app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], opt_outs)
+    app[INBOUND_PURGER] = purger = InboundPurger(store, app[CLOCK], settings.inbound_retention_days * 86400)
+    async with purger.running():
+        yield
+    await inbound.drain()
 
 
 def _build_pool(app: web.Application, policy: PolicySet, reuse: ProviderPool | None = None) -> ProviderPool:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.dispatcher import Dispatcher
+from gateway.inbound import Inbound, InboundPurger, OptOuts
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
 from gateway.policies import PolicyHolder, PolicySet
@@ -28,3 +29,6 @@ PROVIDERS = web.AppKey("providers", PoolHolder)
 OUTCOMES = web.AppKey("outcomes", Outcomes)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
+INBOUND = web.AppKey("inbound", Inbound)
+OPT_OUTS = web.AppKey("opt_outs", OptOuts)
+INBOUND_PURGER = web.AppKey("inbound_purger", InboundPurger)

@@ -171,7 +171,16 @@ class PermanentDeliveryError(DeliveryError):
 
 
 class WebhookVerificationError(TidingsError):
-    """An inbound callback whose signature, token or timestamp does not check out."""
+    """An inbound callback whose signature, token or timestamp does not check out.
+
+    ``status`` is what the vendor is answered: 401 by default, 403 where the plugin knows the
+    caller is identified but not allowed (a known sender address outside the vendor's range).
+    """
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -154,7 +154,12 @@ class StatusUpdate:
 
 @dataclass(frozen=True, slots=True)
 class InboundReply:
-    """A message a recipient sent back through a provider."""
+    """A message a recipient sent back through a provider.
+
+    ``in_reply_to`` is the provider message id of the message it answers, when the vendor
+    says. A vendor's own opt-out signal goes in ``detail["opt_out"]`` (True: opted out,
+    False: opted back in); SMS keywords (STOP, START…) are recognised by the gateway.
+    """
 
     sender: str
     body: str
@@ -175,6 +180,16 @@ class InboundRequest:
     query: Mapping[str, str]
     body: bytes
     remote: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundResponse:
+    """What to answer a vendor's verification handshake (a ``GET`` on the webhook URL)."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain"
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 ReportSink = Callable[[Sequence[StatusUpdate | InboundReply]], None]
@@ -229,6 +244,10 @@ class Provider(ABC):
     async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
         """Normalise a verified callback into status updates and replies."""
         return []
+
+    async def handshake(self, request: InboundRequest) -> InboundResponse | None:
+        """Answer a vendor's ``GET`` on the webhook URL (subscription check); None: not supported (405)."""
+        return None
 
     async def aclose(self) -> None:
         """Release anything the instance holds (connections, tasks)."""

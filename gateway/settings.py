@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(
         2.0, gt=0, description="First retry delay where no policy retry schedule applies; later ones double, with jitter, up to an hour."
     )
+    inbound_retention_days: float = Field(
+        30, gt=0, description="How long raw provider callbacks (webhook requests as received) are kept before they are purged."
+    )
+    inbound_max_body_bytes: int = Field(
+        256 * 1024, ge=1024, description="Largest provider callback body accepted on `/api/v1/webhooks/…`; larger is a 413."
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight sends may finish before they are released."
     )

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from gateway.routes import channels, dead_letters, health, notifications
+from gateway.routes import channels, dead_letters, health, notifications, webhooks
 
 
 def setup_routes(app: web.Application) -> None:
@@ -10,3 +10,4 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(notifications.routes)
     app.add_routes(channels.routes)
     app.add_routes(dead_letters.routes)
+    app.add_routes(webhooks.routes)

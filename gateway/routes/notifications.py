@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import ids, statuses
 from gateway.api import current_policy, json_response, parse_model, principal_of, raw_json_response, read_json
-from gateway.appkeys import CLOCK, DISPATCHER, SETTINGS, STORE
+from gateway.appkeys import CLOCK, DISPATCHER, OPT_OUTS, SETTINGS, STORE
 from gateway.auth import Principal
 from gateway.errors import (
     ConflictError,
@@ -44,6 +44,9 @@ async def send(request: web.Request) -> web.Response:
         plan, payload.recipient, payload.notification.data,
         idempotency_key=claim.key if claim else None, metadata=payload.metadata,
     )
+    problems = _opt_out_problems(notification, await _opted_out(request, principal, [notification]), "recipient")
+    if problems:
+        raise ValidationError.from_details(problems, "The recipient opted out of this channel.")
     response = orjson.dumps(_accepted(notification))
     return await _accept(request, principal, [notification], claim, response)
 
@@ -65,6 +68,7 @@ async def bulk(request: web.Request) -> web.Response:
     submission = Submission(policy, principal, request.app[CLOCK].now())
     plan = submission.plan(payload.content(), default_priority="bulk", prefix="")
     accepted, errors = _build_rows(submission, plan, payload, claim)
+    accepted, errors = await _without_opted_out(request, principal, accepted, errors)
     if not accepted:
         details = [ErrorDetail(d["field"], d["message"], d.get("code")) for e in errors for d in e["details"]]
         raise ValidationError("No recipient row could be accepted.", code="no_valid_recipients", details=details)
@@ -101,6 +105,40 @@ def _build_rows(
             continue
         accepted.append((index, notification))
     return accepted, errors
+
+
+async def _opted_out(request: web.Request, principal: Principal, notifications: list[NewNotification]) -> set[tuple[str, str]]:
+    """(channel, address) pairs among these deliveries whose recipient opted out; no read for a tenant with no opt-outs."""
+    targets = {(d.channel, d.address) for n in notifications for d in n.deliveries}
+    return await request.app[OPT_OUTS].refused(principal.tenant, targets)
+
+
+def _opt_out_problems(notification: NewNotification, refused: set[tuple[str, str]], path: str) -> list[ErrorDetail]:
+    problems = []
+    for delivery in notification.deliveries:
+        if (delivery.channel, delivery.address) not in refused:
+            continue
+        field = next((name for name, value in notification.recipient.items() if value == delivery.address), "")
+        message = f"the recipient opted out of {delivery.channel} messages (replied STOP); a reply of START opts back in"
+        problems.append(ErrorDetail(f"{path}.{field}", message, "recipient_opted_out"))
+    return problems
+
+
+async def _without_opted_out(
+    request: web.Request, principal: Principal, accepted: list[tuple[int, NewNotification]], errors: list[dict[str, Any]]
+) -> tuple[list[tuple[int, NewNotification]], list[dict[str, Any]]]:
+    """Move rows whose recipient opted out from ``accepted`` to ``errors`` (kept in row order)."""
+    refused = await _opted_out(request, principal, [n for _, n in accepted])
+    if not refused:
+        return accepted, errors
+    kept: list[tuple[int, NewNotification]] = []
+    for index, notification in accepted:
+        problems = _opt_out_problems(notification, refused, f"recipients[{index}]")
+        if problems:
+            errors.append({"index": index, **ValidationError.from_details(problems, "The recipient opted out of this channel.").body()["error"]})
+        else:
+            kept.append((index, notification))
+    return kept, sorted(errors, key=lambda error: int(error["index"]))
 
 
 def _accepted(notification: NewNotification) -> dict[str, Any]:

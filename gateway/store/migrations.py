@@ -127,6 +127,49 @@ MIGRATIONS: Final = (
     );
     CREATE INDEX events_by_tenant ON events (tenant, seq);
     """,
+    # 3: inbound provider callbacks kept raw, replies, and opt-outs (STOP).
+    """
+    -- Every callback as it arrived, stored before anything is parsed; purged after the retention period.
+    CREATE TABLE inbound_requests (
+        id          TEXT PRIMARY KEY,
+        provider    TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        source      TEXT,
+        method      TEXT NOT NULL,
+        target      TEXT NOT NULL,
+        headers     TEXT NOT NULL,
+        body        BLOB NOT NULL,
+        outcome     TEXT NOT NULL,
+        reason      TEXT
+    );
+    CREATE INDEX inbound_requests_by_age ON inbound_requests (received_at);
+
+    CREATE TABLE replies (
+        seq                 INTEGER PRIMARY KEY,
+        tenant              TEXT,
+        provider            TEXT NOT NULL,
+        channel             TEXT NOT NULL,
+        sender              TEXT NOT NULL,
+        body                TEXT NOT NULL,
+        provider_message_id TEXT,
+        in_reply_to         TEXT,
+        notification_id     TEXT,
+        delivery_id         TEXT,
+        request_id          TEXT,
+        received_at         REAL NOT NULL,
+        detail              TEXT
+    );
+    CREATE INDEX replies_by_tenant ON replies (tenant, seq);
+
+    CREATE TABLE opt_outs (
+        tenant  TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        address TEXT NOT NULL,
+        since   REAL NOT NULL,
+        source  TEXT NOT NULL,
+        PRIMARY KEY (tenant, address, channel)  -- address before channel: a send looks up its addresses
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -133,6 +133,47 @@ class ReceivedStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundRecord:
+    """A provider callback exactly as it arrived, kept before anything reads it.
+
+    ``headers`` are the ones worth keeping (see :func:`gateway.inbound.kept_headers`);
+    ``target`` is the path with its query string.
+    """
+
+    id: str
+    provider: str
+    received_at: float
+    source: str | None
+    method: str
+    target: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class NewReply:
+    """A recipient's reply, ready to store and attribute.
+
+    ``tenants`` are the tenants it may belong to: the owner of a tenant's own instance, else
+    every tenant. The store narrows them to the one whose delivery it answers (``in_reply_to``)
+    or those that have sent to ``sender`` through the instance. ``opt`` is ``out`` (STOP),
+    ``in`` (START) or None.
+    """
+
+    request_id: str | None
+    provider: str
+    tenants: Sequence[str]
+    channel: str
+    sender: str
+    body: str
+    received_at: float
+    provider_message_id: str | None = None
+    in_reply_to: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    opt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NotificationFilter:
     status: str | None = None
     channel: str | None = None

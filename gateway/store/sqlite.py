@@ -29,8 +29,10 @@ from gateway.store.records import (
     ClaimedDelivery,
     DeadLetterFilter,
     IdempotencyClaim,
+    InboundRecord,
     NewEvent,
     NewNotification,
+    NewReply,
     NotificationFilter,
     Page,
     ReceivedStatus,
@@ -432,6 +434,87 @@ class SqliteStore:
         return replayed
 
 
+    # --- inbound callbacks, replies, opt-outs ----------------------------------------------
+
+    async def store_inbound(self, record: InboundRecord) -> None:
+        """Keep a provider callback as it arrived (outcome ``received``), before anything parses it."""
+        row = (
+            record.id, record.provider, record.received_at, record.source, record.method, record.target,
+            _dumps(dict(record.headers)), record.body,
+        )
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO inbound_requests (id, provider, received_at, source, method, target, headers, body, outcome) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'received')",
+                row,
+            )
+
+        await self._write(job)
+
+    async def reject_inbound(self, request_id: str, reason: str) -> None:
+        """Mark a stored callback as failing verification; nothing else changes."""
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE inbound_requests SET outcome = 'rejected', reason = ? WHERE id = ?", (reason, request_id))
+
+        await self._write(job)
+
+    async def record_inbound(self, processed: Sequence[str], replies: Sequence[NewReply]) -> set[str]:
+        """Store replies (with their ``message.replied`` events and opt-out changes) and mark callbacks processed.
+
+        One transaction; returns the tenants whose opt-outs changed.
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> set[str]:
+            changed: set[str] = set()
+            for reply in replies:
+                changed |= _store_reply(conn, reply, now)
+            conn.executemany("UPDATE inbound_requests SET outcome = 'processed' WHERE id = ?", [(i,) for i in processed])
+            return changed
+
+        changed: set[str] = await self._write(job)
+        return changed
+
+    async def purge_inbound(self, before: float) -> int:
+        """Delete raw callbacks received before ``before``; how many went."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM inbound_requests WHERE received_at < ?", (before,)).rowcount
+
+        purged: int = await self._write(job)
+        return purged
+
+    async def get_inbound(self, request_id: str) -> dict[str, Any] | None:
+        """One stored callback, headers decoded."""
+        async with self._db.execute("SELECT * FROM inbound_requests WHERE id = ?", (request_id,)) as cur:
+            row = await cur.fetchone()
+        return dict(row) | {"headers": _loads(row["headers"]), "body": bytes(row["body"])} if row else None
+
+    async def list_replies(self, tenant: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The tenant's newest replies."""
+        async with self._db.execute("SELECT * FROM replies WHERE tenant = ? ORDER BY seq DESC LIMIT ?", (tenant, limit)) as cur:
+            return [dict(row) | {"detail": _loads(row["detail"]) or {}} for row in await cur.fetchall()]
+
+    async def tenants_with_opt_outs(self) -> set[str]:
+        async with self._db.execute("SELECT DISTINCT tenant FROM opt_outs") as cur:
+            return {row[0] for row in await cur.fetchall()}
+
+    async def opted_out(self, tenant: str, targets: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those (channel, address) pairs of ``targets`` the tenant's recipients opted out of: one indexed read."""
+        wanted = set(targets)
+        addresses = sorted({address for _channel, address in wanted})
+        found: set[tuple[str, str]] = set()
+        for chunk in _chunks(addresses):
+            marks = ", ".join("?" * len(chunk))
+            async with self._db.execute(
+                f"SELECT channel, address FROM opt_outs WHERE tenant = ? AND address IN ({marks})", (tenant, *chunk)
+            ) as cur:
+                found |= {(row[0], row[1]) for row in await cur.fetchall()}
+        return found & wanted
+
+
 # --- statements run inside the writer thread -----------------------------------------------
 
 
@@ -488,6 +571,71 @@ def _insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> None
         "INSERT INTO events (id, tenant, type, subject, data, at) VALUES (?, ?, ?, ?, ?, ?)",
         [(ids.new_id(ids.EVENT), e.tenant, e.type, e.subject, _dumps(dict(e.data)), e.at) for e in events],
     )
+
+
+def _store_reply(conn: sqlite3.Connection, reply: NewReply, now: float) -> set[str]:
+    """Insert a reply once per tenant it belongs to, with its event and opt-out change; the tenants opted in or out."""
+    link = _answered_delivery(conn, reply)
+    tenants = [link[2]] if link is not None and link[2] in reply.tenants else _reply_tenants(conn, reply)
+    delivery_id, notification_id = (link[0], link[1]) if link is not None else (None, None)
+    changed: set[str] = set()
+    owners: list[str | None] = list(tenants) or [None]  # no tenant found: kept, but nobody's
+    for tenant in owners:
+        conn.execute(
+            "INSERT INTO replies (tenant, provider, channel, sender, body, provider_message_id, in_reply_to, notification_id, "
+            "delivery_id, request_id, received_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                tenant, reply.provider, reply.channel, reply.sender, reply.body, reply.provider_message_id, reply.in_reply_to,
+                notification_id, delivery_id, reply.request_id, reply.received_at, _dumps(dict(reply.detail)) if reply.detail else None,
+            ),
+        )
+        if tenant is None:
+            continue
+        data = {
+            "channel": reply.channel, "from": reply.sender, "body": reply.body, "provider": reply.provider,
+            "provider_message_id": reply.provider_message_id, "notification_id": notification_id, "delivery_id": delivery_id,
+        }
+        _insert_events(conn, [NewEvent("message.replied", notification_id or reply.sender, reply.received_at, data, tenant)])
+        if reply.opt is not None and _change_opt_out(conn, tenant, reply, now):
+            changed.add(tenant)
+    return changed
+
+
+def _answered_delivery(conn: sqlite3.Connection, reply: NewReply) -> tuple[str, str, str] | None:
+    """(delivery id, notification id, tenant) of the message the reply answers, when the vendor names it."""
+    if reply.in_reply_to is None:
+        return None
+    row = conn.execute(
+        "SELECT id, notification_id, tenant FROM deliveries WHERE provider = ? AND provider_message_id = ?",
+        (reply.provider, reply.in_reply_to),
+    ).fetchone()
+    return (row[0], row[1], row[2]) if row is not None else None
+
+
+def _reply_tenants(conn: sqlite3.Connection, reply: NewReply) -> list[str]:
+    """The tenant owning the instance, else every tenant that has sent to the sender through it."""
+    if len(reply.tenants) == 1:
+        return list(reply.tenants)
+    rows = _select_in(
+        conn,
+        "SELECT DISTINCT tenant FROM deliveries WHERE address = ? AND provider = ? AND tenant IN ({})",
+        reply.tenants,
+        reply.sender,
+        reply.provider,
+    )
+    return sorted(row[0] for row in rows)
+
+
+def _change_opt_out(conn: sqlite3.Connection, tenant: str, reply: NewReply, now: float) -> bool:
+    """Record (``out``) or lift (``in``) the sender's opt-out; whether anything changed."""
+    if reply.opt == "out":
+        return conn.execute(
+            "INSERT OR IGNORE INTO opt_outs (tenant, channel, address, since, source) VALUES (?, ?, ?, ?, ?)",
+            (tenant, reply.channel, reply.sender, now, f"reply via {reply.provider}: {reply.body.strip()[:40]}"),
+        ).rowcount > 0
+    return conn.execute(
+        "DELETE FROM opt_outs WHERE tenant = ? AND channel = ? AND address = ?", (tenant, reply.channel, reply.sender)
+    ).rowcount > 0
 
 
 def _insert_audits(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -1,0 +1,210 @@
+"""Provider callbacks on their way in: keep the raw request, verify it, answer, process apart.
+
+``POST /api/v1/webhooks/{instance}`` stores the request exactly as it arrived, then asks the
+instance's plugin to verify it. A verified callback is answered at once (vendors retry slow
+answers) and queued here; processing — parse, reconcile receipts through :class:`Outcomes`,
+store replies and opt-outs, mark the request processed — runs on its own task in batches, so a
+flood of receipts holds up neither the answers nor the sends. A callback that fails
+verification is marked rejected and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.batching import Batcher
+from gateway.clock import Clock
+from gateway.errors import WebhookVerificationError
+from gateway.outcomes import Outcomes
+from gateway.plugin_api import InboundReply, InboundRequest, Provider, StatusUpdate
+from gateway.store import InboundRecord, NewReply, Store
+
+log = logging.getLogger(__name__)
+
+OPT_OUT_WORDS: Final = frozenset({"STOP", "UNSUBSCRIBE", "STOPALL", "CANCEL", "END", "QUIT"})
+OPT_IN_WORDS: Final = frozenset({"START", "UNSTOP", "YES"})
+OPT_OUT: Final = "out"
+OPT_IN: Final = "in"
+SMS: Final = "sms"
+# Not kept: cookies and proxy credentials say nothing about the callback, and hop-by-hop headers
+# describe the connection, not the request. Everything else is kept, signature headers included,
+# so a stored callback can be verified again.
+DROPPED_HEADERS: Final = frozenset({"cookie", "proxy-authorization", "connection", "keep-alive", "te", "transfer-encoding", "upgrade"})
+PURGE_EVERY: Final = 3600.0
+
+
+def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The headers stored with a callback: all but :data:`DROPPED_HEADERS`, Basic credentials masked.
+
+    A ``Bearer`` authorization is kept: vendors that sign with a JWT (Vonage) put the signature
+    there. A ``Basic`` one is a shared password and is not stored in clear.
+    """
+    kept: dict[str, str] = {}
+    for name, value in headers:
+        lower = name.lower()
+        if lower in DROPPED_HEADERS:
+            continue
+        if lower == "authorization" and value[:6].lower() == "basic ":
+            value = "Basic [redacted]"
+        kept[name] = f"{kept[name]}, {value}" if name in kept else value
+    return kept
+
+
+def opt_change(reply: InboundReply) -> str | None:
+    """``out`` for STOP and its synonyms (or the vendor's opt-out signal), ``in`` for START, else None."""
+    signal = reply.detail.get("opt_out")
+    if isinstance(signal, bool):
+        return OPT_OUT if signal else OPT_IN
+    if reply.channel != SMS:
+        return None
+    word = reply.body.strip().upper()
+    if word in OPT_OUT_WORDS:
+        return OPT_OUT
+    return OPT_IN if word in OPT_IN_WORDS else None
+
+
+class OptOuts:
+    """Which recipients refused a tenant's messages, checked on every send.
+
+    Most tenants have no opt-out at all, so the set of tenants that have one is held in memory
+    and a send of any other tenant reads nothing. The set only grows while the process runs: a
+    tenant whose last opt-out was lifted pays one indexed lookup per send until a restart.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._tenants: set[str] = set()
+
+    async def load(self) -> None:
+        self._tenants = await self._store.tenants_with_opt_outs()
+
+    def note(self, tenants: Iterable[str]) -> None:
+        """Tenants whose opt-outs just changed (called after the change committed)."""
+        self._tenants.update(tenants)
+
+    async def refused(self, tenant: str, targets: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those (channel, address) pairs the tenant may not send to."""
+        if tenant not in self._tenants:
+            return set()
+        return await self._store.opted_out(tenant, targets)
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    record: InboundRecord
+    provider: Provider
+    tenants: tuple[str, ...]
+    request: InboundRequest
+
+
+class Inbound:
+    """Receives verified callbacks and processes them on their own path."""
+
+    def __init__(self, store: Store, outcomes: Outcomes, opt_outs: OptOuts) -> None:
+        self._store = store
+        self._outcomes = outcomes
+        self._opt_outs = opt_outs
+        self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound")
+
+    async def receive(self, record: InboundRecord, provider: Provider, tenants: Sequence[str], request: InboundRequest) -> None:
+        """Store ``record``, verify it, and queue it for processing; raise ``WebhookVerificationError`` if forged.
+
+        Returns once the raw request is durable, so a 200 never precedes the write.
+        """
+        await self._store.store_inbound(record)
+        try:
+            await provider.verify_webhook(request)
+        except WebhookVerificationError as err:
+            await self._store.reject_inbound(record.id, err.message)
+            raise
+        except Exception as err:
+            await self._store.reject_inbound(record.id, f"verification failed in the plugin: {type(err).__name__}")
+            raise
+        self._batcher.add(_Verified(record, provider, tuple(tenants), request))
+
+    async def _process(self, batch: list[_Verified]) -> None:
+        processed: list[str] = []
+        replies: list[NewReply] = []
+        for item in batch:
+            updates = await self._parse(item)
+            if updates is None:
+                continue
+            self._outcomes.report(item.provider.name, [u for u in updates if isinstance(u, StatusUpdate)])
+            replies += [_new_reply(item, u) for u in updates if isinstance(u, InboundReply)]
+            processed.append(item.record.id)
+        self._opt_outs.note(await self._store.record_inbound(processed, replies))
+
+    async def _parse(self, item: _Verified) -> list[StatusUpdate | InboundReply] | None:
+        """The plugin's reading of a callback; None (and the request marked rejected) if it cannot read it."""
+        try:
+            return await item.provider.parse_webhook(item.request)
+        except Exception as err:
+            log.exception("provider instance %s could not parse callback %s", item.provider.name, item.record.id)
+            await self._store.reject_inbound(item.record.id, f"could not be parsed: {type(err).__name__}: {err}"[:500])
+            return None
+
+    async def drain(self) -> None:
+        await self._batcher.drain()
+
+
+def _new_reply(item: _Verified, reply: InboundReply) -> NewReply:
+    return NewReply(
+        request_id=item.record.id,
+        provider=item.provider.name,
+        tenants=item.tenants,
+        channel=reply.channel,
+        sender=reply.sender,
+        body=reply.body,
+        received_at=reply.occurred_at or item.record.received_at,
+        provider_message_id=reply.provider_message_id,
+        in_reply_to=reply.in_reply_to,
+        detail=reply.detail,
+        opt=opt_change(reply),
+    )
+
+
+class InboundPurger:
+    """Deletes raw callbacks older than the retention period, at start and then every hour of ``clock``."""
+
+    def __init__(self, store: Store, clock: Clock, retention_seconds: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._retention = retention_seconds
+        self.runs = 0
+        self.purged = 0
+
+    async def purge(self) -> int:
+        count = await self._store.purge_inbound(self._clock.now() - self._retention)
+        self.runs += 1
+        self.purged += count
+        if count:
+            log.info("purged %d raw provider callbacks older than %g days", count, self._retention / 86400)
+        return count
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("purging old provider callbacks failed; trying again later")
+            await self._clock.sleep(min(PURGE_EVERY, self._retention))
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.run(), name="inbound-purge")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def instance_tenants(owner: str | None, tenants: Mapping[str, object]) -> tuple[str, ...]:
+    """Whose callbacks an instance carries: its owner's only, or (a shared instance) any tenant's."""
+    return (owner,) if owner is not None else tuple(tenants)

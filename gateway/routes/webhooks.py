@@ -1,0 +1,85 @@
+"""``/api/v1/webhooks/{provider_instance}``: delivery receipts and replies from provider vendors.
+
+No API key here: a callback is authenticated by its vendor's signature, which the instance's
+plugin checks. The raw request is stored first (see :mod:`gateway.inbound`); the answer is
+200 once it is durable and verified, before any of it is processed.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import ids
+from gateway.api import current_policy, json_response
+from gateway.appkeys import CLOCK, INBOUND, PROVIDERS, SETTINGS
+from gateway.errors import ApiError, ForbiddenError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, UnauthorizedError, WebhookVerificationError
+from gateway.inbound import instance_tenants, kept_headers
+from gateway.plugin_api import InboundRequest, Provider
+from gateway.store import InboundRecord
+
+routes = web.RouteTableDef()
+PATH = "/api/v1/webhooks/{provider_instance}"
+
+
+@routes.post(PATH)
+async def receive(request: web.Request) -> web.Response:
+    """Store, verify, acknowledge; processing (reconciliation, replies) follows on its own path."""
+    policy = current_policy(request)
+    name = request.match_info["provider_instance"]
+    provider = _instance(request, name)
+    body = await _body(request)
+    record = InboundRecord(
+        ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method, request.path_qs,
+        kept_headers(request.headers.items()), body,
+    )
+    instance = policy.provider_instances.get(name)
+    tenants = instance_tenants(instance.tenant if instance else None, policy.document.tenants)
+    try:
+        await request.app[INBOUND].receive(record, provider, tenants, _inbound_request(request, body))
+    except WebhookVerificationError as err:
+        raise _refusal(err, record.id) from err
+    return json_response({"received": record.id})
+
+
+@routes.get(PATH)
+async def handshake(request: web.Request) -> web.Response:
+    """A vendor checking the URL before it sends callbacks (a challenge to echo, a token to match)."""
+    provider = _instance(request, request.match_info["provider_instance"])
+    answer = await provider.handshake(_inbound_request(request, b""))
+    if answer is None:
+        raise MethodNotAllowedError(f"Provider instance {provider.name!r} takes callbacks by POST only.", headers={"Allow": "POST"})
+    return web.Response(body=answer.body, status=answer.status, content_type=answer.content_type, headers=dict(answer.headers))
+
+
+def _instance(request: web.Request, name: str) -> Provider:
+    provider = request.app[PROVIDERS].current.get(name)
+    if provider is None:
+        raise NotFoundError(f"No provider instance {name!r}.", code="unknown_provider_instance")
+    return provider
+
+
+async def _body(request: web.Request) -> bytes:
+    """The body, refused (413) past the inbound limit before it is read when the length is declared."""
+    limit = request.app[SETTINGS].inbound_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    body = await request.read()
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"A provider callback may be at most {limit} bytes.", code="payload_too_large")
+
+
+def _inbound_request(request: web.Request, body: bytes) -> InboundRequest:
+    return InboundRequest(
+        method=request.method, url=str(request.url), headers=dict(request.headers.items()),
+        query=dict(request.query.items()), body=body, remote=request.remote,
+    )
+
+
+def _refusal(err: WebhookVerificationError, request_id: str) -> ApiError:
+    kind = ForbiddenError if err.status == 403 else UnauthorizedError
+    return kind(f"The callback failed verification: {err.message} (stored as {request_id}).", code="webhook_verification_failed")
