@@ -45,7 +45,8 @@ def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     there. A ``Basic`` one is a shared password and is not stored in clear.
     """
     kept: dict[str, str] = {}
-    for name, value in headers:
+    for header, value in headers:
+        name = str(header)  # aiohttp's header names are a str subclass; the store wants plain str
         lower = name.lower()
         if lower in DROPPED_HEADERS:
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,8 @@ async def test_an_accepted_message_gets_a_signed_receipt_unless_scripted_without
 
 
 async def test_a_receipt_with_a_wrong_signature_fails_verification(provider: FakeVendorProvider) -> None:
-    forged = InboundRequest("POST", "http://gw/hook", {"X-Fake-Signature": "00"}, {}, b'{"id": "msg_1", "status": "delivered"}')
+    headers = {"X-Fake-Timestamp": str(int(time.time())), "X-Fake-Signature": "00"}
+    forged = InboundRequest("POST", "http://gw/hook", headers, {}, b'{"id": "msg_1", "status": "delivered"}')
     with pytest.raises(WebhookVerificationError):
         await provider.verify_webhook(forged)
 

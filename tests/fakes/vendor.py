@@ -27,7 +27,10 @@ was slow but did take the message — or until the client gives up and disconnec
 
 With a ``receipt_url``, every accepted message (``ok``) is followed by a delivery receipt
 ``{"id", "status": "delivered", "to", "at"}`` POSTed there, signed with the token
-(``X-Fake-Signature: hex HMAC-SHA256``); :class:`FakeVendorProvider` verifies and parses it.
+(``X-Fake-Timestamp: <unix seconds>``, ``X-Fake-Signature: hex HMAC-SHA256 of "<timestamp>." + body``);
+:class:`FakeVendorProvider` verifies it (refusing timestamps more than five minutes off its
+clock) and parses it. A callback ``{"type": "reply", "id", "from", "to", "body", "in_reply_to"}``
+is an inbound SMS reply.
 
 In a test::
 
@@ -96,6 +99,8 @@ FAULTS: Final[Mapping[str, tuple[int, str]]] = {
 }
 OUTCOMES: Final = frozenset({OK, OK_NO_RECEIPT, TIMEOUT, *FAULTS})
 SIGNATURE_HEADER: Final = "X-Fake-Signature"
+TIMESTAMP_HEADER: Final = "X-Fake-Timestamp"
+SIGNATURE_TOLERANCE: Final = 300.0
 REPLAYED_HEADER: Final = "Idempotent-Replayed"
 _SESSION: Final = web.AppKey("fake_vendor_receipt_session", aiohttp.ClientSession)
 
@@ -401,7 +406,7 @@ class FakeVendor:
         assert self.receipt_url is not None
         receipt = {"id": message.id, "status": "delivered", "to": message.to, "at": self.clock()}
         body = json.dumps(receipt).encode()
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(self.token, body)}
+        headers = {"Content-Type": "application/json", **signed_headers(self.token, body, int(time.time()))}
         try:
             async with self.app[_SESSION].post(self.receipt_url, data=body, headers=headers) as response:
                 receipt["callback_status"] = response.status
@@ -416,9 +421,14 @@ class FakeVendor:
         self._changed = asyncio.Event()
 
 
-def sign(token: str, body: bytes) -> str:
-    """The receipt signature: hex HMAC-SHA256 of the raw body, keyed with the API token."""
-    return hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+def sign(token: str, body: bytes, timestamp: int) -> str:
+    """The callback signature: hex HMAC-SHA256 of ``<timestamp>.`` and the raw body, keyed with the API token."""
+    return hmac.new(token.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def signed_headers(token: str, body: bytes, timestamp: int) -> dict[str, str]:
+    """The headers that authenticate a callback of ``body`` sent at ``timestamp``."""
+    return {TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: sign(token, body, timestamp)}
 
 
 def _text(value: Any) -> str | None:
@@ -521,7 +531,7 @@ class FakeVendorProvider(Provider):
         },
         "additionalProperties": False,
     }
-    limits = ProviderLimits(receipts=True, idempotency=True)
+    limits = ProviderLimits(receipts=True, replies=True, idempotency=True)
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
         url = self.config["url"].rstrip("/") + "/v1/messages"
@@ -545,12 +555,26 @@ class FakeVendorProvider(Provider):
         return {"Authorization": f"Bearer {self.config['token']}", "Idempotency-Key": message.idempotency_key}
 
     async def verify_webhook(self, request: InboundRequest) -> None:
-        given = {name.lower(): value for name, value in request.headers.items()}.get(SIGNATURE_HEADER.lower(), "")
-        if not hmac.compare_digest(given, sign(self.config["token"], request.body)):
-            raise WebhookVerificationError("receipt signature does not match")
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        try:
+            timestamp = int(headers.get(TIMESTAMP_HEADER.lower(), ""))
+        except ValueError:
+            raise WebhookVerificationError("callback timestamp is missing or malformed") from None
+        if abs(self.context.clock.now() - timestamp) > SIGNATURE_TOLERANCE:
+            raise WebhookVerificationError("callback timestamp is outside the tolerance (a replay?)")
+        given = headers.get(SIGNATURE_HEADER.lower(), "")
+        if not hmac.compare_digest(given, sign(self.config["token"], request.body, timestamp)):
+            raise WebhookVerificationError("callback signature does not match")
 
     async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
         receipt = json.loads(request.body)
+        if receipt.get("type") == "reply":
+            return [
+                InboundReply(
+                    sender=receipt["from"], body=receipt["body"], channel="sms", in_reply_to=receipt.get("in_reply_to"),
+                    provider_message_id=receipt.get("id"), detail={"to": receipt.get("to")},
+                )
+            ]
         status = RECEIPT_STATUSES.get(receipt.get("status"))
         if status is None:
             return []

@@ -1,0 +1,247 @@
+"""Provider callbacks on ``/api/v1/webhooks/{instance}``: real app on loopback, real SQLite, fake vendors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, key_entry, sms_body
+from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider, signed_headers
+from gateway.app import create_app
+from gateway.appkeys import INBOUND, INBOUND_PURGER, OUTCOMES, STORE
+from gateway.plugins import PluginCatalog
+from gateway.settings import Settings
+
+ACME_TOKEN = "acme-vendor-token"
+OTHER_TOKEN = "other-vendor-token"
+PHONE = "+14155550100"
+
+
+@pytest.fixture
+async def vendors() -> AsyncIterator[tuple[FakeVendor, FakeVendor]]:
+    """One vendor account per tenant: acme's and other's own instances, each with its own secret."""
+    async with FakeVendor(token=ACME_TOKEN) as acme, FakeVendor(token=OTHER_TOKEN) as other:
+        yield acme, other
+
+
+@pytest.fixture
+async def api(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock, vendors: tuple[FakeVendor, FakeVendor]
+) -> Api:
+    policy_dir = tmp_path / "inbound-policies"
+    policy_dir.mkdir()
+    acme, other = vendors
+    providers = acme.provider_policy("acme_sms", policy_dir) + other.provider_policy("other_sms", policy_dir)
+    providers = providers.replace(f"    plugin: {PLUGIN_NAME}\n    config: {{url: {json.dumps(acme.url)}", f"    plugin: {PLUGIN_NAME}\n    tenant: acme\n    config: {{url: {json.dumps(acme.url)}")
+    providers = providers.replace(f"    plugin: {PLUGIN_NAME}\n    config: {{url: {json.dumps(other.url)}", f"    plugin: {PLUGIN_NAME}\n    tenant: other\n    config: {{url: {json.dumps(other.url)}")
+    policy = textwrap.dedent(
+        f"""
+        tenants:
+          acme:
+            api_keys: [{key_entry(LIVE_KEY)}]
+            channels:
+              sms: {{providers: [acme_sms]}}
+          other:
+            api_keys: [{key_entry(OTHER_KEY)}]
+            channels:
+              sms: {{providers: [other_sms]}}
+        """
+    ) + "providers:\n" + providers
+    (policy_dir / "policy.yaml").write_text(policy)
+    settings = Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, inbound_max_body_bytes=4096, _env_file=None
+    )
+    app = create_app(settings, plugins=PluginCatalog.from_classes({PLUGIN_NAME: FakeVendorProvider}), clock=clock)
+    return Api(await aiohttp_client(app))
+
+
+def raw_body(**payload: Any) -> dict[str, Any]:
+    return {"recipient": {"phone": PHONE}, "notification": {"channels": ["sms"], "body": "hi"}} | payload
+
+
+async def post_callback(
+    api: Api, instance: str, payload: dict[str, Any], *, token: str = ACME_TOKEN, at: float | None = None,
+    tamper: Callable[[bytes], bytes] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """POST a callback signed as the vendor would, then wait until it has been processed and reconciled."""
+    body = json.dumps(payload).encode()
+    clock: FakeClock = api.app[STORE].clock  # type: ignore[assignment]
+    headers = {"Content-Type": "application/json", **signed_headers(token, body, int(at if at is not None else clock.now()))}
+    response = await api.client.post(f"/api/v1/webhooks/{instance}", data=tamper(body) if tamper else body, headers=headers)
+    answer = await response.json()
+    await settle(api.app)
+    return response.status, answer
+
+
+async def settle(app: web.Application) -> None:
+    await app[INBOUND].drain()
+    await app[OUTCOMES].drain()
+
+
+async def sent_sms(api: Api, key: str = LIVE_KEY) -> tuple[str, str]:
+    """Send one SMS and wait until the vendor took it: (notification id, vendor message id)."""
+    status, accepted = await api.send(raw_body(), key=key)
+    assert status == 202, accepted
+    found = await api.wait_for(accepted["notification_id"], lambda n: n["status"] == "sent", key=key)
+    return accepted["notification_id"], found["deliveries"][0]["provider_message_id"]
+
+
+def receipt(message_id: str, status: str = "delivered") -> dict[str, Any]:
+    return {"id": message_id, "status": status, "to": PHONE, "at": 1_800_000_000.0}
+
+
+def receipts_audited(notification: dict[str, Any]) -> list[dict[str, Any]]:
+    return [event for event in notification["audit"] if event["action"] == "receipt"]
+
+
+async def test_a_signed_receipt_moves_a_sent_delivery_to_delivered_with_one_audit_event(api: Api) -> None:
+    notification_id, message_id = await sent_sms(api)
+    status, answer = await post_callback(api, "acme_sms", receipt(message_id))
+    assert status == 200 and answer["received"].startswith("whk_")
+    found = await api.notification(notification_id)
+    assert found["deliveries"][0]["status"] == "delivered"
+    assert [(e["from_status"], e["to_status"]) for e in receipts_audited(found)] == [("sent", "delivered")]
+    stored = await api.app[STORE].get_inbound(answer["received"])
+    assert stored is not None and stored["outcome"] == "processed" and stored["provider"] == "acme_sms"
+    assert json.loads(stored["body"]) == receipt(message_id) and "X-Fake-Signature" in stored["headers"]
+
+
+async def test_a_duplicate_receipt_changes_nothing(api: Api) -> None:
+    notification_id, message_id = await sent_sms(api)
+    await post_callback(api, "acme_sms", receipt(message_id))
+    before = await api.notification(notification_id)
+    status, _ = await post_callback(api, "acme_sms", receipt(message_id))
+    assert status == 200
+    assert await api.notification(notification_id) == before
+    assert len(receipts_audited(before)) == 1
+
+
+async def test_a_receipt_before_the_send_is_recorded_is_held_and_applied_later(api: Api, vendors: tuple[FakeVendor, FakeVendor]) -> None:
+    acme, _ = vendors
+    acme.script(PHONE, ["timeout"])
+    status, accepted = await api.send(raw_body())
+    assert status == 202
+    await acme.wait_for(lambda v: v.held == 1)
+    await post_callback(api, "acme_sms", receipt("msg_00000001"))  # the id the vendor is about to give
+    assert (await api.notification(accepted["notification_id"]))["deliveries"][0]["status"] == "sending"
+    acme.release()
+    found = await api.wait_for(accepted["notification_id"], lambda n: n["deliveries"][0]["status"] == "delivered")
+    assert [(e["from_status"], e["to_status"]) for e in receipts_audited(found)] == [("sent", "delivered")]
+
+
+@pytest.mark.parametrize(
+    ("how", "post"),
+    [
+        ("forged", lambda api, payload: post_callback(api, "acme_sms", payload, token="not-the-secret")),
+        ("stale", lambda api, payload: post_callback(api, "acme_sms", payload, at=api.app[STORE].clock.now() - 301)),
+        ("re-serialised by a proxy", lambda api, payload: post_callback(api, "acme_sms", payload, tamper=lambda b: json.dumps(json.loads(b), indent=2).encode())),
+        ("signed with another tenant's secret", lambda api, payload: post_callback(api, "acme_sms", payload, token=OTHER_TOKEN)),
+    ],
+)
+async def test_a_callback_that_fails_verification_is_401_stored_as_rejected_and_changes_nothing(api: Api, how: str, post: Any) -> None:
+    notification_id, message_id = await sent_sms(api)
+    before = await api.notification(notification_id)
+    status, answer = await post(api, receipt(message_id))
+    assert status == 401, how
+    assert answer["error"]["code"] == "webhook_verification_failed"
+    request_id = answer["error"]["message"].rsplit("stored as ", 1)[1].rstrip(").")
+    stored = await api.app[STORE].get_inbound(request_id)
+    assert stored is not None and stored["outcome"] == "rejected" and stored["reason"]
+    assert await api.notification(notification_id) == before
+
+
+async def test_a_huge_body_is_413_and_an_unknown_instance_404(api: Api) -> None:
+    response = await api.client.post("/api/v1/webhooks/acme_sms", data=b"x" * 5000, headers={"Content-Type": "application/json"})
+    assert response.status == 413 and (await response.json())["error"]["code"] == "payload_too_large"
+    status, answer = await post_callback(api, "nobody", receipt("msg_00000001"))
+    assert status == 404 and answer["error"]["code"] == "unknown_provider_instance"
+
+
+async def test_a_get_without_a_plugin_handshake_is_405(api: Api) -> None:
+    response = await api.client.get("/api/v1/webhooks/acme_sms")
+    assert response.status == 405 and response.headers["Allow"] == "POST"
+
+
+async def test_another_tenants_instance_cannot_move_this_tenants_delivery(api: Api) -> None:
+    notification_id, message_id = await sent_sms(api)
+    before = await api.notification(notification_id)
+    # Validly signed by the other tenant's vendor account, naming acme's message id: it is that
+    # instance's message id space, so it matches nothing of acme's.
+    status, _ = await post_callback(api, "other_sms", receipt(message_id), token=OTHER_TOKEN)
+    assert status == 200
+    assert await api.notification(notification_id) == before
+
+
+def reply(body: str, message_id: str = "msg_in_1", in_reply_to: str | None = None) -> dict[str, Any]:
+    return {"type": "reply", "id": message_id, "from": PHONE, "to": "ACME", "body": body, "in_reply_to": in_reply_to}
+
+
+async def test_a_reply_is_stored_linked_and_becomes_a_message_replied_event(api: Api) -> None:
+    notification_id, message_id = await sent_sms(api)
+    status, _ = await post_callback(api, "acme_sms", reply("Thanks!", in_reply_to=message_id))
+    assert status == 200
+    [stored] = await api.app[STORE].list_replies("acme")
+    assert (stored["sender"], stored["body"], stored["notification_id"]) == (PHONE, "Thanks!", notification_id)
+    [event] = [e for e in await api.app[STORE].list_events(tenant="acme") if e["type"] == "message.replied"]
+    assert event["subject"] == notification_id and event["data"]["body"] == "Thanks!"
+    assert await api.app[STORE].list_replies("other") == []
+
+
+async def test_stop_opts_the_recipient_out_until_start(api: Api) -> None:
+    await sent_sms(api)
+    await post_callback(api, "acme_sms", reply("  stop "))
+    status, refused = await api.send(raw_body())
+    assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
+    assert refused["error"]["details"][0]["field"] == "recipient.phone"
+    status, bulk = await api.send_bulk(
+        {"channels": ["sms"], "body": "hi", "recipients": [{"phone": PHONE}, {"phone": "+14155550199"}]}
+    )
+    assert status == 202 and bulk["accepted"] == 1
+    assert [(e["index"], e["code"]) for e in bulk["errors"]] == [(0, "recipient_opted_out")]
+    status, _ = await api.send(raw_body(), key=OTHER_KEY)  # opt-outs are per tenant
+    assert status == 202
+    await post_callback(api, "acme_sms", reply("START"))
+    status, _ = await api.send(raw_body())
+    assert status == 202
+
+
+async def test_the_retention_purge_removes_old_raw_requests_and_keeps_new_ones(api: Api, clock: FakeClock) -> None:
+    purger = api.app[INBOUND_PURGER]
+    _, old = await post_callback(api, "acme_sms", receipt("msg_x"))
+    clock.advance(29 * 86400)
+    _, new = await post_callback(api, "acme_sms", receipt("msg_y"))
+    await wait_until(lambda: bool(clock._sleepers))  # the purger is asleep again, on the new time
+    runs = purger.runs
+    clock.advance(2 * 86400)
+    await wait_until(lambda: purger.runs > runs)
+    store = api.app[STORE]
+    assert await store.get_inbound(old["received"]) is None
+    assert await store.get_inbound(new["received"]) is not None
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_processing_answers_before_reconciling(api: Api) -> None:
+    """The 200 does not wait for reconciliation: a callback is durable and verified, nothing more."""
+    _, message_id = await sent_sms(api)
+    body = json.dumps(receipt(message_id)).encode()
+    headers = {"Content-Type": "application/json", **signed_headers(ACME_TOKEN, body, int(api.app[STORE].clock.now()))}
+    client: TestClient = api.client
+    response = await client.post("/api/v1/webhooks/acme_sms", data=body, headers=headers)
+    request_id = (await response.json())["received"]
+    assert response.status == 200
+    assert (await api.app[STORE].get_inbound(request_id))["outcome"] in {"received", "processed"}  # type: ignore[index]
+    await settle(api.app)
+    assert (await api.app[STORE].get_inbound(request_id))["outcome"] == "processed"  # type: ignore[index]
