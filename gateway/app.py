@@ -23,7 +23,7 @@ from gateway.appkeys import (
 )
 from gateway.clock import Clock, SystemClock
 from gateway.dispatcher import Dispatcher, DispatchSettings
-from gateway.inbound import Inbound, InboundPurger, OptOuts
+from gateway.inbound import Inbound, InboundPurger, OptOuts, instance_tenants
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
 from gateway.policies import PolicyHolder, PolicySet, load_policies
@@ -99,10 +99,17 @@ async def _inbound(app: web.Application) -> AsyncIterator[None]:
     await opt_outs.load()
     app[OPT_OUTS] = opt_outs
     app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], opt_outs)
+    policy = app[POLICIES].current
+    await inbound.resume(app[PROVIDERS].current.instances, functools.partial(_instance_tenants, policy))
     app[INBOUND_PURGER] = purger = InboundPurger(store, app[CLOCK], settings.inbound_retention_days * 86400)
     async with purger.running():
         yield
     await inbound.drain()
+
+
+def _instance_tenants(policy: PolicySet, name: str) -> tuple[str, ...]:
+    instance = policy.provider_instances.get(name)
+    return instance_tenants(instance.tenant if instance else None, policy.document.tenants)
 
 
 def _build_pool(app: web.Application, policy: PolicySet, reuse: ProviderPool | None = None) -> ProviderPool:

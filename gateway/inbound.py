@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import parse_qsl, urlsplit
 
 from gateway.batching import Batcher
 from gateway.clock import Clock
@@ -115,18 +116,37 @@ class Inbound:
     async def receive(self, record: InboundRecord, provider: Provider, tenants: Sequence[str], request: InboundRequest) -> None:
         """Store ``record``, verify it, and queue it for processing; raise ``WebhookVerificationError`` if forged.
 
-        Returns once the raw request is durable, so a 200 never precedes the write.
+        Returns once the raw request is durable, so a 200 never precedes the write. Verification
+        comes first (it reads nothing but the request), so the one write also says whether the
+        callback was genuine, and a stored ``received`` callback is always safe to process.
         """
-        await self._store.store_inbound(record)
         try:
             await provider.verify_webhook(request)
         except WebhookVerificationError as err:
-            await self._store.reject_inbound(record.id, err.message)
+            await self._store.store_inbound(record, rejected=err.message)
             raise
         except Exception as err:
-            await self._store.reject_inbound(record.id, f"verification failed in the plugin: {type(err).__name__}")
+            await self._store.store_inbound(record, rejected=f"verification failed in the plugin: {type(err).__name__}")
             raise
+        await self._store.store_inbound(record)
         self._batcher.add(_Verified(record, provider, tuple(tenants), request))
+
+    async def resume(self, providers: Mapping[str, Provider], tenants_of: Callable[[str], tuple[str, ...]]) -> int:
+        """Queue the callbacks that were acknowledged but not processed when the process last stopped.
+
+        ``providers`` are the instances by name; ``tenants_of`` says whose callbacks an instance
+        carries. A callback whose instance is gone from policy is marked rejected.
+        """
+        pending = await self._store.pending_inbound()
+        for record in pending:
+            provider = providers.get(record.provider)
+            if provider is None:
+                await self._store.reject_inbound(record.id, "its provider instance is no longer in policy")
+                continue
+            self._batcher.add(_Verified(record, provider, tenants_of(record.provider), stored_request(record)))
+        if pending:
+            log.info("processing %d provider callbacks received before the last stop", len(pending))
+        return len(pending)
 
     async def _process(self, batch: list[_Verified]) -> None:
         processed: list[str] = []
@@ -204,6 +224,14 @@ class InboundPurger:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def stored_request(record: InboundRecord) -> InboundRequest:
+    """A stored callback as a plugin reads it again (it was verified when it arrived)."""
+    query = dict(parse_qsl(urlsplit(record.target).query))
+    return InboundRequest(
+        method=record.method, url=record.target, headers=dict(record.headers), query=query, body=record.body, remote=record.source
+    )
 
 
 def instance_tenants(owner: str | None, tenants: Mapping[str, object]) -> tuple[str, ...]:

@@ -71,6 +71,10 @@ class ProviderPool:
         kept = {id(provider) for provider in successor._instances.values()}
         return [provider for provider in self._instances.values() if id(provider) not in kept]
 
+    @property
+    def instances(self) -> Mapping[str, Provider]:
+        return self._instances
+
     def get(self, name: str) -> Provider | None:
         return self._instances.get(name)
 

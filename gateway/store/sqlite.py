@@ -436,21 +436,34 @@ class SqliteStore:
 
     # --- inbound callbacks, replies, opt-outs ----------------------------------------------
 
-    async def store_inbound(self, record: InboundRecord) -> None:
-        """Keep a provider callback as it arrived (outcome ``received``), before anything parses it."""
+    async def store_inbound(self, record: InboundRecord, *, rejected: str | None = None) -> None:
+        """Keep a provider callback as it arrived, before anything parses it.
+
+        A verified callback is stored ``received`` (to be processed, also after a restart); one
+        that failed verification is stored ``rejected`` with the reason, in the same one write.
+        """
         row = (
             record.id, record.provider, record.received_at, record.source, record.method, record.target,
-            _dumps(dict(record.headers)), record.body,
+            _dumps(dict(record.headers)), record.body, "rejected" if rejected is not None else "received", rejected,
         )
 
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO inbound_requests (id, provider, received_at, source, method, target, headers, body, outcome) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'received')",
+                "INSERT INTO inbound_requests (id, provider, received_at, source, method, target, headers, body, outcome, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
         await self._write(job)
+
+    async def pending_inbound(self) -> list[InboundRecord]:
+        """Verified callbacks not processed yet (the process stopped in between), oldest first."""
+        async with self._snapshot() as db, db.execute(
+            "SELECT id, provider, received_at, source, method, target, headers, body FROM inbound_requests "
+            "WHERE outcome = 'received' ORDER BY received_at, id"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [InboundRecord(r[0], r[1], r[2], r[3], r[4], r[5], _loads(r[6]) or {}, bytes(r[7])) for r in rows]
 
     async def reject_inbound(self, request_id: str, reason: str) -> None:
         """Mark a stored callback as failing verification; nothing else changes."""

@@ -17,7 +17,7 @@ from conftest import LIVE_KEY, Api, FakeClock, key_entry
 from gateway.appkeys import POLICIES, STORE
 from gateway.clock import isoformat
 from gateway.plugins import PluginCatalog
-from tests.fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider
+from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider
 
 SMS = "+14155550100"
 

@@ -16,9 +16,11 @@ from aiohttp.test_utils import TestClient
 from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, key_entry, sms_body
 from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider, signed_headers
 from gateway.app import create_app
-from gateway.appkeys import INBOUND, INBOUND_PURGER, OUTCOMES, STORE
+from gateway import ids
+from gateway.appkeys import INBOUND, INBOUND_PURGER, OUTCOMES, PROVIDERS, STORE
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
+from gateway.store import InboundRecord
 
 ACME_TOKEN = "acme-vendor-token"
 OTHER_TOKEN = "other-vendor-token"
@@ -245,3 +247,23 @@ async def test_processing_answers_before_reconciling(api: Api) -> None:
     assert (await api.app[STORE].get_inbound(request_id))["outcome"] in {"received", "processed"}  # type: ignore[index]
     await settle(api.app)
     assert (await api.app[STORE].get_inbound(request_id))["outcome"] == "processed"  # type: ignore[index]
+
+
+async def test_a_callback_acknowledged_but_not_processed_before_a_stop_is_processed_on_start(api: Api) -> None:
+    notification_id, message_id = await sent_sms(api)
+    body = json.dumps(receipt(message_id)).encode()
+    # What a process leaves behind when it stops between the 200 and the processing.
+    record = InboundRecord(ids.new_id(ids.WEBHOOK), "acme_sms", api.app[STORE].clock.now(), "127.0.0.1", "POST",
+                           "/api/v1/webhooks/acme_sms", signed_headers(ACME_TOKEN, body, int(api.app[STORE].clock.now())), body)
+    await api.app[STORE].store_inbound(record)
+    gone = InboundRecord(ids.new_id(ids.WEBHOOK), "retired_sms", record.received_at, None, "POST", "/api/v1/webhooks/retired_sms", {}, b"{}")
+    await api.app[STORE].store_inbound(gone)
+
+    resumed = await api.app[INBOUND].resume(api.app[PROVIDERS].current.instances, lambda _name: ("acme",))
+    await settle(api.app)
+    assert resumed == 2
+    found = await api.notification(notification_id)
+    assert found["deliveries"][0]["status"] == "delivered"
+    assert (await api.app[STORE].get_inbound(record.id))["outcome"] == "processed"  # type: ignore[index]
+    assert (await api.app[STORE].get_inbound(gone.id))["outcome"] == "rejected"  # type: ignore[index]
+    assert await api.app[STORE].pending_inbound() == []
