@@ -45,6 +45,13 @@ DISPATCHER: Final = "dispatcher"
 FALLBACK: Final = "fallback"
 NEVER: Final = 1e15  # next_attempt_at of a waiting fallback with no deadline (year ~33,000)
 _LIVE: Final = "status IN ('queued', 'sending')"
+# The delivery statuses tenants hear about one by one; a failure is told once, for the whole message.
+_DELIVERY_EVENTS: Final = {
+    statuses.SENT: "message.sent",
+    statuses.DELIVERED: "message.delivered",
+    statuses.READ: "message.read",
+    statuses.DEAD_LETTERED: "message.dead_lettered",
+}
 
 
 class InvalidCursorError(ValueError):
@@ -563,6 +570,11 @@ def _insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewN
             for n in notifications
         ],
     )
+    queued = _Changes()
+    for n in notifications:
+        data = {"delivery_id": None, "channels": list(n.channels), "status": statuses.QUEUED, "reason": None, "template_id": n.template_id}
+        queued.event("message.queued", n.tenant, n.id, now, data)
+    _insert_event_rows(conn, queued.events)
 
 
 def _initial_state(n: NewNotification, position: int, now: float) -> tuple[str, float]:
@@ -580,10 +592,13 @@ def _initial_state(n: NewNotification, position: int, now: float) -> tuple[str, 
 
 
 def _insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> None:
-    conn.executemany(
-        "INSERT INTO events (id, tenant, type, subject, data, at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(ids.new_id(ids.EVENT), e.tenant, e.type, e.subject, _dumps(dict(e.data)), e.at) for e in events],
-    )
+    _insert_event_rows(conn, [(ids.new_id(ids.EVENT), e.tenant, e.type, e.subject, _dumps(dict(e.data)), e.at) for e in events])
+
+
+def _insert_event_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """(id, tenant, type, subject, data JSON, at) rows; ``seq`` orders them, per tenant as overall."""
+    if rows:
+        conn.executemany("INSERT INTO events (id, tenant, type, subject, data, at) VALUES (?, ?, ?, ?, ?, ?)", rows)
 
 
 def _store_reply(conn: sqlite3.Connection, reply: NewReply, now: float) -> set[str]:
@@ -677,27 +692,64 @@ def _select_in(conn: sqlite3.Connection, sql: str, values: Iterable[Any], *param
     return rows
 
 
-def _refresh_notifications(conn: sqlite3.Connection, notification_ids: Iterable[str], now: float) -> None:
-    """Recompute each notification's status from its deliveries'."""
-    found: dict[str, list[str]] = {}
-    for notification_id, status in _select_in(
-        conn, "SELECT notification_id, status FROM deliveries WHERE notification_id IN ({})", notification_ids
+def _refresh_notifications(conn: sqlite3.Connection, notification_ids: Iterable[str], now: float, changes: _Changes) -> None:
+    """Recompute each notification's status from its deliveries'; note ``message.failed`` when it fails as a whole.
+
+    The notification's failure is final only here, after fallbacks: one channel failing while
+    another may still get through is not a failed message.
+    """
+    found: dict[str, list[Any]] = {}
+    for row in _select_in(
+        conn,
+        "SELECT d.notification_id, d.status, n.status, n.tenant, n.template_id, d.dead_reason, d.last_error "
+        "FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE d.notification_id IN ({}) ORDER BY d.position",
+        notification_ids,
     ):
-        found.setdefault(notification_id, []).append(status)
-    changes = []
-    for notification_id, delivery_statuses in found.items():
-        status = statuses.aggregate(delivery_statuses)
-        changes.append((status, now, notification_id, status))
-    conn.executemany("UPDATE notifications SET status = ?, updated_at = ? WHERE id = ? AND status != ?", changes)
+        found.setdefault(row[0], []).append(row)
+    updates = []
+    for notification_id, rows in found.items():
+        status = statuses.aggregate(row[1] for row in rows)
+        updates.append((status, now, notification_id, status))
+        previous, tenant, template_id = rows[0][2], rows[0][3], rows[0][4]
+        if status in statuses.TERMINAL_FAILURES and previous not in statuses.TERMINAL_FAILURES:
+            data = {"status": status, "reason": _failure_reason(rows), "template_id": template_id}
+            changes.event("message.failed", tenant, notification_id, now, data)
+    conn.executemany("UPDATE notifications SET status = ?, updated_at = ? WHERE id = ? AND status != ?", updates)
+
+
+def _failure_reason(rows: Sequence[Any]) -> str | None:
+    """Why the last channel to fail failed (its dead-letter reason and error), for ``message.failed``."""
+    for *_ignored, dead_reason, last_error in reversed(rows):
+        if dead_reason or last_error:
+            return f"{dead_reason}: {last_error}" if dead_reason and last_error else dead_reason or last_error
+    return None
 
 
 class _Changes:
-    """Audit rows and affected notifications gathered over a batch, written with one statement each."""
+    """Audit rows, event rows and affected notifications gathered over a batch, written with one statement each.
+
+    Events ride in the same transaction as the change that causes them, so a receiver is never
+    told about a status the database does not hold, and a crash never loses an event.
+    """
 
     def __init__(self) -> None:
         self.audits: list[tuple[Any, ...]] = []
+        self.events: list[tuple[Any, ...]] = []
         self.touched: set[str] = set()
         self.fallbacks: set[str] = set()  # notifications with strategy "fallback" whose deliveries moved
+
+    def event(self, type_: str, tenant: str, notification_id: str, at: float, data: Mapping[str, Any]) -> None:
+        """Note a ``message.*`` event about ``notification_id``; ``data`` adds to the common fields."""
+        body = {"notification_id": notification_id, "tenant": tenant} | dict(data)
+        self.events.append((ids.new_id(ids.EVENT), tenant, type_, notification_id, _dumps(body), at))
+
+    def delivery_event(
+        self, type_: str, tenant: str, notification_id: str, delivery_id: str, at: float, *,
+        channel: str, status: str, reason: str | None, template_id: str | None,
+    ) -> None:
+        """Note an event about one delivery (sent, delivered, read, dead_lettered)."""
+        data = {"delivery_id": delivery_id, "channel": channel, "status": status, "reason": reason, "template_id": template_id}
+        self.event(type_, tenant, notification_id, at, data)
 
     def moved(self, notification_id: str, strategy: str) -> None:
         self.touched.add(notification_id)
@@ -707,7 +759,8 @@ class _Changes:
     def flush(self, conn: sqlite3.Connection, now: float) -> None:
         _settle_fallbacks(conn, self, now)
         _insert_audits(conn, self.audits)
-        _refresh_notifications(conn, self.touched, now)
+        _refresh_notifications(conn, self.touched, now, self)
+        _insert_event_rows(conn, self.events)
 
 
 def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> None:
@@ -715,7 +768,7 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
         row[0]: list(row[1:])
         for row in _select_in(
             conn,
-            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy "
+            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy, d.channel, n.template_id "
             "FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE d.id IN ({})",
             (r.delivery_id for r in results),
         )
@@ -728,7 +781,7 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
         found = current.get(result.delivery_id)
         if found is None:
             continue
-        notification_id, tenant, status, position, strategy = found
+        notification_id, tenant, status, position, strategy, channel, template_id = found
         attempts.append(
             (
                 ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, result.provider,
@@ -753,6 +806,11 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
         action = {statuses.SENT: "sent", statuses.DEAD_LETTERED: "dead_lettered"}.get(new, "failed")
         reason = f"{dead_reason}: {result.error}" if dead_reason else result.error
         changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, action, status, new, reason))
+        if new in _DELIVERY_EVENTS:
+            changes.delivery_event(
+                _DELIVERY_EVENTS[new], tenant, notification_id, result.delivery_id, now,
+                channel=channel, status=new, reason=reason, template_id=template_id,
+            )
         changes.moved(notification_id, strategy)
         found[2] = new
     conn.executemany(
@@ -795,10 +853,23 @@ def _dead_letter(
         "lease_until = NULL, updated_at = ? WHERE id = ?",
         [(reason, message, now, row[0]) for row in rows],
     )
-    strategies = dict(_select_in(conn, "SELECT id, strategy FROM notifications WHERE id IN ({})", (row[1] for row in rows)))
+    found = {
+        row[0]: row[1:]
+        for row in _select_in(
+            conn,
+            "SELECT d.id, n.strategy, d.channel, n.template_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
+            "WHERE d.id IN ({})",
+            (row[0] for row in rows),
+        )
+    }
     for delivery_id, notification_id, tenant, status in rows:
+        strategy, channel, template_id = found.get(delivery_id, ("", "", None))
         changes.audits.append((tenant, notification_id, delivery_id, now, DISPATCHER, "dead_lettered", status, statuses.DEAD_LETTERED, f"{reason}: {message}"))
-        changes.moved(notification_id, strategies.get(notification_id, ""))
+        changes.delivery_event(
+            "message.dead_lettered", tenant, notification_id, delivery_id, now,
+            channel=channel, status=statuses.DEAD_LETTERED, reason=f"{reason}: {message}", template_id=template_id,
+        )
+        changes.moved(notification_id, strategy)
 
 
 def _activate_overdue_fallbacks(conn: sqlite3.Connection, channel: str, now: float, changes: _Changes) -> None:
@@ -872,7 +943,8 @@ def _apply_statuses(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus],
     for provider in {update.provider for update in updates}:
         for row in _select_in(
             conn,
-            "SELECT d.provider_message_id, d.id, d.notification_id, d.tenant, d.status, n.strategy FROM deliveries d "
+            "SELECT d.provider_message_id, d.id, d.notification_id, d.tenant, d.status, n.strategy, d.channel, n.template_id "
+            "FROM deliveries d "
             "JOIN notifications n ON n.id = d.notification_id WHERE d.provider = ? AND d.provider_message_id IN ({})",
             (update.provider_message_id for update in updates if update.provider == provider),
             provider,
@@ -902,13 +974,18 @@ def _apply_statuses(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus],
 
 def _transition(row: Sequence[Any], update: ReceivedStatus, now: float, changes: _Changes) -> tuple[Any, ...] | None:
     """The delivery update a receipt makes (None when it would move the status back), noting its audit."""
-    delivery_id, notification_id, tenant, current, strategy = row
+    delivery_id, notification_id, tenant, current, strategy, channel, template_id = row
     if not statuses.can_transition(current, update.status):
         return None
     reason = update.error or _describe(update.detail)
     changes.audits.append(
         (tenant, notification_id, delivery_id, update.occurred_at or now, f"provider:{update.provider}", "receipt", current, update.status, reason)
     )
+    if update.status in _DELIVERY_EVENTS:
+        changes.delivery_event(
+            _DELIVERY_EVENTS[update.status], tenant, notification_id, delivery_id, now,
+            channel=channel, status=update.status, reason=reason, template_id=template_id,
+        )
     changes.moved(notification_id, strategy)
     return (update.status, update.error, now, delivery_id)
 

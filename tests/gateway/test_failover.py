@@ -131,7 +131,7 @@ async def test_a_circuit_opens_after_repeated_failures_and_a_probe_closes_it(
     clock.advance(31)
     _, body = await api.send(sms())
     assert (await sent_by(api, body["notification_id"]))["provider"] == "primary", "the probe after the cooldown"
-    events = [(e["type"], e["subject"]) for e in reversed(await api.app[STORE].list_events())]
+    events = [(e["type"], e["subject"]) for e in reversed(await api.app[STORE].list_events()) if e["type"].startswith("provider.")]
     assert events == [("provider.circuit_opened", "primary"), ("provider.circuit_closed", "primary")]
 
 
