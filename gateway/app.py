@@ -2,7 +2,7 @@
 
 Startup order (shutdown runs it backwards): policies → store → HTTP client session →
 outcome sink and provider instances → inbound callbacks (opt-outs, processing, purge) →
-dispatcher → policy watcher. On SIGTERM the watcher stops
+dispatcher → event webhooks → policy watcher. On SIGTERM the watcher stops
 first, then the dispatcher stops claiming, in-flight sends finish or are released, queued writes
 commit, and only then the store closes.
 """
@@ -18,11 +18,12 @@ from aiohttp import web
 
 from gateway.api import error_middleware
 from gateway.appkeys import (
-    CLOCK, DISPATCHER, HTTP, INBOUND, INBOUND_PURGER, OPT_OUTS, OUTCOMES, PLUGINS, POLICIES, POLICY_LOADER, POLICY_WATCHER,
+    CLOCK, DISPATCHER, EVENT_WEBHOOKS, HTTP, INBOUND, INBOUND_PURGER, OPT_OUTS, OUTCOMES, PLUGINS, POLICIES, POLICY_LOADER, POLICY_WATCHER,
     PROVIDERS, SETTINGS, STORE,
 )
 from gateway.clock import Clock, SystemClock
 from gateway.dispatcher import Dispatcher, DispatchSettings
+from gateway.event_webhooks import EventWebhooks
 from gateway.inbound import Inbound, InboundPurger, OptOuts, instance_tenants
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
@@ -45,7 +46,7 @@ def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, cloc
     app[CLOCK] = clock or SystemClock()
     app[PLUGINS] = plugins if plugins is not None else PluginCatalog.discover()
     setup_routes(app)
-    app.cleanup_ctx.extend([_policies, _store, _http_session, _providers, _inbound, _dispatcher, _policy_watcher])
+    app.cleanup_ctx.extend([_policies, _store, _http_session, _providers, _inbound, _dispatcher, _event_webhooks, _policy_watcher])
     return app
 
 
@@ -135,6 +136,15 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     yield
     await dispatcher.stop()
     await app[OUTCOMES].drain()
+
+
+async def _event_webhooks(app: web.Application) -> AsyncIterator[None]:
+    """Signed event webhooks to tenants' endpoints: apart from sending, sharing only the store and the HTTP pool."""
+    worker = EventWebhooks(app[STORE], app[POLICIES], app[HTTP], app[CLOCK])
+    worker.start()
+    app[EVENT_WEBHOOKS] = worker
+    yield
+    await worker.stop()
 
 
 async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:

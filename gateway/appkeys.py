@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.dispatcher import Dispatcher
+from gateway.event_webhooks import EventWebhooks
 from gateway.inbound import Inbound, InboundPurger, OptOuts
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
@@ -32,3 +33,4 @@ POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
 INBOUND = web.AppKey("inbound", Inbound)
 OPT_OUTS = web.AppKey("opt_outs", OptOuts)
 INBOUND_PURGER = web.AppKey("inbound_purger", InboundPurger)
+EVENT_WEBHOOKS = web.AppKey("event_webhooks", EventWebhooks)

@@ -208,6 +208,9 @@ class WebhookEndpointPolicy(_Model):
         default_factory=list, description="Still signed with during a rotation, so receivers can switch over."
     )
     signing: Literal["hmac", "ed25519"] = "hmac"
+    allow_private: bool = Field(
+        False, description="Allow a url that resolves to a loopback, link-local or private address (refused otherwise: SSRF)."
+    )
     description: str | None = None
 
 

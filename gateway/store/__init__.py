@@ -4,6 +4,7 @@ from gateway.store.records import (
     Acceptance,
     AttemptResult,
     ClaimedDelivery,
+    ClaimedWebhook,
     DeadLetterFilter,
     IdempotencyClaim,
     InboundRecord,
@@ -15,7 +16,10 @@ from gateway.store.records import (
     Page,
     ReceivedStatus,
     Replayed,
+    StoredEvent,
     StoredResponse,
+    WebhookResult,
+    WebhookTarget,
 )
 from gateway.store.sqlite import InvalidCursorError, SqliteStore, is_transient
 
@@ -25,6 +29,7 @@ __all__ = [
     "Acceptance",
     "AttemptResult",
     "ClaimedDelivery",
+    "ClaimedWebhook",
     "DeadLetterFilter",
     "IdempotencyClaim",
     "InboundRecord",
@@ -39,6 +44,9 @@ __all__ = [
     "Replayed",
     "SqliteStore",
     "Store",
+    "StoredEvent",
     "StoredResponse",
+    "WebhookResult",
+    "WebhookTarget",
     "is_transient",
 ]

@@ -170,6 +170,41 @@ MIGRATIONS: Final = (
         PRIMARY KEY (tenant, address, channel)  -- address before channel: a send looks up its addresses
     ) WITHOUT ROWID;
     """,
+    # 4: event webhooks: one row per (event, endpoint), the fan-out cursor, endpoints a 410 disabled.
+    """
+    CREATE TABLE webhook_deliveries (
+        id              TEXT PRIMARY KEY,
+        event_seq       INTEGER NOT NULL,
+        event_id        TEXT NOT NULL,
+        tenant          TEXT NOT NULL,
+        endpoint        TEXT NOT NULL,
+        status          TEXT NOT NULL,  -- pending, succeeded, dead, disabled
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        lease_until     REAL,
+        last_status     INTEGER,
+        last_error      TEXT,
+        created_at      REAL NOT NULL,
+        updated_at      REAL NOT NULL,
+        UNIQUE (event_id, tenant, endpoint)
+    );
+    CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX webhook_deliveries_by_tenant ON webhook_deliveries (tenant, id);
+
+    -- The last event seq fanned out; events before this version existed are not sent.
+    CREATE TABLE webhook_fanout (id INTEGER PRIMARY KEY CHECK (id = 1), last_seq INTEGER NOT NULL);
+    INSERT INTO webhook_fanout (id, last_seq) SELECT 1, COALESCE(MAX(seq), 0) FROM events;
+
+    -- An endpoint that answered 410 Gone stays disabled while the policy keeps the same url.
+    CREATE TABLE webhook_endpoints_disabled (
+        tenant      TEXT NOT NULL,
+        endpoint    TEXT NOT NULL,
+        url         TEXT NOT NULL,
+        disabled_at REAL NOT NULL,
+        reason      TEXT NOT NULL,
+        PRIMARY KEY (tenant, endpoint)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

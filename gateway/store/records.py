@@ -121,6 +121,56 @@ class NewEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the webhook fan-out reads it; ``seq`` orders events overall and so per tenant."""
+
+    seq: int
+    id: str
+    tenant: str | None
+    type: str
+    data: Mapping[str, Any]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    """One endpoint an event goes to; ``disabled`` rows are kept (for replay) but not sent."""
+
+    event: StoredEvent
+    tenant: str
+    endpoint: str
+    disabled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedWebhook:
+    """A webhook delivery reserved for one attempt, with its event."""
+
+    id: str
+    tenant: str
+    endpoint: str
+    attempt: int
+    event: StoredEvent
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    """What one attempt did: ``status`` pending (retry at ``next_attempt_at``), succeeded, dead or disabled.
+
+    ``disabled`` (a 410) disables the endpoint at ``url`` and every delivery still pending for it.
+    """
+
+    id: str
+    tenant: str
+    endpoint: str
+    status: str
+    last_status: int | None = None
+    last_error: str | None = None
+    next_attempt_at: float | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ReceivedStatus:
     """A provider's status report for one of its messages, ready to reconcile."""
 

@@ -27,6 +27,7 @@ from gateway.store.records import (
     Acceptance,
     AttemptResult,
     ClaimedDelivery,
+    ClaimedWebhook,
     DeadLetterFilter,
     IdempotencyClaim,
     InboundRecord,
@@ -37,7 +38,10 @@ from gateway.store.records import (
     Page,
     ReceivedStatus,
     Replayed,
+    StoredEvent,
     StoredResponse,
+    WebhookResult,
+    WebhookTarget,
 )
 from gateway.store.writer import GroupCommitWriter, connect
 
@@ -533,6 +537,103 @@ class SqliteStore:
             ) as cur:
                 found |= {(row[0], row[1]) for row in await cur.fetchall()}
         return found & wanted
+
+
+    # --- event webhooks --------------------------------------------------------------------
+
+    async def events_to_fan_out(self, *, limit: int) -> list[StoredEvent]:
+        """Events after the fan-out cursor, oldest first: read-only, so an idle worker writes nothing."""
+        async with self._db.execute(
+            "SELECT seq, id, tenant, type, data, at FROM events WHERE seq > (SELECT last_seq FROM webhook_fanout) ORDER BY seq LIMIT ?",
+            (limit,),
+        ) as cur:
+            return [StoredEvent(r[0], r[1], r[2], r[3], _loads(r[4]) or {}, r[5]) for r in await cur.fetchall()]
+
+    async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
+        """(tenant, endpoint) → the url that answered 410."""
+        async with self._db.execute("SELECT tenant, endpoint, url FROM webhook_endpoints_disabled") as cur:
+            return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+
+    async def fan_out(self, targets: Sequence[WebhookTarget], through_seq: int) -> None:
+        """Add one webhook delivery per target and move the cursor past ``through_seq``, atomically."""
+        now = self.clock.now()
+        rows = [
+            (ids.new_id(ids.WEBHOOK), t.event.seq, t.event.id, t.tenant, t.endpoint, "disabled" if t.disabled else "pending", now, now, now)
+            for t in targets
+        ]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO webhook_deliveries (id, event_seq, event_id, tenant, endpoint, status, next_attempt_at, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute("UPDATE webhook_fanout SET last_seq = MAX(last_seq, ?)", (through_seq,))
+
+        await self._write(job)
+
+    async def next_webhook_due(self) -> float | None:
+        """When the earliest pending webhook delivery is due (its lease's end if it is out), or None."""
+        async with self._db.execute(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM webhook_deliveries WHERE status = 'pending'"
+        ) as cur:
+            row = await cur.fetchone()
+        return row[0] if row is not None else None
+
+    async def claim_webhooks(self, *, limit: int, lease_seconds: float) -> list[ClaimedWebhook]:
+        """Reserve up to ``limit`` due webhook deliveries, oldest event first, with their events."""
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> list[ClaimedWebhook]:
+            rows = conn.execute(
+                "SELECT w.id, w.tenant, w.endpoint, w.attempts, e.seq, e.id, e.tenant, e.type, e.data, e.at "
+                "FROM webhook_deliveries w JOIN events e ON e.seq = w.event_seq "
+                "WHERE w.status = 'pending' AND w.next_attempt_at <= ? AND (w.lease_until IS NULL OR w.lease_until <= ?) "
+                "ORDER BY w.event_seq, w.id LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id = ?",
+                [(now + lease_seconds, now, row[0]) for row in rows],
+            )
+            return [
+                ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, StoredEvent(r[4], r[5], r[6], r[7], _loads(r[8]) or {}, r[9]))
+                for r in rows
+            ]
+
+        claimed: list[ClaimedWebhook] = await self._write(job)
+        return claimed
+
+    async def record_webhooks(self, results: Sequence[WebhookResult]) -> None:
+        """Record attempts' outcomes; a 410 disables its endpoint and everything still pending for it."""
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE webhook_deliveries SET status = ?, last_status = ?, last_error = ?, "
+                "next_attempt_at = COALESCE(?, next_attempt_at), lease_until = NULL, updated_at = ? WHERE id = ?",
+                [(r.status, r.last_status, r.last_error, r.next_attempt_at, now, r.id) for r in results],
+            )
+            gone = [r for r in results if r.status == "disabled"]
+            conn.executemany(
+                "INSERT OR REPLACE INTO webhook_endpoints_disabled (tenant, endpoint, url, disabled_at, reason) VALUES (?, ?, ?, ?, ?)",
+                [(r.tenant, r.endpoint, r.url or "", now, r.last_error or "410 Gone") for r in gone],
+            )
+            conn.executemany(
+                "UPDATE webhook_deliveries SET status = 'disabled', updated_at = ? WHERE tenant = ? AND endpoint = ? AND status = 'pending'",
+                [(now, r.tenant, r.endpoint) for r in gone],
+            )
+
+        await self._write(job)
+
+    async def list_webhook_deliveries(self, tenant: str, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The tenant's webhook deliveries, newest first, with the type of their event."""
+        async with self._db.execute(
+            "SELECT w.*, e.type FROM webhook_deliveries w JOIN events e ON e.seq = w.event_seq WHERE w.tenant = ? "
+            "ORDER BY w.id DESC LIMIT ?",
+            (tenant, limit),
+        ) as cur:
+            return [dict(row) for row in await cur.fetchall()]
 
 
 # --- statements run inside the writer thread -----------------------------------------------

@@ -1,0 +1,200 @@
+"""Event webhooks end to end: a send's events reach a loopback receiver, signed, retried, refused when private."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import standardwebhooks
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from gateway import signing
+from gateway.appkeys import STORE
+from gateway.event_webhooks import is_private
+from gateway.store import ReceivedStatus
+from tests.conftest import Api, FakeClock, sms_body
+
+SECRET = signing.new_secret()
+PREVIOUS = signing.new_secret()
+
+
+class Receiver:
+    """A tenant's endpoint: answers from ``script`` (then 200) and keeps every request."""
+
+    def __init__(self) -> None:
+        self.script: list[int] = []
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append((dict(request.headers), await request.read()))
+        status = self.script.pop(0) if self.script else 200
+        if 300 <= status < 400:
+            return web.Response(status=status, headers={"Location": "/elsewhere"})
+        return web.Response(status=status)
+
+    def types(self) -> list[str]:
+        return [orjson.loads(body)["type"] for _headers, body in self.requests]
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> tuple[Receiver, str]:
+    found = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", found.handle)
+    app.router.add_post("/elsewhere", found.handle)
+    server = await aiohttp_server(app)
+    return found, str(server.make_url("/hook"))
+
+
+def webhooks_policy(url: str, events: str = '["*"]', allow_private: bool = True, schedule: str = "") -> str:
+    return (
+        f"webhooks:\n  acme:\n    main:\n      url: {url}\n      events: {events}\n      secret: {SECRET}\n"
+        f"      previous_secrets: [{PREVIOUS}]\n      allow_private: {str(allow_private).lower()}\n{schedule}"
+    )
+
+
+@pytest.fixture
+def start(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path, clock: FakeClock
+) -> Callable[..., Awaitable[Api]]:
+    async def build(policy: str) -> Api:
+        clock.value = time.time()  # receivers check webhook-timestamp against their own clock
+        (policy_dir / "webhooks.yaml").write_text(policy)
+        return Api(await aiohttp_client(make_app()))
+
+    return build
+
+
+async def eventually(predicate: Callable[[], bool]) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), 5)
+
+
+async def deliveries(api: Api) -> list[dict[str, Any]]:
+    return list(reversed(await api.app[STORE].list_webhook_deliveries("acme")))
+
+
+async def send_and_deliver(api: Api) -> str:
+    """Send an SMS through the memory provider and report it delivered; its notification id."""
+    _, body = await api.send(sms_body())
+    found = await api.wait_for(body["notification_id"], lambda n: n["status"] == "sent")
+    message_id = found["deliveries"][0]["provider_message_id"]
+    await api.app[STORE].apply_statuses([ReceivedStatus("memory", message_id, "delivered")])
+    return str(body["notification_id"])
+
+
+async def test_a_delivered_sms_produces_webhooks_both_the_new_and_the_previous_secret_verify(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]
+) -> None:
+    found, url = receiver
+    api = await start(webhooks_policy(url))
+    notification_id = await send_and_deliver(api)
+    await eventually(lambda: found.types() == ["message.queued", "message.sent", "message.delivered"])
+    for headers, body in found.requests:
+        for secret in (SECRET, PREVIOUS):
+            payload = standardwebhooks.Webhook(secret).verify(body, headers)
+            assert payload["data"]["notification_id"] == notification_id
+        assert headers["webhook-signature"].count("v1,") == 2
+    seqs = [orjson.loads(body)["data"]["seq"] for _headers, body in found.requests]
+    assert seqs == sorted(seqs), "one endpoint hears events in creation order"
+    delivered = orjson.loads(found.requests[-1][1])
+    assert delivered["data"]["status"] == "delivered" and delivered["timestamp"].endswith("Z")
+    assert found.requests[-1][0]["webhook-id"].startswith("evt_")
+
+
+async def test_only_subscribed_event_types_are_sent(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
+    found, url = receiver
+    api = await start(webhooks_policy(url, events="[message.delivered]"))
+    await send_and_deliver(api)
+    await eventually(lambda: found.types() == ["message.delivered"])
+    await asyncio.sleep(0.1)
+    assert found.types() == ["message.delivered"]
+    assert [d["type"] for d in await deliveries(api)] == ["message.delivered"]
+
+
+async def test_a_500_is_retried_on_the_schedule_and_then_succeeds(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], clock: FakeClock
+) -> None:
+    found, url = receiver
+    found.script = [500]
+    api = await start(webhooks_policy(url, events="[message.queued]"))
+    await api.send(sms_body())
+    [row] = await asyncio.wait_for(_until(api, lambda rows: bool(rows) and rows[0]["last_status"] == 500), 5)
+    assert (row["status"], row["attempts"]) == ("pending", 1)
+    clock.advance(4)
+    await asyncio.sleep(0.1)
+    assert len(found.requests) == 1, "not before the 5s of the schedule"
+    clock.advance(1)
+    [row] = await wait_status(api, "succeeded")
+    assert (row["attempts"], row["last_status"]) == (2, 200)
+    assert found.requests[0][0]["webhook-id"] == found.requests[1][0]["webhook-id"], "a retry is the same message"
+
+
+async def wait_status(api: Api, status: str) -> list[dict[str, Any]]:
+    async def poll() -> list[dict[str, Any]]:
+        while not (rows := await deliveries(api)) or rows[0]["status"] != status:
+            await asyncio.sleep(0.01)
+        return rows
+
+    return await asyncio.wait_for(poll(), 5)
+
+
+async def test_a_410_disables_the_endpoint(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
+    found, url = receiver
+    found.script = [410]
+    api = await start(webhooks_policy(url, events="[message.queued]"))
+    await api.send(sms_body())
+    await wait_status(api, "disabled")
+    await api.send(sms_body("+14155550101"))
+    rows = await asyncio.wait_for(_until(api, lambda rows: len(rows) == 2), 5)
+    assert [r["status"] for r in rows] == ["disabled", "disabled"]
+    assert len(found.requests) == 1, "nothing more goes to a disabled endpoint"
+
+
+async def _until(api: Api, predicate: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    while not predicate(rows := await deliveries(api)):
+        await asyncio.sleep(0.01)
+    return rows
+
+
+async def test_a_redirect_is_a_failure_and_is_not_followed(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
+    found, url = receiver
+    found.script = [301]
+    api = await start(webhooks_policy(url, events="[message.queued]"))
+    await api.send(sms_body())
+    [row] = await wait_status(api, "dead")
+    assert row["last_status"] == 301 and "redirects are not followed" in row["last_error"]
+    assert len(found.requests) == 1, "the Location was not followed"
+
+
+async def test_a_private_url_without_allow_private_is_refused(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    found, url = receiver
+    api = await start(webhooks_policy(url, events="[message.queued]", allow_private=False))
+    await api.send(sms_body())
+    [row] = await wait_status(api, "dead")
+    assert row["last_error"].startswith("refused:") and "private address" in row["last_error"]
+    assert found.requests == []
+    assert "refused" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("address", "private"),
+    [
+        ("127.0.0.1", True), ("10.1.2.3", True), ("172.16.0.1", True), ("192.168.1.1", True), ("169.254.169.254", True),
+        ("::1", True), ("fe80::1", True), ("fd00::1", True), ("::ffff:127.0.0.1", True), ("0.0.0.0", True),
+        ("93.184.216.34", False), ("2606:4700::1111", False),
+    ],
+)
+def test_private_ranges_are_recognised(address: str, private: bool) -> None:
+    assert is_private(address) is private
