@@ -132,17 +132,22 @@ class EventWebhooks:
         self._lease = lease_seconds
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._task: asyncio.Task[None] | None = None
+        self._in_hand: set[str] = set()  # claimed, outcome not recorded yet
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-webhooks")
 
     async def stop(self) -> None:
-        """Stop at once; a send cut short keeps its lease and is sent again when the lease runs out."""
+        """Stop at once, giving back the leases of sends cut short so the next start sends them again."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._in_hand:
+            log.info("event webhooks: %d sends cut short by the shutdown are due again", len(self._in_hand))
+            await self._store.release_webhooks(sorted(self._in_hand))
+            self._in_hand.clear()
 
     async def _run(self) -> None:
         while True:
@@ -183,11 +188,13 @@ class EventWebhooks:
         if due is None or due > self._clock.now():
             return False
         claimed = await self._store.claim_webhooks(limit=self._batch, lease_seconds=self._lease)
+        self._in_hand.update(item.id for item in claimed)
         by_endpoint: dict[tuple[str, str], list[ClaimedWebhook]] = {}
         for item in claimed:
             by_endpoint.setdefault((item.tenant, item.endpoint), []).append(item)
         results = await asyncio.gather(*(self._send_in_order(items) for items in by_endpoint.values()))
         await self._store.record_webhooks([result for batch in results for result in batch])
+        self._in_hand.difference_update(item.id for item in claimed)
         return bool(claimed)
 
     async def _send_in_order(self, items: Sequence[ClaimedWebhook]) -> list[WebhookResult]:

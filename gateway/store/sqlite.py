@@ -626,6 +626,23 @@ class SqliteStore:
 
         await self._write(job)
 
+    async def release_webhooks(self, delivery_ids: Iterable[str]) -> None:
+        """Give back the leases of webhook sends cut short by a shutdown: due again at once, the try uncounted.
+
+        Rows whose outcome was recorded meanwhile (their lease already cleared) are left alone.
+        """
+        now = self.clock.now()
+        params = [(now, now, delivery_id) for delivery_id in delivery_ids]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE webhook_deliveries SET lease_until = NULL, next_attempt_at = ?, attempts = attempts - 1, updated_at = ? "
+                "WHERE id = ? AND status = 'pending' AND lease_until IS NOT NULL",
+                params,
+            )
+
+        await self._write(job)
+
     async def list_webhook_deliveries(self, tenant: str, *, limit: int = 100) -> list[dict[str, Any]]:
         """The tenant's webhook deliveries, newest first, with the type of their event."""
         async with self._db.execute(

@@ -15,10 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from gateway import signing
-from gateway.appkeys import STORE
+from gateway.appkeys import EVENT_WEBHOOKS, STORE
 from gateway.event_webhooks import is_private
 from gateway.store import ReceivedStatus
-from tests.conftest import Api, FakeClock, sms_body
+from conftest import Api, FakeClock, sms_body
 
 SECRET = signing.new_secret()
 PREVIOUS = signing.new_secret()
@@ -30,9 +30,15 @@ class Receiver:
     def __init__(self) -> None:
         self.script: list[int] = []
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.arrived = asyncio.Condition()
+        self.hold: asyncio.Event | None = None  # set: requests wait for it before being answered
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append((dict(request.headers), await request.read()))
+        async with self.arrived:
+            self.arrived.notify_all()
+        if self.hold is not None:
+            await self.hold.wait()
         status = self.script.pop(0) if self.script else 200
         if 300 <= status < 400:
             return web.Response(status=status, headers={"Location": "/elsewhere"})
@@ -71,12 +77,14 @@ def start(
     return build
 
 
-async def eventually(predicate: Callable[[], bool]) -> None:
-    async def poll() -> None:
-        while not predicate():
-            await asyncio.sleep(0.01)
+async def until(found: Receiver, predicate: Callable[[], bool]) -> None:
+    """Wait, request by request, until ``predicate`` holds (5 s at most)."""
 
-    await asyncio.wait_for(poll(), 5)
+    async def wait() -> None:
+        async with found.arrived:
+            await found.arrived.wait_for(predicate)
+
+    await asyncio.wait_for(wait(), 5)
 
 
 async def deliveries(api: Api) -> list[dict[str, Any]]:
@@ -98,7 +106,7 @@ async def test_a_delivered_sms_produces_webhooks_both_the_new_and_the_previous_s
     found, url = receiver
     api = await start(webhooks_policy(url))
     notification_id = await send_and_deliver(api)
-    await eventually(lambda: found.types() == ["message.queued", "message.sent", "message.delivered"])
+    await until(found, lambda: found.types() == ["message.queued", "message.sent", "message.delivered"])
     for headers, body in found.requests:
         for secret in (SECRET, PREVIOUS):
             payload = standardwebhooks.Webhook(secret).verify(body, headers)
@@ -115,9 +123,8 @@ async def test_only_subscribed_event_types_are_sent(start: Callable[..., Awaitab
     found, url = receiver
     api = await start(webhooks_policy(url, events="[message.delivered]"))
     await send_and_deliver(api)
-    await eventually(lambda: found.types() == ["message.delivered"])
-    await asyncio.sleep(0.1)
-    assert found.types() == ["message.delivered"]
+    await until(found, lambda: found.types() == ["message.delivered"])
+    # Events fan out in order, so the earlier, unsubscribed ones were already passed over.
     assert [d["type"] for d in await deliveries(api)] == ["message.delivered"]
 
 
@@ -131,7 +138,8 @@ async def test_a_500_is_retried_on_the_schedule_and_then_succeeds(
     [row] = await asyncio.wait_for(_until(api, lambda rows: bool(rows) and rows[0]["last_status"] == 500), 5)
     assert (row["status"], row["attempts"]) == ("pending", 1)
     clock.advance(4)
-    await asyncio.sleep(0.1)
+    for _ in range(20):  # let every woken task run; the fake clock has not reached the 5s retry
+        await asyncio.sleep(0)
     assert len(found.requests) == 1, "not before the 5s of the schedule"
     clock.advance(1)
     [row] = await wait_status(api, "succeeded")
@@ -140,12 +148,7 @@ async def test_a_500_is_retried_on_the_schedule_and_then_succeeds(
 
 
 async def wait_status(api: Api, status: str) -> list[dict[str, Any]]:
-    async def poll() -> list[dict[str, Any]]:
-        while not (rows := await deliveries(api)) or rows[0]["status"] != status:
-            await asyncio.sleep(0.01)
-        return rows
-
-    return await asyncio.wait_for(poll(), 5)
+    return await asyncio.wait_for(_until(api, lambda rows: bool(rows) and rows[0]["status"] == status), 5)
 
 
 async def test_a_410_disables_the_endpoint(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
@@ -161,9 +164,13 @@ async def test_a_410_disables_the_endpoint(start: Callable[..., Awaitable[Api]],
 
 
 async def _until(api: Api, predicate: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
-    while not predicate(rows := await deliveries(api)):
-        await asyncio.sleep(0.01)
-    return rows
+    """Re-read the tenant's webhook deliveries after every commit until ``predicate`` holds."""
+    store = api.app[STORE]
+    while True:
+        seen = store.commits
+        if predicate(rows := await deliveries(api)):
+            return rows
+        await store.wait_for_commit(seen)
 
 
 async def test_a_redirect_is_a_failure_and_is_not_followed(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
@@ -198,3 +205,17 @@ async def test_a_private_url_without_allow_private_is_refused(
 )
 def test_private_ranges_are_recognised(address: str, private: bool) -> None:
     assert is_private(address) is private
+
+
+async def test_a_send_cut_short_by_shutdown_is_due_again_at_once(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]
+) -> None:
+    found, url = receiver
+    found.hold = asyncio.Event()
+    api = await start(webhooks_policy(url, events="[message.queued]"))
+    await api.send(sms_body())
+    await until(found, lambda: len(found.requests) == 1)
+    await api.app[EVENT_WEBHOOKS].stop()
+    found.hold.set()
+    (row,) = await deliveries(api)
+    assert (row["status"], row["lease_until"], row["attempts"]) == ("pending", None, 0)
