@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from gateway.routes import channels, dead_letters, health, notifications, webhooks
+from gateway.routes import channels, dead_letters, health, notifications, webhook_deliveries, webhooks
 
 
 def setup_routes(app: web.Application) -> None:
@@ -11,3 +11,4 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(channels.routes)
     app.add_routes(dead_letters.routes)
     app.add_routes(webhooks.routes)
+    app.add_routes(webhook_deliveries.routes)

@@ -92,3 +92,20 @@ def dead_letter_view(item: Mapping[str, Any]) -> dict[str, Any]:
         "dead_lettered_at": isoformat(item["updated_at"]),
         "template_id": item["template_id"],
     }
+
+
+def webhook_delivery_view(item: Mapping[str, Any]) -> dict[str, Any]:
+    """One event on its way to one of the tenant's endpoints."""
+    return {
+        "webhook_delivery_id": item["id"],
+        "event_id": item["event_id"],
+        "type": item["type"],
+        "endpoint": item["endpoint"],
+        "status": item["status"],
+        "attempt_count": item["attempts"],
+        "last_status": item["last_status"],
+        "last_error": item["last_error"],
+        "next_attempt_at": isoformat(item["next_attempt_at"]) if item["status"] == "pending" else None,
+        "created_at": isoformat(item["created_at"]),
+        "updated_at": isoformat(item["updated_at"]),
+    }

@@ -643,14 +643,65 @@ class SqliteStore:
 
         await self._write(job)
 
-    async def list_webhook_deliveries(self, tenant: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        """The tenant's webhook deliveries, newest first, with the type of their event."""
+    async def list_webhook_deliveries(
+        self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        """The tenant's webhook deliveries, newest first, with the type of their event, ``limit`` at a time."""
+        clauses, params = ["w.tenant = ?"], list[Any]([tenant])
+        for column, value in (("w.status", status), ("w.endpoint", endpoint)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if cursor is not None:
+            clauses.append("w.id < ?")
+            params.append(decode_cursor(cursor, ids.WEBHOOK))
+        sql = (
+            "SELECT w.*, e.type FROM webhook_deliveries w JOIN events e ON e.seq = w.event_seq "
+            f"WHERE {' AND '.join(clauses)} ORDER BY w.id DESC LIMIT ?"
+        )
+        async with self._snapshot() as db, db.execute(sql, (*params, limit + 1)) as cur:
+            rows = [dict(row) for row in await cur.fetchall()]
+        return Page(rows[:limit], encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None)
+
+    async def webhook_delivery_status(self, tenant: str, delivery_id: str) -> str | None:
+        """The status of one of the tenant's webhook deliveries; None if it has no such delivery."""
         async with self._db.execute(
-            "SELECT w.*, e.type FROM webhook_deliveries w JOIN events e ON e.seq = w.event_seq WHERE w.tenant = ? "
-            "ORDER BY w.id DESC LIMIT ?",
-            (tenant, limit),
+            "SELECT status FROM webhook_deliveries WHERE id = ? AND tenant = ?", (delivery_id, tenant)
         ) as cur:
-            return [dict(row) for row in await cur.fetchall()]
+            row = await cur.fetchone()
+        return str(row[0]) if row else None
+
+    async def replay_webhooks(
+        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None
+    ) -> list[str]:
+        """Send dead or disabled webhook deliveries again now, with a fresh schedule; their ids.
+
+        By ids, or every one of ``endpoint`` created at or after ``since``. Replaying an
+        endpoint's deliveries also lifts its disabling (a 410, or a url fixed since).
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> list[str]:
+            where, params = ["tenant = ?", "status IN ('dead', 'disabled')"], list[Any]([tenant])
+            if delivery_ids is not None:
+                where.append(f"id IN ({', '.join('?' * len(delivery_ids))})")
+                params += list(delivery_ids)
+            if endpoint is not None:
+                where += ["endpoint = ?", "created_at >= ?"]
+                params += [endpoint, since if since is not None else 0.0]
+            rows = conn.execute(f"SELECT id, endpoint FROM webhook_deliveries WHERE {' AND '.join(where)} ORDER BY event_seq", params).fetchall()
+            conn.executemany(
+                "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_until = NULL, "
+                "last_error = 'replayed', updated_at = ? WHERE id = ?",
+                [(now, now, row[0]) for row in rows],
+            )
+            conn.executemany(
+                "DELETE FROM webhook_endpoints_disabled WHERE tenant = ? AND endpoint = ?", [(tenant, e) for e in {row[1] for row in rows}]
+            )
+            return [row[0] for row in rows]
+
+        replayed: list[str] = await self._write(job)
+        return replayed
 
 
 # --- statements run inside the writer thread -----------------------------------------------

@@ -18,7 +18,8 @@ from gateway import signing
 from gateway.appkeys import EVENT_WEBHOOKS, STORE
 from gateway.event_webhooks import is_private
 from gateway.store import ReceivedStatus
-from conftest import Api, FakeClock, sms_body
+from conftest import OTHER_KEY, Api, FakeClock, sms_body
+from gateway.clock import isoformat
 
 SECRET = signing.new_secret()
 PREVIOUS = signing.new_secret()
@@ -88,7 +89,7 @@ async def until(found: Receiver, predicate: Callable[[], bool]) -> None:
 
 
 async def deliveries(api: Api) -> list[dict[str, Any]]:
-    return list(reversed(await api.app[STORE].list_webhook_deliveries("acme")))
+    return list(reversed((await api.app[STORE].list_webhook_deliveries("acme")).items))
 
 
 async def send_and_deliver(api: Api) -> str:
@@ -219,3 +220,49 @@ async def test_a_send_cut_short_by_shutdown_is_due_again_at_once(
     found.hold.set()
     (row,) = await deliveries(api)
     assert (row["status"], row["lease_until"], row["attempts"]) == ("pending", None, 0)
+
+
+async def test_the_api_lists_webhook_deliveries_and_replays_a_disabled_endpoints_since_a_time(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], clock: FakeClock
+) -> None:
+    found, url = receiver
+    found.script = [410]
+    api = await start(webhooks_policy(url, events="[message.queued]"))
+    await api.send(sms_body())
+    await wait_status(api, "disabled")
+    await api.send(sms_body("+14155550101"))
+    await asyncio.wait_for(_until(api, lambda rows: len(rows) == 2), 5)
+
+    status, listing = await api.get("/api/v1/webhook-deliveries?status=disabled&limit=1")
+    assert status == 200 and len(listing["items"]) == 1 and listing["next_cursor"]
+    first = listing["items"][0]
+    assert (first["type"], first["endpoint"], first["status"]) == ("message.queued", "main", "disabled")
+    status, rest = await api.get(f"/api/v1/webhook-deliveries?status=disabled&cursor={listing['next_cursor']}")
+    assert status == 200 and len(rest["items"]) == 1 and rest["next_cursor"] is None
+    _, other = await api.get("/api/v1/webhook-deliveries", key=OTHER_KEY)
+    assert other["items"] == [], "another tenant sees none of them"
+
+    response = await api.client.post(
+        "/api/v1/webhook-deliveries/replay", json={"endpoint": "main", "since": isoformat(clock.now() - 60)}, headers=api.headers()
+    )
+    assert response.status == 202 and (await response.json())["replayed"] == 2
+    rows = await asyncio.wait_for(_until(api, lambda rows: [r["status"] for r in rows] == ["succeeded", "succeeded"]), 5)
+    assert len(found.requests) == 3, "the endpoint is enabled again and both events arrived"
+    assert rows[0]["attempts"] == 1
+
+
+async def test_replaying_one_webhook_delivery_refuses_what_is_not_dead_or_unknown(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]
+) -> None:
+    found, url = receiver
+    api = await start(webhooks_policy(url, events="[message.queued]"))
+    await api.send(sms_body())
+    [row] = await wait_status(api, "succeeded")
+    done = await api.client.post(f"/api/v1/webhook-deliveries/{row['id']}/replay", headers=api.headers())
+    assert (done.status, (await done.json())["error"]["code"]) == (409, "not_replayable")
+    unknown = await api.client.post("/api/v1/webhook-deliveries/whk_01ARZ3NDEKTSV4RRFFQ69G5FAV/replay", headers=api.headers())
+    assert (unknown.status, (await unknown.json())["error"]["code"]) == (404, "webhook_delivery_not_found")
+    other = await api.client.post(f"/api/v1/webhook-deliveries/{row['id']}/replay", headers=api.headers(OTHER_KEY))
+    assert other.status == 404
+    bad = await api.client.post("/api/v1/webhook-deliveries/replay", json={"endpoint": "main", "since": "yesterday"}, headers=api.headers())
+    assert (bad.status, (await bad.json())["error"]["code"]) == (422, "invalid_schedule")
