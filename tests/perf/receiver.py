@@ -34,8 +34,12 @@ async def arrivals(_request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"requests": _requests, "first": _first}), content_type="application/json")
 
 
+async def count(_request: web.Request) -> web.Response:
+    return web.Response(body=orjson.dumps({"requests": _requests, "distinct": len(_first)}), content_type="application/json")
+
+
 def main() -> None:
-    serve_standalone("receiver", [web.post("/{path:.*}", hook), web.get("/arrivals", arrivals)])
+    serve_standalone("receiver", [web.post("/{path:.*}", hook), web.get("/arrivals", arrivals), web.get("/count", count)])
 
 
 if __name__ == "__main__":

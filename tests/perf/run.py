@@ -12,6 +12,7 @@
    concurrency 50 and 200, and the engine's delay from due to provider call on a steady trickle
    of single sends (see tests.perf.dispatch).
 9. A 10,000-row bulk through a provider instance limited to 500/s: the pace the receiver saw.
+10. Signed event webhooks delivered per second to a loopback receiver (see tests.perf.events).
 
 Options: ``--seconds``, ``--connections``, ``--deliveries``, ``--load-tool {auto,wrk,aiohttp}``,
 ``--profile FILE`` (py-spy collapsed stacks of the server during the durable load).
@@ -43,6 +44,7 @@ from tests.perf.dispatch import (
     measure_throttled_drain,
     wait_for_status,
 )
+from tests.perf.events import NOTIFICATIONS, measure_events
 from tests.perf.load import SEND_BODY, LoadResult, run_load, wrk_path
 from tests.perf.reload import WRITE_EVERY, ReloadResult, describe, measure_reloads
 from tests.perf.servers import BULK_ROWS, SEND_PATH, Server, bare_server, count_rows, receiver_server, tidings_server
@@ -166,6 +168,10 @@ def bench(args: argparse.Namespace) -> list[Row]:
     with receiver_server() as receiver:
         drain = measure_throttled_drain(receiver)
     print(f"      {drain.sent:,}/{drain.accepted:,} sent at {drain.rate:,.1f}/s; busiest second {drain.busiest_second}", flush=True)
+    print(f"[5c] event webhooks: {NOTIFICATIONS:,} sandbox sends, every event to a loopback receiver ...", flush=True)
+    with receiver_server() as receiver:
+        events = measure_events(receiver)
+    print(f"      {events.received:,}/{events.expected:,} events received", flush=True)
 
     print("[6/6] done; servers stopped, temp dirs removed.\n", flush=True)
 
@@ -201,6 +207,8 @@ def bench(args: argparse.Namespace) -> list[Row]:
                     f"{drain.rate:,.1f}/s ({drain.sent:,} sent)", f"{THROTTLE_RATE:g}/s ±3%", drain.exact and drain.sent == drain.accepted))
     rows.append(Row("   most provider calls in any 1 s window", f"{drain.busiest_second}", f"<= {drain.ceiling:g} (rate+burst+3%)",
                     drain.busiest_second <= drain.ceiling))
+    rows.append(Row(f"10. Signed event webhooks/s to a loopback receiver ({events.received:,})", f"{events.rate:,.0f}/s",
+                    ">= 2,000/s", events.rate >= 2000 and events.received == events.expected))
     return rows
 
 

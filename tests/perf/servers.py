@@ -8,6 +8,7 @@ server's SQLite file is read with :func:`query_rows` (read-only, beside the runn
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import signal
@@ -149,13 +150,17 @@ def make_policy_dir(target: Path) -> Path:
     """A copy of ``policies/`` that measures the engine, not the demo's limits.
 
     The sandbox's delivery delay is set to 0 and channel ``throughput`` caps are dropped (the
-    shipped policy holds sms to 50/s, which would make the sandbox step time out).
+    shipped policy holds sms to 50/s, which would make the sandbox step time out), and the demo
+    tenant's event webhook endpoint goes (its host does not resolve here, and retrying it would
+    take CPU from what is measured; step 10 points it at a receiver instead).
     """
     shutil.copytree(ROOT / "policies", target)
     with _editing(target / "providers.yaml") as doc:
         doc["providers"]["sandbox"].setdefault("config", {})["delivery_delay_seconds"] = 0
         for channel in doc.get("channels", {}).values():
             channel.pop("throughput", None)
+    with _editing(target / "tenants.yaml") as doc:
+        doc.pop("webhooks", None)
     return target
 
 
@@ -193,12 +198,14 @@ def _running(name: str, argv: list[str], tmp: Path, *, env: dict[str, str] | Non
 
 @contextmanager
 def tidings_server(
-    extra_env: dict[str, str] | None = None, *, live_key: bool = False, instance_rates: dict[str, str] | None = None
+    extra_env: dict[str, str] | None = None, *, live_key: bool = False, instance_rates: dict[str, str] | None = None,
+    events_url: str | None = None,
 ) -> Iterator[Server]:
     """A live ``tidings serve`` with a fresh data dir and policy copy; yields once /readyz is 200.
 
     ``live_key``: add a live key for the demo tenant to the copy first (``server.live_key``).
     ``instance_rates``: provider instance → ``rate`` (e.g. ``500/s``) set in the copy.
+    ``events_url``: the demo tenant's event webhook endpoint, subscribed to every event type.
     """
     tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-"))
     policy_dir = make_policy_dir(tmp / "policies")
@@ -207,6 +214,10 @@ def tidings_server(
         with _editing(policy_dir / "providers.yaml") as doc:
             for instance, rate in instance_rates.items():
                 doc["providers"][instance]["rate"] = rate
+    if events_url:
+        secret = f"whsec_{base64.b64encode(os.urandom(24)).decode()}"
+        with _editing(policy_dir / "tenants.yaml") as doc:
+            doc["webhooks"] = {"demo": {"bench": {"url": events_url, "events": ["*"], "secret": secret, "allow_private": True}}}
     data_dir = tmp / "data"
     env = dict(os.environ)
     env.update(
