@@ -34,3 +34,17 @@ def isoformat(timestamp: float | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(timestamp, tz=UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_timestamp(value: str) -> float:
+    """Epoch seconds of an ISO 8601 time with a zone, as requests give ``send_at`` and the like.
+
+    Raises ValueError saying what is wrong, worded for the caller's error detail.
+    """
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 time such as 2026-05-01T09:30:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("must include a time zone (Z or +02:00)")
+    return moment.timestamp()

@@ -7,7 +7,6 @@ at once as :class:`~gateway.errors.ValidationError` details with codes to branch
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -18,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, 
 from gateway import ids
 from gateway.auth import Principal
 from gateway.channels import address_for, check_recipient_field
+from gateway.clock import parse_timestamp
 from gateway.durations import parse_duration
 from gateway.errors import ErrorDetail, ValidationError
 from gateway.plugin_api import ChannelSpec
@@ -100,14 +100,10 @@ def _timestamp(value: str | None, field: str, problems: list[ErrorDetail]) -> fl
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        problems.append(ErrorDetail(field, "must be an ISO 8601 time such as 2026-05-01T09:30:00Z", "invalid_schedule"))
+        return parse_timestamp(value)
+    except ValueError as err:
+        problems.append(ErrorDetail(field, str(err), "invalid_schedule"))
         return None
-    if parsed.tzinfo is None:
-        problems.append(ErrorDetail(field, "must include a time zone (Z or +02:00)", "invalid_schedule"))
-        return None
-    return parsed.timestamp()
 
 
 def body_digest(route: str, body: Mapping[str, Any]) -> str:

@@ -7,7 +7,6 @@ again with a fresh schedule and lifts the endpoint's disabling.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Final
 
 from aiohttp import web
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from gateway import ids
 from gateway.api import current_policy, json_response, parse_model, principal_of, read_json
 from gateway.appkeys import STORE
+from gateway.clock import parse_timestamp
 from gateway.errors import ConflictError, ErrorDetail, NotFoundError, ValidationError
 from gateway.routes.paging import bad_cursor, one_of, page_limit
 from gateway.routes.views import webhook_delivery_view
@@ -79,10 +79,6 @@ def _since(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        message = "must be an ISO 8601 time with a zone, such as 2026-05-01T09:30:00Z"
-        raise ValidationError(f"since {message}.", code="invalid_schedule", details=[ErrorDetail("since", message, "invalid_schedule")])
-    return moment.timestamp()
+        return parse_timestamp(value)
+    except ValueError as err:
+        raise ValidationError(f"since {err}.", code="invalid_schedule", details=[ErrorDetail("since", str(err), "invalid_schedule")]) from None

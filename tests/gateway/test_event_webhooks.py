@@ -136,7 +136,7 @@ async def test_a_500_is_retried_on_the_schedule_and_then_succeeds(
     found.script = [500]
     api = await start(webhooks_policy(url, events="[message.queued]"))
     await api.send(sms_body())
-    [row] = await asyncio.wait_for(_until(api, lambda rows: bool(rows) and rows[0]["last_status"] == 500), 5)
+    [row] = await _until(api, lambda rows: bool(rows) and rows[0]["last_status"] == 500)
     assert (row["status"], row["attempts"]) == ("pending", 1)
     clock.advance(4)
     for _ in range(20):  # let every woken task run; the fake clock has not reached the 5s retry
@@ -149,29 +149,38 @@ async def test_a_500_is_retried_on_the_schedule_and_then_succeeds(
 
 
 async def wait_status(api: Api, status: str) -> list[dict[str, Any]]:
-    return await asyncio.wait_for(_until(api, lambda rows: bool(rows) and rows[0]["status"] == status), 5)
+    return await _until(api, lambda rows: bool(rows) and rows[0]["status"] == status)
 
 
-async def test_a_410_disables_the_endpoint(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
-    found, url = receiver
+async def disabled_with_two_sends(start: Callable[..., Awaitable[Api]], found: Receiver, url: str) -> tuple[Api, list[dict[str, Any]]]:
+    """An endpoint that answered 410 to the first event, and a second event fanned out after."""
     found.script = [410]
     api = await start(webhooks_policy(url, events="[message.queued]"))
     await api.send(sms_body())
     await wait_status(api, "disabled")
     await api.send(sms_body("+14155550101"))
-    rows = await asyncio.wait_for(_until(api, lambda rows: len(rows) == 2), 5)
+    return api, await _until(api, lambda rows: len(rows) == 2)
+
+
+async def test_a_410_disables_the_endpoint(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
+    found, url = receiver
+    api, rows = await disabled_with_two_sends(start, found, url)
     assert [r["status"] for r in rows] == ["disabled", "disabled"]
     assert len(found.requests) == 1, "nothing more goes to a disabled endpoint"
 
 
 async def _until(api: Api, predicate: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
-    """Re-read the tenant's webhook deliveries after every commit until ``predicate`` holds."""
+    """Re-read the tenant's webhook deliveries after every commit until ``predicate`` holds (5 s at most)."""
     store = api.app[STORE]
-    while True:
-        seen = store.commits
-        if predicate(rows := await deliveries(api)):
-            return rows
-        await store.wait_for_commit(seen)
+
+    async def poll() -> list[dict[str, Any]]:
+        while True:
+            seen = store.commits
+            if predicate(rows := await deliveries(api)):
+                return rows
+            await store.wait_for_commit(seen)
+
+    return await asyncio.wait_for(poll(), 5)
 
 
 async def test_a_redirect_is_a_failure_and_is_not_followed(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
@@ -226,12 +235,7 @@ async def test_the_api_lists_webhook_deliveries_and_replays_a_disabled_endpoints
     start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], clock: FakeClock
 ) -> None:
     found, url = receiver
-    found.script = [410]
-    api = await start(webhooks_policy(url, events="[message.queued]"))
-    await api.send(sms_body())
-    await wait_status(api, "disabled")
-    await api.send(sms_body("+14155550101"))
-    await asyncio.wait_for(_until(api, lambda rows: len(rows) == 2), 5)
+    api, _rows = await disabled_with_two_sends(start, found, url)
 
     status, listing = await api.get("/api/v1/webhook-deliveries?status=disabled&limit=1")
     assert status == 200 and len(listing["items"]) == 1 and listing["next_cursor"]
@@ -246,7 +250,7 @@ async def test_the_api_lists_webhook_deliveries_and_replays_a_disabled_endpoints
         "/api/v1/webhook-deliveries/replay", json={"endpoint": "main", "since": isoformat(clock.now() - 60)}, headers=api.headers()
     )
     assert response.status == 202 and (await response.json())["replayed"] == 2
-    rows = await asyncio.wait_for(_until(api, lambda rows: [r["status"] for r in rows] == ["succeeded", "succeeded"]), 5)
+    rows = await _until(api, lambda rows: [r["status"] for r in rows] == ["succeeded", "succeeded"])
     assert len(found.requests) == 3, "the endpoint is enabled again and both events arrived"
     assert rows[0]["attempts"] == 1
 
