@@ -5,6 +5,7 @@ its modules (see ``gateway.plugin_api`` for the contract, with a worked example)
 """
 
 from gateway.errors import (
+    CredentialsRejectedError,
     DeliveryError,
     PermanentDeliveryError,
     TidingsError,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChannelSpec",
+    "CredentialsRejectedError",
     "DeliveryError",
     "InboundReply",
     "InboundRequest",

@@ -21,7 +21,7 @@ from gateway import statuses
 from gateway.backoff import retry_delay
 from gateway.breakers import BreakerBoard, CircuitBreaker
 from gateway.clock import Clock
-from gateway.errors import DeliveryError, TransientDeliveryError
+from gateway.errors import CredentialsRejectedError, DeliveryError, TransientDeliveryError
 from gateway.outcomes import Outcomes
 from gateway.plugin_api import OutboundMessage, Provider, SendReceipt, Sender
 from gateway.policies import PolicyHolder
@@ -221,7 +221,7 @@ class Dispatcher:
                 self._outcomes.record(self._success(delivery, provider, started, outcome))
                 return
             last = (provider.name, started, outcome)
-            if not isinstance(outcome, TransientDeliveryError):
+            if not isinstance(outcome, (TransientDeliveryError, CredentialsRejectedError)):
                 break  # refused for good: another instance would refuse it too
         if last is None:
             what = "circuit open for " + ", ".join(p.name for p in candidates) if candidates else "no provider instance serves it"
@@ -243,8 +243,8 @@ class Dispatcher:
             return TransientDeliveryError(f"provider plugin error: {type(err).__name__}: {err}")
 
     def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError) -> None:
-        """Feed the instance's breaker; a transient failure counts against it, anything else for it."""
-        failed = isinstance(outcome, TransientDeliveryError)
+        """Feed the instance's breaker: a transient failure or refused credentials count against it, anything else for it."""
+        failed = isinstance(outcome, (TransientDeliveryError, CredentialsRejectedError))
         transition = breaker.record_failure() if failed else breaker.record_success()
         if transition is None:
             return
@@ -275,7 +275,8 @@ class Dispatcher:
         now = self._clock.now()
         if not final:
             return AttemptResult(
-                delivery.id, delivery.attempt, provider, started, now, "transient", statuses.SENDING,
+                delivery.id, delivery.attempt, provider, started, now,
+                "transient" if isinstance(error, TransientDeliveryError) else "permanent", statuses.SENDING,
                 error=error.message, detail=_detail(error), final=False,
             )
         transient = isinstance(error, TransientDeliveryError)

@@ -16,6 +16,7 @@ The tree::
     ├── DeliveryError                 raised by provider plugins from ``send``
     │   ├── TransientDeliveryError    try again later (optionally after ``retry_after``)
     │   └── PermanentDeliveryError    never retry this delivery
+    │       └── CredentialsRejectedError  the vendor refused the instance's credentials
     ├── WebhookVerificationError      an inbound provider callback failed verification
     ├── PolicyError (ValueError)      a policy set that does not validate
     └── PluginLoadError               a provider plugin that cannot be imported or used
@@ -168,6 +169,14 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Never worth retrying: invalid recipient, rejected content, bad credentials."""
+
+
+class CredentialsRejectedError(PermanentDeliveryError):
+    """The vendor refused this instance's credentials.
+
+    Permanent for the delivery on this instance, but a fault of the instance rather than the
+    message: the breaker counts it and failover tries the next instance of the channel.
+    """
 
 
 class WebhookVerificationError(TidingsError):

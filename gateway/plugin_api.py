@@ -249,6 +249,17 @@ class Provider(ABC):
         """Answer a vendor's ``GET`` on the webhook URL (subscription check); None: not supported (405)."""
         return None
 
+    async def check_credentials(self) -> str | None:
+        """Confirm the instance's credentials with a cheap authenticated call to the vendor.
+
+        Returns a short description of what the vendor confirmed (the account, the sender or
+        bot it knows), or None when the vendor offers no such call (the default). Raises
+        ``CredentialsRejectedError`` when refused and ``TransientDeliveryError`` when the vendor
+        cannot be reached. Never include a secret in what it returns. Used by
+        ``tidings providers check``.
+        """
+        return None
+
     async def aclose(self) -> None:
         """Release anything the instance holds (connections, tasks)."""
 

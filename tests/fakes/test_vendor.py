@@ -82,7 +82,7 @@ async def test_an_accepted_message_carries_token_sender_and_idempotency_key(vend
         ("500", TransientDeliveryError, "internal_error"),
         ("503", TransientDeliveryError, "service_unavailable"),
         ("429", TransientDeliveryError, "rate_limited"),
-        ("400", PermanentDeliveryError, "invalid_number"),
+        ("400", PermanentDeliveryError, "invalid_recipient"),  # the vendor's invalid_number, in Tidings' words
     ],
 )
 async def test_scripted_faults_are_classified_transient_or_permanent_then_the_script_moves_on(
@@ -125,7 +125,7 @@ async def test_a_message_without_body_is_refused_before_any_script_is_used(vendo
 async def test_a_timeout_is_transient_and_the_abandoned_request_is_not_accepted(vendor: FakeVendor, session: aiohttp.ClientSession) -> None:
     vendor.script(PHONE, ["timeout"])
     impatient = provider_for(vendor.url, session, timeout_seconds=0.05)
-    with pytest.raises(TransientDeliveryError, match="TimeoutError"):
+    with pytest.raises(TransientDeliveryError, match="timed out"):
         await impatient.send(message())
     await vendor.wait_for(lambda v: v.in_flight == 0)  # the client hung up; the vendor saw it go
     assert vendor.requests[0].abandoned and vendor.requests[0].status is None

@@ -71,12 +71,11 @@ from typing import Any, ClassVar, Final
 import aiohttp
 from aiohttp import web
 
+from gateway.provider_kit import VendorError, failure, retry_after_seconds, timeout_of, vendor_call
 from gateway import (
-    DeliveryError,
     InboundReply,
     InboundRequest,
     OutboundMessage,
-    PermanentDeliveryError,
     Provider,
     ProviderLimits,
     SendReceipt,
@@ -505,14 +504,11 @@ def _control_routes(vendor: FakeVendor) -> web.RouteTableDef:
 # -- the provider plugin that talks to the fake ------------------------------------------------
 
 # Vendor HTTP statuses with a meaning of their own; other 5xx are transient, other 4xx permanent.
-STATUS_ERRORS: Final[Mapping[int, tuple[type[DeliveryError], str]]] = {
-    400: (PermanentDeliveryError, "the vendor refused the message"),
-    401: (PermanentDeliveryError, "the vendor refused the API token: check this instance's `token`"),
-    403: (PermanentDeliveryError, "the vendor account may not send this message"),
-    404: (PermanentDeliveryError, "the vendor has no such endpoint: check this instance's `url`"),
-    408: (TransientDeliveryError, "the vendor timed out reading the request"),
-    409: (TransientDeliveryError, "the vendor is still working on a request with this idempotency key"),
-    429: (TransientDeliveryError, "the vendor is throttling us"),
+ERRORS: Final[Mapping[str, VendorError]] = {
+    "invalid_number": VendorError(transient=False, meaning="not a valid phone number", code="invalid_recipient"),
+    "unauthorized": VendorError(transient=False, meaning="check this instance's `token`", credentials=True),
+    "rate_limited": VendorError(transient=True, meaning="the vendor is throttling us"),
+    "idempotency_in_progress": VendorError(transient=True, meaning="still working on a request with this key"),
 }
 RECEIPT_STATUSES: Final[Mapping[str, str]] = {"delivered": "delivered", "failed": "failed", "undelivered": "failed"}
 
@@ -535,15 +531,12 @@ class FakeVendorProvider(Provider):
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
         url = self.config["url"].rstrip("/") + "/v1/messages"
-        timeout = aiohttp.ClientTimeout(total=float(self.config.get("timeout_seconds", 10)))
-        try:
-            async with self.context.session.post(
-                url, json=self._payload(message), headers=self._headers(message), timeout=timeout
-            ) as response:
-                answer = await _answer_json(response)
-                return _receipt(response.status, response.headers, answer)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
-            raise TransientDeliveryError(f"could not reach the vendor: {type(err).__name__}: {err}") from err
+        async with vendor_call(
+            self.context.session, "POST", url, timeout=timeout_of(self.config), vendor="the fake vendor",
+            json=self._payload(message), headers=self._headers(message),
+        ) as response:
+            answer = await _answer_json(response)
+            return _receipt(response.status, response.headers, answer)
 
     def _payload(self, message: OutboundMessage) -> dict[str, Any]:
         payload: dict[str, Any] = {"to": message.to, "body": message.body}
@@ -595,27 +588,11 @@ def _receipt(status: int, headers: Mapping[str, str], answer: Mapping[str, Any])
         if not isinstance(message_id, str):
             raise TransientDeliveryError(f"the vendor answered {status} without a message id")
         return SendReceipt(provider_message_id=message_id, detail={"http_status": status})
-    raise _delivery_error(status, headers, answer)
-
-
-def _delivery_error(status: int, headers: Mapping[str, str], answer: Mapping[str, Any]) -> DeliveryError:
-    kind, reason = STATUS_ERRORS.get(status) or (
-        (TransientDeliveryError, "the vendor failed") if status >= 500 else (PermanentDeliveryError, "unexpected answer")
-    )
     error = answer.get("error")
-    code = error.get("code") if isinstance(error, dict) else None
-    message = f"{reason} ({status}{f' {code}' if code else ''})"
-    detail = {"http_status": status}
-    if kind is TransientDeliveryError:
-        return TransientDeliveryError(message, retry_after=_seconds(headers.get("Retry-After")), code=code, detail=detail)
-    return kind(message, code=code, detail=detail)
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(float(value), 0.0) if value is not None else None
-    except ValueError:
-        return None
+    code, reason = (error.get("code"), error.get("message")) if isinstance(error, dict) else (None, None)
+    raise failure(
+        ERRORS, code, reason, http_status=status, retry_after=retry_after_seconds(headers.get("Retry-After")), vendor="the fake vendor"
+    )
 
 
 # -- standalone ----------------------------------------------------------------------------------

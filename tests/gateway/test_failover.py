@@ -94,6 +94,22 @@ async def test_a_permanent_rejection_is_not_tried_elsewhere(start: Callable[...,
     assert backup.requests == []
 
 
+async def test_refused_credentials_fail_over_and_count_against_the_instance_circuit(
+    start: Callable[..., Any], primary: FakeVendor, backup: FakeVendor
+) -> None:
+    api = await start(primary_extra="    circuit_breaker: {failures: 2, window: 60s, cooldown: 30s}\n")
+    primary.token = "rotated-at-the-vendor"  # the instance's token no longer works: every send would fail
+    for _ in range(2):
+        _, body = await api.send(sms())
+        delivery = await sent_by(api, body["notification_id"])
+        assert [(a["provider"], a["outcome"]) for a in delivery["attempts"]] == [("primary", "permanent"), ("backup", "sent")]
+        assert "credentials" in delivery["attempts"][0]["error"]
+    _, body = await api.send(sms())
+    delivery = await sent_by(api, body["notification_id"])
+    assert [a["provider"] for a in delivery["attempts"]] == ["backup"], "the circuit opened on refused credentials"
+    assert len(primary.requests) == 2
+
+
 async def test_when_every_instance_fails_the_delivery_waits_for_its_schedule_honouring_retry_after(
     start: Callable[..., Any], primary: FakeVendor, backup: FakeVendor, clock: FakeClock
 ) -> None:
