@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.api import error_middleware
 from gateway.appkeys import (
     CLOCK, DISPATCHER, EVENT_WEBHOOKS, HTTP, INBOUND, INBOUND_PURGER, OPT_OUTS, OUTCOMES, PLUGINS, POLICIES, POLICY_LOADER, POLICY_WATCHER,
-    PROVIDERS, SETTINGS, STORE,
+    PROVIDERS, SETTINGS, STORE, WEBHOOK_SIGNER,
 )
 from gateway.clock import Clock, SystemClock
 from gateway.dispatcher import Dispatcher, DispatchSettings
@@ -33,6 +33,7 @@ from gateway.provider_pool import PoolHolder, ProviderPool
 from gateway.routes import setup_routes
 from gateway.secret_values import SecretResolver
 from gateway.settings import Settings
+from gateway.signing import SIGNING_KEY_FILE, Ed25519Signer
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,9 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
 
 async def _event_webhooks(app: web.Application) -> AsyncIterator[None]:
     """Signed event webhooks to tenants' endpoints: apart from sending, sharing only the store and the HTTP pool."""
-    worker = EventWebhooks(app[STORE], app[POLICIES], app[HTTP], app[CLOCK])
+    signer = Ed25519Signer.load_or_create(app[SETTINGS].data_dir / SIGNING_KEY_FILE)
+    app[WEBHOOK_SIGNER] = signer
+    worker = EventWebhooks(app[STORE], app[POLICIES], app[HTTP], app[CLOCK], signer)
     worker.start()
     app[EVENT_WEBHOOKS] = worker
     yield

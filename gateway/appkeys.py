@@ -17,6 +17,7 @@ from gateway.policies import PolicyHolder, PolicySet
 from gateway.policy_watcher import PolicyWatcher
 from gateway.provider_pool import PoolHolder
 from gateway.settings import Settings
+from gateway.signing import Ed25519Signer
 from gateway.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -34,3 +35,4 @@ INBOUND = web.AppKey("inbound", Inbound)
 OPT_OUTS = web.AppKey("opt_outs", OptOuts)
 INBOUND_PURGER = web.AppKey("inbound_purger", InboundPurger)
 EVENT_WEBHOOKS = web.AppKey("event_webhooks", EventWebhooks)
+WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)

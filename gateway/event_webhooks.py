@@ -10,7 +10,8 @@ loses nor doubles a fan-out.
 Delivery: due rows are claimed oldest event first with a lease; each endpoint's share of a
 batch is sent one at a time in creation order (endpoints run side by side), so one slow
 endpoint never holds back another. 2xx succeeds; 410 disables the endpoint (while its url stays
-the same); 429, 5xx, timeouts and network errors retry on the ``webhooks`` retry schedule
+the same), and so does failing continuously for the endpoint's ``disable_after`` (5 days by
+default), until the tenant enables it again; 429, 5xx, timeouts and network errors retry on the ``webhooks`` retry schedule
 (honouring ``Retry-After``) and go ``dead`` when it runs out; any other status — a 3xx included,
 redirects are never followed — is ``dead`` at once, since sending it again would get the same.
 A url resolving to a loopback, link-local or private address is refused unless the endpoint
@@ -25,6 +26,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -61,6 +63,11 @@ def retry_schedule(policy: PolicySet) -> RetrySchedule:
     if found is None:
         return DEFAULT_SCHEDULE
     return RetrySchedule(tuple(parse_duration(delay) for delay in found.delays), found.max_attempts)
+
+
+def disable_after(endpoint: WebhookEndpointPolicy) -> float | None:
+    """Seconds of continuous failure after which the endpoint is disabled; None: never."""
+    return parse_duration(endpoint.disable_after) if endpoint.disable_after is not None else None
 
 
 def subscribed(endpoint: WebhookEndpointPolicy, event_type: str) -> bool:
@@ -105,10 +112,13 @@ def event_body(event: StoredEvent) -> bytes:
     return orjson.dumps({"type": event.type, "timestamp": isoformat(event.at), "data": {**event.data, "seq": event.seq}})
 
 
-def signed_headers(endpoint: WebhookEndpointPolicy, event: StoredEvent, timestamp: int, body: bytes) -> dict[str, str]:
-    """The Standard Webhooks headers, signed with the secret and every previous secret still in rotation."""
+def signed_headers(
+    endpoint: WebhookEndpointPolicy, event: StoredEvent, timestamp: int, body: bytes, signer: signing.Ed25519Signer
+) -> dict[str, str]:
+    """The Standard Webhooks headers: ``v1`` with the secret and every previous one still in rotation, plus ``v1a`` for ed25519 endpoints."""
     secrets = [secret for secret in (endpoint.secret, *endpoint.previous_secrets) if secret]
-    return {"content-type": "application/json", **signing.signature_headers(secrets, event.id, timestamp, body)}
+    asymmetric = signer if endpoint.signing == "ed25519" else None
+    return {"content-type": "application/json", **signing.signature_headers(secrets, event.id, timestamp, body, signer=asymmetric)}
 
 
 def retry_after(response: aiohttp.ClientResponse) -> float | None:
@@ -121,10 +131,11 @@ class EventWebhooks:
     """Fans events out to subscribed endpoints and delivers them until told to stop."""
 
     def __init__(
-        self, store: Store, policies: PolicyHolder, session: aiohttp.ClientSession, clock: Clock,
+        self, store: Store, policies: PolicyHolder, session: aiohttp.ClientSession, clock: Clock, signer: signing.Ed25519Signer,
         *, batch: int = 200, lease_seconds: float = 60.0, timeout: float = 10.0,
     ) -> None:
         self._store = store
+        self._signer = signer
         self._policies = policies
         self._session = session
         self._clock = clock
@@ -208,13 +219,15 @@ class EventWebhooks:
         return results
 
     async def send(self, item: ClaimedWebhook) -> WebhookResult:
-        """One attempt at one delivery, and what it means for the delivery."""
+        """One attempt at one delivery, and what it means for the delivery and its endpoint."""
         policy = self._policies.current
         endpoint = policy.document.webhooks.get(item.tenant, {}).get(item.endpoint)
         if endpoint is None:
             return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, last_error="endpoint no longer in policy")
-        if endpoint.signing == "ed25519":
-            return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, last_error="ed25519 signing is not available yet")
+        result = await self._attempt(item, policy, endpoint)
+        return replace(result, url=endpoint.url, disable_after=disable_after(endpoint))
+
+    async def _attempt(self, item: ClaimedWebhook, policy: PolicySet, endpoint: WebhookEndpointPolicy) -> WebhookResult:
         try:
             if not endpoint.allow_private:
                 await check_url(endpoint.url)
@@ -224,21 +237,21 @@ class EventWebhooks:
             return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, last_error=f"refused: {err}")
         except (aiohttp.ClientError, OSError, TimeoutError) as err:
             return self._retry(item, policy, None, f"{type(err).__name__}: {err}", None)
-        return self._judge(item, policy, endpoint, status, wait)
+        return self._judge(item, policy, status, wait)
 
     async def _post(self, endpoint: WebhookEndpointPolicy, event: StoredEvent) -> tuple[int, float | None]:
         body = event_body(event)
-        headers = signed_headers(endpoint, event, int(self._clock.now()), body)
+        headers = signed_headers(endpoint, event, int(self._clock.now()), body, self._signer)
         async with self._session.post(endpoint.url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout) as response:
             await response.read()
             return response.status, retry_after(response)
 
-    def _judge(self, item: ClaimedWebhook, policy: PolicySet, endpoint: WebhookEndpointPolicy, status: int, wait: float | None) -> WebhookResult:
+    def _judge(self, item: ClaimedWebhook, policy: PolicySet, status: int, wait: float | None) -> WebhookResult:
         if 200 <= status < 300:
             return WebhookResult(item.id, item.tenant, item.endpoint, SUCCEEDED, last_status=status)
         if status == 410:
             log.warning("event webhook endpoint %s/%s answered 410 Gone: disabled", item.tenant, item.endpoint)
-            return WebhookResult(item.id, item.tenant, item.endpoint, DISABLED, status, "410 Gone: endpoint disabled", url=endpoint.url)
+            return WebhookResult(item.id, item.tenant, item.endpoint, DISABLED, status, "410 Gone: endpoint disabled")
         if status == 429 or status >= 500:
             return self._retry(item, policy, status, f"HTTP {status}", wait)
         return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, status, f"HTTP {status} (not retried; redirects are not followed)")

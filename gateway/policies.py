@@ -207,7 +207,12 @@ class WebhookEndpointPolicy(_Model):
     previous_secrets: list[SecretText] = Field(
         default_factory=list, description="Still signed with during a rotation, so receivers can switch over."
     )
-    signing: Literal["hmac", "ed25519"] = "hmac"
+    signing: Literal["hmac", "ed25519"] = Field(
+        "hmac", description="hmac: v1 signatures with the secret; ed25519: v1a signatures with the gateway's key (and v1 too if a secret is set)."
+    )
+    disable_after: Duration | None = Field(
+        "5d", description="Disable the endpoint after it has failed continuously this long (null: never)."
+    )
     allow_private: bool = Field(
         False, description="Allow a url that resolves to a loopback, link-local or private address (refused otherwise: SSRF)."
     )
@@ -236,6 +241,8 @@ class PolicyDocument(_Model):
     )
 
 
+RESERVED_INSTANCE_NAMES: Final = frozenset({"public-key"})
+"""Instance names whose callback URL the gateway uses itself."""
 _NO_DEFAULTS: Final = TenantDefaults()
 _DEFAULT_BREAKER: Final = CircuitBreakerPolicy()
 
@@ -566,6 +573,8 @@ def _check_references(document: PolicyDocument, plugins: PluginCatalog, channels
         _check_instance(name, instance, plugins, sources)
         if instance.tenant is not None and instance.tenant not in document.tenants:
             sources.issue(("providers", name, "tenant"), f"unknown tenant {instance.tenant!r}")
+    for name in RESERVED_INSTANCE_NAMES & document.providers.keys():
+        sources.issue(("providers", name), f"{name!r} is reserved: /api/v1/webhooks/{name} is a gateway endpoint, not a callback URL")
     if SANDBOX in document.providers and document.providers[SANDBOX].plugin != SANDBOX:
         sources.issue(("providers", SANDBOX, "plugin"), "the instance named 'sandbox' serves test keys and must use the sandbox plugin")
     schedules = {DEFAULT_RETRY_SCHEDULE, *document.retry_schedules}

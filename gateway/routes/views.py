@@ -7,6 +7,8 @@ from typing import Any
 
 from gateway import statuses
 from gateway.clock import isoformat
+from gateway.policies import WebhookEndpointPolicy
+from gateway.store import WebhookEndpointState
 
 
 def notification_view(item: Mapping[str, Any], *, full: bool) -> dict[str, Any]:
@@ -109,3 +111,31 @@ def webhook_delivery_view(item: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": isoformat(item["created_at"]),
         "updated_at": isoformat(item["updated_at"]),
     }
+
+
+def webhook_endpoint_view(name: str, endpoint: WebhookEndpointPolicy, state: WebhookEndpointState | None) -> dict[str, Any]:
+    """One of the tenant's event webhook endpoints: its policy (no secrets) and how it is faring.
+
+    A disabling recorded for another url no longer counts: the policy has moved the endpoint.
+    """
+    state = state or WebhookEndpointState("", name)
+    disabled = state.disabled_at is not None and state.disabled_url == endpoint.url
+    status = "disabled" if disabled else "failing" if state.failing_since is not None else "active"
+    return {
+        "endpoint": name,
+        "url": endpoint.url,
+        "events": list(endpoint.events),
+        "signing": endpoint.signing,
+        "disable_after": endpoint.disable_after,
+        "status": status,
+        "failing_since": _time(state.failing_since),
+        "last_success_at": _time(state.last_success_at),
+        "last_failure_at": _time(state.last_failure_at),
+        "last_error": state.last_error,
+        "disabled_at": _time(state.disabled_at) if disabled else None,
+        "disabled_reason": state.disabled_reason if disabled else None,
+    }
+
+
+def _time(value: float | None) -> str | None:
+    return isoformat(value) if value is not None else None

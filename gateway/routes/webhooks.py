@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway import ids
 from gateway.api import current_policy, json_response
-from gateway.appkeys import CLOCK, INBOUND, PROVIDERS, SETTINGS
+from gateway.appkeys import CLOCK, INBOUND, PROVIDERS, SETTINGS, WEBHOOK_SIGNER
 from gateway.errors import ApiError, ForbiddenError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, UnauthorizedError, WebhookVerificationError
 from gateway.inbound import instance_tenants, kept_headers
 from gateway.plugin_api import InboundRequest, Provider
@@ -19,6 +19,14 @@ from gateway.store import InboundRecord
 
 routes = web.RouteTableDef()
 PATH = "/api/v1/webhooks/{provider_instance}"
+PUBLIC_KEY_PATH = "/api/v1/webhooks/public-key"
+
+
+@routes.get(PUBLIC_KEY_PATH)
+async def public_key(request: web.Request) -> web.Response:
+    """The key receivers verify ``v1a`` (Ed25519) event signatures with; public, so no API key is needed."""
+    signer = request.app[WEBHOOK_SIGNER]
+    return json_response({"public_key": signer.public_key, "algorithm": "ed25519", "signature_version": "v1a"})
 
 
 @routes.post(PATH)

@@ -18,6 +18,7 @@ from gateway.store.records import (
     Replayed,
     StoredEvent,
     StoredResponse,
+    WebhookEndpointState,
     WebhookResult,
     WebhookTarget,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Store",
     "StoredEvent",
     "StoredResponse",
+    "WebhookEndpointState",
     "WebhookResult",
     "WebhookTarget",
     "is_transient",

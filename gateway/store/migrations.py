@@ -205,6 +205,18 @@ MIGRATIONS: Final = (
         PRIMARY KEY (tenant, endpoint)
     ) WITHOUT ROWID;
     """,
+    # v5: how each event webhook endpoint is faring, to disable one that keeps failing.
+    """
+    CREATE TABLE webhook_endpoint_health (
+        tenant          TEXT NOT NULL,
+        endpoint        TEXT NOT NULL,
+        failing_since   REAL,             -- first failure since the last success; NULL while healthy
+        last_success_at REAL,
+        last_failure_at REAL,
+        last_error      TEXT,
+        PRIMARY KEY (tenant, endpoint)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

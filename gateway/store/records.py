@@ -158,6 +158,8 @@ class WebhookResult:
     """What one attempt did: ``status`` pending (retry at ``next_attempt_at``), succeeded, dead or disabled.
 
     ``disabled`` (a 410) disables the endpoint at ``url`` and every delivery still pending for it.
+    ``disable_after``: seconds of continuous failure after which the endpoint is disabled too
+    (None: never); a failure is any outcome but ``succeeded``.
     """
 
     id: str
@@ -168,6 +170,22 @@ class WebhookResult:
     last_error: str | None = None
     next_attempt_at: float | None = None
     url: str | None = None
+    disable_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEndpointState:
+    """What the store knows of one endpoint: failing since when, last success, and a disabling."""
+
+    tenant: str
+    endpoint: str
+    failing_since: float | None = None
+    last_success_at: float | None = None
+    last_failure_at: float | None = None
+    last_error: str | None = None
+    disabled_url: str | None = None
+    disabled_at: float | None = None
+    disabled_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ import aiosqlite
 import orjson
 
 from gateway import ids, statuses
-from gateway.clock import Clock
+from gateway.clock import Clock, isoformat
 from gateway.store.migrations import migrate
 from gateway.store.records import (
     PRIORITY_RANK,
@@ -40,6 +40,7 @@ from gateway.store.records import (
     Replayed,
     StoredEvent,
     StoredResponse,
+    WebhookEndpointState,
     WebhookResult,
     WebhookTarget,
 )
@@ -605,7 +606,12 @@ class SqliteStore:
         return claimed
 
     async def record_webhooks(self, results: Sequence[WebhookResult]) -> None:
-        """Record attempts' outcomes; a 410 disables its endpoint and everything still pending for it."""
+        """Record attempts' outcomes and each endpoint's health, atomically.
+
+        An endpoint is disabled — its url noted, everything still pending for it held as
+        ``disabled`` — when it answered 410, or when it has failed continuously (no success in
+        between) for its ``disable_after``.
+        """
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> None:
@@ -614,17 +620,48 @@ class SqliteStore:
                 "next_attempt_at = COALESCE(?, next_attempt_at), lease_until = NULL, updated_at = ? WHERE id = ?",
                 [(r.status, r.last_status, r.last_error, r.next_attempt_at, now, r.id) for r in results],
             )
-            gone = [r for r in results if r.status == "disabled"]
+            gone = {(r.tenant, r.endpoint): (r.url or "", r.last_error or "410 Gone") for r in results if r.status == "disabled"}
+            for (tenant, endpoint), (url, reason) in _track_endpoint_health(conn, results, now).items():
+                gone.setdefault((tenant, endpoint), (url, reason))
             conn.executemany(
                 "INSERT OR REPLACE INTO webhook_endpoints_disabled (tenant, endpoint, url, disabled_at, reason) VALUES (?, ?, ?, ?, ?)",
-                [(r.tenant, r.endpoint, r.url or "", now, r.last_error or "410 Gone") for r in gone],
+                [(tenant, endpoint, url, now, reason) for (tenant, endpoint), (url, reason) in gone.items()],
             )
             conn.executemany(
                 "UPDATE webhook_deliveries SET status = 'disabled', updated_at = ? WHERE tenant = ? AND endpoint = ? AND status = 'pending'",
-                [(now, r.tenant, r.endpoint) for r in gone],
+                [(now, tenant, endpoint) for tenant, endpoint in gone],
             )
 
         await self._write(job)
+
+    async def webhook_endpoint_states(self, tenant: str) -> dict[str, WebhookEndpointState]:
+        """The tenant's endpoints the store knows anything about, by name."""
+        sql = (
+            "SELECT h.endpoint, h.failing_since, h.last_success_at, h.last_failure_at, h.last_error, d.url, d.disabled_at, d.reason "
+            "FROM webhook_endpoint_health h LEFT JOIN webhook_endpoints_disabled d ON d.tenant = h.tenant AND d.endpoint = h.endpoint "
+            "WHERE h.tenant = ? "
+            "UNION ALL SELECT d.endpoint, NULL, NULL, NULL, NULL, d.url, d.disabled_at, d.reason FROM webhook_endpoints_disabled d "
+            "WHERE d.tenant = ? AND NOT EXISTS (SELECT 1 FROM webhook_endpoint_health h WHERE h.tenant = d.tenant AND h.endpoint = d.endpoint)"
+        )
+        async with self._snapshot() as db, db.execute(sql, (tenant, tenant)) as cur:
+            return {row[0]: WebhookEndpointState(tenant, *row) for row in await cur.fetchall()}
+
+    async def enable_webhook_endpoint(self, tenant: str, endpoint: str) -> int:
+        """Lift an endpoint's disabling and send its held (``disabled``) deliveries again; how many were requeued."""
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM webhook_endpoints_disabled WHERE tenant = ? AND endpoint = ?", (tenant, endpoint))
+            conn.execute("UPDATE webhook_endpoint_health SET failing_since = NULL WHERE tenant = ? AND endpoint = ?", (tenant, endpoint))
+            cursor = conn.execute(
+                "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_until = NULL, "
+                "last_error = 'endpoint enabled', updated_at = ? WHERE tenant = ? AND endpoint = ? AND status = 'disabled'",
+                (now, now, tenant, endpoint),
+            )
+            return cursor.rowcount
+
+        requeued: int = await self._write(job)
+        return requeued
 
     async def release_webhooks(self, delivery_ids: Iterable[str]) -> None:
         """Give back the leases of webhook sends cut short by a shutdown: due again at once, the try uncounted.
@@ -705,6 +742,41 @@ class SqliteStore:
 
 
 # --- statements run inside the writer thread -----------------------------------------------
+
+
+def _track_endpoint_health(conn: sqlite3.Connection, results: Sequence[WebhookResult], now: float) -> dict[tuple[str, str], tuple[str, str]]:
+    """Note each endpoint's successes and failures; the ones failing for longer than their ``disable_after``.
+
+    Results come in creation order per endpoint, so an endpoint's last result decides whether
+    it is failing now.
+    """
+    last: dict[tuple[str, str], WebhookResult] = {}
+    for result in results:
+        last[(result.tenant, result.endpoint)] = result
+    healthy = [(t, e, now) for (t, e), r in last.items() if r.status == "succeeded"]
+    failing = [(t, e, now, now, r.last_error) for (t, e), r in last.items() if r.status != "succeeded"]
+    conn.executemany(
+        "INSERT INTO webhook_endpoint_health (tenant, endpoint, last_success_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (tenant, endpoint) DO UPDATE SET failing_since = NULL, last_success_at = excluded.last_success_at",
+        healthy,
+    )
+    conn.executemany(
+        "INSERT INTO webhook_endpoint_health (tenant, endpoint, failing_since, last_failure_at, last_error) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (tenant, endpoint) DO UPDATE SET failing_since = COALESCE(failing_since, excluded.failing_since), "
+        "last_failure_at = excluded.last_failure_at, last_error = excluded.last_error",
+        failing,
+    )
+    worn_out: dict[tuple[str, str], tuple[str, str]] = {}
+    for (tenant, endpoint), result in last.items():
+        if result.status == "succeeded" or result.disable_after is None:
+            continue
+        (since,) = conn.execute(
+            "SELECT failing_since FROM webhook_endpoint_health WHERE tenant = ? AND endpoint = ?", (tenant, endpoint)
+        ).fetchone()
+        if since is not None and now - since >= result.disable_after:
+            reason = f"failing continuously since {isoformat(since)}: {result.last_error or 'no answer'}"
+            worn_out[(tenant, endpoint)] = (result.url or "", reason)
+    return worn_out
 
 
 def _insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewNotification], now: float) -> None:

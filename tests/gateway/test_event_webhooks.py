@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 import standardwebhooks
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway import signing
 from gateway.appkeys import EVENT_WEBHOOKS, STORE
@@ -118,6 +121,64 @@ async def test_a_delivered_sms_produces_webhooks_both_the_new_and_the_previous_s
     delivered = orjson.loads(found.requests[-1][1])
     assert delivered["data"]["status"] == "delivered" and delivered["timestamp"].endswith("Z")
     assert found.requests[-1][0]["webhook-id"].startswith("evt_")
+
+
+async def test_an_ed25519_endpoint_gets_v1a_signatures_that_verify_with_the_published_public_key(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], settings: Any
+) -> None:
+    found, url = receiver
+    policy = f"webhooks:\n  acme:\n    main:\n      url: {url}\n      events: [message.queued]\n      signing: ed25519\n      allow_private: true\n"
+    api = await start(policy)
+    response = await api.client.get("/api/v1/webhooks/public-key")  # public: no API key needed
+    status, published = response.status, await response.json()
+    assert status == 200 and published["public_key"].startswith("whpk_") and published["algorithm"] == "ed25519"
+    await api.send(sms_body())
+    await until(found, lambda: found.types() == ["message.queued"])
+    headers, body = found.requests[0]
+    [signature] = headers["webhook-signature"].split()
+    assert signature.startswith("v1a,")
+    # No reference library verifies v1a yet: check it with cryptography directly.
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(published["public_key"].removeprefix("whpk_")))
+    key.verify(base64.b64decode(signature.removeprefix("v1a,")), f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body)
+    with pytest.raises(InvalidSignature):
+        key.verify(base64.b64decode(signature.removeprefix("v1a,")), f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body + b" ")
+    key_file = settings.data_dir / signing.SIGNING_KEY_FILE
+    assert key_file.stat().st_mode & 0o777 == 0o600, "the private key is readable by its owner only"
+    assert published["public_key"] not in key_file.read_text() and "whsk_" in key_file.read_text()
+
+
+async def test_the_signing_key_survives_a_restart_and_an_endpoint_may_take_both_signatures(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path, receiver: tuple[Receiver, str], clock: FakeClock
+) -> None:
+    found, url = receiver
+    clock.value = time.time()
+    (policy_dir / "webhooks.yaml").write_text(
+        f"webhooks:\n  acme:\n    main:\n      url: {url}\n      events: [message.queued]\n      signing: ed25519\n"
+        f"      secret: {SECRET}\n      allow_private: true\n"
+    )
+    first = Api(await aiohttp_client(make_app()))
+    _, before = await first.get("/api/v1/webhooks/public-key")
+    await first.client.close()
+    second = Api(await aiohttp_client(make_app()))
+    _, after = await second.get("/api/v1/webhooks/public-key")
+    assert after["public_key"] == before["public_key"]
+    await second.send(sms_body())
+    await until(found, lambda: len(found.requests) >= 1)
+    headers, body = found.requests[-1]
+    assert [item.split(",")[0] for item in headers["webhook-signature"].split()] == ["v1", "v1a"]
+    standardwebhooks.Webhook(SECRET).verify(body, headers)  # the v1 part, for receivers that use the secret
+    signing.verify_asymmetric(after["public_key"], headers, body, now=time.time())
+
+
+def test_v1a_verification_refuses_another_key_a_changed_body_and_a_stale_timestamp() -> None:
+    signer, stranger = signing.Ed25519Signer.generate(), signing.Ed25519Signer.generate()
+    now = 1_800_000_000
+    headers = signing.signature_headers([], "evt_1", now, b"{}", signer=signer)
+    signing.verify_asymmetric(signer.public_key, headers, b"{}", now=now)
+    for public_key, body, at in ((stranger.public_key, b"{}", now), (signer.public_key, b"{ }", now), (signer.public_key, b"{}", now + 301)):
+        with pytest.raises(signing.SignatureError):
+            signing.verify_asymmetric(public_key, headers, body, now=at)
+    assert "whsk_" not in repr(signer)
 
 
 async def test_only_subscribed_event_types_are_sent(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
@@ -270,3 +331,68 @@ async def test_replaying_one_webhook_delivery_refuses_what_is_not_dead_or_unknow
     assert other.status == 404
     bad = await api.client.post("/api/v1/webhook-deliveries/replay", json={"endpoint": "main", "since": "yesterday"}, headers=api.headers())
     assert (bad.status, (await bad.json())["error"]["code"]) == (422, "invalid_schedule")
+
+
+async def endpoint_state(api: Api) -> dict[str, Any]:
+    status, body = await api.get("/api/v1/webhook-endpoints")
+    assert status == 200
+    [endpoint] = body["items"]
+    return endpoint  # type: ignore[no-any-return]
+
+
+async def test_an_endpoint_failing_continuously_for_disable_after_is_disabled_and_enabling_it_sends_what_it_held(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], clock: FakeClock
+) -> None:
+    found, url = receiver
+    found.script = [500] * 7
+    schedule = "retry_schedules:\n  webhooks: {delays: [10m], max_attempts: 20}\n"
+    api = await start(webhooks_policy(url, events="[message.queued]", schedule=schedule).replace("      allow_private", "      disable_after: 1h\n      allow_private"))
+    assert (await endpoint_state(api))["status"] == "active"
+    await api.send(sms_body())
+    await _until(api, lambda rows: bool(rows) and rows[0]["attempts"] == 1 and rows[0]["last_status"] == 500)
+    failing = await endpoint_state(api)
+    assert (failing["status"], failing["last_error"], failing["disable_after"]) == ("failing", "HTTP 500", "1h")
+    started = clock.now()
+    for attempt in range(2, 8):  # every 10 minutes; the seventh failure is an hour after the first
+        clock.advance(600)
+        await _until(api, lambda rows, n=attempt: rows[0]["attempts"] == n and rows[0]["status"] in ("pending", "disabled"))
+    [row] = await wait_status(api, "disabled")
+    disabled = await endpoint_state(api)
+    assert disabled["status"] == "disabled" and disabled["failing_since"] == isoformat(started)
+    assert disabled["disabled_reason"].startswith(f"failing continuously since {isoformat(started)}")
+    assert len(found.requests) == 7
+
+    await api.send(sms_body("+14155550101"))
+    await _until(api, lambda rows: [r["status"] for r in rows] == ["disabled", "disabled"])
+    assert len(found.requests) == 7, "a disabled endpoint is sent nothing; its events are held"
+
+    response = await api.client.post("/api/v1/webhook-endpoints/main/enable", headers=api.headers())
+    enabled = await response.json()
+    assert response.status == 200 and enabled["requeued"] == 2 and enabled["endpoint"]["status"] == "active"
+    await _until(api, lambda rows: [r["status"] for r in rows] == ["succeeded", "succeeded"])
+    healthy = await endpoint_state(api)
+    assert healthy["status"] == "active" and healthy["failing_since"] is None and healthy["last_success_at"] is not None
+
+
+async def test_a_success_between_failures_starts_the_failing_period_again(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]
+) -> None:
+    found, url = receiver
+    found.script = [500, 200, 500]
+    api = await start(webhooks_policy(url, events="[message.queued]", schedule="retry_schedules:\n  webhooks: {delays: [0s], max_attempts: 3}\n"))
+    await api.send(sms_body())
+    await wait_status(api, "succeeded")
+    assert (await endpoint_state(api))["status"] == "active"
+    await api.send(sms_body("+14155550101"))
+    await _until(api, lambda rows: len(rows) == 2 and rows[-1]["last_status"] == 500)
+    failing = await endpoint_state(api)
+    assert failing["status"] == "failing" and failing["last_success_at"] is not None
+
+
+async def test_enabling_an_unknown_endpoint_is_a_404_in_the_error_shape(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
+    _found, url = receiver
+    api = await start(webhooks_policy(url))
+    response = await api.client.post("/api/v1/webhook-endpoints/nope/enable", headers=api.headers())
+    assert response.status == 404 and (await response.json())["error"]["code"] == "webhook_endpoint_not_found"
+    response = await api.client.get("/api/v1/webhook-endpoints")
+    assert response.status == 401, "the endpoint list needs an API key"

@@ -67,6 +67,7 @@ def test_hidden_files_and_folders_are_skipped(tmp_path: Path, plugin_catalog: Pl
             "a.yaml:5: tenants.b.channels.sms.providers[0]: provider instance 'a-only' belongs to tenant 'a'",
         ),
         ({"a.yaml": "providers:\n  x: {plugin: memory, tenant: ghost}\n"}, "a.yaml:2: providers.x.tenant: unknown tenant 'ghost'"),
+        ({"a.yaml": "providers:\n  public-key: {plugin: memory}\n"}, "a.yaml:2: providers.public-key: 'public-key' is reserved"),
         ({"a.yaml": "quotas:\n  ghost: {daily: 10}\n"}, "a.yaml:2: quotas.ghost: unknown tenant 'ghost'"),
         ({"a.yaml": "tenants:\n  a: {}\nquotas:\n  a: {daily: 0}\n"}, "a.yaml:4: quotas.a.daily: must be >= 1"),
         (
