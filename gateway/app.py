@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import aiohttp
 from aiohttp import web
@@ -27,6 +27,7 @@ from gateway.event_webhooks import EventWebhooks
 from gateway.inbound import Inbound, InboundPurger, OptOuts, instance_tenants
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
+from gateway.plugin_api import InboundReply, StatusUpdate
 from gateway.policies import PolicyHolder, PolicySet, load_policies
 from gateway.policy_watcher import PolicySwitch, PolicyWatcher
 from gateway.provider_pool import PoolHolder, ProviderPool
@@ -115,8 +116,16 @@ def _instance_tenants(policy: PolicySet, name: str) -> tuple[str, ...]:
 
 
 def _build_pool(app: web.Application, policy: PolicySet, reuse: ProviderPool | None = None) -> ProviderPool:
-    outcomes = app[OUTCOMES]
-    return ProviderPool.build(policy, app[PLUGINS], session=app[HTTP], clock=app[CLOCK], report=outcomes.report, reuse=reuse)
+    report = functools.partial(_report, app)
+    return ProviderPool.build(policy, app[PLUGINS], session=app[HTTP], clock=app[CLOCK], report=report, reuse=reuse)
+
+
+def _report(app: web.Application, provider: str, updates: Sequence[StatusUpdate | InboundReply]) -> None:
+    """What a plugin reports by itself (``ProviderContext.report``): statuses to reconcile, replies to store."""
+    app[OUTCOMES].report(provider, [update for update in updates if isinstance(update, StatusUpdate)])
+    replies = [update for update in updates if isinstance(update, InboundReply)]
+    if replies:
+        app[INBOUND].reported(provider, replies, _instance_tenants(app[POLICIES].current, provider))
 
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:

@@ -112,6 +112,16 @@ class Inbound:
         self._outcomes = outcomes
         self._opt_outs = opt_outs
         self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound")
+        self._reported: Batcher[NewReply] = Batcher(self._store_reported, name="reported-replies")
+
+    def reported(self, provider: str, replies: Sequence[InboundReply], tenants: Sequence[str]) -> None:
+        """Replies a plugin learned by itself (polling its vendor): stored as if a callback had brought them."""
+        now = self._store.clock.now()
+        for reply in replies:
+            self._reported.add(_new_reply(None, provider, tuple(tenants), now, reply))
+
+    async def _store_reported(self, batch: list[NewReply]) -> None:
+        self._opt_outs.note(await self._store.record_inbound([], batch))
 
     async def receive(self, record: InboundRecord, provider: Provider, tenants: Sequence[str], request: InboundRequest) -> None:
         """Store ``record``, verify it, and queue it for processing; raise ``WebhookVerificationError`` if forged.
@@ -156,7 +166,10 @@ class Inbound:
             if updates is None:
                 continue
             self._outcomes.report(item.provider.name, [u for u in updates if isinstance(u, StatusUpdate)])
-            replies += [_new_reply(item, u) for u in updates if isinstance(u, InboundReply)]
+            replies += [
+                _new_reply(item.record.id, item.provider.name, item.tenants, item.record.received_at, u)
+                for u in updates if isinstance(u, InboundReply)
+            ]
             processed.append(item.record.id)
         self._opt_outs.note(await self._store.record_inbound(processed, replies))
 
@@ -171,17 +184,18 @@ class Inbound:
 
     async def drain(self) -> None:
         await self._batcher.drain()
+        await self._reported.drain()
 
 
-def _new_reply(item: _Verified, reply: InboundReply) -> NewReply:
+def _new_reply(request_id: str | None, provider: str, tenants: tuple[str, ...], received_at: float, reply: InboundReply) -> NewReply:
     return NewReply(
-        request_id=item.record.id,
-        provider=item.provider.name,
-        tenants=item.tenants,
+        request_id=request_id,
+        provider=provider,
+        tenants=tenants,
         channel=reply.channel,
         sender=reply.sender,
         body=reply.body,
-        received_at=reply.occurred_at or item.record.received_at,
+        received_at=reply.occurred_at or received_at,
         provider_message_id=reply.provider_message_id,
         in_reply_to=reply.in_reply_to,
         detail=reply.detail,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from gateway import statuses
 from gateway.batching import Batcher
-from gateway.plugin_api import InboundReply, StatusUpdate
+from gateway.plugin_api import StatusUpdate
 from gateway.store import AttemptResult, NewEvent, ReceivedStatus, Store, is_transient
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,9 @@ class Outcomes:
     def event(self, event: NewEvent) -> None:
         self._batcher.add(event)
 
-    def report(self, provider: str, updates: Sequence[StatusUpdate | InboundReply]) -> None:
+    def report(self, provider: str, updates: Sequence[StatusUpdate]) -> None:
+        """Status updates a provider reported (from a callback, or learned by itself): reconciled in batches."""
         for update in updates:
-            if not isinstance(update, StatusUpdate):
-                log.info("provider %s reported a reply from %s; replies are not stored yet", provider, update.sender)
-                continue
             status = statuses.RECEIPT_STATUSES.get(update.status)
             if status is None:
                 log.warning("provider %s reported unknown status %r; ignored", provider, update.status)

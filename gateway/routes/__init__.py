@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from gateway.routes import channels, dead_letters, health, notifications, webhook_deliveries, webhook_endpoints, webhooks
+from gateway.routes import channels, dead_letters, health, notifications, replies, webhook_deliveries, webhook_endpoints, webhooks
 
 
 def setup_routes(app: web.Application) -> None:
@@ -13,3 +13,4 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(webhooks.routes)
     app.add_routes(webhook_deliveries.routes)
     app.add_routes(webhook_endpoints.routes)
+    app.add_routes(replies.routes)

@@ -92,6 +92,31 @@ def decode_cursor(cursor: str, prefix: str = ids.NOTIFICATION) -> str:
     return decoded
 
 
+def encode_seq_cursor(seq: int) -> str:
+    return encode_text_cursor(f"seq:{seq}")
+
+
+def decode_seq_cursor(cursor: str) -> int:
+    """The ``seq`` a page of a seq-ordered list ended at."""
+    text = decode_text_cursor(cursor)
+    if not (text.startswith("seq:") and text[4:].isdigit()):
+        raise InvalidCursorError(cursor)
+    return int(text[4:])
+
+
+def encode_text_cursor(text: str) -> str:
+    return "t" + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def decode_text_cursor(cursor: str) -> str:
+    if not cursor.startswith("t"):
+        raise InvalidCursorError(cursor)
+    try:
+        return base64.urlsafe_b64decode(cursor[1:] + "=" * (-len(cursor[1:]) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as err:
+        raise InvalidCursorError(cursor) from err
+
+
 class SqliteStore:
     """The outbox, idempotency records, attempts and audit trail in one SQLite file."""
 
@@ -517,10 +542,53 @@ class SqliteStore:
             row = await cur.fetchone()
         return dict(row) | {"headers": _loads(row["headers"]), "body": bytes(row["body"])} if row else None
 
-    async def list_replies(self, tenant: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        """The tenant's newest replies."""
-        async with self._db.execute("SELECT * FROM replies WHERE tenant = ? ORDER BY seq DESC LIMIT ?", (tenant, limit)) as cur:
-            return [dict(row) | {"detail": _loads(row["detail"]) or {}} for row in await cur.fetchall()]
+    async def list_replies(
+        self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        """The tenant's replies, newest first, ``limit`` at a time."""
+        clauses, params = ["tenant = ?"], list[Any]([tenant])
+        for column, value in (("channel", channel), ("sender", sender)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if cursor is not None:
+            clauses.append("seq < ?")
+            params.append(decode_seq_cursor(cursor))
+        sql = f"SELECT * FROM replies WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"
+        async with self._snapshot() as db, db.execute(sql, (*params, limit + 1)) as cur:
+            rows = [dict(row) | {"detail": _loads(row["detail"]) or {}} for row in await cur.fetchall()]
+        return Page(rows[:limit], encode_seq_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None)
+
+    async def list_opt_outs(
+        self, tenant: str, *, channel: str | None = None, address: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        """The tenant's opted-out recipients by address then channel, ``limit`` at a time."""
+        clauses, params = ["tenant = ?"], list[Any]([tenant])
+        for column, value in (("channel", channel), ("address", address)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if cursor is not None:
+            after_address, _, after_channel = decode_text_cursor(cursor).partition("\n")
+            clauses.append("(address, channel) > (?, ?)")
+            params += [after_address, after_channel]
+        sql = f"SELECT channel, address, since, source FROM opt_outs WHERE {' AND '.join(clauses)} ORDER BY address, channel LIMIT ?"
+        async with self._snapshot() as db, db.execute(sql, (*params, limit + 1)) as cur:
+            rows = [dict(row) for row in await cur.fetchall()]
+        last = rows[limit - 1] if len(rows) > limit else None
+        return Page(rows[:limit], encode_text_cursor(f"{last['address']}\n{last['channel']}") if last else None)
+
+    async def add_opt_out(self, tenant: str, channel: str, address: str, source: str) -> bool:
+        """Record that ``address`` opted out of the tenant's ``channel``; False if it already had."""
+
+        def job(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "INSERT OR IGNORE INTO opt_outs (tenant, channel, address, since, source) VALUES (?, ?, ?, ?, ?)",
+                (tenant, channel, address, self.clock.now(), source),
+            ).rowcount > 0
+
+        added: bool = await self._write(job)
+        return added
 
     async def tenants_with_opt_outs(self) -> set[str]:
         async with self._db.execute("SELECT DISTINCT tenant FROM opt_outs") as cur:

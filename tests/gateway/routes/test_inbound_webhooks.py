@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, key_entry, sms_body
 from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider, signed_headers
 from gateway.app import create_app
-from gateway import ids
+from gateway import InboundReply, ids
 from gateway.appkeys import INBOUND, INBOUND_PURGER, OUTCOMES, PROVIDERS, STORE
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
@@ -190,11 +190,11 @@ async def test_a_reply_is_stored_linked_and_becomes_a_message_replied_event(api:
     notification_id, message_id = await sent_sms(api)
     status, _ = await post_callback(api, "acme_sms", reply("Thanks!", in_reply_to=message_id))
     assert status == 200
-    [stored] = await api.app[STORE].list_replies("acme")
+    [stored] = (await api.app[STORE].list_replies("acme")).items
     assert (stored["sender"], stored["body"], stored["notification_id"]) == (PHONE, "Thanks!", notification_id)
     [event] = [e for e in await api.app[STORE].list_events(tenant="acme") if e["type"] == "message.replied"]
     assert event["subject"] == notification_id and event["data"]["body"] == "Thanks!"
-    assert await api.app[STORE].list_replies("other") == []
+    assert (await api.app[STORE].list_replies("other")).items == []
 
 
 async def test_stop_opts_the_recipient_out_until_start(api: Api) -> None:
@@ -268,3 +268,64 @@ async def test_a_callback_acknowledged_but_not_processed_before_a_stop_is_proces
     assert (await api.app[STORE].get_inbound(record.id))["outcome"] == "processed"  # type: ignore[index]
     assert (await api.app[STORE].get_inbound(gone.id))["outcome"] == "rejected"  # type: ignore[index]
     assert await api.app[STORE].pending_inbound() == []
+
+
+async def post_json(api: Api, path: str, body: Any, key: str | None = None) -> tuple[int, dict[str, Any]]:
+    response = await api.client.post(path, json=body, headers=api.headers(key))
+    return response.status, await response.json()
+
+
+async def test_replies_and_opt_outs_are_listed_per_tenant_through_the_api(api: Api) -> None:
+    notification_id, message_id = await sent_sms(api)
+    await post_callback(api, "acme_sms", reply("Thanks!", in_reply_to=message_id))
+    await post_callback(api, "acme_sms", reply("STOP", message_id="msg_in_2"))
+    status, replies = await api.get("/api/v1/replies?limit=1")
+    assert status == 200 and [r["body"] for r in replies["items"]] == ["STOP"]
+    _, older = await api.get(f"/api/v1/replies?limit=1&cursor={replies['next_cursor']}")
+    [thanks] = older["items"]
+    assert (thanks["from"], thanks["notification_id"], thanks["in_reply_to"], older["next_cursor"]) == (PHONE, notification_id, message_id, None)
+    status, opt_outs = await api.get("/api/v1/opt-outs")
+    [opted] = opt_outs["items"]
+    assert (opted["channel"], opted["address"]) == ("sms", PHONE) and opted["source"].startswith("reply via acme_sms")
+    assert (await api.get("/api/v1/replies", key=OTHER_KEY))[1]["items"] == []
+    assert (await api.get("/api/v1/opt-outs", key=OTHER_KEY))[1]["items"] == []
+    status, bad = await api.get("/api/v1/replies?cursor=nonsense")
+    assert status == 400 and bad["error"]["code"] == "invalid_parameter"
+
+
+async def test_a_tenant_records_an_opt_out_from_its_own_system_and_sends_to_it_are_refused(api: Api) -> None:
+    status, created = await post_json(api, "/api/v1/opt-outs", {"channel": "sms", "address": PHONE})
+    assert status == 201 and created["created"] is True
+    status, refused = await api.send(raw_body())
+    assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
+    status, again = await post_json(api, "/api/v1/opt-outs", {"channel": "sms", "address": PHONE})
+    assert status == 200 and again["created"] is False
+    [opted] = (await api.get("/api/v1/opt-outs?channel=sms"))[1]["items"]
+    assert opted["source"].startswith("api key:")
+    status, _ = await api.send(raw_body(), key=OTHER_KEY)
+    assert status == 202, "another tenant's opt-out list is its own"
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"channel": "fax", "address": PHONE}, "unknown_channel"),
+        ({"channel": "sms"}, "validation_failed"),
+        ({"channel": "sms", "address": "   "}, "validation_failed"),
+        ({"channel": "sms", "address": PHONE, "colour": "red"}, "validation_failed"),
+        ([1, 2], "validation_failed"),
+    ],
+)
+async def test_a_bad_opt_out_is_refused_and_records_nothing(api: Api, body: Any, code: str) -> None:
+    status, refused = await post_json(api, "/api/v1/opt-outs", body)
+    assert status == 422 and refused["error"]["code"] == code, refused
+    assert (await api.get("/api/v1/opt-outs"))[1]["items"] == []
+
+
+async def test_a_reply_a_plugin_reports_by_itself_is_stored_like_one_from_a_callback(api: Api) -> None:
+    notification_id, message_id = await sent_sms(api)
+    provider = api.app[PROVIDERS].current.instances["acme_sms"]
+    provider.context.report([InboundReply(sender=PHONE, body="Polled reply", channel="sms", in_reply_to=message_id)])
+    await api.app[INBOUND].drain()
+    [stored] = (await api.get("/api/v1/replies"))[1]["items"]
+    assert (stored["body"], stored["notification_id"]) == ("Polled reply", notification_id)
