@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from pydantic import ValidationError as SettingsValidationError
 
-from gateway import schema
+from gateway import provider_checks, schema
 from gateway.auth import create_key
 from gateway.errors import PolicyError
 from gateway.plugins import PluginCatalog
@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="list installed provider plugins and any that failed to load")
     plugins.set_defaults(command=_plugins)
+
+    providers = commands.add_parser("providers", help="provider instances in the policy directory").add_subparsers(metavar="ACTION")
+    providers_check = providers.add_parser(
+        "check", help="confirm instances' credentials with their vendors (exit 1 if any is refused or unreachable)"
+    )
+    providers_check.add_argument("instance", nargs="*", help="instances to check (default: every instance in the policy)")
+    providers_check.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each vendor")
+    providers_check.set_defaults(command=_providers_check)
 
     check = commands.add_parser("check", help="validate a policy directory offline (exit 1 on errors)")
     check.add_argument("directory", type=Path)
@@ -170,6 +178,27 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         return 1
     _say(f"{args.directory}: OK ({len(policy.files)} files, version {policy.version})", file=out)
     return 0
+
+
+def _providers_check(args: argparse.Namespace, out: TextIO) -> int:
+    """Ask each vendor whether the instance's credentials work, where the vendor has a cheap call for it."""
+    settings = _settings(out)
+    if settings is None:
+        return 2
+    try:
+        policy = load_policies(settings.policy_dir, PluginCatalog.discover(), secrets=SecretResolver.from_settings(settings))
+    except PolicyError as err:
+        _say(f"policies in {settings.policy_dir} are not valid:\n{err}", file=out)
+        return 1
+    unknown = [name for name in args.instance if name not in policy.provider_instances]
+    if unknown:
+        _say(f"no such provider instance: {', '.join(unknown)} (known: {', '.join(sorted(policy.provider_instances))})", file=out)
+        return 2
+    names = args.instance or sorted(policy.provider_instances)
+    results = asyncio.run(provider_checks.check_instances(policy, PluginCatalog.discover(), names, timeout=args.timeout))
+    for result in results:
+        _say(f"  {result.instance:<20} {result.verdict:<12} {result.message}", file=out)
+    return 0 if all(result.ok for result in results) else 1
 
 
 def _secret_encrypt(_args: argparse.Namespace, out: TextIO) -> int:

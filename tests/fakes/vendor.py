@@ -73,6 +73,7 @@ from aiohttp import web
 
 from gateway.provider_kit import VendorError, failure, retry_after_seconds, timeout_of, vendor_call
 from gateway import (
+    DeliveryError,
     InboundReply,
     InboundRequest,
     OutboundMessage,
@@ -270,6 +271,7 @@ class FakeVendor:
     def _build_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/v1/messages", self._post_message)
+        app.router.add_get("/v1/account", self._get_account)
         app.router.add_get("/readyz", _ready)
         app.router.add_routes(_control_routes(self))
         app.cleanup_ctx.append(self._receipt_session)
@@ -287,6 +289,14 @@ class FakeVendor:
                 await asyncio.gather(*self._receipt_tasks, return_exceptions=True)
 
     # -- the vendor API ----------------------------------------------------------------------
+
+    async def _get_account(self, request: web.Request) -> web.Response:
+        """``GET /v1/account``: who the token belongs to (what a credentials check asks)."""
+        if self.is_down:
+            return _error(503, "service_unavailable", "The vendor is down.")
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {self.token}".encode()):
+            return _error(401, "unauthorized", "Authenticate with Authorization: Bearer <token>.")
+        return web.json_response({"name": "Fake Vendor test account", "status": "active"})
 
     async def _post_message(self, request: web.Request) -> web.Response:
         payload = await _json_object(request)
@@ -547,6 +557,15 @@ class FakeVendorProvider(Provider):
     def _headers(self, message: OutboundMessage) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.config['token']}", "Idempotency-Key": message.idempotency_key}
 
+    async def check_credentials(self) -> str | None:
+        url = self.config["url"].rstrip("/") + "/v1/account"
+        headers = {"Authorization": f"Bearer {self.config['token']}"}
+        async with vendor_call(self.context.session, "GET", url, timeout=timeout_of(self.config), vendor="the fake vendor", headers=headers) as response:
+            answer = await _answer_json(response)
+            if response.status != 200:
+                raise _refusal(response.status, response.headers, answer)
+        return f"account {answer.get('name')!r} ({answer.get('status')})"
+
     async def verify_webhook(self, request: InboundRequest) -> None:
         headers = {name.lower(): value for name, value in request.headers.items()}
         try:
@@ -588,9 +607,13 @@ def _receipt(status: int, headers: Mapping[str, str], answer: Mapping[str, Any])
         if not isinstance(message_id, str):
             raise TransientDeliveryError(f"the vendor answered {status} without a message id")
         return SendReceipt(provider_message_id=message_id, detail={"http_status": status})
+    raise _refusal(status, headers, answer)
+
+
+def _refusal(status: int, headers: Mapping[str, str], answer: Mapping[str, Any]) -> DeliveryError:
     error = answer.get("error")
     code, reason = (error.get("code"), error.get("message")) if isinstance(error, dict) else (None, None)
-    raise failure(
+    return failure(
         ERRORS, code, reason, http_status=status, retry_after=retry_after_seconds(headers.get("Retry-After")), vendor="the fake vendor"
     )
 
