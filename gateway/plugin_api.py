@@ -245,6 +245,11 @@ class Provider(ABC):
         """Normalise a verified callback into status updates and replies."""
         return []
 
+    async def answer_webhook(self, request: InboundRequest) -> InboundResponse | None:
+        """What to answer a verified callback instead of the usual ``200 {"received": …}`` (Slack's
+        ``url_verification`` challenge); None: the usual. Called after the callback is stored."""
+        return None
+
     async def handshake(self, request: InboundRequest) -> InboundResponse | None:
         """Answer a vendor's ``GET`` on the webhook URL (subscription check); None: not supported (405)."""
         return None

@@ -14,7 +14,7 @@ from gateway.api import current_policy, json_response
 from gateway.appkeys import CLOCK, INBOUND, PROVIDERS, SETTINGS, WEBHOOK_SIGNER
 from gateway.errors import ApiError, ForbiddenError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, UnauthorizedError, WebhookVerificationError
 from gateway.inbound import instance_tenants, kept_headers
-from gateway.plugin_api import InboundRequest, Provider
+from gateway.plugin_api import InboundRequest, InboundResponse, Provider
 from gateway.store import InboundRecord
 
 routes = web.RouteTableDef()
@@ -42,10 +42,14 @@ async def receive(request: web.Request) -> web.Response:
     )
     instance = policy.provider_instances.get(name)
     tenants = instance_tenants(instance.tenant if instance else None, policy.document.tenants)
+    inbound = _inbound_request(request, body)
     try:
-        await request.app[INBOUND].receive(record, provider, tenants, _inbound_request(request, body))
+        await request.app[INBOUND].receive(record, provider, tenants, inbound)
     except WebhookVerificationError as err:
         raise _refusal(err, record.id) from err
+    answer = await provider.answer_webhook(inbound)
+    if answer is not None:
+        return _plugin_response(answer)
     return json_response({"received": record.id})
 
 
@@ -56,6 +60,10 @@ async def handshake(request: web.Request) -> web.Response:
     answer = await provider.handshake(_inbound_request(request, b""))
     if answer is None:
         raise MethodNotAllowedError(f"Provider instance {provider.name!r} takes callbacks by POST only.", headers={"Allow": "POST"})
+    return _plugin_response(answer)
+
+
+def _plugin_response(answer: InboundResponse) -> web.Response:
     return web.Response(body=answer.body, status=answer.status, content_type=answer.content_type, headers=dict(answer.headers))
 
 

@@ -217,6 +217,10 @@ MIGRATIONS: Final = (
         PRIMARY KEY (tenant, endpoint)
     ) WITHOUT ROWID;
     """,
+    # v6: a vendor retrying a callback must not store its reply (and its event) twice.
+    """
+    CREATE UNIQUE INDEX replies_once ON replies (provider, provider_message_id, tenant) WHERE provider_message_id IS NOT NULL;
+    """,
 )
 
 

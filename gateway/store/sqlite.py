@@ -918,16 +918,16 @@ def _store_reply(conn: sqlite3.Connection, reply: NewReply, now: float) -> set[s
     changed: set[str] = set()
     owners: list[str | None] = list(tenants) or [None]  # no tenant found: kept, but nobody's
     for tenant in owners:
-        conn.execute(
-            "INSERT INTO replies (tenant, provider, channel, sender, body, provider_message_id, in_reply_to, notification_id, "
+        inserted = conn.execute(
+            "INSERT OR IGNORE INTO replies (tenant, provider, channel, sender, body, provider_message_id, in_reply_to, notification_id, "
             "delivery_id, request_id, received_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 tenant, reply.provider, reply.channel, reply.sender, reply.body, reply.provider_message_id, reply.in_reply_to,
                 notification_id, delivery_id, reply.request_id, reply.received_at, _dumps(dict(reply.detail)) if reply.detail else None,
             ),
-        )
-        if tenant is None:
-            continue
+        ).rowcount
+        if tenant is None or not inserted:
+            continue  # nobody's, or a vendor's retry of a reply already stored
         data = {
             "channel": reply.channel, "from": reply.sender, "body": reply.body, "provider": reply.provider,
             "provider_message_id": reply.provider_message_id, "notification_id": notification_id, "delivery_id": delivery_id,

@@ -210,7 +210,7 @@ async def test_stop_opts_the_recipient_out_until_start(api: Api) -> None:
     assert [(e["index"], e["code"]) for e in bulk["errors"]] == [(0, "recipient_opted_out")]
     status, _ = await api.send(raw_body(), key=OTHER_KEY)  # opt-outs are per tenant
     assert status == 202
-    await post_callback(api, "acme_sms", reply("START"))
+    await post_callback(api, "acme_sms", reply("START", message_id="msg_in_2"))
     status, _ = await api.send(raw_body())
     assert status == 202
 
@@ -329,3 +329,12 @@ async def test_a_reply_a_plugin_reports_by_itself_is_stored_like_one_from_a_call
     await api.app[INBOUND].drain()
     [stored] = (await api.get("/api/v1/replies"))[1]["items"]
     assert (stored["body"], stored["notification_id"]) == ("Polled reply", notification_id)
+
+
+async def test_a_vendor_retrying_a_reply_callback_stores_it_and_its_event_once(api: Api) -> None:
+    _, message_id = await sent_sms(api)
+    for _ in range(2):
+        status, _ = await post_callback(api, "acme_sms", reply("Thanks!", message_id="msg_in_7", in_reply_to=message_id))
+        assert status == 200
+    assert [r["body"] for r in (await api.get("/api/v1/replies"))[1]["items"]] == ["Thanks!"]
+    assert len([e for e in await api.app[STORE].list_events(tenant="acme") if e["type"] == "message.replied"]) == 1
