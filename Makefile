@@ -18,11 +18,18 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $@
 
+# The example third-party plugin, installed the way a user installs one, so the conformance
+# suite finds its tidings.providers and tidings.conformance entry points. --no-deps: its one
+# dependency, tidings, is this tree, installed above; never resolve that name from the index.
+$(VENV)/.installed-examples: $(VENV)/.installed-test examples/tidings-ntfy/pyproject.toml
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/tidings-ntfy
+	@touch $@
+
 run: $(VENV)/.installed
 	$(BIN)/tidings serve
 
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q
+test: $(VENV)/.installed-examples
+	$(BIN)/python -m pytest -q tests examples/tidings-ntfy/tests
 
 $(VENV)/.installed-dev: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'

@@ -152,6 +152,12 @@ def _plugins(_args: argparse.Namespace, out: TextIO) -> int:
             _say(f"  {'':<12} secret config fields (masked everywhere): {', '.join(secrets)}", file=out)
         for spec in plugin.new_channels:
             _say(f"  {'':<12} adds channel {spec.name!r} (recipient: {' or '.join(spec.recipient_fields)})", file=out)
+    added_by = {spec.name: name for name, plugin in sorted(catalog.providers.items()) for spec in plugin.new_channels}
+    _say("\nChannels:", file=out)
+    for spec in catalog.channel_catalog():
+        origin = f"added by {added_by[spec.name]}" if spec.name in added_by else "built in"
+        rules = "".join((", templates only" if spec.template_required else "", ", has a subject" if spec.subject else ""))
+        _say(f"  {spec.name:<12} recipient: {' or '.join(spec.recipient_fields):<34} ({origin}{rules})", file=out)
     if catalog.failures:
         _say("\nFailed to load:", file=out)
         for name, why in sorted(catalog.failures.items()):

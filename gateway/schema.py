@@ -4,6 +4,14 @@
 ``schema/policy.schema.json`` at the top of the repository is the same file for editors (a
 ``# yaml-language-server: $schema=…`` comment in a policy file points at it). Both are written by
 ``tidings schema --write``; a test fails when either drifts from the models.
+
+Channel names (the ``channels`` maps, ``senders``, a template's ``channels``, a route's
+``channels`` list) are open strings here, never an enum: which channels exist depends on the
+plugins installed, and the loader validates every policy set against this one shipped file.
+The loader checks each channel name after the schema, against the built-in channels and those
+installed plugins add (``PluginCatalog.channel_catalog``), at the name's file and line — and so
+does ``tidings check`` offline. The schema is thus the same whatever is installed, a plugin's
+channel passes it wherever a built-in one does, and ``tidings schema`` prints the shipped file.
 """
 
 from __future__ import annotations
