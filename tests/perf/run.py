@@ -45,6 +45,7 @@ from tests.perf.dispatch import (
     wait_for_status,
 )
 from tests.perf.events import NOTIFICATIONS, measure_events
+from tests.perf.inbound import MESSAGES as INBOUND_MESSAGES, measure_inbound
 from tests.perf.load import SEND_BODY, LoadResult, run_load, wrk_path
 from tests.perf.reload import WRITE_EVERY, ReloadResult, describe, measure_reloads
 from tests.perf.servers import BULK_ROWS, SEND_PATH, Server, bare_server, count_rows, receiver_server, tidings_server
@@ -173,6 +174,10 @@ def bench(args: argparse.Namespace) -> list[Row]:
         events = measure_events(receiver)
     print(f"      {events.received:,}/{events.expected:,} events received", flush=True)
 
+    print(f"[5d] provider receipts: {INBOUND_MESSAGES:,} WhatsApp sends, then signed 'delivered' callbacks by wrk ...", flush=True)
+    inbound = measure_inbound()
+    print(f"      {inbound.describe()}", flush=True)
+
     print("[6/6] done; servers stopped, temp dirs removed.\n", flush=True)
 
     tool = durable.tool
@@ -209,6 +214,10 @@ def bench(args: argparse.Namespace) -> list[Row]:
                     drain.busiest_second <= drain.ceiling))
     rows.append(Row(f"10. Signed event webhooks/s to a loopback receiver ({events.received:,})", f"{events.rate:,.0f}/s",
                     ">= 2,000/s", events.rate >= 2000 and events.received == events.expected))
+    rows.append(Row("11. Provider receipts acknowledged/s (signed WhatsApp callbacks)", f"{inbound.ack_rate:,.0f}/s", ">= 3,000/s",
+                    inbound.ack_rate >= 3000 and inbound.refused == 0))
+    rows.append(Row(f"    reconciled to delivered ({inbound.delivered:,})", f"{inbound.reconcile_rate:,.0f}/s",
+                    "keeps up with acks", inbound.reconcile_rate >= 0.9 * inbound.ack_rate))
     return rows
 
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,13 +199,14 @@ def _running(name: str, argv: list[str], tmp: Path, *, env: dict[str, str] | Non
 @contextmanager
 def tidings_server(
     extra_env: dict[str, str] | None = None, *, live_key: bool = False, instance_rates: dict[str, str] | None = None,
-    events_url: str | None = None,
+    events_url: str | None = None, edit: Callable[[Path], None] | None = None,
 ) -> Iterator[Server]:
     """A live ``tidings serve`` with a fresh data dir and policy copy; yields once /readyz is 200.
 
     ``live_key``: add a live key for the demo tenant to the copy first (``server.live_key``).
     ``instance_rates``: provider instance → ``rate`` (e.g. ``500/s``) set in the copy.
     ``events_url``: the demo tenant's event webhook endpoint, subscribed to every event type.
+    ``edit``: any other change to the policy copy, given its directory.
     """
     tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-"))
     policy_dir = make_policy_dir(tmp / "policies")
@@ -218,6 +219,8 @@ def tidings_server(
         secret = f"whsec_{base64.b64encode(os.urandom(24)).decode()}"
         with _editing(policy_dir / "tenants.yaml") as doc:
             doc["webhooks"] = {"demo": {"bench": {"url": events_url, "events": ["*"], "secret": secret, "allow_private": True}}}
+    if edit is not None:
+        edit(policy_dir)
     data_dir = tmp / "data"
     env = dict(os.environ)
     env.update(
@@ -247,6 +250,13 @@ def _python_server(name: str, module: str) -> Iterator[Server]:
 def bare_server() -> Iterator[Server]:
     """The baseline aiohttp handler (tests.perf.bare_server)."""
     with _python_server("bare", "tests.perf.bare_server") as server:
+        yield server
+
+
+@contextmanager
+def graph_server() -> Iterator[Server]:
+    """The stand-in Graph API messages endpoint (tests.perf.graph)."""
+    with _python_server("graph", "tests.perf.graph") as server:
         yield server
 
 
