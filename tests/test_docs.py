@@ -73,3 +73,43 @@ async def test_readme_curl_lines_send_a_message_and_read_its_status(aiohttp_clie
     assert response.status == 200
     assert listed["items"][0]["notification_id"] == sent["notification_id"]
     assert [d["channel"] for d in listed["items"][0]["deliveries"]] == ["email", "sms"]
+
+
+def test_the_shipped_policies_show_a_working_instance_of_every_vendor_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commented instances in policies/providers.yaml, uncommented, load: plugin names and config keys are right."""
+    from gateway.plugins import PluginCatalog
+    from gateway.policies import load_policies
+    from gateway.secret_values import SecretResolver
+
+    text = (ROOT / "policies" / "providers.yaml").read_text()
+    block = text[text.index("  # Real vendors."):text.index("\n# Channels:")]
+    uncommented = [line.removeprefix("  #").removeprefix(" ") for line in block.splitlines()]
+    first = next(i for i, line in enumerate(uncommented) if re.fullmatch(r"[a-z][a-z_-]*:", line))
+    yaml_text = "providers:\n" + "\n".join("  " + line for line in uncommented[first:]) + "\n"
+    shaped = {"SLACK_BOT_TOKEN": "xoxb-1-2-abc", "TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TELEGRAM_BOT_TOKEN": "123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11"}
+    for name in set(re.findall(r"\$env: ([A-Z_]+)", yaml_text)):
+        monkeypatch.setenv(name, shaped.get(name, f"value-of-{name.lower()}"))
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "fcm-service-account.json").write_text(service_account_file())
+    (tmp_path / "providers.yaml").write_text(yaml_text)
+    catalog = PluginCatalog.discover()
+    policy = load_policies(tmp_path, catalog, secrets=SecretResolver())
+    plugins = {instance.plugin for instance in policy.provider_instances.values()}
+    vendors = set(catalog.providers) - {"sandbox", "log", "webhook", "ntfy"}
+    assert vendors <= plugins, f"no commented instance for: {sorted(vendors - plugins)}"
+
+
+def service_account_file() -> str:
+    """A service-account key file as Firebase hands it out, with a throwaway RSA key."""
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return json.dumps({
+        "type": "service_account", "project_id": "example-app", "private_key_id": "0" * 40, "private_key": pem,
+        "client_email": "tidings@example-app.iam.gserviceaccount.com", "client_id": "1", "token_uri": "https://oauth2.googleapis.com/token",
+    })
