@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import aiohttp
@@ -134,3 +136,20 @@ def same_secret(expected: str | bytes, offered: str | bytes) -> bool:
     left = expected.encode() if isinstance(expected, str) else expected
     right = offered.encode() if isinstance(offered, str) else offered
     return hmac.compare_digest(left, right)
+
+
+def form_value(value: Any) -> str:
+    """A JSON callback value as the text a form-encoded one would carry (what vendors sign)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def utc_time(value: str | None, pattern: str) -> float | None:
+    """A vendor's UTC timestamp in ``pattern`` (strptime) as epoch seconds; None if absent or malformed."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value, pattern).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None

@@ -69,7 +69,6 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -93,7 +92,9 @@ from gateway import (
     WebhookVerificationError,
 )
 from gateway.errors import DeliveryError
-from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, retry_after_seconds, same_secret, timeout_of, vendor_call
+from gateway.provider_kit import (
+    TIMEOUT_PROPERTY, VendorError, failure, form_value, retry_after_seconds, same_secret, timeout_of, utc_time, vendor_call,
+)
 
 VENDOR: Final = "Twilio"
 DEFAULT_BASE_URL: Final = "https://api.twilio.com"
@@ -473,7 +474,7 @@ def _callback_params(request: InboundRequest) -> dict[str, str]:
         payload = json.loads(request.body)
         if not isinstance(payload, dict):
             return {}
-        return {str(key): _text(value) for key, value in payload.items() if value is not None}
+        return {str(key): form_value(value) for key, value in payload.items() if value is not None}
     return dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
 
 
@@ -593,20 +594,9 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def _dlr_time(value: str | None) -> float | None:
     """``RawDlrDoneDate`` (``YYMMDDhhmm``, UTC) as epoch seconds."""
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
+    return utc_time(value, "%y%m%d%H%M")
 
 
 def _rfc2822(value: str | None) -> float | None:

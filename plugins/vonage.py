@@ -65,7 +65,6 @@ import hmac
 import json
 import math
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -84,7 +83,9 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, retry_after_seconds, same_secret, timeout_of, vendor_call
+from gateway.provider_kit import (
+    TIMEOUT_PROPERTY, VendorError, failure, form_value, retry_after_seconds, same_secret, timeout_of, utc_time, vendor_call,
+)
 
 VENDOR: Final = "Vonage"
 DEFAULT_BASE_URL: Final = "https://rest.nexmo.com"
@@ -411,7 +412,7 @@ def _payload(request: InboundRequest) -> dict[str, str]:
             raise WebhookVerificationError("the callback body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise WebhookVerificationError("the callback body is not a JSON object")
-        return {str(name): _text(value) for name, value in payload.items() if value is not None}
+        return {str(name): form_value(value) for name, value in payload.items() if value is not None}
     try:
         return dict(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
     except (UnicodeDecodeError, ValueError):
@@ -460,27 +461,11 @@ def _plus(number: str) -> str:
     return f"+{number}" if number.isdigit() else number
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value)
-
-
 def _scts(value: str | None) -> float | None:
     """``scts`` (``YYMMDDHHMM``, when the carrier reported) as epoch seconds, read as UTC."""
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
+    return utc_time(value, "%y%m%d%H%M")
 
 
 def _timestamp(value: str | None) -> float | None:
     """``message-timestamp`` (``YYYY-MM-DD HH:MM:SS``, UTC) as epoch seconds."""
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
+    return utc_time(value, "%Y-%m-%d %H:%M:%S")
