@@ -19,7 +19,6 @@ Brevo's transactional-webhooks documentation; Brevo does not sign them.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import itertools
 import json
@@ -31,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
+from fakes.loopback import LoopbackFake
 from gateway import InboundRequest
 from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from plugins.brevo import BrevoProvider
@@ -72,18 +71,17 @@ INVALID_EMAIL = Answer(400, {"code": "invalid_parameter", "message": "email is n
 INVALID_NUMBER = Answer(400, {"code": "invalid_parameter", "message": "Invalid phone number"})
 
 
-class FakeBrevo:
+class FakeBrevo(LoopbackFake):
     """Brevo's transactional API for one account; serve with ``async with fake.serving()``."""
 
     def __init__(self, *, api_key: str = API_KEY) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.url = ""
         self.requests: list[Received] = []
         self.account_checks: list[int] = []
         self._script: deque[Answer | str] = deque()
         self._ids = itertools.count(1)
         self._by_idempotency_key: dict[str, str] = {}
-        self._stopping = asyncio.Event()
 
     def fail_next(self, fault: Fault) -> None:
         self._script.append(fault if fault in ("timeout", "reject_recipient") else Answer(502, "<html>502 Bad Gateway</html>"))
@@ -99,20 +97,10 @@ class FakeBrevo:
     def sms(self) -> list[Received]:
         return [r for r in self.requests if r.path == "/v3/transactionalSMS/send" and r.status == 201]
 
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[FakeBrevo]:
-        app = web.Application()
-        app.router.add_post("/v3/smtp/email", self._email)
-        app.router.add_post("/v3/transactionalSMS/send", self._sms)
-        app.router.add_get("/v3/account", self._account)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        self.url = str(server.make_url("")).rstrip("/")
-        try:
-            yield self
-        finally:
-            self._stopping.set()
-            await server.close()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v3/smtp/email", self._email)
+        router.add_post("/v3/transactionalSMS/send", self._sms)
+        router.add_get("/v3/account", self._account)
 
     def _authorized(self, request: web.Request) -> bool:
         return hmac.compare_digest(request.headers.get("api-key", "").encode(), self.api_key.encode())
@@ -158,7 +146,7 @@ class FakeBrevo:
             return Answer(400, problem).response()
         scripted = self._script.popleft() if self._script else None
         if scripted == "timeout":
-            await self._stopping.wait()
+            await self.held()
             return web.Response(status=502, text="the fake stopped")
         if scripted == "reject_recipient":
             return rejection.response()

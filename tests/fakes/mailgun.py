@@ -18,7 +18,6 @@ carry it (shapes from Mailgun's documented samples) and :meth:`FakeMailgun.webho
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import itertools
@@ -31,8 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
+from fakes.loopback import LoopbackFake
 from gateway import InboundRequest
 from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from plugins.mailgun import MailgunProvider, sign
@@ -83,19 +82,18 @@ FAULTS: dict[str, Answer] = {
 }
 
 
-class FakeMailgun:
+class FakeMailgun(LoopbackFake):
     """Mailgun's sending and domain API for one account; serve with ``async with fake.serving()``."""
 
     def __init__(self, *, api_key: str = API_KEY, domains: tuple[str, ...] = (DOMAIN,), signing_key: str = SIGNING_KEY) -> None:
+        super().__init__()
         self.api_key = api_key
         self.domains = domains
         self.signing_key = signing_key
-        self.url = ""
         self.requests: list[Received] = []
         self.domain_lookups: list[tuple[str, int]] = []
         self._script: deque[Answer | str] = deque()
         self._ids = itertools.count(1)
-        self._stopping = asyncio.Event()
 
     # -- what tests call -------------------------------------------------------------------------
 
@@ -120,19 +118,9 @@ class FakeMailgun:
 
     # -- serving ---------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[FakeMailgun]:
-        app = web.Application()
-        app.router.add_post("/v3/{domain}/messages", self._messages)
-        app.router.add_get("/v3/domains/{domain}", self._domain)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        self.url = str(server.make_url("")).rstrip("/")
-        try:
-            yield self
-        finally:
-            self._stopping.set()
-            await server.close()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v3/{domain}/messages", self._messages)
+        router.add_get("/v3/domains/{domain}", self._domain)
 
     def _authorized(self, request: web.Request) -> bool:
         expected = "Basic " + base64.b64encode(f"api:{self.api_key}".encode()).decode()
@@ -158,7 +146,7 @@ class FakeMailgun:
             return web.json_response({"message": problem}, status=400)
         scripted = self._script.popleft() if self._script else None
         if scripted == "timeout":
-            await self._stopping.wait()
+            await self.held()
             return web.Response(status=503, text="the fake stopped")
         if isinstance(scripted, Answer):
             return scripted.response()

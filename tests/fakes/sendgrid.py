@@ -33,7 +33,7 @@ import itertools
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -42,6 +42,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from fakes.loopback import Watched
 from gateway import InboundRequest
 from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from plugins.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridProvider
@@ -72,8 +73,9 @@ class Scripted:
     raw: bytes | None = None  # a body that is not SendGrid's JSON (its proxy's HTML 413)
 
 
-class FakeSendGrid:
+class FakeSendGrid(Watched):
     def __init__(self, *, api_key: str = API_KEY, scopes: tuple[str, ...] = SCOPES) -> None:
+        super().__init__()
         self.api_key = api_key
         self.scopes = scopes
         self.url = ""
@@ -84,7 +86,6 @@ class FakeSendGrid:
         self._script: list[Scripted | str] = []
         self._held: list[asyncio.Event] = []
         self._stopping = False
-        self._changed = asyncio.Event()
         self._events = itertools.count(1)
         self._runner: web.AppRunner | None = None
 
@@ -105,11 +106,6 @@ class FakeSendGrid:
     @property
     def held(self) -> int:
         return len(self._held)
-
-    async def wait_for(self, predicate: Callable[[FakeSendGrid], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                await self._changed.wait()
 
     @property
     def public_key(self) -> str:
@@ -245,10 +241,6 @@ class FakeSendGrid:
         finally:
             self._held.remove(released)
             self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
 
 def _error(message: str, field: str | None, anchor: str) -> dict[str, Any]:

@@ -22,21 +22,19 @@ timestamp + ":" + body)>``).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import itertools
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
+from fakes.loopback import LoopbackFake
 from gateway import InboundRequest
 from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from plugins.slack import SlackProvider
@@ -75,20 +73,19 @@ def slack_error(failure: SlackError) -> web.Response:
     return web.json_response({"ok": False, "error": failure.error}, status=failure.status, headers=dict(failure.headers))
 
 
-class FakeSlack:
+class FakeSlack(LoopbackFake):
     """The fake Slack: state, recorded calls and the aiohttp app (serve with :meth:`serving`)."""
 
     def __init__(self, *, token: str = BOT_TOKEN, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.token = token
         self.clock = clock
         self.member_of = {"C0ALERTS01"}
         self.known = {"C0PRIVATE1"}
-        self.url = ""
         self.calls: list[SlackCall] = []
         self.posted: list[dict[str, Any]] = []
         self._script: list[Fault | SlackError] = []
         self._seq = itertools.count(100)
-        self._stopping = asyncio.Event()
 
     def fail_next(self, fault: Fault) -> None:
         self._script.append(fault)
@@ -100,19 +97,9 @@ class FakeSlack:
     def posts(self) -> list[SlackCall]:
         return [call for call in self.calls if call.method == "chat.postMessage"]
 
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[FakeSlack]:
-        app = web.Application()
-        app.router.add_post("/api/chat.postMessage", self._post_message)
-        app.router.add_post("/api/auth.test", self._auth_test)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        self.url = str(server.make_url("")).rstrip("/")
-        try:
-            yield self
-        finally:
-            self._stopping.set()
-            await server.close()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/api/chat.postMessage", self._post_message)
+        router.add_post("/api/auth.test", self._auth_test)
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -130,7 +117,7 @@ class FakeSlack:
             return slack_error(SlackError(problem))
         scripted = self._script.pop(0) if self._script else None
         if scripted == "timeout":
-            await self._stopping.wait()
+            await self.held()
         if isinstance(scripted, SlackError):
             return slack_error(scripted)
         if scripted == "5xx":

@@ -34,7 +34,7 @@ import ipaddress
 import itertools
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from fakes.loopback import Watched
 from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from plugins.smtp import SmtpProvider
 
@@ -83,13 +84,14 @@ class ReceivedMail:
         self.message = parsed
 
 
-class FakeSmtpServer:
+class FakeSmtpServer(Watched):
     """The server's state, its aiosmtpd handler, and its listening socket."""
 
     def __init__(
         self, *, mode: Mode = "starttls", require_auth: bool = True, username: str = USERNAME, password: str = PASSWORD,
         smtputf8: bool = True,
     ) -> None:
+        super().__init__()
         self.mode = mode
         self.require_auth = require_auth
         self.username = username
@@ -104,7 +106,6 @@ class FakeSmtpServer:
         self.sessions = 0
         self._script: list[tuple[str, str]] = []
         self._held: list[asyncio.Event] = []
-        self._changed = asyncio.Event()
         self._protocols: list[SMTP] = []
         self._server: asyncio.base_events.Server | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -127,11 +128,6 @@ class FakeSmtpServer:
     def release(self) -> None:
         for event in self._held:
             event.set()
-
-    async def wait_for(self, predicate: Callable[[FakeSmtpServer], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                await self._changed.wait()
 
     def config(self, **overrides: Any) -> dict[str, Any]:
         """A plugin config that reaches this server as it is set up."""
@@ -262,10 +258,6 @@ class FakeSmtpServer:
     def _record(self, command: str) -> None:
         self.commands.append(command)
         self._notify()
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
 
 def _self_signed(directory: Path) -> ssl.SSLContext:

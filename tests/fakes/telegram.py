@@ -33,6 +33,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
+from fakes.loopback import Watched
 from gateway import InboundRequest
 from gateway.conformance import FAST_TIMEOUT, Kit, outbound
 from plugins.telegram import SECRET_HEADER, TelegramProvider
@@ -91,10 +92,11 @@ class Delivered:
     answer: Any = field(default=None)
 
 
-class FakeTelegram:
+class FakeTelegram(Watched):
     """The fake Bot API; ``async with FakeTelegram() as telegram`` serves it on a free port."""
 
     def __init__(self, *, token: str = TOKEN, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.token = token
         self.clock = clock
         self.url = ""
@@ -107,7 +109,6 @@ class FakeTelegram:
         self._faults: list[str] = []
         self._held = 0
         self._stopping = asyncio.Event()
-        self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
 
     # -- what tests call ---------------------------------------------------------------------
@@ -127,11 +128,6 @@ class FakeTelegram:
 
     def sends(self) -> list[ApiCall]:
         return [call for call in self.calls if call.method == "sendMessage"]
-
-    async def wait_for(self, predicate: Callable[[FakeTelegram], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                await self._changed.wait()
 
     async def deliver(self, update: dict[str, Any]) -> Delivered:
         """POST ``update`` to the webhook set with setWebhook, with its secret token, as Telegram does."""
@@ -248,10 +244,6 @@ class FakeTelegram:
 
     def _chat(self, chat_id: int) -> Chat:
         return self.chats.setdefault(chat_id, Chat(chat_id, "private" if chat_id > 0 else "group"))
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
 
 async def _params(request: web.Request) -> dict[str, Any]:

@@ -25,21 +25,20 @@ The webhook builders sign with the ``twilio`` package's own ``RequestValidator``
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from twilio.request_validator import RequestValidator
 
+from fakes.loopback import LoopbackFake
 from gateway import InboundRequest
 from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from plugins.twilio import TwilioProvider
@@ -78,20 +77,18 @@ class _Refusal:
     headers: Mapping[str, str]
 
 
-class FakeTwilio:
+class FakeTwilio(LoopbackFake):
     """Twilio's REST API for one account; ``url`` is its base URL once serving."""
 
     def __init__(self, *, account_sid: str = ACCOUNT_SID, auth_token: str = AUTH_TOKEN) -> None:
+        super().__init__()
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.api_keys = {API_KEY_SID: API_KEY_SECRET}
         self.account_status = "active"
-        self.url = ""
         self.requests: list[TwilioRequest] = []
         self._plan: list[Fault | _Refusal] = []
         self._ids = itertools.count(1)
-        self._stopping = asyncio.Event()
-        self._changed = asyncio.Event()
 
     # -- what tests call -------------------------------------------------------------------
 
@@ -107,30 +104,14 @@ class FakeTwilio:
         """Message and call creations (not the account lookups), in order."""
         return [request for request in self.requests if request.method == "POST"]
 
-    async def wait_for(self, predicate: Callable[[FakeTwilio], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                changed = self._changed
-                await changed.wait()
-
     # -- serving -------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[FakeTwilio]:
-        app = web.Application()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
         prefix = "/2010-04-01/Accounts/{account}"
-        app.router.add_post(prefix + "/Messages.json", self._messages)
-        app.router.add_post(prefix + "/Calls.json", self._calls)
-        app.router.add_get(prefix + ".json", self._account)
-        app.router.add_get(prefix + "/Messages.json", self._message_list)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        self.url = str(server.make_url("")).rstrip("/")
-        try:
-            yield self
-        finally:
-            self._stopping.set()  # held "timeout" requests end now: a test never hangs on them
-            await server.close()
+        router.add_post(prefix + "/Messages.json", self._messages)
+        router.add_post(prefix + "/Calls.json", self._calls)
+        router.add_get(prefix + ".json", self._account)
+        router.add_get(prefix + "/Messages.json", self._message_list)
 
     async def _messages(self, request: web.Request) -> web.Response:
         record = await self._record(request)
@@ -212,7 +193,7 @@ class FakeTwilio:
     async def _play(self, record: TwilioRequest) -> web.Response | None:
         planned = self._plan.pop(0) if self._plan else None
         if planned == "timeout":
-            await self._stopping.wait()
+            await self.held()
             return self._answer(record, _error(503, 20503, "Service Unavailable"))
         if planned == "5xx":
             return self._answer(record, _error(500, 20500, "Internal Server Error"))
@@ -228,10 +209,6 @@ class FakeTwilio:
             record.answer = json.loads(response.body)
         self._notify()
         return response
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
 
 def _error(status: int, code: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -26,20 +26,19 @@ reference vectors of Vonage's own SDK.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
+from fakes.loopback import LoopbackFake
 from gateway import InboundRequest
 from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from plugins.vonage import VonageProvider, sign
@@ -75,22 +74,20 @@ class _Planned:
     body: Mapping[str, Any] | None = None  # or this 200 body as it is
 
 
-class FakeVonage:
+class FakeVonage(LoopbackFake):
     """Vonage's SMS API for one account; ``url`` is its base URL once serving."""
 
     def __init__(self, *, api_key: str = API_KEY, api_secret: str = API_SECRET, signature_secret: str = SIGNATURE_SECRET,
                  signature_method: str = "md5hash") -> None:
+        super().__init__()
         self.api_key = api_key
         self.api_secret = api_secret
         self.signature_secret = signature_secret
         self.signature_method = signature_method
         self.balance = 10.28
-        self.url = ""
         self.requests: list[VonageRequest] = []
         self._plan: list[Fault | _Planned] = []
         self._ids = itertools.count(1)
-        self._stopping = asyncio.Event()
-        self._changed = asyncio.Event()
 
     # -- what tests call -------------------------------------------------------------------
 
@@ -113,27 +110,11 @@ class FakeVonage:
     def sends(self) -> list[VonageRequest]:
         return [request for request in self.requests if request.path == "/sms/json"]
 
-    async def wait_for(self, predicate: Callable[[FakeVonage], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate(self):
-                changed = self._changed
-                await changed.wait()
-
     # -- serving -------------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[FakeVonage]:
-        app = web.Application()
-        app.router.add_post("/sms/json", self._sms)
-        app.router.add_get("/account/get-balance", self._balance)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        self.url = str(server.make_url("")).rstrip("/")
-        try:
-            yield self
-        finally:
-            self._stopping.set()  # held "timeout" requests end now: a test never hangs on them
-            await server.close()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/sms/json", self._sms)
+        router.add_get("/account/get-balance", self._balance)
 
     async def _sms(self, request: web.Request) -> web.Response:
         if request.content_type == "application/json":
@@ -148,7 +129,7 @@ class FakeVonage:
             return self._answer(record, _refused(*status))
         planned = self._plan.pop(0) if self._plan else None
         if planned == "timeout":
-            await self._stopping.wait()
+            await self.held()
             return self._answer(record, web.Response(status=503, text="stopping"))
         if planned == "5xx":
             return self._answer(record, web.Response(status=500, text="<html><body>Internal Server Error</body></html>", content_type="text/html"))
@@ -210,10 +191,6 @@ class FakeVonage:
             record.answer = json.loads(response.body)
         self._notify()
         return response
-
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
 
 
 def _refused(status: str, text: str) -> web.Response:

@@ -21,20 +21,18 @@ scripts any other Graph error. Callback builders sign the way Meta does
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 
+from fakes.loopback import LoopbackFake
 from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from gateway import InboundRequest, ProviderTemplate
 from plugins.whatsapp_cloud import WhatsAppCloudProvider
@@ -92,22 +90,21 @@ NOT_ALLOWED = GraphError(
 )
 
 
-class FakeGraph:
+class FakeGraph(LoopbackFake):
     """The fake Graph API: state, recorded requests and the aiohttp app (serve with :meth:`serving`)."""
 
     def __init__(
         self, *, token: str = TOKEN, phone_number_id: str = PHONE_NUMBER_ID, templates: Mapping[str, int] | None = None
     ) -> None:
+        super().__init__()
         self.token = token
         self.phone_number_id = phone_number_id
         self.templates = dict(templates or {"otp_code": 1, "order_shipped": 2})
-        self.url = ""
         self.requests: list[GraphRequest] = []
         self.accepted: list[dict[str, Any]] = []
         self.windows: set[str] = set()
         self._script: list[Fault | GraphError] = []
         self._ids = itertools.count(1)
-        self._stopping = asyncio.Event()
 
     # -- what tests call -------------------------------------------------------------------
 
@@ -125,19 +122,9 @@ class FakeGraph:
     def sends(self) -> list[GraphRequest]:
         return [r for r in self.requests if r.method == "POST"]
 
-    @asynccontextmanager
-    async def serving(self) -> AsyncIterator[FakeGraph]:
-        app = web.Application()
-        app.router.add_post("/{version}/{node}/messages", self._messages)
-        app.router.add_get("/{version}/{node}", self._phone_number)
-        server = TestServer(app, host="127.0.0.1")
-        await server.start_server()
-        self.url = str(server.make_url("")).rstrip("/")
-        try:
-            yield self
-        finally:
-            self._stopping.set()
-            await server.close()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/{version}/{node}/messages", self._messages)
+        router.add_get("/{version}/{node}", self._phone_number)
 
     # -- the API ---------------------------------------------------------------------------
 
@@ -158,7 +145,7 @@ class FakeGraph:
             return graph_error(refusal)
         scripted = self._script.pop(0) if self._script else None
         if scripted == "timeout":
-            await self._stopping.wait()
+            await self.held()
         if isinstance(scripted, GraphError):
             return graph_error(scripted)
         if scripted == "5xx":
