@@ -8,9 +8,10 @@ leaves the deliveries queued. After ``cooldown`` it is *half-open* and lets exac
 through; the probe's outcome closes it or opens it again for a fresh cooldown.
 
 Only the caller knows what counts as a failure. The dispatcher records a failure for a
-``TransientDeliveryError`` (timeouts, 5xx, 429: the provider is unwell) and a success whenever
-the provider answered, including a ``PermanentDeliveryError`` (it is up, it refused that one
-message). Counting permanent errors would let one batch of bad phone numbers take a healthy
+``TransientDeliveryError`` (timeouts, 5xx, 429: the provider is unwell) or a
+``CredentialsRejectedError`` (the instance is misconfigured: every send will fail) and a success
+whenever the provider answered otherwise, including a ``PermanentDeliveryError`` (it is up, it
+refused that one message). Counting permanent errors would let one batch of bad phone numbers take a healthy
 provider out of service.
 
 Half-open is a matter of time, not of a call: :attr:`CircuitBreaker.state` reads ``half_open``

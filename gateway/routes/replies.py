@@ -8,6 +8,7 @@ request). Only the recipient lifts an opt-out, by replying START: the API cannot
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -75,9 +76,9 @@ async def add_opt_out(request: web.Request) -> web.Response:
     return json_response({"channel": body.channel, "address": body.address, "created": added}, status)
 
 
-async def _page(pending: Any) -> Page:
+async def _page(pending: Awaitable[Page]) -> Page:
     try:
-        page: Page = await pending
+        page = await pending
     except InvalidCursorError:
         raise bad_cursor() from None
     return page

@@ -703,16 +703,19 @@ class SqliteStore:
         await self._write(job)
 
     async def webhook_endpoint_states(self, tenant: str) -> dict[str, WebhookEndpointState]:
-        """The tenant's endpoints the store knows anything about, by name."""
-        sql = (
-            "SELECT h.endpoint, h.failing_since, h.last_success_at, h.last_failure_at, h.last_error, d.url, d.disabled_at, d.reason "
-            "FROM webhook_endpoint_health h LEFT JOIN webhook_endpoints_disabled d ON d.tenant = h.tenant AND d.endpoint = h.endpoint "
-            "WHERE h.tenant = ? "
-            "UNION ALL SELECT d.endpoint, NULL, NULL, NULL, NULL, d.url, d.disabled_at, d.reason FROM webhook_endpoints_disabled d "
-            "WHERE d.tenant = ? AND NOT EXISTS (SELECT 1 FROM webhook_endpoint_health h WHERE h.tenant = d.tenant AND h.endpoint = d.endpoint)"
-        )
-        async with self._snapshot() as db, db.execute(sql, (tenant, tenant)) as cur:
-            return {row[0]: WebhookEndpointState(tenant, *row) for row in await cur.fetchall()}
+        """The tenant's endpoints the store knows anything about, by name: their health and any disabling."""
+        async with self._snapshot() as db:
+            async with db.execute(
+                "SELECT endpoint, failing_since, last_success_at, last_failure_at, last_error FROM webhook_endpoint_health WHERE tenant = ?",
+                (tenant,),
+            ) as cur:
+                health = {row[0]: row[1:] for row in await cur.fetchall()}
+            async with db.execute("SELECT endpoint, url, disabled_at, reason FROM webhook_endpoints_disabled WHERE tenant = ?", (tenant,)) as cur:
+                disabled = {row[0]: row[1:] for row in await cur.fetchall()}
+        return {
+            name: WebhookEndpointState(tenant, name, *health.get(name, (None,) * 4), *disabled.get(name, (None,) * 3))
+            for name in health.keys() | disabled.keys()
+        }
 
     async def enable_webhook_endpoint(self, tenant: str, endpoint: str) -> int:
         """Lift an endpoint's disabling and send its held (``disabled``) deliveries again; how many were requeued."""
