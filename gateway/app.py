@@ -24,10 +24,11 @@ from gateway.appkeys import (
 from gateway.clock import Clock, SystemClock
 from gateway.dispatcher import Dispatcher, DispatchSettings
 from gateway.event_webhooks import EventWebhooks
-from gateway.inbound import Inbound, InboundPurger, OptOuts, instance_tenants
+from gateway.inbound import Inbound, InboundPurger, instance_tenants
+from gateway.opt_outs import OptOuts
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
-from gateway.plugin_api import InboundReply, StatusUpdate
+from gateway.plugin_api import ProviderReport, StatusUpdate
 from gateway.policies import PolicyHolder, PolicySet, load_policies
 from gateway.policy_watcher import PolicySwitch, PolicyWatcher
 from gateway.provider_pool import PoolHolder, ProviderPool
@@ -87,7 +88,11 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _providers(app: web.Application) -> AsyncIterator[None]:
-    outcomes = Outcomes(app[STORE])
+    """Provider instances, and where their outcomes go; opt-outs are known before the first send."""
+    opt_outs = OptOuts(app[STORE])
+    await opt_outs.load()
+    app[OPT_OUTS] = opt_outs
+    outcomes = Outcomes(app[STORE], opt_outs)
     app[OUTCOMES] = outcomes
     app[PROVIDERS] = PoolHolder(_build_pool(app, app[POLICIES].current))
     yield
@@ -96,12 +101,9 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _inbound(app: web.Application) -> AsyncIterator[None]:
-    """Provider callbacks: opt-outs known at start, the processing path, and the retention purge."""
+    """Provider callbacks: the processing path, and the retention purge."""
     store, settings = app[STORE], app[SETTINGS]
-    opt_outs = OptOuts(store)
-    await opt_outs.load()
-    app[OPT_OUTS] = opt_outs
-    app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], opt_outs)
+    app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], app[OPT_OUTS])
     policy = app[POLICIES].current
     await inbound.resume(app[PROVIDERS].current.instances, functools.partial(_instance_tenants, policy))
     app[INBOUND_PURGER] = purger = InboundPurger(store, app[CLOCK], settings.inbound_retention_days * 86400)
@@ -120,12 +122,12 @@ def _build_pool(app: web.Application, policy: PolicySet, reuse: ProviderPool | N
     return ProviderPool.build(policy, app[PLUGINS], session=app[HTTP], clock=app[CLOCK], report=report, reuse=reuse)
 
 
-def _report(app: web.Application, provider: str, updates: Sequence[StatusUpdate | InboundReply]) -> None:
-    """What a plugin reports by itself (``ProviderContext.report``): statuses to reconcile, replies to store."""
+def _report(app: web.Application, provider: str, updates: Sequence[ProviderReport]) -> None:
+    """What a plugin reports by itself (``ProviderContext.report``): statuses to reconcile, replies and opt-outs to store."""
     app[OUTCOMES].report(provider, [update for update in updates if isinstance(update, StatusUpdate)])
-    replies = [update for update in updates if isinstance(update, InboundReply)]
-    if replies:
-        app[INBOUND].reported(provider, replies, _instance_tenants(app[POLICIES].current, provider))
+    others = [update for update in updates if not isinstance(update, StatusUpdate)]
+    if others:
+        app[INBOUND].reported(provider, others, _instance_tenants(app[POLICIES].current, provider))
 
 
 async def _dispatcher(app: web.Application) -> AsyncIterator[None]:

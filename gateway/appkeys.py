@@ -10,7 +10,8 @@ from aiohttp import web
 from gateway.clock import Clock
 from gateway.dispatcher import Dispatcher
 from gateway.event_webhooks import EventWebhooks
-from gateway.inbound import Inbound, InboundPurger, OptOuts
+from gateway.inbound import Inbound, InboundPurger
+from gateway.opt_outs import OptOuts
 from gateway.plugins import PluginCatalog
 from gateway.outcomes import Outcomes
 from gateway.policies import PolicyHolder, PolicySet

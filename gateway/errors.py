@@ -29,7 +29,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+
+OPTED_OUT: Final = "opted_out"
+"""The code of a :class:`PermanentDeliveryError` meaning the recipient refused this sender's
+messages (Twilio 21610, a Telegram user who blocked the bot): the gateway records the opt-out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +172,10 @@ class TransientDeliveryError(DeliveryError):
 
 
 class PermanentDeliveryError(DeliveryError):
-    """Never worth retrying: invalid recipient, rejected content, bad credentials."""
+    """Never worth retrying: invalid recipient, rejected content, bad credentials.
+
+    With ``code=OPTED_OUT`` the recipient refused the messages, and the gateway records it.
+    """
 
 
 class CredentialsRejectedError(PermanentDeliveryError):

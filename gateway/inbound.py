@@ -3,7 +3,7 @@
 ``POST /api/v1/webhooks/{instance}`` stores the request exactly as it arrived, then asks the
 instance's plugin to verify it. A verified callback is answered at once (vendors retry slow
 answers) and queued here; processing — parse, reconcile receipts through :class:`Outcomes`,
-store replies and opt-outs, mark the request processed — runs on its own task in batches, so a
+store replies, record opt-outs, mark the request processed — runs on its own task in batches, so a
 flood of receipts holds up neither the answers nor the sends. A callback that fails
 verification is marked rejected and changes nothing else.
 """
@@ -21,17 +21,13 @@ from urllib.parse import parse_qsl, urlsplit
 from gateway.batching import Batcher
 from gateway.clock import Clock
 from gateway.errors import WebhookVerificationError
+from gateway.opt_outs import OptOuts, opt_change
 from gateway.outcomes import Outcomes
-from gateway.plugin_api import InboundReply, InboundRequest, Provider, StatusUpdate
-from gateway.store import InboundRecord, NewReply, Store
+from gateway.plugin_api import InboundReply, InboundRequest, OptOut, Provider, ProviderReport, StatusUpdate
+from gateway.store import InboundRecord, NewOptOut, NewReply, Store
 
 log = logging.getLogger(__name__)
 
-OPT_OUT_WORDS: Final = frozenset({"STOP", "UNSUBSCRIBE", "STOPALL", "CANCEL", "END", "QUIT"})
-OPT_IN_WORDS: Final = frozenset({"START", "UNSTOP", "YES"})
-OPT_OUT: Final = "out"
-OPT_IN: Final = "in"
-SMS: Final = "sms"
 # Not kept: cookies and proxy credentials say nothing about the callback, and hop-by-hop headers
 # describe the connection, not the request. Everything else is kept, signature headers included,
 # so a stored callback can be verified again.
@@ -57,45 +53,6 @@ def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return kept
 
 
-def opt_change(reply: InboundReply) -> str | None:
-    """``out`` for STOP and its synonyms (or the vendor's opt-out signal), ``in`` for START, else None."""
-    signal = reply.detail.get("opt_out")
-    if isinstance(signal, bool):
-        return OPT_OUT if signal else OPT_IN
-    if reply.channel != SMS:
-        return None
-    word = reply.body.strip().upper()
-    if word in OPT_OUT_WORDS:
-        return OPT_OUT
-    return OPT_IN if word in OPT_IN_WORDS else None
-
-
-class OptOuts:
-    """Which recipients refused a tenant's messages, checked on every send.
-
-    Most tenants have no opt-out at all, so the set of tenants that have one is held in memory
-    and a send of any other tenant reads nothing. The set only grows while the process runs: a
-    tenant whose last opt-out was lifted pays one indexed lookup per send until a restart.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-        self._tenants: set[str] = set()
-
-    async def load(self) -> None:
-        self._tenants = await self._store.tenants_with_opt_outs()
-
-    def note(self, tenants: Iterable[str]) -> None:
-        """Tenants whose opt-outs just changed (called after the change committed)."""
-        self._tenants.update(tenants)
-
-    async def refused(self, tenant: str, targets: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        """Those (channel, address) pairs the tenant may not send to."""
-        if tenant not in self._tenants:
-            return set()
-        return await self._store.opted_out(tenant, targets)
-
-
 @dataclass(frozen=True, slots=True)
 class _Verified:
     record: InboundRecord
@@ -112,16 +69,21 @@ class Inbound:
         self._outcomes = outcomes
         self._opt_outs = opt_outs
         self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound")
-        self._reported: Batcher[NewReply] = Batcher(self._store_reported, name="reported-replies")
+        self._reported: Batcher[NewReply | NewOptOut] = Batcher(self._store_reported, name="reported-replies")
 
-    def reported(self, provider: str, replies: Sequence[InboundReply], tenants: Sequence[str]) -> None:
-        """Replies a plugin learned by itself (polling its vendor): stored as if a callback had brought them."""
+    def reported(self, provider: str, items: Sequence[InboundReply | OptOut], tenants: Sequence[str]) -> None:
+        """Replies and opt-outs a plugin learned by itself (polling its vendor): stored as if a callback had brought them."""
         now = self._store.clock.now()
-        for reply in replies:
-            self._reported.add(_new_reply(None, provider, tuple(tenants), now, reply))
+        for item in items:
+            if isinstance(item, OptOut):
+                self._reported.add(_new_opt_out(provider, tuple(tenants), now, item))
+            else:
+                self._reported.add(_new_reply(None, provider, tuple(tenants), now, item))
 
-    async def _store_reported(self, batch: list[NewReply]) -> None:
-        self._opt_outs.note(await self._store.record_inbound([], batch))
+    async def _store_reported(self, batch: list[NewReply | NewOptOut]) -> None:
+        replies = [item for item in batch if isinstance(item, NewReply)]
+        opt_outs = [item for item in batch if isinstance(item, NewOptOut)]
+        self._opt_outs.note(await self._store.record_inbound([], replies, opt_outs))
 
     async def receive(self, record: InboundRecord, provider: Provider, tenants: Sequence[str], request: InboundRequest) -> None:
         """Store ``record``, verify it, and queue it for processing; raise ``WebhookVerificationError`` if forged.
@@ -161,19 +123,21 @@ class Inbound:
     async def _process(self, batch: list[_Verified]) -> None:
         processed: list[str] = []
         replies: list[NewReply] = []
+        opt_outs: list[NewOptOut] = []
         for item in batch:
             updates = await self._parse(item)
             if updates is None:
                 continue
             self._outcomes.report(item.provider.name, [u for u in updates if isinstance(u, StatusUpdate)])
-            replies += [
-                _new_reply(item.record.id, item.provider.name, item.tenants, item.record.received_at, u)
-                for u in updates if isinstance(u, InboundReply)
-            ]
+            for update in updates:
+                if isinstance(update, InboundReply):
+                    replies.append(_new_reply(item.record.id, item.provider.name, item.tenants, item.record.received_at, update))
+                elif isinstance(update, OptOut):
+                    opt_outs.append(_new_opt_out(item.provider.name, item.tenants, item.record.received_at, update))
             processed.append(item.record.id)
-        self._opt_outs.note(await self._store.record_inbound(processed, replies))
+        self._opt_outs.note(await self._store.record_inbound(processed, replies, opt_outs))
 
-    async def _parse(self, item: _Verified) -> list[StatusUpdate | InboundReply] | None:
+    async def _parse(self, item: _Verified) -> Sequence[ProviderReport] | None:
         """The plugin's reading of a callback; None (and the request marked rejected) if it cannot read it."""
         try:
             return await item.provider.parse_webhook(item.request)
@@ -185,6 +149,13 @@ class Inbound:
     async def drain(self) -> None:
         await self._batcher.drain()
         await self._reported.drain()
+
+
+def _new_opt_out(provider: str, tenants: tuple[str, ...], received_at: float, opt_out: OptOut) -> NewOptOut:
+    return NewOptOut(
+        provider=provider, tenants=tenants, channel=opt_out.channel, address=opt_out.address, opted_out=opt_out.opted_out,
+        reason=opt_out.reason, at=opt_out.occurred_at or received_at, about=opt_out.about,
+    )
 
 
 def _new_reply(request_id: str | None, provider: str, tenants: tuple[str, ...], received_at: float, reply: InboundReply) -> NewReply:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from gateway import statuses
 from gateway.batching import Batcher
+from gateway.opt_outs import OptOuts
 from gateway.plugin_api import StatusUpdate
 from gateway.store import AttemptResult, NewEvent, ReceivedStatus, Store, is_transient
 
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 class Outcomes:
     """Takes attempt results from the dispatcher and status updates from provider instances."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, opt_outs: OptOuts) -> None:
         self._store = store
+        self._opt_outs = opt_outs
         self._batcher: Batcher[AttemptResult | ReceivedStatus | NewEvent] = Batcher(
             self._flush, name="outcomes", retryable=is_transient
         )
@@ -41,14 +43,16 @@ class Outcomes:
                 log.warning("provider %s reported unknown status %r; ignored", provider, update.status)
                 continue
             self._batcher.add(
-                ReceivedStatus(provider, update.provider_message_id, status, update.occurred_at, update.error, dict(update.detail))
+                ReceivedStatus(
+                    provider, update.provider_message_id, status, update.occurred_at, update.error, dict(update.detail), update.delivery_id
+                )
             )
 
     async def _flush(self, batch: list[AttemptResult | ReceivedStatus | NewEvent]) -> None:
         results = [item for item in batch if isinstance(item, AttemptResult)]
         receipts = [item for item in batch if isinstance(item, ReceivedStatus)]
         events = [item for item in batch if isinstance(item, NewEvent)]
-        await self._store.record_outcomes(results, receipts, events)
+        self._opt_outs.note(await self._store.record_outcomes(results, receipts, events))
 
     async def drain(self) -> None:
         await self._batcher.drain()

@@ -143,13 +143,21 @@ class SendReceipt:
 
 @dataclass(frozen=True, slots=True)
 class StatusUpdate:
-    """A provider's word on a message it accepted, in the Tidings vocabulary."""
+    """A provider's word on a message it accepted, in the Tidings vocabulary.
+
+    ``delivery_id`` is the Tidings delivery id when the vendor echoes it back (a custom
+    argument, a parameter of the callback URL, a client reference: whatever the plugin sent as
+    :attr:`OutboundMessage.idempotency_key`). With it the receipt finds its delivery even when
+    the send's own answer never arrived (a timeout after the vendor accepted), so the delivery
+    is not sent again.
+    """
 
     provider_message_id: str
     status: str
     occurred_at: float | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     error: str | None = None
+    delivery_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +165,10 @@ class InboundReply:
     """A message a recipient sent back through a provider.
 
     ``in_reply_to`` is the provider message id of the message it answers, when the vendor
-    says. A vendor's own opt-out signal goes in ``detail["opt_out"]`` (True: opted out,
-    False: opted back in); SMS keywords (STOP, START…) are recognised by the gateway.
+    says. SMS keywords (STOP, START…) are recognised by the gateway; a reply the vendor itself
+    marks as an opt-out (a Telegram ``/stop``, Twilio's ``OptOutType``) says so in
+    ``detail["opt_out"]`` (True: opted out, False: opted back in). A vendor's opt-out signal
+    that is not a reply is an :class:`OptOut`.
     """
 
     sender: str
@@ -168,6 +178,29 @@ class InboundReply:
     provider_message_id: str | None = None
     occurred_at: float | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OptOut:
+    """A recipient refused further messages on a channel (``opted_out=False``: consented again), by the vendor's word.
+
+    For the signals that are not replies: an email unsubscribe or spam complaint, a user who
+    blocked a bot, a WhatsApp user who stopped marketing messages. The gateway records it for
+    the tenant whose message it was about (``about``: that message's provider message id, when
+    the vendor names one), refuses sends to the address from then on, and emits
+    ``recipient.opted_out`` (or ``recipient.opted_in``). ``reason`` says why, in a few words.
+
+    A send the vendor refuses because the recipient opted out is a
+    :class:`~gateway.errors.PermanentDeliveryError` with code ``opted_out``
+    (:data:`~gateway.errors.OPTED_OUT`): the gateway records that opt-out too.
+    """
+
+    channel: str
+    address: str
+    opted_out: bool = True
+    reason: str = ""
+    about: str | None = None
+    occurred_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,16 +225,19 @@ class InboundResponse:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-ReportSink = Callable[[Sequence[StatusUpdate | InboundReply]], None]
+ProviderReport = StatusUpdate | InboundReply | OptOut
+"""What a plugin reads from a callback, or learns by itself: statuses, replies, opt-outs."""
+
+ReportSink = Callable[[Sequence[ProviderReport]], None]
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderContext:
     """What the gateway lends every provider instance.
 
-    ``session`` is the gateway's shared HTTP client; ``report`` takes status updates the
-    provider learns outside a webhook (polling, or a simulated provider such as the sandbox)
-    and reconciles them exactly as if they had arrived by webhook.
+    ``session`` is the gateway's shared HTTP client; ``report`` takes what the provider learns
+    outside a webhook (statuses, replies and opt-outs from polling, or from a simulated
+    provider such as the sandbox) and handles it exactly as if it had arrived by webhook.
     """
 
     session: aiohttp.ClientSession
@@ -241,8 +277,8 @@ class Provider(ABC):
 
         raise WebhookVerificationError(f"{type(self).__name__} accepts no webhooks")
 
-    async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
-        """Normalise a verified callback into status updates and replies."""
+    async def parse_webhook(self, request: InboundRequest) -> Sequence[ProviderReport]:
+        """Normalise a verified callback into status updates, replies and opt-outs."""
         return []
 
     async def answer_webhook(self, request: InboundRequest) -> InboundResponse | None:

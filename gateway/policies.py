@@ -69,11 +69,13 @@ Priority = Literal["high", "normal", "bulk"]
 Strategy = Literal["all", "fallback"]
 EVENT_TYPES: Final = (
     "message.queued", "message.sent", "message.delivered", "message.read", "message.failed", "message.dead_lettered",
-    "message.replied", "provider.circuit_opened", "provider.circuit_closed", "quota.threshold",
+    "message.replied", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
+    "quota.threshold",
 )
 EventType = Literal[
     "*", "message.queued", "message.sent", "message.delivered", "message.read", "message.failed", "message.dead_lettered",
-    "message.replied", "provider.circuit_opened", "provider.circuit_closed", "quota.threshold",
+    "message.replied", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
+    "quota.threshold",
 ]
 
 

@@ -16,13 +16,13 @@ from typing import Any
 import aiohttp
 
 from gateway.clock import Clock
-from gateway.plugin_api import InboundReply, Provider, ProviderContext, StatusUpdate
+from gateway.plugin_api import Provider, ProviderContext, ProviderReport
 from gateway.plugins import PluginCatalog
 from gateway.policies import SANDBOX, PolicySet
 from gateway.secret_values import mask_config
 
 log = logging.getLogger(__name__)
-Reporter = Callable[[str, Sequence[StatusUpdate | InboundReply]], None]
+Reporter = Callable[[str, Sequence[ProviderReport]], None]
 Spec = tuple[str, Mapping[str, Any]]
 """What an instance was built from: its plugin's name and its config."""
 
@@ -147,8 +147,8 @@ def _instantiate(name: str, spec: Spec, plugins: PluginCatalog, context: Provide
     return plugin(name, config, context)
 
 
-def _reporter_for(report: Reporter, name: str) -> Callable[[Sequence[StatusUpdate | InboundReply]], None]:
-    def report_for_instance(updates: Sequence[StatusUpdate | InboundReply]) -> None:
+def _reporter_for(report: Reporter, name: str) -> Callable[[Sequence[ProviderReport]], None]:
+    def report_for_instance(updates: Sequence[ProviderReport]) -> None:
         report(name, updates)
 
     return report_for_instance

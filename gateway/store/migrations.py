@@ -221,6 +221,12 @@ MIGRATIONS: Final = (
     """
     CREATE UNIQUE INDEX replies_once ON replies (provider, provider_message_id, tenant) WHERE provider_message_id IS NOT NULL;
     """,
+    # v7: a receipt naming our delivery id (its send timed out, but the vendor took it) waits for that delivery's attempt.
+    """
+    ALTER TABLE held_receipts ADD COLUMN delivery_id TEXT;
+    CREATE INDEX held_receipts_by_delivery ON held_receipts (provider, delivery_id) WHERE delivery_id IS NOT NULL;
+    CREATE INDEX held_receipts_by_age ON held_receipts (received_at);
+    """,
 )
 
 

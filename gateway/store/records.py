@@ -198,6 +198,7 @@ class ReceivedStatus:
     occurred_at: float | None = None
     error: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
+    delivery_id: str | None = None  # the vendor's echo of our delivery id: matches it when the message id cannot
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +240,24 @@ class NewReply:
     in_reply_to: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     opt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewOptOut:
+    """A vendor's word that a recipient opted out (``opted_out``) or back in, ready to record.
+
+    ``tenants`` and ``about`` (the provider message id it concerns) narrow it to tenants as for
+    a :class:`NewReply`.
+    """
+
+    provider: str
+    tenants: Sequence[str]
+    channel: str
+    address: str
+    opted_out: bool
+    reason: str
+    at: float
+    about: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import orjson
 
 from gateway import ids, statuses
 from gateway.clock import Clock, isoformat
+from gateway.errors import OPTED_OUT
 from gateway.store.migrations import migrate
 from gateway.store.records import (
     PRIORITY_RANK,
@@ -33,6 +34,7 @@ from gateway.store.records import (
     InboundRecord,
     NewEvent,
     NewNotification,
+    NewOptOut,
     NewReply,
     NotificationFilter,
     Page,
@@ -50,6 +52,9 @@ DISPATCHER: Final = "dispatcher"
 FALLBACK: Final = "fallback"
 NEVER: Final = 1e15  # next_attempt_at of a waiting fallback with no deadline (year ~33,000)
 _LIVE: Final = "status IN ('queued', 'sending')"
+PERMANENT_OUTCOME: Final = "permanent"  # AttemptResult.outcome of a send the provider refused for good
+OPTED_OUT_EVENT: Final = "recipient.opted_out"
+OPTED_IN_EVENT: Final = "recipient.opted_in"
 # The delivery statuses tenants hear about one by one; a failure is told once, for the whole message.
 _DELIVERY_EVENTS: Final = {
     statuses.SENT: "message.sent",
@@ -297,21 +302,24 @@ class SqliteStore:
 
     async def record_outcomes(
         self, results: Sequence[AttemptResult], receipts: Sequence[ReceivedStatus], events: Sequence[NewEvent] = ()
-    ) -> None:
+    ) -> set[str]:
         """Record attempts, then reconcile receipts, then add events, in one transaction.
 
-        A receipt for a message whose send is not recorded yet is held; recording the send
-        later applies it.
+        A receipt for a message whose send is not recorded yet is held; recording the send (or
+        a failed attempt of the delivery the receipt names) later applies it. Returns the
+        tenants whose opt-outs changed: a send refused with code ``opted_out`` records one.
         """
         now = self.clock.now()
 
-        def job(conn: sqlite3.Connection) -> None:
-            _record_attempts(conn, results, now)
+        def job(conn: sqlite3.Connection) -> set[str]:
+            changed = _record_attempts(conn, results, now)
             _apply_statuses(conn, receipts, now)
             _apply_held(conn, results, now)
             _insert_events(conn, events)
+            return changed
 
-        await self._write(job)
+        changed: set[str] = await self._write(job)
+        return changed
 
     async def list_events(self, *, tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest events, for everyone (``tenant`` None: provider-wide ones included) or one tenant."""
@@ -510,8 +518,10 @@ class SqliteStore:
 
         await self._write(job)
 
-    async def record_inbound(self, processed: Sequence[str], replies: Sequence[NewReply]) -> set[str]:
-        """Store replies (with their ``message.replied`` events and opt-out changes) and mark callbacks processed.
+    async def record_inbound(
+        self, processed: Sequence[str], replies: Sequence[NewReply], opt_outs: Sequence[NewOptOut] = ()
+    ) -> set[str]:
+        """Store replies (with their ``message.replied`` events), record opt-outs, mark callbacks processed.
 
         One transaction; returns the tenants whose opt-outs changed.
         """
@@ -521,6 +531,8 @@ class SqliteStore:
             changed: set[str] = set()
             for reply in replies:
                 changed |= _store_reply(conn, reply, now)
+            for opt_out in opt_outs:
+                changed |= _store_opt_out(conn, opt_out)
             conn.executemany("UPDATE inbound_requests SET outcome = 'processed' WHERE id = ?", [(i,) for i in processed])
             return changed
 
@@ -528,9 +540,10 @@ class SqliteStore:
         return changed
 
     async def purge_inbound(self, before: float) -> int:
-        """Delete raw callbacks received before ``before``; how many went."""
+        """Delete raw callbacks received before ``before``, and receipts held as long for messages never seen; how many callbacks went."""
 
         def job(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM held_receipts WHERE received_at < ?", (before,))
             return conn.execute("DELETE FROM inbound_requests WHERE received_at < ?", (before,)).rowcount
 
         purged: int = await self._write(job)
@@ -564,6 +577,8 @@ class SqliteStore:
     ) -> Page:
         """The tenant's opted-out recipients by address then channel, ``limit`` at a time."""
         clauses, params = ["tenant = ?"], list[Any]([tenant])
+        if address is not None and channel is not None:
+            address = opt_out_address(channel, address)
         for column, value in (("channel", channel), ("address", address)):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -579,13 +594,10 @@ class SqliteStore:
         return Page(rows[:limit], encode_text_cursor(f"{last['address']}\n{last['channel']}") if last else None)
 
     async def add_opt_out(self, tenant: str, channel: str, address: str, source: str) -> bool:
-        """Record that ``address`` opted out of the tenant's ``channel``; False if it already had."""
+        """Record that ``address`` opted out of the tenant's ``channel`` (with its event); False if it already had."""
 
         def job(conn: sqlite3.Connection) -> bool:
-            return conn.execute(
-                "INSERT OR IGNORE INTO opt_outs (tenant, channel, address, since, source) VALUES (?, ?, ?, ?, ?)",
-                (tenant, channel, address, self.clock.now(), source),
-            ).rowcount > 0
+            return _set_opt_out(conn, tenant, channel, address, True, source, self.clock.now())
 
         added: bool = await self._write(job)
         return added
@@ -596,7 +608,7 @@ class SqliteStore:
 
     async def opted_out(self, tenant: str, targets: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Those (channel, address) pairs of ``targets`` the tenant's recipients opted out of: one indexed read."""
-        wanted = set(targets)
+        wanted = {(channel, opt_out_address(channel, address)): (channel, address) for channel, address in targets}
         addresses = sorted({address for _channel, address in wanted})
         found: set[tuple[str, str]] = set()
         for chunk in _chunks(addresses):
@@ -605,7 +617,7 @@ class SqliteStore:
                 f"SELECT channel, address FROM opt_outs WHERE tenant = ? AND address IN ({marks})", (tenant, *chunk)
             ) as cur:
                 found |= {(row[0], row[1]) for row in await cur.fetchall()}
-        return found & wanted
+        return {wanted[key] for key in found & wanted.keys()}
 
 
     # --- event webhooks --------------------------------------------------------------------
@@ -915,8 +927,8 @@ def _insert_event_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]
 
 def _store_reply(conn: sqlite3.Connection, reply: NewReply, now: float) -> set[str]:
     """Insert a reply once per tenant it belongs to, with its event and opt-out change; the tenants opted in or out."""
-    link = _answered_delivery(conn, reply)
-    tenants = [link[2]] if link is not None and link[2] in reply.tenants else _reply_tenants(conn, reply)
+    link = _delivery_of(conn, reply.provider, reply.in_reply_to)
+    tenants = [link[2]] if link is not None and link[2] in reply.tenants else _sent_to(conn, reply.tenants, reply.sender, reply.provider)
     delivery_id, notification_id = (link[0], link[1]) if link is not None else (None, None)
     changed: set[str] = set()
     owners: list[str | None] = list(tenants) or [None]  # no tenant found: kept, but nobody's
@@ -936,46 +948,68 @@ def _store_reply(conn: sqlite3.Connection, reply: NewReply, now: float) -> set[s
             "provider_message_id": reply.provider_message_id, "notification_id": notification_id, "delivery_id": delivery_id,
         }
         _insert_events(conn, [NewEvent("message.replied", notification_id or reply.sender, reply.received_at, data, tenant)])
-        if reply.opt is not None and _change_opt_out(conn, tenant, reply, now):
+        source = f"reply via {reply.provider}: {reply.body.strip()[:40]}"
+        if reply.opt is not None and _set_opt_out(conn, tenant, reply.channel, reply.sender, reply.opt == "out", source, now):
             changed.add(tenant)
     return changed
 
 
-def _answered_delivery(conn: sqlite3.Connection, reply: NewReply) -> tuple[str, str, str] | None:
-    """(delivery id, notification id, tenant) of the message the reply answers, when the vendor names it."""
-    if reply.in_reply_to is None:
+def _store_opt_out(conn: sqlite3.Connection, opt_out: NewOptOut) -> set[str]:
+    """Record a vendor's opt-out (or opt-in) for each tenant it belongs to; the tenants whose opt-outs changed."""
+    link = _delivery_of(conn, opt_out.provider, opt_out.about)
+    if link is not None and link[2] in opt_out.tenants:
+        tenants = [link[2]]
+    else:
+        tenants = _sent_to(conn, opt_out.tenants, opt_out.address, opt_out.provider)
+    source = f"{opt_out.provider}: {opt_out.reason or ('opted out' if opt_out.opted_out else 'opted in')}"[:200]
+    return {
+        tenant for tenant in tenants
+        if _set_opt_out(conn, tenant, opt_out.channel, opt_out.address, opt_out.opted_out, source, opt_out.at)
+    }
+
+
+def _delivery_of(conn: sqlite3.Connection, provider: str, message_id: str | None) -> tuple[str, str, str] | None:
+    """(delivery id, notification id, tenant) of the provider's message ``message_id``, when there is one."""
+    if message_id is None:
         return None
     row = conn.execute(
-        "SELECT id, notification_id, tenant FROM deliveries WHERE provider = ? AND provider_message_id = ?",
-        (reply.provider, reply.in_reply_to),
+        "SELECT id, notification_id, tenant FROM deliveries WHERE provider = ? AND provider_message_id = ?", (provider, message_id)
     ).fetchone()
     return (row[0], row[1], row[2]) if row is not None else None
 
 
-def _reply_tenants(conn: sqlite3.Connection, reply: NewReply) -> list[str]:
-    """The tenant owning the instance, else every tenant that has sent to the sender through it."""
-    if len(reply.tenants) == 1:
-        return list(reply.tenants)
+def _sent_to(conn: sqlite3.Connection, tenants: Sequence[str], address: str, provider: str) -> list[str]:
+    """The tenant owning the instance (the only one of ``tenants``), else those that have sent to ``address`` through it."""
+    if len(tenants) == 1:
+        return list(tenants)
     rows = _select_in(
-        conn,
-        "SELECT DISTINCT tenant FROM deliveries WHERE address = ? AND provider = ? AND tenant IN ({})",
-        reply.tenants,
-        reply.sender,
-        reply.provider,
+        conn, "SELECT DISTINCT tenant FROM deliveries WHERE address = ? AND provider = ? AND tenant IN ({})", tenants, address, provider
     )
     return sorted(row[0] for row in rows)
 
 
-def _change_opt_out(conn: sqlite3.Connection, tenant: str, reply: NewReply, now: float) -> bool:
-    """Record (``out``) or lift (``in``) the sender's opt-out; whether anything changed."""
-    if reply.opt == "out":
-        return conn.execute(
+def opt_out_address(channel: str, address: str) -> str:
+    """An address as opt-outs keep it: an email address in lower case (vendors report them in any case)."""
+    address = address.strip()
+    return address.lower() if channel == "email" else address
+
+
+def _set_opt_out(conn: sqlite3.Connection, tenant: str, channel: str, address: str, out: bool, source: str, at: float) -> bool:
+    """Record (``out``) or lift an opt-out, with its ``recipient.opted_out`` / ``opted_in`` event; whether anything changed."""
+    address = opt_out_address(channel, address)
+    if out:
+        changed = conn.execute(
             "INSERT OR IGNORE INTO opt_outs (tenant, channel, address, since, source) VALUES (?, ?, ?, ?, ?)",
-            (tenant, reply.channel, reply.sender, now, f"reply via {reply.provider}: {reply.body.strip()[:40]}"),
+            (tenant, channel, address, at, source),
         ).rowcount > 0
-    return conn.execute(
-        "DELETE FROM opt_outs WHERE tenant = ? AND channel = ? AND address = ?", (tenant, reply.channel, reply.sender)
-    ).rowcount > 0
+    else:
+        changed = conn.execute(
+            "DELETE FROM opt_outs WHERE tenant = ? AND channel = ? AND address = ?", (tenant, channel, address)
+        ).rowcount > 0
+    if changed:
+        data = {"tenant": tenant, "channel": channel, "address": address, "source": source}
+        _insert_events(conn, [NewEvent(OPTED_OUT_EVENT if out else OPTED_IN_EVENT, address, at, data, tenant)])
+    return changed
 
 
 def _insert_audits(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -1075,12 +1109,13 @@ class _Changes:
         _insert_event_rows(conn, self.events)
 
 
-def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> None:
+def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> set[str]:
+    """Record attempts and move their deliveries on; the tenants whose opt-outs a refusal (``opted_out``) changed."""
     current = {
         row[0]: list(row[1:])
         for row in _select_in(
             conn,
-            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy, d.channel, n.template_id "
+            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy, d.channel, n.template_id, d.address "
             "FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE d.id IN ({})",
             (r.delivery_id for r in results),
         )
@@ -1089,11 +1124,16 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
     retries: list[tuple[Any, ...]] = []
     finals: list[tuple[Any, ...]] = []
     changes = _Changes()
+    opted_out: set[str] = set()
     for result in results:
         found = current.get(result.delivery_id)
         if found is None:
             continue
-        notification_id, tenant, status, position, strategy, channel, template_id = found
+        notification_id, tenant, status, position, strategy, channel, template_id, address = found
+        if result.outcome == PERMANENT_OUTCOME and result.detail.get("code") == OPTED_OUT:
+            source = f"{result.provider} refused a send: {result.error}"[:200]
+            if _set_opt_out(conn, tenant, channel, address, True, source, now):
+                opted_out.add(tenant)
         attempts.append(
             (
                 ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, result.provider,
@@ -1141,6 +1181,7 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
         finals,
     )
     changes.flush(conn, now)
+    return opted_out
 
 
 def _has_fallback(conn: sqlite3.Connection, notification_id: str, position: int, strategy: str) -> bool:
@@ -1249,19 +1290,26 @@ def _settle_fallbacks(conn: sqlite3.Connection, changes: _Changes, now: float) -
     changes.fallbacks.clear()  # activations above need no second pass: the activated channel is now in flight
 
 
+_RECEIPT_COLUMNS: Final = "d.id, d.notification_id, d.tenant, d.status, n.strategy, d.channel, n.template_id"
+
+
 def _apply_statuses(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus], now: float) -> None:
-    """Apply receipts in order; hold the ones whose message this store does not know yet."""
+    """Apply receipts in order; hold the ones whose message this store does not know yet.
+
+    A receipt is matched by the provider's message id, else by the delivery id the vendor
+    echoed (:func:`_found_by_delivery`), which also gives the delivery its message id.
+    """
     found: dict[tuple[str, str], list[Any]] = {}
     for provider in {update.provider for update in updates}:
         for row in _select_in(
             conn,
-            "SELECT d.provider_message_id, d.id, d.notification_id, d.tenant, d.status, n.strategy, d.channel, n.template_id "
-            "FROM deliveries d "
+            f"SELECT d.provider_message_id, {_RECEIPT_COLUMNS} FROM deliveries d "
             "JOIN notifications n ON n.id = d.notification_id WHERE d.provider = ? AND d.provider_message_id IN ({})",
             (update.provider_message_id for update in updates if update.provider == provider),
             provider,
         ):
             found[(provider, row[0])] = list(row[1:])
+    found |= _found_by_delivery(conn, [u for u in updates if (u.provider, u.provider_message_id) not in found])
     held: list[tuple[Any, ...]] = []
     changes = _Changes()
     moves: list[tuple[Any, ...]] = []
@@ -1270,18 +1318,48 @@ def _apply_statuses(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus],
         if row is None:
             held.append(
                 (update.provider, update.provider_message_id, update.status, update.occurred_at, update.error,
-                 _dumps(update.detail) if update.detail else None, now)
+                 _dumps(update.detail) if update.detail else None, now, update.delivery_id)
             )
         elif (move := _transition(row, update, now, changes)) is not None:
             moves.append(move)
             row[3] = update.status
     conn.executemany(
-        "INSERT INTO held_receipts (provider, provider_message_id, status, occurred_at, error, detail, received_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO held_receipts (provider, provider_message_id, status, occurred_at, error, detail, received_at, delivery_id) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         held,
     )
     _move_deliveries(conn, moves)
     changes.flush(conn, now)
+
+
+def _found_by_delivery(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus]) -> dict[tuple[str, str], list[Any]]:
+    """Deliveries of receipts that name our delivery id, keyed like the message-id matches.
+
+    Taken only when an attempt through the same provider instance made the delivery (so an
+    instance never reaches another's deliveries) and the delivery has no other message id
+    yet: the send timed out after the vendor accepted it, or its answer is still on the way.
+    The delivery takes the receipt's message id, so later receipts match it directly.
+    """
+    found: dict[tuple[str, str], list[Any]] = {}
+    hinted = [u for u in updates if u.delivery_id]
+    for provider in {update.provider for update in hinted}:
+        for row in _select_in(
+            conn,
+            f"SELECT {_RECEIPT_COLUMNS}, d.provider_message_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
+            "WHERE EXISTS (SELECT 1 FROM attempts a WHERE a.notification_id = d.notification_id AND a.delivery_id = d.id "
+            "AND a.provider = ?) AND d.id IN ({})",
+            (update.delivery_id for update in hinted if update.provider == provider),
+            provider,
+        ):
+            for update in hinted:
+                if update.provider == provider and update.delivery_id == row[0] and row[7] in (None, update.provider_message_id):
+                    found[(provider, update.provider_message_id)] = list(row[:7])
+                    if row[7] is None:
+                        conn.execute(
+                            "UPDATE deliveries SET provider = ?, provider_message_id = ? WHERE id = ?", (provider, update.provider_message_id, row[0])
+                        )
+                    break
+    return found
 
 
 def _transition(row: Sequence[Any], update: ReceivedStatus, now: float, changes: _Changes) -> tuple[Any, ...] | None:
@@ -1311,27 +1389,32 @@ def _describe(detail: Mapping[str, Any]) -> str | None:
 
 
 def _apply_held(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> None:
-    """Apply the held receipts of messages whose sends were just recorded, in arrival order."""
-    sent = [r for r in results if r.provider_message_id is not None and r.status == statuses.SENT]
-    if not sent or conn.execute("SELECT 1 FROM held_receipts LIMIT 1").fetchone() is None:
+    """Apply the held receipts of messages whose attempts were just recorded, in arrival order.
+
+    Those of a message now known by its id, and those naming a delivery that was just tried
+    (its send timed out, but the vendor had taken it and says so).
+    """
+    if not results or conn.execute("SELECT 1 FROM held_receipts LIMIT 1").fetchone() is None:
         return  # the usual case: nothing is waiting
-    held: list[Any] = []
-    for provider in {result.provider for result in sent}:
-        held += _select_in(
-            conn,
-            "SELECT seq, provider, provider_message_id, status, occurred_at, error, detail FROM held_receipts "
-            "WHERE provider = ? AND provider_message_id IN ({})",
-            (result.provider_message_id for result in sent if result.provider == provider),
-            provider,
-        )
+    columns = "seq, provider, provider_message_id, status, occurred_at, error, detail, delivery_id"
+    held: dict[int, Any] = {}
+    for provider in {result.provider for result in results}:
+        mine = [result for result in results if result.provider == provider]
+        for row in _select_in(
+            conn, f"SELECT {columns} FROM held_receipts WHERE provider = ? AND provider_message_id IN ({{}})",
+            (r.provider_message_id for r in mine if r.provider_message_id is not None and r.status == statuses.SENT), provider,
+        ) + _select_in(
+            conn, f"SELECT {columns} FROM held_receipts WHERE provider = ? AND delivery_id IN ({{}})", (r.delivery_id for r in mine), provider
+        ):
+            held[row[0]] = row
     if not held:
         return
-    held.sort()
-    conn.executemany("DELETE FROM held_receipts WHERE seq = ?", [(row[0],) for row in held])
+    rows = [held[seq] for seq in sorted(held)]
+    conn.executemany("DELETE FROM held_receipts WHERE seq = ?", [(row[0],) for row in rows])
     _apply_statuses(
         conn,
-        [ReceivedStatus(provider, message_id, status, occurred_at, error, _loads(detail) or {})
-         for _seq, provider, message_id, status, occurred_at, error, detail in held],
+        [ReceivedStatus(provider, message_id, status, occurred_at, error, _loads(detail) or {}, delivery_id)
+         for _seq, provider, message_id, status, occurred_at, error, detail, delivery_id in rows],
         now,
     )
 

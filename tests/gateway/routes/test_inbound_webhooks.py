@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, key_entry, sms_body
 from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider, signed_headers
 from gateway.app import create_app
-from gateway import InboundReply, ids
+from gateway import InboundReply, OptOut, ids
 from gateway.appkeys import INBOUND, INBOUND_PURGER, OUTCOMES, PROVIDERS, STORE
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
@@ -213,6 +213,14 @@ async def test_stop_opts_the_recipient_out_until_start(api: Api) -> None:
     await post_callback(api, "acme_sms", reply("START", message_id="msg_in_2"))
     status, _ = await api.send(raw_body())
     assert status == 202
+    assert await opt_events(api, "acme") == [("recipient.opted_in", PHONE), ("recipient.opted_out", PHONE)]  # newest first
+    assert await opt_events(api, "other") == []
+
+
+async def opt_events(api: Api, tenant: str) -> list[tuple[str, str]]:
+    """The tenant's ``recipient.*`` events, newest first: (type, address)."""
+    events = await api.app[STORE].list_events(tenant=tenant)
+    return [(e["type"], e["data"]["address"]) for e in events if e["type"].startswith("recipient.")]
 
 
 async def test_the_retention_purge_removes_old_raw_requests_and_keeps_new_ones(api: Api, clock: FakeClock) -> None:
@@ -302,6 +310,7 @@ async def test_a_tenant_records_an_opt_out_from_its_own_system_and_sends_to_it_a
     assert status == 200 and again["created"] is False
     [opted] = (await api.get("/api/v1/opt-outs?channel=sms"))[1]["items"]
     assert opted["source"].startswith("api key:")
+    assert await opt_events(api, "acme") == [("recipient.opted_out", PHONE)], "told once, when it changed"
     status, _ = await api.send(raw_body(), key=OTHER_KEY)
     assert status == 202, "another tenant's opt-out list is its own"
 
@@ -329,6 +338,24 @@ async def test_a_reply_a_plugin_reports_by_itself_is_stored_like_one_from_a_call
     await api.app[INBOUND].drain()
     [stored] = (await api.get("/api/v1/replies"))[1]["items"]
     assert (stored["body"], stored["notification_id"]) == ("Polled reply", notification_id)
+
+
+async def test_an_opt_out_a_plugin_reports_is_recorded_for_its_tenant_without_a_reply(api: Api) -> None:
+    await sent_sms(api)
+    provider = api.app[PROVIDERS].current.instances["acme_sms"]
+    provider.context.report([OptOut("sms", PHONE, reason="on the carrier's opt-out list")])
+    await api.app[INBOUND].drain()
+    [opted] = (await api.get("/api/v1/opt-outs"))[1]["items"]
+    assert (opted["channel"], opted["address"], opted["source"]) == ("sms", PHONE, "acme_sms: on the carrier's opt-out list")
+    assert (await api.get("/api/v1/replies"))[1]["items"] == []
+    status, refused = await api.send(raw_body())
+    assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
+    status, _ = await api.send(raw_body(), key=OTHER_KEY)
+    assert status == 202
+    provider.context.report([OptOut("sms", PHONE, opted_out=False, reason="re-subscribed")])
+    await api.app[INBOUND].drain()
+    status, _ = await api.send(raw_body())
+    assert status == 202
 
 
 async def test_a_vendor_retrying_a_reply_callback_stores_it_and_its_event_once(api: Api) -> None:

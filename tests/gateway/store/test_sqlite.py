@@ -83,6 +83,63 @@ async def test_a_receipt_that_arrives_before_the_send_is_recorded_is_held_then_a
     assert found["status"] == "delivered"  # type: ignore[index]
 
 
+def timed_out(claimed: Any, retry_at: float) -> AttemptResult:
+    """A send that timed out: due again at ``retry_at``, no message id learned."""
+    return AttemptResult(claimed.id, claimed.attempt, "memory", 0.0, 0.0, "transient", "sending", error="timed out", retry_at=retry_at)
+
+
+async def test_a_receipt_naming_the_delivery_settles_a_send_that_timed_out(fresh_store: Store, clock: Any) -> None:
+    n = notification()
+    await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
+    (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
+    await fresh_store.record_attempts([timed_out(claimed, clock.now() + 3600)])
+    await fresh_store.apply_statuses([ReceivedStatus("memory", "m-lost", "delivered", delivery_id=claimed.id)])
+    found = await fresh_store.get_notification("acme", n.id)
+    assert found is not None
+    [delivery] = found["deliveries"]
+    assert (delivery["status"], delivery["provider_message_id"]) == ("delivered", "m-lost")
+    await fresh_store.apply_statuses([ReceivedStatus("memory", "m-lost", "read")])  # later receipts match by message id
+    assert await status_of(fresh_store, n) == "read"
+    clock.advance(7200)
+    assert await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60) == []
+
+
+async def test_a_receipt_naming_the_delivery_waits_for_the_attempt_it_came_from(fresh_store: Store, clock: Any) -> None:
+    n = notification()
+    await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
+    (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
+    await fresh_store.apply_statuses([ReceivedStatus("memory", "m-early", "delivered", delivery_id=claimed.id)])
+    assert await status_of(fresh_store, n) == "sending"  # no attempt recorded yet: held
+    await fresh_store.record_attempts([timed_out(claimed, clock.now() + 3600)])
+    assert await status_of(fresh_store, n) == "delivered"
+
+
+async def test_a_receipt_from_another_instance_never_reaches_a_delivery_by_its_id(fresh_store: Store, clock: Any) -> None:
+    n = notification()
+    await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
+    (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
+    await fresh_store.record_attempts([timed_out(claimed, clock.now() + 3600)])
+    await fresh_store.apply_statuses([ReceivedStatus("elsewhere", "x-1", "failed", error="forged", delivery_id=claimed.id)])
+    assert await status_of(fresh_store, n) == "sending"
+
+
+async def test_held_receipts_are_purged_with_old_callbacks(fresh_store: Store, clock: Any) -> None:
+    await fresh_store.apply_statuses([ReceivedStatus("memory", "never-sent", "delivered")])
+    clock.advance(10)
+    await fresh_store.apply_statuses([ReceivedStatus("memory", "newer", "delivered")])
+    await fresh_store.purge_inbound(clock.now() - 5)
+    n = notification()
+    await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
+    (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
+    await sent(fresh_store, claimed, "never-sent")
+    assert await status_of(fresh_store, n) == "sent"  # its early receipt was purged
+    n2 = notification()
+    await fresh_store.accept([n2], tenant="acme", idempotency=None, status=202, body=b"{}")
+    (claimed2,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
+    await sent(fresh_store, claimed2, "newer")
+    assert await status_of(fresh_store, n2) == "delivered"
+
+
 async def test_a_large_batch_of_results_and_receipts_is_applied_row_by_row_in_order(fresh_store: Store) -> None:
     batch = [notification() for _ in range(650)]  # more rows than one IN (...) chunk
     await fresh_store.accept(batch, tenant="acme", idempotency=None, status=202, body=b"{}")
