@@ -44,12 +44,13 @@ Vendor quirks handled here:
   ``invalid_email`` and ``blocked`` → bounced; ``error`` → failed; ``opened`` and
   ``unique_opened`` → opened; ``proxy_open`` (a mail proxy fetched the images: Apple Mail Privacy
   Protection and the like) → delivered only; ``click`` → clicked. ``unsubscribed`` and ``spam``
-  (a complaint) → the recipient's opt-out, an :class:`InboundReply` with ``detail["opt_out"]``,
-  and ``delivered``.
+  (a complaint) → the recipient's :class:`~gateway.OptOut`, and ``delivered``. Our delivery id
+  goes out in the ``X-Mailin-custom`` header and comes back in every event, so a receipt finds
+  its delivery even when the send's answer was lost.
 - SMS events (``msg_status``), matched on ``messageId``: ``sent``/``accepted`` → sent,
   ``delivered``, ``soft_bounce`` → failed (the carrier gave up for now; Brevo does not resend),
   ``hard_bounce`` → bounced, ``rejected``/``skip`` → failed; a ``reply`` text is an inbound SMS
-  and an ``unsubscribe`` the recipient's opt-out.
+  and an ``unsubscribe`` (``subscribe``) the recipient's :class:`~gateway.OptOut` (opting back in).
 - Timestamps: ``ts_epoch`` (UTC milliseconds, though some samples show seconds), else
   ``ts_event``/``ts`` (UTC seconds); ``date`` is in the account's time zone and is not used.
 - Rate limits are per endpoint (1000/s for email, 150/s for SMS on standard plans), so no single
@@ -72,11 +73,13 @@ from gateway import (
     DeliveryError,
     InboundReply,
     InboundRequest,
+    OptOut,
     OutboundMessage,
     PermanentDeliveryError,
     Provider,
     ProviderContext,
     ProviderLimits,
+    ProviderReport,
     SendReceipt,
     StatusUpdate,
     TransientDeliveryError,
@@ -290,10 +293,10 @@ class BrevoProvider(Provider):
         if address is None or not any(address in network for network in self._ranges):
             raise WebhookVerificationError(f"callbacks from {remote or 'an unknown address'} are not allowed", status=403)
 
-    async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
+    async def parse_webhook(self, request: InboundRequest) -> list[ProviderReport]:
         payload = json.loads(request.body)
         events = payload if isinstance(payload, list) else [payload]  # batched webhooks send a list
-        found: list[StatusUpdate | InboundReply] = []
+        found: list[ProviderReport] = []
         for event in events:
             if isinstance(event, dict):
                 found += parse_sms_event(event) if "msg_status" in event else parse_email_event(event)
@@ -305,29 +308,30 @@ def bare_message_id(message_id: str) -> str:
     return message_id.strip().removeprefix("<").removesuffix(">")
 
 
-def parse_email_event(event: Mapping[str, Any]) -> list[StatusUpdate | InboundReply]:
+def parse_email_event(event: Mapping[str, Any]) -> list[StatusUpdate | OptOut]:
     """One transactional email webhook event as status updates and opt-outs."""
     name = str(event.get("event", ""))
     raw_id = event.get("message-id")
     message_id = bare_message_id(raw_id) if isinstance(raw_id, str) and raw_id.strip("<> ") else None
     occurred_at = _occurred_at(event)
     detail = _email_detail(event, name)
-    found: list[StatusUpdate | InboundReply] = []
+    found: list[StatusUpdate | OptOut] = []
     status = EMAIL_STATUSES.get(name)
     if status is not None and message_id is not None:
         error = (str(event.get("reason") or name)) if name in EMAIL_FAILURES else None
-        found.append(StatusUpdate(message_id, status, occurred_at=occurred_at, detail=detail, error=error))
-    if name in EMAIL_OPT_OUTS and isinstance(event.get("email"), str):
+        delivery_id = event.get(CUSTOM_HEADER)
         found.append(
-            InboundReply(
-                sender=event["email"], body=f"[brevo: {name}]", channel="email", in_reply_to=message_id,
-                occurred_at=occurred_at, detail={**detail, "opt_out": True},
+            StatusUpdate(
+                message_id, status, occurred_at=occurred_at, detail=detail, error=error,
+                delivery_id=delivery_id if isinstance(delivery_id, str) else None,
             )
         )
+    if name in EMAIL_OPT_OUTS and isinstance(event.get("email"), str):
+        found.append(OptOut("email", event["email"], reason=name, about=message_id, occurred_at=occurred_at))
     return found
 
 
-def parse_sms_event(event: Mapping[str, Any]) -> list[StatusUpdate | InboundReply]:
+def parse_sms_event(event: Mapping[str, Any]) -> list[ProviderReport]:
     """One transactional SMS webhook event as a status update, a reply or an opt-out."""
     name = str(event.get("msg_status", ""))
     raw_id = event.get("messageId")
@@ -339,11 +343,7 @@ def parse_sms_event(event: Mapping[str, Any]) -> list[StatusUpdate | InboundRepl
     if isinstance(event.get("reply"), str) and (name in SMS_REPLIES or not name) and phone is not None:
         return [InboundReply(sender=phone, body=event["reply"], channel="sms", in_reply_to=message_id, occurred_at=occurred_at, detail=detail)]
     if (name in SMS_OPT_OUTS or name in SMS_OPT_INS) and phone is not None:
-        opt_out = name in SMS_OPT_OUTS
-        return [
-            InboundReply(sender=phone, body=f"[brevo: {name}]", channel="sms", in_reply_to=message_id, occurred_at=occurred_at,
-                         detail={**detail, "opt_out": opt_out})
-        ]
+        return [OptOut("sms", phone, opted_out=name in SMS_OPT_OUTS, reason=name, about=message_id, occurred_at=occurred_at)]
     status = SMS_STATUSES.get(name)
     if status is None or message_id is None:
         return []
@@ -353,7 +353,7 @@ def parse_sms_event(event: Mapping[str, Any]) -> list[StatusUpdate | InboundRepl
 
 def _email_detail(event: Mapping[str, Any], name: str) -> dict[str, Any]:
     detail: dict[str, Any] = {"vendor_status": name}
-    for key, label in (("reason", "reason"), ("link", "url"), ("tag", "tag"), (CUSTOM_HEADER, "delivery_id")):
+    for key, label in (("reason", "reason"), ("link", "url"), ("tag", "tag")):
         if event.get(key) is not None:
             detail[label] = event[key]
     return detail

@@ -36,9 +36,10 @@ Vendor quirks handled here:
   ``bounced``, any other permanent failure ``failed``. A drop because the address is on the
   domain's unsubscribe or complaint list (``suppress-unsubscribe``, ``suppress-complaint``) is also
   reported as the recipient's opt-out, so Tidings stops sending to them.
-- ``unsubscribed`` and ``complained`` become an opt-out: an :class:`InboundReply` on the email
-  channel from the recipient, ``detail["opt_out"] = True``, linked to the message it came from;
-  both also prove the message was ``delivered``.
+- ``unsubscribed`` and ``complained`` become an :class:`~gateway.OptOut` of the recipient on the
+  email channel, about the message it came from; both also prove the message was ``delivered``.
+- Our delivery id rides along as the user variable ``tidings_delivery_id`` and comes back in
+  every event, so a receipt finds its delivery even when the send's answer was lost.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ import aiohttp
 
 from gateway import (
     DeliveryError,
-    InboundReply,
     InboundRequest,
+    OptOut,
     OutboundMessage,
     Provider,
     ProviderContext,
@@ -225,7 +226,7 @@ class MailgunProvider(Provider):
         if not self._tokens.accept(token, now):
             raise WebhookVerificationError("the webhook's token was already used (a replay?)")
 
-    async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
+    async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | OptOut]:
         payload = json.loads(request.body)
         data = payload.get("event-data") if isinstance(payload, dict) else None
         return parse_event(data) if isinstance(data, dict) else []
@@ -241,22 +242,21 @@ def bare_message_id(message_id: str) -> str:
     return message_id.strip().removeprefix("<").removesuffix(">")
 
 
-def parse_event(data: Mapping[str, Any]) -> list[StatusUpdate | InboundReply]:
+def parse_event(data: Mapping[str, Any]) -> list[StatusUpdate | OptOut]:
     """One ``event-data`` object as Tidings status updates and opt-outs."""
     event = str(data.get("event", ""))
     message_id = _message_id(data)
     occurred_at = _number(data.get("timestamp"))
     detail = _detail(data, event)
-    found: list[StatusUpdate | InboundReply] = []
+    found: list[StatusUpdate | OptOut] = []
     status, error = _status(data, event)
     if status is not None and message_id is not None:
-        found.append(StatusUpdate(message_id, status, occurred_at=occurred_at, detail=detail, error=error))
+        found.append(
+            StatusUpdate(message_id, status, occurred_at=occurred_at, detail=detail, error=error, delivery_id=_delivery_id(data))
+        )
     if _opts_out(data, event) and isinstance(data.get("recipient"), str):
         found.append(
-            InboundReply(
-                sender=data["recipient"], body=f"[mailgun: {_opt_out_word(data, event)}]", channel="email", in_reply_to=message_id,
-                occurred_at=occurred_at, detail={**detail, "opt_out": True},
-            )
+            OptOut("email", data["recipient"], reason=_opt_out_word(data, event), about=message_id, occurred_at=occurred_at)
         )
     return found
 
@@ -278,6 +278,12 @@ def _opt_out_word(data: Mapping[str, Any], event: str) -> str:
     return event if event in OPT_OUT_EVENTS else str(data.get("reason"))
 
 
+def _delivery_id(data: Mapping[str, Any]) -> str | None:
+    variables = data.get("user-variables")
+    value = variables.get(DELIVERY_ID_VARIABLE) if isinstance(variables, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _failure_text(data: Mapping[str, Any]) -> str:
     status = _object(data.get("delivery-status"))
     parts = [str(status[key]) for key in ("code", "description", "message") if status.get(key)]
@@ -289,9 +295,6 @@ def _detail(data: Mapping[str, Any], event: str) -> dict[str, Any]:
     for key in ("id", "severity", "reason", "url"):
         if data.get(key) is not None:
             detail["event_id" if key == "id" else key] = data[key]
-    variables = data.get("user-variables")
-    if isinstance(variables, dict) and isinstance(variables.get(DELIVERY_ID_VARIABLE), str):
-        detail["delivery_id"] = variables[DELIVERY_ID_VARIABLE]
     status = data.get("delivery-status")
     if isinstance(status, dict) and status.get("code") is not None:
         detail["smtp_code"] = status["code"]

@@ -45,9 +45,11 @@ delivered → delivered, open → opened, click → clicked, bounce (``type`` bo
 receiving server refused it) → bounced, dropped → failed. A drop is SendGrid's own refusal
 before any delivery attempt (the address is on a suppression list, invalid, or the content
 was refused), not a bounce from the recipient's server, so it is ``failed`` with SendGrid's
-``reason`` as the error. ``spamreport``, ``unsubscribe``, ``group_unsubscribe`` and
-``group_resubscribe`` have no delivery status in Tidings and produce nothing; SendGrid keeps its
-own suppression list, and a later send to that address comes back as ``dropped``.
+``reason`` as the error. ``spamreport`` and ``unsubscribe`` (a global unsubscribe) are the
+recipient's :class:`~gateway.OptOut`, so Tidings refuses further sends to the address (SendGrid
+would drop them anyway). ``group_unsubscribe`` and ``group_resubscribe`` concern one of the
+account's unsubscribe groups, which Tidings does not know, and produce nothing: SendGrid
+applies them itself, and a later send in that group comes back as ``dropped``.
 """
 
 from __future__ import annotations
@@ -67,8 +69,8 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from gateway import (
     CredentialsRejectedError,
     DeliveryError,
-    InboundReply,
     InboundRequest,
+    OptOut,
     OutboundMessage,
     Provider,
     ProviderContext,
@@ -116,6 +118,7 @@ STATUS_OF: Final[Mapping[str, str]] = {
     "dropped": "failed",
 }
 # Event fields worth keeping with a status (beyond the event name, id and time).
+OPT_OUT_EVENTS: Final = frozenset({"spamreport", "unsubscribe"})
 DETAIL_FIELDS: Final = ("sg_event_id", "reason", "response", "status", "type", "bounce_classification", "attempt", "url", "sg_machine_open")
 _INDEX: Final = re.compile(r"\.\d+(?=\.|$)")
 _EMAIL: Final = r"^[^@\s<>]+@[^@\s<>]+$"
@@ -272,34 +275,38 @@ class SendGridProvider(Provider):
         except (binascii.Error, ValueError, InvalidSignature):
             raise WebhookVerificationError("the Event Webhook signature does not match") from None
 
-    async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
+    async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | OptOut]:
         events = orjson.loads(request.body)
         if not isinstance(events, list):
             raise ValueError("an Event Webhook body is a JSON array of events")
-        updates: list[StatusUpdate | InboundReply] = []
+        updates: list[StatusUpdate | OptOut] = []
         for event in events:
-            update = _status_update(event) if isinstance(event, dict) else None
+            update = _read_event(event) if isinstance(event, dict) else None
             if update is not None:
                 updates.append(update)
         return updates
 
 
-def _status_update(event: Mapping[str, Any]) -> StatusUpdate | None:
+def _read_event(event: Mapping[str, Any]) -> StatusUpdate | OptOut | None:
     name = event.get("event")
-    status = STATUS_OF.get(name) if isinstance(name, str) else None
     sg_message_id = event.get("sg_message_id")
-    if status is None or not isinstance(sg_message_id, str) or not sg_message_id:
-        return None  # spamreport, unsubscribe…; or an event that names no message
+    message_id = sg_message_id.split(".", 1)[0] if isinstance(sg_message_id, str) and sg_message_id else None
+    timestamp = event.get("timestamp")
+    occurred_at = float(timestamp) if isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool) else None
+    if name in OPT_OUT_EVENTS and isinstance(event.get("email"), str):
+        return OptOut("email", event["email"], reason=str(name), about=message_id, occurred_at=occurred_at)
+    status = STATUS_OF.get(name) if isinstance(name, str) else None
+    if status is None or message_id is None:
+        return None  # group_unsubscribe…; or an event that names no message
     detail: dict[str, Any] = {"vendor_status": name, "sg_message_id": sg_message_id}
     detail |= {field: event[field] for field in DETAIL_FIELDS if field in event}
-    if isinstance(event.get(DELIVERY_ID_ARG), str):
-        detail["delivery_id"] = event[DELIVERY_ID_ARG]
     error = None
     if status in ("bounced", "failed"):
         error = str(event.get("reason") or event.get("response") or name)
-    timestamp = event.get("timestamp")
-    occurred_at = float(timestamp) if isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool) else None
-    return StatusUpdate(sg_message_id.split(".", 1)[0], status, occurred_at=occurred_at, detail=detail, error=error)
+    delivery_id = event.get(DELIVERY_ID_ARG)
+    return StatusUpdate(
+        message_id, status, occurred_at=occurred_at, detail=detail, error=error, delivery_id=delivery_id if isinstance(delivery_id, str) else None
+    )
 
 
 def _errors(body: bytes) -> list[dict[str, Any]]:

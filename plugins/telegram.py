@@ -18,9 +18,8 @@ Vendor quirks handled here:
   :data:`ERRORS`. A 403 is about the chat (blocked, kicked, deactivated), never the token: only
   401 (and 404, what Telegram answers for a malformed token) is a credentials failure.
 - **Blocked bots.** 403 "bot was blocked by the user" (and "bot was kicked from the … chat") is
-  the recipient's opt-out: permanent, code ``opted_out``, ``detail["opt_out"] = True``. The core
-  does not record opt-outs from send failures yet; the same signal arrives by webhook as a
-  ``my_chat_member`` update with status ``kicked``, which does record it.
+  the recipient's opt-out: permanent, code ``opted_out``, which the gateway records. The same
+  signal arrives by webhook as a ``my_chat_member`` update with status ``kicked``.
 - **Flood control**: 429 with ``parameters.retry_after`` (seconds) is transient and retried no
   sooner than that. **Group upgrades**: ``parameters.migrate_to_chat_id`` means the group became
   a supergroup with a new id; permanent, code ``chat_migrated``, the new id in the detail (the
@@ -38,8 +37,8 @@ Vendor quirks handled here:
   button every user presses to open a bot, and to come back after blocking it) opts it back in,
   through ``detail["opt_out"]``. In groups they are left alone: one member must not mute a group
   for everyone. ``my_chat_member`` updates say when the bot was blocked (``kicked``) or removed
-  from a group (``left``), which opts the chat out, and when it was unblocked or re-added, which
-  opts it back in.
+  from a group (``left``), an :class:`~gateway.OptOut` of the chat, and when it was unblocked or
+  re-added, which opts it back in.
 
 Vendor documentation:
 
@@ -65,10 +64,12 @@ from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 from gateway import (
+    OPTED_OUT,
     CredentialsRejectedError,
     DeliveryError,
     InboundReply,
     InboundRequest,
+    OptOut,
     OutboundMessage,
     PermanentDeliveryError,
     Provider,
@@ -91,8 +92,8 @@ SEEN_UPDATES: Final = 2048
 """How many recent ``update_id``s an instance remembers to drop Telegram's redeliveries."""
 
 ERRORS: Final[Mapping[str, VendorError]] = {
-    "bot_blocked": VendorError(transient=False, meaning="the user blocked the bot", code="opted_out"),
-    "bot_kicked": VendorError(transient=False, meaning="the bot was removed from the group or channel", code="opted_out"),
+    "bot_blocked": VendorError(transient=False, meaning="the user blocked the bot", code=OPTED_OUT),
+    "bot_kicked": VendorError(transient=False, meaning="the bot was removed from the group or channel", code=OPTED_OUT),
     "user_deactivated": VendorError(transient=False, meaning="the user's account is deleted", code="invalid_recipient"),
     "not_started": VendorError(transient=False, meaning="the user never started a chat with the bot", code="invalid_recipient"),
     "bot_recipient": VendorError(transient=False, meaning="bots cannot message other bots", code="invalid_recipient"),
@@ -128,7 +129,6 @@ DESCRIPTIONS: Final[tuple[tuple[str, str], ...]] = (
 """Lower-case fragments of ``description``, first match wins; then :data:`BY_ERROR_CODE`."""
 
 BY_ERROR_CODE: Final[Mapping[int, str]] = {401: "unauthorized", 403: "forbidden", 404: "not_found", 429: "flood"}
-OPT_OUT_ROWS: Final = frozenset({"bot_blocked", "bot_kicked"})
 LEFT_STATUSES: Final = frozenset({"kicked", "left"})
 BACK_STATUSES: Final = frozenset({"member", "administrator", "creator"})
 _COMMAND: Final = re.compile(r"^/(start|stop)(?:@[A-Za-z0-9_]+)?(?:\s|$)", re.IGNORECASE)
@@ -229,7 +229,7 @@ class TelegramProvider(Provider):
         if not same_secret(expected, offered):
             raise WebhookVerificationError(f"the {SECRET_HEADER} header does not match this instance's webhook_secret")
 
-    async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
+    async def parse_webhook(self, request: InboundRequest) -> list[InboundReply | OptOut]:
         update = json.loads(request.body)
         if not isinstance(update, dict):
             raise ValueError("a Telegram update is a JSON object")
@@ -242,10 +242,10 @@ class TelegramProvider(Provider):
                 self._seen.popitem(last=False)
         message = update.get("message")
         if isinstance(message, dict):
-            return _reply(update_id, message)
+            return list(_reply(update_id, message))
         member = update.get("my_chat_member")
         if isinstance(member, dict):
-            return _membership(update_id, member)
+            return list(_membership(member))
         return []  # edited messages, channel posts, callback queries: nothing Tidings keeps
 
 
@@ -297,14 +297,12 @@ def _refusal(status: int, retry_after: float | None, answer: Mapping[str, Any]) 
         error.detail["description"] = description
     if new_chat is not None:
         error.detail["migrate_to_chat_id"] = new_chat
-    if code in OPT_OUT_ROWS:
-        error.detail["opt_out"] = True
     if isinstance(error, CredentialsRejectedError):
         error.detail.pop("description", None)  # "Unauthorized" / "Not Found": nothing to add
     return error
 
 
-def _reply(update_id: Any, message: Mapping[str, Any]) -> list[StatusUpdate | InboundReply]:
+def _reply(update_id: Any, message: Mapping[str, Any]) -> list[InboundReply]:
     chat = message.get("chat")
     chat_id = chat.get("id") if isinstance(chat, dict) else None
     text = message.get("text", message.get("caption"))
@@ -334,7 +332,7 @@ def _reply(update_id: Any, message: Mapping[str, Any]) -> list[StatusUpdate | In
     ]
 
 
-def _membership(update_id: Any, member: Mapping[str, Any]) -> list[StatusUpdate | InboundReply]:
+def _membership(member: Mapping[str, Any]) -> list[OptOut]:
     """The bot's own membership changed: blocked or removed (opt-out), unblocked or re-added (opt-in)."""
     chat = member.get("chat")
     chat_id = chat.get("id") if isinstance(chat, dict) else None
@@ -348,19 +346,9 @@ def _membership(update_id: Any, member: Mapping[str, Any]) -> list[StatusUpdate 
         opt_out = False
     else:
         return []
-    changed_by = member.get("from")
     date = member.get("date")
-    detail: dict[str, Any] = {
-        "update_id": update_id, "update": "my_chat_member", "status": new, "previous_status": old,
-        "chat_type": chat.get("type") if isinstance(chat, dict) else None, "opt_out": opt_out,
-    }
-    if isinstance(changed_by, dict):
-        detail["from_id"] = changed_by.get("id")
-    return [
-        InboundReply(
-            sender=str(chat_id), body="", channel=CHANNEL, occurred_at=float(date) if isinstance(date, int) else None, detail=detail
-        )
-    ]
+    reason = f"the bot's membership went from {old or 'unknown'} to {new}"
+    return [OptOut(CHANNEL, str(chat_id), opted_out=opt_out, reason=reason, occurred_at=float(date) if isinstance(date, int) else None)]
 
 
 def _status(chat_member: Any) -> str | None:

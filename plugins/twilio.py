@@ -24,9 +24,9 @@ Vendor quirks handled here:
 - **No idempotency key.** Twilio has none, so a send whose answer was lost (a timeout after
   Twilio took it) is sent again on retry and the recipient may get it twice
   (``limits.idempotency`` is False). The delivery id rides along in the ``StatusCallback`` URL
-  as ``?d=<delivery id>``: Twilio signs the full URL, so the stored callback names the delivery
-  it belongs to (``detail["delivery_id"]``) even for the lost-answer message whose SID the
-  gateway never learned. Receipts are still matched by SID, the only id the core matches on.
+  as ``?d=<delivery id>``: Twilio signs the full URL, so every callback names the delivery it
+  belongs to (``StatusUpdate.delivery_id``). A receipt for the lost-answer message, whose SID
+  the gateway never learned, settles its delivery all the same, before the retry comes round.
 - **Errors** are JSON ``{"code", "message", "more_info", "status"}``; codes are classified in
   :data:`ERRORS` (``Retry-After`` honoured on 429 / 20429). Asynchronous delivery failures
   (``30003``…``30034``, WhatsApp ``63xxx``) arrive as ``ErrorCode`` in status callbacks and
@@ -77,10 +77,11 @@ from xml.sax.saxutils import escape, quoteattr
 import aiohttp
 
 from gateway import (
-    InboundResponse,
+    OPTED_OUT,
     CredentialsRejectedError,
     InboundReply,
     InboundRequest,
+    InboundResponse,
     OutboundMessage,
     PermanentDeliveryError,
     Provider,
@@ -119,7 +120,7 @@ ERRORS: Final[Mapping[int, VendorError]] = {
     21211: VendorError(transient=False, meaning="invalid 'To' phone number", code="invalid_recipient"),
     21408: VendorError(transient=False, meaning="sending to this region is not enabled (Geo Permissions)", code="region_not_enabled"),
     21608: VendorError(transient=False, meaning="trial account: the 'To' number is not verified", code="unverified_recipient"),
-    21610: VendorError(transient=False, meaning="the recipient replied STOP to this sender", code="opted_out"),
+    21610: VendorError(transient=False, meaning="the recipient replied STOP to this sender", code=OPTED_OUT),
     21612: VendorError(transient=False, meaning="the 'To' number cannot be reached from this 'From' (unroutable combination)", code="invalid_recipient"),
     21614: VendorError(transient=False, meaning="the 'To' number is not a mobile number", code="invalid_recipient"),
     63024: VendorError(transient=False, meaning="invalid WhatsApp recipient", code="invalid_recipient"),
@@ -161,7 +162,7 @@ ERRORS: Final[Mapping[int, VendorError]] = {
     30032: VendorError(transient=False, meaning="toll-free number not verified", code="invalid_sender"),
     30034: VendorError(transient=False, meaning="message from an unregistered US A2P 10DLC number", code="invalid_sender"),
     63003: VendorError(transient=False, meaning="WhatsApp: the channel could not find the recipient", code="invalid_recipient"),
-    63014: VendorError(transient=False, meaning="the recipient blocked this sender on the channel", code="opted_out"),
+    63014: VendorError(transient=False, meaning="the recipient blocked this sender on the channel", code=OPTED_OUT),
 }
 """Twilio error codes, from the send answer's ``code`` or a status callback's ``ErrorCode``."""
 
@@ -495,12 +496,10 @@ def _message_update(params: Mapping[str, str], sid: str, vendor_status: str, del
             error = f"Twilio error {code}: {meaning}"
     elif status == "failed":
         error = f"Twilio reported the message {vendor_status}"
-    if delivery:
-        detail["delivery_id"] = delivery
     for key, name in (("ChannelPrefix", "channel"), ("To", "to")):
         if params.get(key):
             detail[name] = params[key]
-    return StatusUpdate(sid, status, occurred_at=_dlr_time(params.get("RawDlrDoneDate")), detail=detail, error=error)
+    return StatusUpdate(sid, status, occurred_at=_dlr_time(params.get("RawDlrDoneDate")), detail=detail, error=error, delivery_id=delivery)
 
 
 def _call_update(params: Mapping[str, str], delivery: str | None) -> StatusUpdate | None:
@@ -512,10 +511,10 @@ def _call_update(params: Mapping[str, str], delivery: str | None) -> StatusUpdat
     for key, name in (("CallDuration", "duration_seconds"), ("SipResponseCode", "sip_response_code"), ("ErrorCode", "error_code")):
         if params.get(key):
             detail[name] = params[key]
-    if delivery:
-        detail["delivery_id"] = delivery
     error = f"the call ended {vendor_status}" if status == "failed" else None
-    return StatusUpdate(params["CallSid"], status, occurred_at=_rfc2822(params.get("Timestamp")), detail=detail, error=error)
+    return StatusUpdate(
+        params["CallSid"], status, occurred_at=_rfc2822(params.get("Timestamp")), detail=detail, error=error, delivery_id=delivery
+    )
 
 
 def _inbound(params: Mapping[str, str], sid: str) -> InboundReply:

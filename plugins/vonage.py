@@ -18,8 +18,10 @@ Vendor quirks handled here:
   receipt for a send whose answer was lost) matches the delivery. Vonage's own ids are kept in
   the attempt's detail (``message_ids``). A receipt without a ``client-ref`` falls back to its
   ``messageId``. Any part failing fails the delivery.
-- **No idempotency key**: ``client-ref`` is only echoed, so a send whose answer was lost is sent
-  again on retry (``limits.idempotency`` is False); both sends' receipts match the delivery.
+- **No idempotency key**: ``client-ref`` is only echoed (``limits.idempotency`` is False). A send
+  whose answer was lost is retried, unless its receipt (which names the delivery:
+  ``StatusUpdate.delivery_id``) settles the delivery first; if both sends go out, both sends'
+  receipts match the delivery.
 - **Numbers without "+"**: ``to`` (and a numeric ``from``) are sent as digits; inbound
   ``msisdn`` gets its "+" back so opt-outs match the recipient's E.164 phone.
 - **Encoding**: text outside the GSM 03.38 alphabet is sent with ``type=unicode`` (else Vonage
@@ -435,7 +437,8 @@ def _receipt_update(params: Mapping[str, str]) -> StatusUpdate | None:
         meaning = RECEIPT_ERRORS.get(code, "see Vonage's delivery receipt error codes")
         error = f"Vonage receipt {vendor_status}" + (f" (err-code {code}: {meaning})" if code else "")
     occurred = _scts(params.get("scts")) or _timestamp(params.get("message-timestamp"))
-    return StatusUpdate(params.get("client-ref") or message_id, status, occurred_at=occurred, detail=detail, error=error)
+    delivery_id = params.get("client-ref") or None
+    return StatusUpdate(delivery_id or message_id, status, occurred_at=occurred, detail=detail, error=error, delivery_id=delivery_id)
 
 
 def _inbound(params: Mapping[str, str]) -> InboundReply:

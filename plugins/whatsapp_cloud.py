@@ -30,8 +30,9 @@ What it does and the quirks it handles:
   anything but digits there is refused (permanent, ``invalid_sender``) rather than sent from
   the wrong number.
 - Meta has **no idempotency key**: a retry after a timeout may send twice. The delivery id
-  goes in ``biz_opaque_callback_data``, which Meta echoes in every status webhook (as
-  ``detail["delivery_id"]``), so receipts can be matched to deliveries all the same.
+  goes in ``biz_opaque_callback_data``, which Meta echoes in every status webhook
+  (``StatusUpdate.delivery_id``), so a status settles its delivery even when the send's answer
+  was lost, and the retry does not happen.
 - Graph errors are ``{"error": {"message", "type", "code", "error_subcode", "error_data":
   {"details"}, "fbtrace_id"}}``; the ``code`` decides (see :data:`ERRORS`), the HTTP status only
   when the code is unknown. Codes 200-299 are all permission errors. Account-level refusals
@@ -47,9 +48,10 @@ What it does and the quirks it handles:
   title. Inbound ``messages[]`` become replies: text, template quick-reply buttons,
   interactive button and list replies, media captions and reactions; ``context.id`` is the
   wamid answered. The sender is reported in E.164 (``+`` and the WhatsApp ID). A user's
-  "stop marketing messages" (``user_preferences``) becomes an opt-out only with
+  "stop marketing messages" (``user_preferences``) becomes an :class:`~gateway.OptOut` only with
   ``marketing_stop_opts_out: true``: it stops marketing templates only, and Meta refuses those
-  itself (131050), while utility and authentication templates may still go out.
+  itself (131050, code ``marketing_opted_out``, which records no opt-out), while utility and
+  authentication templates may still go out.
 - ``check_credentials``: ``GET {base_url}/{api_version}/{phone_number_id}`` → the display
   phone number and verified name.
 """
@@ -69,10 +71,12 @@ from gateway import (
     InboundReply,
     InboundRequest,
     InboundResponse,
+    OptOut,
     OutboundMessage,
     PermanentDeliveryError,
     Provider,
     ProviderLimits,
+    ProviderReport,
     SendReceipt,
     StatusUpdate,
     TransientDeliveryError,
@@ -123,7 +127,7 @@ ERRORS: Final[Mapping[int, VendorError]] = {
     131030: VendorError(transient=False, meaning="the recipient is not in the test number's allowed list", code="invalid_recipient"),
     131047: VendorError(transient=False, meaning="more than 24 hours since the user's last message: send a template", code="outside_window"),
     131049: VendorError(transient=False, meaning="Meta chose not to deliver (per-user marketing limit)", code="not_delivered_by_meta"),
-    131050: VendorError(transient=False, meaning="the user stopped marketing messages from this business", code="opted_out"),
+    131050: VendorError(transient=False, meaning="the user stopped marketing messages from this business", code="marketing_opted_out"),
     130472: VendorError(transient=False, meaning="the user's number is part of a Meta experiment", code="not_delivered_by_meta"),
     130497: VendorError(transient=False, meaning="the business may not message users in this country", code="invalid_recipient"),
     # The request or the template.
@@ -238,9 +242,9 @@ class WhatsAppCloudProvider(Provider):
         if not same_secret(sign(secret, request.body), offered):
             raise WebhookVerificationError("the X-Hub-Signature-256 signature does not match the body")
 
-    async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
+    async def parse_webhook(self, request: InboundRequest) -> list[ProviderReport]:
         payload = orjson.loads(request.body)
-        found: list[StatusUpdate | InboundReply] = []
+        found: list[ProviderReport] = []
         for value in _values(payload):
             found += [update for status in _list(value.get("statuses")) if (update := status_update(status)) is not None]
             to = _business_number(value)
@@ -303,16 +307,19 @@ def status_update(status: Mapping[str, Any]) -> StatusUpdate | None:
     if mapped is None or not isinstance(message_id, str):
         return None
     detail: dict[str, Any] = {"vendor_status": vendor_status}
-    for key, name in (("recipient_id", "recipient_id"), ("biz_opaque_callback_data", "delivery_id")):
-        if isinstance(status.get(key), str):
-            detail[name] = status[key]
+    if isinstance(status.get("recipient_id"), str):
+        detail["recipient_id"] = status["recipient_id"]
+    delivery_id = status.get("biz_opaque_callback_data")
     pricing = status.get("pricing")
     if isinstance(pricing, Mapping) and isinstance(pricing.get("category"), str):
         detail["category"] = pricing["category"]
     errors = [error for error in _list(status.get("errors")) if isinstance(error, Mapping)]
     if errors:
         detail["vendor_code"] = errors[0].get("code")
-    return StatusUpdate(message_id, mapped, occurred_at=_seconds(status.get("timestamp")), detail=detail, error=_error_text(errors))
+    return StatusUpdate(
+        message_id, mapped, occurred_at=_seconds(status.get("timestamp")), detail=detail, error=_error_text(errors),
+        delivery_id=delivery_id if isinstance(delivery_id, str) else None,
+    )
 
 
 def inbound_reply(item: Mapping[str, Any], to: str | None = None) -> InboundReply | None:
@@ -334,15 +341,13 @@ def inbound_reply(item: Mapping[str, Any], to: str | None = None) -> InboundRepl
     )
 
 
-def preference_change(item: Mapping[str, Any]) -> InboundReply | None:
-    """A ``user_preferences[]`` marketing stop/resume as the vendor's own opt-out signal."""
+def preference_change(item: Mapping[str, Any]) -> OptOut | None:
+    """A ``user_preferences[]`` marketing stop/resume as an opt-out (or back in)."""
     value, who = item.get("value"), item.get("wa_id")
     if item.get("category") != "marketing_messages" or value not in {"stop", "resume"} or not isinstance(who, str):
         return None
-    return InboundReply(
-        sender=_e164(who), body=str(item.get("detail") or f"marketing messages: {value}"), channel="whatsapp",
-        occurred_at=_seconds(item.get("timestamp")),
-        detail={"opt_out": value == "stop", "user_preference": value, "category": "marketing_messages"},
+    return OptOut(
+        "whatsapp", _e164(who), opted_out=value == "stop", reason=f"marketing messages: {value}", occurred_at=_seconds(item.get("timestamp"))
     )
 
 

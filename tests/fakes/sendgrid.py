@@ -13,6 +13,8 @@ text/html before text/plain → 400 naming the field; a From outside the verifie
 → 403 (field ``from``, "does not match a verified Sender Identity").
 
 Faults: ``fail_next("timeout")`` holds the request until the client gives up or the fake stops;
+:meth:`FakeSendGrid.lose_next_answer` accepts the next send (its events can be built) but never
+answers, as when the 202 is lost on the way back;
 ``"5xx"`` answers 500; ``"reject_recipient"`` answers SendGrid's 400 for an invalid ``to``
 address (SendGrid takes unknown mailboxes and answers later with a ``bounce`` event).
 :meth:`FakeSendGrid.script` queues any status, errors and headers (429 with
@@ -27,14 +29,13 @@ verification key as the console shows it (base64 DER SubjectPublicKeyInfo).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -42,7 +43,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fakes.loopback import Watched
+from fakes.loopback import LoopbackFake
 from gateway import InboundRequest
 from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from plugins.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridProvider
@@ -51,6 +52,8 @@ API_KEY: Final = "SG.fake-key-id.fake-key-secret-0123456789abcdefghij"
 VERIFIED_DOMAINS: Final = frozenset({"tidings.example", "acme.example"})
 HELP: Final = "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html"
 SCOPES: Final = ("mail.send", "alerts.read", "stats.read", "user.profile.read")
+HOLD: Final = "hold"
+LOSE_ANSWER: Final = "lose answer"
 _EMAIL: Final = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
@@ -73,27 +76,23 @@ class Scripted:
     raw: bytes | None = None  # a body that is not SendGrid's JSON (its proxy's HTML 413)
 
 
-class FakeSendGrid(Watched):
+class FakeSendGrid(LoopbackFake):
     def __init__(self, *, api_key: str = API_KEY, scopes: tuple[str, ...] = SCOPES) -> None:
         super().__init__()
         self.api_key = api_key
         self.scopes = scopes
-        self.url = ""
         self.requests: list[SendRequest] = []
         self.accepted: dict[str, dict[str, Any]] = {}  # X-Message-Id → payload
         self.scope_checks = 0
         self._signing_key = ec.generate_private_key(ec.SECP256R1())
         self._script: list[Scripted | str] = []
-        self._held: list[asyncio.Event] = []
-        self._stopping = False
         self._events = itertools.count(1)
-        self._runner: web.AppRunner | None = None
 
     # -- what tests call ---------------------------------------------------------------------
 
     def fail_next(self, fault: Fault) -> None:
         if fault == "timeout":
-            self._script.append("hold")
+            self._script.append(HOLD)
         elif fault == "5xx":
             self._script.append(Scripted(500, [{"field": None, "message": "internal server error", "help": None}]))
         else:
@@ -103,9 +102,9 @@ class FakeSendGrid(Watched):
         """Answer the next well-formed, authorized send with ``status`` (and SendGrid's error body)."""
         self._script.append(Scripted(status, list(errors or []), dict(headers or {}), raw))
 
-    @property
-    def held(self) -> int:
-        return len(self._held)
+    def lose_next_answer(self) -> None:
+        """Accept the next well-formed send, then hold its 202 until the client gives up."""
+        self._script.append(LOSE_ANSWER)
 
     @property
     def public_key(self) -> str:
@@ -140,34 +139,9 @@ class FakeSendGrid(Watched):
         body = json.dumps(events).encode()
         return InboundRequest(method="POST", url="/api/v1/webhooks/sendgrid", headers=self.signed(body, int(at)), query={}, body=body)
 
-    # -- serving -----------------------------------------------------------------------------
-
-    async def start(self) -> FakeSendGrid:
-        app = web.Application()
-        app.router.add_post("/v3/mail/send", self._send)
-        app.router.add_get("/v3/scopes", self._scopes)
-        # handler_cancellation: a client that gives up ends its held request here too.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
-
-    async def close(self) -> None:
-        self._stopping = True
-        for held in self._held:
-            held.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeSendGrid:
-        return await self.start()
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v3/mail/send", self._send)
+        router.add_get("/v3/scopes", self._scopes)
 
     # -- the API -----------------------------------------------------------------------------
 
@@ -193,14 +167,18 @@ class FakeSendGrid(Watched):
         self.requests.append(record)
         self._notify()
         response = self._answer(request, payload)
-        if isinstance(response, str):
-            await self._hold()
-            response = _errors(500, [{"field": None, "message": "the fake was stopped", "help": None}])
+        if response == HOLD:
+            await self.held()
+            return _errors(500, [{"field": None, "message": "the fake was stopped", "help": None}])
+        lost = response == LOSE_ANSWER
+        response = _accepted() if isinstance(response, str) else response
         record.status = response.status
         record.message_id = response.headers.get("X-Message-Id")
         if record.message_id is not None:
             self.accepted[record.message_id] = payload
         self._notify()
+        if lost:
+            await self.held()
         return response
 
     def _answer(self, request: web.Request, payload: Any) -> web.Response | str:
@@ -228,19 +206,12 @@ class FakeSendGrid(Watched):
             if scripted.raw is not None:
                 return web.Response(status=scripted.status, body=scripted.raw, headers=scripted.headers, content_type="text/html")
             return _errors(scripted.status, scripted.errors, scripted.headers)
-        message_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode()[:22]
-        return web.Response(status=202, headers={"X-Message-Id": message_id})
+        return _accepted()
 
-    async def _hold(self) -> None:
-        released = asyncio.Event()
-        self._held.append(released)
-        self._notify()
-        try:
-            if not self._stopping:
-                await released.wait()
-        finally:
-            self._held.remove(released)
-            self._notify()
+
+def _accepted() -> web.Response:
+    message_id = base64.urlsafe_b64encode(secrets.token_bytes(16)).decode()[:22]
+    return web.Response(status=202, headers={"X-Message-Id": message_id})
 
 
 def _error(message: str, field: str | None, anchor: str) -> dict[str, Any]:
@@ -298,10 +269,8 @@ _EVENT_FIELDS: Final[Mapping[str, dict[str, Any]]] = {
 }
 
 
-@asynccontextmanager
-async def serve() -> AsyncIterator[FakeSendGrid]:
-    async with FakeSendGrid() as fake:
-        yield fake
+def serve() -> AbstractAsyncContextManager[FakeSendGrid]:
+    return FakeSendGrid().serving()
 
 
 def _fake(fake: Any) -> FakeSendGrid:

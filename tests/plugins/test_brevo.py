@@ -27,7 +27,7 @@ from gateway import (
     WebhookVerificationError,
 )
 from gateway.app import create_app
-from gateway.appkeys import INBOUND, OUTCOMES
+from gateway.appkeys import INBOUND, OUTCOMES, STORE
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
 from plugins.brevo import ERRORS, INVALID_RECIPIENT, RATE_LIMITED, BrevoProvider
@@ -257,7 +257,7 @@ async def test_a_batched_callback_yields_every_event_in_order(session: aiohttp.C
         (f"1@{RELAY}", "sent"), (f"2@{RELAY}", "clicked"), ("77", "delivered"),
     ]
     first = updates[0]
-    assert isinstance(first, StatusUpdate) and first.occurred_at == NOW and first.detail["delivery_id"] == "dlv_1"
+    assert isinstance(first, StatusUpdate) and first.occurred_at == NOW and first.delivery_id == "dlv_1"
 
 
 # -- receipts, replies and opt-outs through the real API ------------------------------------------
@@ -367,10 +367,13 @@ async def test_each_sms_event_moves_the_delivery_to_its_tidings_status(api: Api,
 @pytest.mark.parametrize("kind", ["unsubscribed", "spam"])
 async def test_an_unsubscribe_or_spam_complaint_opts_the_email_recipient_out(api: Api, brevo: FakeBrevo, kind: str) -> None:
     found = await sent(api, EMAIL)
-    assert await post_webhook(api, email_event(kind, str(brevo.emails[0].message_id))) == 200
+    # Brevo reports the address as the contact was stored: the case may differ from what was sent.
+    assert await post_webhook(api, email_event(kind, str(brevo.emails[0].message_id), email=RECIPIENT.upper())) == 200
     assert await delivery_status(api, found["notification_id"]) == "delivered"
     _, opt_outs = await api.get("/api/v1/opt-outs")
-    assert [(o["channel"], o["address"]) for o in opt_outs["items"]] == [("email", RECIPIENT)]
+    assert [(o["channel"], o["address"], o["source"]) for o in opt_outs["items"]] == [("email", RECIPIENT, f"brevo: {kind}")]
+    _, replies = await api.get("/api/v1/replies")
+    assert replies["items"] == []
     status, refused = await api.send(EMAIL)
     assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
 
@@ -387,11 +390,17 @@ async def test_an_sms_reply_is_stored_against_its_message_and_stop_opts_out(api:
     assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
 
 
-async def test_an_sms_unsubscribe_event_opts_out(api: Api) -> None:
+async def test_an_sms_unsubscribe_event_opts_out_and_a_subscribe_event_back_in(api: Api) -> None:
     found = await sent(api, SMS)
-    assert await post_webhook(api, sms_event("unsubscribe", int(found["deliveries"][0]["provider_message_id"]))) == 200
+    message_id = int(found["deliveries"][0]["provider_message_id"])
+    assert await post_webhook(api, sms_event("unsubscribe", message_id)) == 200
     status, refused = await api.send(SMS)
     assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
+    assert await post_webhook(api, sms_event("subscribe", message_id)) == 200
+    status, _ = await api.send(SMS)
+    assert status == 202
+    events = [e["type"] for e in await api.app[STORE].list_events(tenant="acme") if e["type"].startswith("recipient.")]
+    assert events == ["recipient.opted_in", "recipient.opted_out"]  # newest first
 
 
 async def test_a_callback_with_a_wrong_token_is_401_and_one_from_outside_the_range_403(api: Api, brevo: FakeBrevo) -> None:
@@ -431,7 +440,7 @@ def test_parsing_keeps_the_vendors_words_and_restores_the_plus() -> None:
 
     [update] = parse_email_event(email_event("hard_bounce", f"<9@{RELAY}>", delivery_id="dlv_9", reason="550 unknown user"))
     assert isinstance(update, StatusUpdate) and (update.provider_message_id, update.status, update.error) == (f"9@{RELAY}", "bounced", "550 unknown user")
-    assert update.detail == {"vendor_status": "hard_bounce", "reason": "550 unknown user", "delivery_id": "dlv_9"}
+    assert update.detail == {"vendor_status": "hard_bounce", "reason": "550 unknown user"} and update.delivery_id == "dlv_9"
     [reply] = parse_sms_event(sms_event("replied", 5, reply="Yes", to="+33612345678"))
     assert isinstance(reply, InboundReply) and (reply.sender, reply.in_reply_to, reply.channel) == ("+33612345678", "5", "sms")
 

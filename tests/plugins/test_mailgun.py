@@ -17,8 +17,8 @@ from conftest import LIVE_KEY, Api, FakeClock, key_entry
 from fakes.mailgun import API_KEY, DOMAIN, RECIPIENT, SIGNING_KEY, FakeMailgun, event
 from gateway import (
     CredentialsRejectedError,
-    InboundReply,
     InboundRequest,
+    OptOut,
     OutboundMessage,
     PermanentDeliveryError,
     ProviderContext,
@@ -28,7 +28,7 @@ from gateway import (
     WebhookVerificationError,
 )
 from gateway.app import create_app
-from gateway.appkeys import INBOUND, OUTCOMES
+from gateway.appkeys import INBOUND, OUTCOMES, STORE
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
 from plugins.mailgun import ERRORS, MailgunProvider, _SeenTokens, parse_event
@@ -320,12 +320,13 @@ async def test_an_unsubscribe_or_complaint_opts_the_recipient_out(
     found = await sent_email(api)
     data = event(kind, found["deliveries"][0]["provider_message_id"], **extra)
     assert await post_webhook(api, mailgun.webhook(data, at=clock.now())) == 200
-    _, replies = await api.get("/api/v1/replies")
-    [reply] = replies["items"]
-    assert (reply["from"], reply["channel"], reply["notification_id"]) == (RECIPIENT, "email", found["notification_id"])
-    assert reply["detail"]["opt_out"] is True
+    await api.app[INBOUND].drain()
     _, opt_outs = await api.get("/api/v1/opt-outs")
-    assert [(o["channel"], o["address"]) for o in opt_outs["items"]] == [("email", RECIPIENT)]
+    assert [(o["channel"], o["address"], o["source"]) for o in opt_outs["items"]] == [("email", RECIPIENT, f"acme_mail: {kind if kind != 'failed' else 'suppress-unsubscribe'}")]
+    [opted] = [e for e in await api.app[STORE].list_events(tenant="acme") if e["type"] == "recipient.opted_out"]
+    assert opted["data"]["address"] == RECIPIENT and opted["data"]["channel"] == "email"
+    _, replies = await api.get("/api/v1/replies")
+    assert replies["items"] == []  # an unsubscribe is not something the recipient wrote
     status, refused = await api.send({"recipient": {"email": RECIPIENT}, "notification": EMAIL})
     assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
 
@@ -345,10 +346,10 @@ def test_parsing_reports_the_vendors_own_words() -> None:
     [update] = parse_event(data)
     assert isinstance(update, StatusUpdate)
     assert (update.provider_message_id, update.status, update.occurred_at) == ("m1@mg.acme.example", "bounced", NOW + 0.908181)
-    assert update.detail["vendor_status"] == "failed" and update.detail["reason"] == "bounce" and update.detail["delivery_id"] == "dlv_1"
+    assert update.detail["vendor_status"] == "failed" and update.detail["reason"] == "bounce" and update.delivery_id == "dlv_1"
     assert update.error is not None and "550" in update.error and "does not exist" in update.error
     [_, opt_out] = parse_event(event("complained", "m2@mg.acme.example"))
-    assert isinstance(opt_out, InboundReply) and opt_out.detail["opt_out"] is True and opt_out.in_reply_to == "m2@mg.acme.example"
+    assert opt_out == OptOut("email", RECIPIENT, reason="complained", about="m2@mg.acme.example", occurred_at=NOW + 0.908181)
 
 
 # -- credentials check ----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from fakes.sendgrid import API_KEY, FakeSendGrid
 from gateway import (
     CredentialsRejectedError,
     InboundRequest,
+    OptOut,
     PermanentDeliveryError,
     ProviderContext,
     Sender,
@@ -43,7 +44,7 @@ DELIVERY = "dlv_01JCONFORMANCE0000000000000"
 
 @pytest.fixture
 async def sendgrid() -> AsyncIterator[FakeSendGrid]:
-    async with FakeSendGrid() as fake:
+    async with FakeSendGrid().serving() as fake:
         yield fake
 
 
@@ -238,16 +239,20 @@ async def test_parsing_matches_the_message_id_prefix_and_keeps_the_vendor_detail
     [message_id] = sendgrid.accepted
     events = [sendgrid.event(message_id, name) for name in ("processed", "delivered", "open", "bounce", "spamreport", "unsubscribe", "group_unsubscribe")]
     events.append({"event": "dropped", "email": TO, "timestamp": 1_800_000_000, "reason": "Invalid"})  # names no message
-    updates = await sg.parse_webhook(request(json.dumps(events).encode(), {}))
-    assert all(isinstance(u, StatusUpdate) and u.provider_message_id == message_id for u in updates)
+    *updates, spam, unsubscribe = await sg.parse_webhook(request(json.dumps(events).encode(), {}))
+    assert all(isinstance(u, StatusUpdate) and u.provider_message_id == message_id and u.delivery_id == DELIVERY for u in updates)
     assert [(u.status, u.detail["vendor_status"]) for u in updates if isinstance(u, StatusUpdate)] == [
         ("sent", "processed"), ("delivered", "delivered"), ("opened", "open"), ("bounced", "bounce")
     ]
     bounce = updates[-1]
     assert isinstance(bounce, StatusUpdate) and bounce.occurred_at == 1_800_000_000.0
     assert bounce.error is not None and bounce.error.startswith("550 5.1.1")
-    assert bounce.detail["delivery_id"] == DELIVERY and bounce.detail["bounce_classification"] == "Invalid Address"
+    assert bounce.detail["bounce_classification"] == "Invalid Address"
     assert bounce.detail["sg_message_id"].startswith(f"{message_id}.filterdrecv")
+    assert (spam, unsubscribe) == (
+        OptOut("email", TO, reason="spamreport", about=message_id, occurred_at=1_800_000_000.0),
+        OptOut("email", TO, reason="unsubscribe", about=message_id, occurred_at=1_800_000_000.0),
+    )
 
 
 # -- receipts through the real app --------------------------------------------------------------
@@ -275,7 +280,7 @@ async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, sendgrid: F
               from: no-reply@tidings.example
               base_url: {sendgrid.url}
               webhook_public_key: {sendgrid.public_key}
-              timeout_seconds: 2
+              timeout_seconds: 0.5
         """))
     settings = Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None)  # type: ignore[call-arg]
     app = create_app(settings, plugins=PluginCatalog.from_classes({"sendgrid": SendGridProvider}), clock=clock)
@@ -283,12 +288,15 @@ async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, sendgrid: F
     return Api(client)
 
 
+SHIPPED = {
+    "recipient": {"email": TO},
+    "notification": {"channels": ["email"], "subject": "Order 1001 shipped", "body": "On its way", "html": "<p>On its way</p>"},
+}
+
+
 async def sent_email(api: Api, sendgrid: FakeSendGrid) -> tuple[str, str]:
     """Send one email through the HTTP API into the fake; (notification id, X-Message-Id)."""
-    status, accepted = await api.send({
-        "recipient": {"email": TO},
-        "notification": {"channels": ["email"], "subject": "Order 1001 shipped", "body": "On its way", "html": "<p>On its way</p>"},
-    })
+    status, accepted = await api.send(SHIPPED)
     assert status == 202, accepted
     found = await api.wait_for(accepted["notification_id"], lambda n: n["status"] == "sent")
     [delivery] = found["deliveries"]
@@ -318,7 +326,7 @@ async def post_events(api: Api, sendgrid: FakeSendGrid, clock: FakeClock, events
         (["delivered", "click"], "read", None),
         (["processed", "bounce"], "bounced", "550 5.1.1 The email account that you tried to reach does not exist."),
         (["dropped"], "failed", "Bounced Address"),
-        (["delivered", "spamreport", "unsubscribe", "group_unsubscribe"], "delivered", None),  # no status of their own
+        (["delivered", "spamreport", "unsubscribe", "group_unsubscribe"], "delivered", None),  # opt-outs, not statuses
     ],
 )
 async def test_event_webhook_receipts_move_the_delivery(
@@ -328,6 +336,58 @@ async def test_event_webhook_receipts_move_the_delivery(
     assert await post_events(api, sendgrid, clock, [sendgrid.event(message_id, name) for name in events]) == 200
     [delivery] = (await api.notification(notification_id))["deliveries"]
     assert (delivery["status"], delivery["last_error"]) == (expected, error)
+
+
+async def test_a_spam_report_or_unsubscribe_opts_the_recipient_out(api: Api, sendgrid: FakeSendGrid, clock: FakeClock) -> None:
+    _, message_id = await sent_email(api, sendgrid)
+    assert await post_events(api, sendgrid, clock, [sendgrid.event(message_id, "delivered"), sendgrid.event(message_id, "spamreport")]) == 200
+    _, opt_outs = await api.get("/api/v1/opt-outs")
+    assert [(o["channel"], o["address"], o["source"]) for o in opt_outs["items"]] == [("email", TO, "sg: spamreport")]
+    status, refused = await api.send(SHIPPED)
+    assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
+
+
+async def test_events_naming_the_delivery_settle_a_send_whose_answer_was_lost(api: Api, sendgrid: FakeSendGrid, clock: FakeClock) -> None:
+    """SendGrid took the message, but its 202 never came back: the send timed out and is due again.
+
+    SendGrid has no idempotency key, so a retry would mail the customer twice. Its events carry
+    our delivery id (custom_args), which settles the delivery before the retry comes round.
+    """
+    sendgrid.lose_next_answer()
+    status, accepted = await api.send(SHIPPED)
+    assert status == 202
+    timed_out = await api.wait_for(accepted["notification_id"], lambda n: n["deliveries"][0]["last_error"] is not None)
+    [delivery] = timed_out["deliveries"]
+    assert delivery["status"] == "sending" and "timed out" in delivery["last_error"] and delivery["provider_message_id"] is None
+    [message_id] = sendgrid.accepted
+    assert await post_events(api, sendgrid, clock, [sendgrid.event(message_id, "processed"), sendgrid.event(message_id, "delivered")]) == 200
+    [delivery] = (await api.notification(accepted["notification_id"]))["deliveries"]
+    assert (delivery["status"], delivery["provider_message_id"]) == ("delivered", message_id)
+
+    clock.advance(3600)  # long past the retry; a later email going out shows the dispatcher has run since
+    _, later = await api.send(SHIPPED)
+    await api.wait_for(later["notification_id"], lambda n: n["status"] == "sent")
+    assert len(sendgrid.requests) == 2
+
+
+async def test_events_that_come_before_the_lost_answer_times_out_wait_for_it(api: Api, sendgrid: FakeSendGrid, clock: FakeClock) -> None:
+    sendgrid.lose_next_answer()
+    _, accepted = await api.send(SHIPPED)
+    await sendgrid.wait_for(lambda fake: len(fake.accepted) == 1)
+    [message_id] = sendgrid.accepted
+    assert await post_events(api, sendgrid, clock, [sendgrid.event(message_id, "delivered")]) == 200  # the send is still waiting
+    settled = await api.wait_for(accepted["notification_id"], lambda n: n["status"] == "delivered")
+    [delivery] = settled["deliveries"]
+    assert delivery["provider_message_id"] == message_id and "timed out" in delivery["last_error"]
+
+
+async def test_a_receipt_naming_another_instances_delivery_is_not_applied(api: Api, sendgrid: FakeSendGrid, clock: FakeClock) -> None:
+    notification_id, message_id = await sent_email(api, sendgrid)
+    [delivery] = (await api.notification(notification_id))["deliveries"]
+    stray = sendgrid.event("someoneElsesMessage0000", "bounce", **{DELIVERY_ID_ARG: delivery["delivery_id"]})
+    assert await post_events(api, sendgrid, clock, [stray]) == 200
+    [after] = (await api.notification(notification_id))["deliveries"]
+    assert (after["status"], after["provider_message_id"]) == ("sent", message_id)  # it has its own message id: held, not applied
 
 
 async def test_a_forged_callback_is_refused_and_changes_nothing(api: Api, sendgrid: FakeSendGrid, clock: FakeClock) -> None:
@@ -351,7 +411,7 @@ async def test_check_credentials(session: aiohttp.ClientSession, sendgrid: FakeS
 
 
 async def test_check_credentials_refuses_a_key_that_cannot_send(session: aiohttp.ClientSession) -> None:
-    async with FakeSendGrid(scopes=("stats.read",)) as sendgrid:
+    async with FakeSendGrid(scopes=("stats.read",)).serving() as sendgrid:
         with pytest.raises(CredentialsRejectedError) as caught:
             await provider(session, sendgrid).check_credentials()
         assert caught.value.code == "missing_scope"

@@ -32,6 +32,7 @@ from gateway import (
     CredentialsRejectedError,
     DeliveryError,
     InboundReply,
+    OptOut,
     OutboundMessage,
     PermanentDeliveryError,
     ProviderContext,
@@ -148,8 +149,8 @@ def test_the_config_schema_refuses_a_token_that_would_change_the_path() -> None:
 @pytest.mark.parametrize(
     ("fault", "error", "code", "retry_after", "detail"),
     [
-        ("blocked", PermanentDeliveryError, "opted_out", None, {"opt_out": True, "vendor_code": "bot_blocked", "http_status": 403}),
-        ("kicked", PermanentDeliveryError, "opted_out", None, {"opt_out": True, "vendor_code": "bot_kicked"}),
+        ("blocked", PermanentDeliveryError, "opted_out", None, {"vendor_code": "bot_blocked", "http_status": 403}),
+        ("kicked", PermanentDeliveryError, "opted_out", None, {"vendor_code": "bot_kicked"}),
         ("deactivated", PermanentDeliveryError, "invalid_recipient", None, {"vendor_code": "user_deactivated"}),
         ("not_started", PermanentDeliveryError, "invalid_recipient", None, {"vendor_code": "not_started"}),
         ("to_bot", PermanentDeliveryError, "invalid_recipient", None, {"vendor_code": "bot_recipient"}),
@@ -322,8 +323,8 @@ async def test_the_bots_membership_changes_opt_the_chat_out_and_back_in(
         assert updates == []
         return
     [signal] = updates
-    assert isinstance(signal, InboundReply)
-    assert (signal.sender, signal.body, signal.detail["opt_out"], signal.detail["status"]) == (chat, "", opt_out, new)
+    assert isinstance(signal, OptOut)
+    assert (signal.channel, signal.address, signal.opted_out) == ("telegram", chat, opt_out) and signal.reason.endswith(f"to {new}")
 
 
 async def test_a_redelivered_update_is_read_once(session: aiohttp.ClientSession, telegram: FakeTelegram, clock: FakeClock, reports: Reports) -> None:
@@ -480,6 +481,10 @@ async def test_a_blocked_bot_fails_the_delivery_for_good_as_an_opt_out_without_s
     [delivery] = found["deliveries"]
     assert delivery["status"] in ("failed", "dead_lettered") and delivery["attempt_count"] == 1
     [attempt] = delivery["attempts"]
-    assert attempt["outcome"] == "permanent" and attempt["detail"]["code"] == "opted_out" and attempt["detail"]["opt_out"] is True
+    assert attempt["outcome"] == "permanent" and attempt["detail"]["code"] == "opted_out"
     assert "bot was blocked by the user" in attempt["error"]
     assert TOKEN.split(":", 1)[1] not in json.dumps(found)
+    _, opt_outs = await api.get("/api/v1/opt-outs")
+    assert [(o["channel"], o["address"]) for o in opt_outs["items"]] == [("telegram", CHAT)]
+    status, refused = await api.send(telegram_body())
+    assert status == 422 and refused["error"]["code"] == "recipient_opted_out"

@@ -41,7 +41,7 @@ from gateway import (
     WebhookVerificationError,
 )
 from gateway.app import create_app
-from gateway.appkeys import INBOUND, OUTCOMES
+from gateway.appkeys import INBOUND, OUTCOMES, STORE
 from gateway.conformance import outbound
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
@@ -540,3 +540,20 @@ async def test_a_forged_callback_is_401_and_changes_nothing(api: Api, twilio: Fa
     status, answer = await post_callback(api, params, twilio.sends[0].params["StatusCallback"], token="not-the-auth-token")
     assert status == 401 and answer["error"]["code"] == "webhook_verification_failed"
     assert (await api.notification(found["notification_id"]))["deliveries"][0]["status"] == "sent"
+
+
+async def test_a_send_refused_because_the_recipient_replied_stop_records_the_opt_out(api: Api, twilio: FakeTwilio) -> None:
+    """Twilio's 21610: the number replied STOP to this sender (maybe before Tidings was there to see it)."""
+    twilio.refuse_next(21610, message="Attempt to send to unsubscribed recipient")
+    status, accepted = await api.send({"recipient": {"phone": PHONE}, "notification": {"channels": ["sms"], "body": "hi"}})
+    assert status == 202
+    failed = await api.wait_for(accepted["notification_id"], lambda n: n["status"] in {"failed", "dead_lettered"})
+    assert "21610" in failed["deliveries"][0]["last_error"]
+    _, opt_outs = await api.get("/api/v1/opt-outs")
+    [opt_out] = opt_outs["items"]
+    assert (opt_out["channel"], opt_out["address"]) == ("sms", PHONE) and opt_out["source"].startswith("acme_twilio refused a send")
+    [event] = [e for e in await api.app[STORE].list_events(tenant="acme") if e["type"] == "recipient.opted_out"]
+    assert event["data"] == {"tenant": "acme", "channel": "sms", "address": PHONE, "source": opt_out["source"]}
+    status, refused = await api.send({"recipient": {"phone": PHONE}, "notification": {"channels": ["sms"], "body": "hi"}})
+    assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
+    assert len(twilio.sends) == 1

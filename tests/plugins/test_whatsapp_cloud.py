@@ -35,6 +35,7 @@ from gateway import (
     CredentialsRejectedError,
     InboundReply,
     InboundRequest,
+    OptOut,
     OutboundMessage,
     PermanentDeliveryError,
     ProviderContext,
@@ -142,7 +143,7 @@ REFUSALS = [
     (400, 131026, PermanentDeliveryError, "invalid_recipient"),
     (400, 131030, PermanentDeliveryError, "invalid_recipient"),
     (400, 131047, PermanentDeliveryError, "outside_window"),
-    (400, 131050, PermanentDeliveryError, "opted_out"),
+    (400, 131050, PermanentDeliveryError, "marketing_opted_out"),  # marketing only: not an opt-out of the channel
     (400, 132000, PermanentDeliveryError, "template_parameters_mismatch"),
     (404, 132001, PermanentDeliveryError, "template_not_found"),
     (400, 132015, PermanentDeliveryError, "template_paused"),
@@ -290,7 +291,7 @@ async def test_each_meta_status_maps_to_a_tidings_status(provider: WhatsAppCloud
     [update] = await provider.parse_webhook(callback_request(callback))
     assert isinstance(update, StatusUpdate)
     assert (update.provider_message_id, update.status, update.occurred_at, update.error) == ("wamid.A", status, 1_800_000_123.0, None)
-    assert update.detail["vendor_status"] == vendor_status and update.detail["delivery_id"] == "dlv_1"
+    assert update.detail["vendor_status"] == vendor_status and update.delivery_id == "dlv_1"
 
 
 async def test_a_failed_status_carries_metas_error(provider: WhatsAppCloudProvider) -> None:
@@ -335,8 +336,8 @@ async def test_marketing_preferences_are_opt_outs_only_when_configured(provider:
         strict = make_provider(session, graph, marketing_stop_opts_out=True)
         [stop] = await strict.parse_webhook(callback_request(preference_callback(WA_ID, "stop")))
         [resume] = await strict.parse_webhook(callback_request(preference_callback(WA_ID, "resume")))
-    assert isinstance(stop, InboundReply) and stop.sender == RECIPIENT and stop.detail["opt_out"] is True
-    assert isinstance(resume, InboundReply) and resume.detail["opt_out"] is False
+    assert stop == OptOut("whatsapp", RECIPIENT, reason="marketing messages: stop", occurred_at=stop.occurred_at)
+    assert isinstance(resume, OptOut) and resume.opted_out is False
 
 
 # -- 6. the credentials check ---------------------------------------------------------------------------------
