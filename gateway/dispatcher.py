@@ -13,7 +13,7 @@ import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,7 +21,7 @@ from gateway import statuses
 from gateway.backoff import retry_delay
 from gateway.breakers import BreakerBoard, CircuitBreaker
 from gateway.clock import Clock
-from gateway.errors import CredentialsRejectedError, DeliveryError, TransientDeliveryError
+from gateway.errors import BODY_TOO_LONG, CredentialsRejectedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from gateway.outcomes import Outcomes
 from gateway.plugin_api import OutboundMessage, Provider, SendReceipt, Sender
 from gateway.policies import PolicyHolder
@@ -188,15 +188,22 @@ class Dispatcher:
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
         """One attempt: the channel's instances in failover order until one takes the message.
 
-        An instance whose circuit is open is passed over; one that fails transiently hands the
-        delivery to the next at once (the attempt is recorded). Only when every instance has
-        failed or is unavailable does the delivery wait for its retry schedule.
+        An instance whose plugin declares a ``max_body_chars`` the body exceeds is never tried
+        (with none left, the delivery fails for good, code ``body_too_long``), and one whose
+        circuit is open is passed over; one that fails transiently hands the delivery to the
+        next at once (the attempt is recorded). Only when every instance has failed or is
+        unavailable does the delivery wait for its retry schedule.
         """
         if delivery.reclaimed:
             log.warning("delivery %s reclaimed after a lost lease (attempt %d)", delivery.id, delivery.attempt)
         policy = self._policies.current
         candidates = self._pool().candidates(policy, delivery.tenant, delivery.channel, test=delivery.mode == "test")
         message = _message(delivery, policy.sender(delivery.tenant, delivery.channel))
+        fitting = [provider for provider in candidates if _fits(provider, message)]
+        if candidates and not fitting:
+            self._outcomes.record(self._failure(delivery, candidates[-1].name, self._clock.now(), _too_long(candidates, message)))
+            return
+        candidates = fitting
         last: tuple[str, float, DeliveryError] | None = None
         reopen_at: list[float] = []
         # A send must end before the lease does, or another worker could start a second attempt.
@@ -307,6 +314,18 @@ class Dispatcher:
             retry_at=retry_at,
             dead_reason=dead_reason,
         )
+
+
+def _fits(provider: Provider, message: OutboundMessage) -> bool:
+    """Whether the body is no longer than the provider's plugin says it takes."""
+    limit = provider.limits.max_body_chars
+    return limit is None or message.body is None or len(message.body) <= limit
+
+
+def _too_long(candidates: Sequence[Provider], message: OutboundMessage) -> PermanentDeliveryError:
+    longest = max(provider.limits.max_body_chars or 0 for provider in candidates)
+    text = f"the body is {len(message.body or '')} characters; its provider instances take at most {longest}"
+    return PermanentDeliveryError(text, code=BODY_TOO_LONG)
 
 
 def _detail(error: DeliveryError) -> dict[str, object]:

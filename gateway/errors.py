@@ -34,6 +34,9 @@ from typing import Any, ClassVar, Final
 OPTED_OUT: Final = "opted_out"
 """The code of a :class:`PermanentDeliveryError` meaning the recipient refused this sender's
 messages (Twilio 21610, a Telegram user who blocked the bot): the gateway records the opt-out."""
+BODY_TOO_LONG: Final = "body_too_long"
+"""The body is longer than every provider instance of the channel declares it takes
+(``ProviderLimits.max_body_chars``): refused at the API, and at dispatch when policy changed since."""
 
 
 @dataclass(frozen=True, slots=True)

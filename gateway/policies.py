@@ -33,7 +33,7 @@ from gateway.breakers import BreakerPolicy
 from gateway.channels import ChannelCatalog
 from gateway.durations import DURATION_PATTERN, RATE_PATTERN, parse_duration
 from gateway.errors import PolicyError, PolicyIssue
-from gateway.plugin_api import Sender
+from gateway.plugin_api import ProviderLimits, Sender
 from gateway.plugins import PluginCatalog
 from gateway.secret_values import SecretResolver
 from gateway.templates import CompiledContent, CompiledTemplate, template_syntax_error
@@ -285,6 +285,8 @@ class PolicySet:
     keys_by_prefix: Mapping[str, tuple[KeyEntry, ...]]
     templates: Mapping[tuple[str | None, str], CompiledTemplate]
     provider_instances: Mapping[str, ProviderInstancePolicy] = field(default_factory=dict)
+    instance_limits: Mapping[str, ProviderLimits] = field(default_factory=dict)
+    """What each instance's plugin declares it can take (``ProviderLimits``), by instance name."""
 
     def tenant(self, name: str) -> TenantPolicy | None:
         return self.document.tenants.get(name)
@@ -343,6 +345,13 @@ class PolicySet:
         route = tenant_policy.channels.get(channel) if tenant_policy else None
         route = route or self.document.channels.get(channel)
         return tuple(route.providers) if route else ()
+
+    def max_body_chars(self, tenant: str, channel: str) -> int | None:
+        """The longest body any instance serving ``channel`` for ``tenant`` takes; None: no limit (or no instance)."""
+        limits = [self.instance_limits.get(name, ProviderLimits()).max_body_chars for name in self.providers_for(tenant, channel)]
+        if not limits or None in limits:
+            return None
+        return max(limit for limit in limits if limit is not None)
 
 
 class PolicyHolder:
@@ -533,7 +542,16 @@ def build_policy_set(sources: _Sources, plugins: PluginCatalog, secrets: SecretR
         keys_by_prefix=MappingProxyType(keys),
         templates=MappingProxyType(templates),
         provider_instances=MappingProxyType(dict(document.providers)),
+        instance_limits=MappingProxyType(_instance_limits(document, plugins)),
     )
+
+
+def _instance_limits(document: PolicyDocument, plugins: PluginCatalog) -> dict[str, ProviderLimits]:
+    limits: dict[str, ProviderLimits] = {}
+    for name, instance in document.providers.items():
+        plugin = plugins.get(instance.plugin)
+        limits[name] = plugin.limits if plugin is not None else ProviderLimits()
+    return limits
 
 
 def _check_schema(sources: _Sources) -> None:

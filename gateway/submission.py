@@ -19,7 +19,7 @@ from gateway.auth import Principal
 from gateway.channels import address_for, check_recipient_field
 from gateway.clock import parse_timestamp
 from gateway.durations import parse_duration
-from gateway.errors import ErrorDetail, ValidationError
+from gateway.errors import BODY_TOO_LONG, ErrorDetail, ValidationError
 from gateway.plugin_api import ChannelSpec
 from gateway.policies import PolicySet
 from gateway.store import NewDelivery, NewNotification
@@ -143,6 +143,8 @@ class Submission:
         send_at, expires_at = self._schedule(content, template, prefix, problems)
         if problems:
             raise ValidationError.from_details(problems)
+        if template is None:
+            self._check_lengths(specs, {spec.name: content.body for spec in specs}, f"{prefix}body", "the body is")
         variables = template.declared.union(*(template.channels[s.name].variables for s in specs)) if template else frozenset()
         defaults = self.policy.tenant_defaults(self.principal.tenant)
         priority = content.priority or (template.priority if template else None) or defaults.priority or default_priority
@@ -192,6 +194,9 @@ class Submission:
         if problems:
             raise ValidationError.from_details(problems)
         contents = self._render(plan, data, data_path)
+        if plan.template is not None:
+            self._check_lengths(plan.channels, {name: content.get("body") for name, content in contents.items()}, data_path,
+                                f"template {plan.template.template_id!r} renders")
         notification_id = ids.new_id(ids.NOTIFICATION)
         deliveries = [
             NewDelivery(ids.new_id(ids.DELIVERY), spec.name, position, addresses[spec.name], contents[spec.name])
@@ -234,6 +239,20 @@ class Submission:
                 specs.append(spec)
             seen.add(name)
         return specs
+
+    def _check_lengths(self, specs: Sequence[ChannelSpec], bodies: Mapping[str, Any], field: str, what: str) -> None:
+        """Refuse a body longer than every provider instance of its channel takes (the sandbox takes any)."""
+        if self.principal.is_test:
+            return
+        problems = []
+        for spec in specs:
+            limit = self.policy.max_body_chars(self.principal.tenant, spec.name)
+            body = bodies.get(spec.name)
+            if limit is not None and isinstance(body, str) and len(body) > limit:
+                message = f"{what} {len(body)} characters for {spec.name}; its provider instances take at most {limit}"
+                problems.append(ErrorDetail(field, message, BODY_TOO_LONG))
+        if problems:
+            raise ValidationError.from_details(problems)
 
     def _served(self, channel: str) -> bool:
         return self.principal.is_test or bool(self.policy.providers_for(self.principal.tenant, channel))

@@ -27,6 +27,7 @@ async def capabilities(request: web.Request) -> web.Response:
                 "subject": spec.subject,
                 "providers": providers,
                 "available": bool(providers),
+                "max_body_chars": None if principal.is_test else policy.max_body_chars(principal.tenant, spec.name),
             }
         )
     return json_response({"mode": principal.mode, "channels": channels})
