@@ -233,6 +233,7 @@ async def test_capabilities_list_the_plugin_channels_with_their_recipient_fields
     assert channels["discord"] == {
         "channel": "discord", "description": "Discord message", "recipient_fields": ["discord_user_id", "discord_webhook"],
         "template_required": False, "raw_allowed": True, "subject": True, "providers": ["acme-discord", "shared-discord"], "available": True,
+        "max_body_chars": None,
     }
     assert channels["kakao"]["template_required"] is True and channels["kakao"]["raw_allowed"] is False
     assert channels["email"]["available"] is False, "acme routes no email"
