@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from gateway.batching import Batcher
 from gateway.clock import Clock
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # describe the connection, not the request. Everything else is kept, signature headers included,
 # so a stored callback can be verified again.
 DROPPED_HEADERS: Final = frozenset({"cookie", "proxy-authorization", "connection", "keep-alive", "te", "transfer-encoding", "upgrade"})
+# Query parameters that authenticate a callback by their value alone (Brevo's and Vonage's
+# ``?token=``): kept masked, like a Basic password, since a stored callback is not verified again.
+SECRET_QUERY_PARAMETERS: Final = frozenset({"token", "secret", "password", "api_secret", "access_token"})
+REDACTED: Final = "[redacted]"
 PURGE_EVERY: Final = 3600.0
 
 
@@ -48,9 +52,20 @@ def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
         if lower in DROPPED_HEADERS:
             continue
         if lower == "authorization" and value[:6].lower() == "basic ":
-            value = "Basic [redacted]"
+            value = f"Basic {REDACTED}"
         kept[name] = f"{kept[name]}, {value}" if name in kept else value
     return kept
+
+
+def kept_target(raw_path: str) -> str:
+    """The path and query stored with a callback, the values of :data:`SECRET_QUERY_PARAMETERS` masked."""
+    path, _, query = raw_path.partition("?")
+    if not query:
+        return raw_path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name.lower() in SECRET_QUERY_PARAMETERS for name, _value in pairs):
+        return raw_path  # kept byte for byte: a signed URL (Twilio's) verifies again
+    return f"{path}?{urlencode([(name, REDACTED if name.lower() in SECRET_QUERY_PARAMETERS else value) for name, value in pairs])}"
 
 
 @dataclass(frozen=True, slots=True)

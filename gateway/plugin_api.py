@@ -259,6 +259,11 @@ class Provider(ABC):
 
     limits: ClassVar[ProviderLimits] = ProviderLimits()
 
+    callbacks_by_get: ClassVar[bool] = False
+    """Whether the vendor may send callbacks as ``GET`` with query parameters (Vonage can): a
+    ``GET`` that :meth:`handshake` does not answer is then received like a ``POST`` — stored,
+    verified and processed — instead of refused with 405."""
+
     def __init__(self, name: str, config: Mapping[str, Any], context: ProviderContext) -> None:
         self.name = name
         self.config = dict(config)

@@ -36,11 +36,9 @@ Vendor quirks handled here:
   Without a signature secret, callbacks must carry ``?token=<webhook_token>`` (added to
   ``callback`` automatically; add it to the dashboard's webhook URLs yourself), compared in
   constant time. Neither configured: every callback is refused.
-- **Webhook methods**: Vonage posts form fields (``POST``) or JSON (``POST-JSON``) as the
-  dashboard says; both are read. With ``GET`` a delivery receipt arrives as query parameters on
-  a ``GET`` the gateway hands to :meth:`VonageProvider.handshake`: it is verified and reported
-  (not stored as a raw callback); an inbound SMS by ``GET`` is refused with 405 (Vonage retries
-  it for a day) because replies are only stored from POSTed callbacks: use POST or POST-JSON.
+- **Webhook methods**: Vonage sends form fields (``POST``), JSON (``POST-JSON``) or query
+  parameters (``GET``, its default) as the dashboard says; all three are read, and a ``GET``
+  callback is stored, verified and processed like a posted one (``callbacks_by_get``).
 - **Receipt statuses**: accepted / buffered / unknown → ``sent`` (intermediate; Vonage sends
   ``expired`` itself after 72 hours without a final one), delivered → ``delivered``, expired /
   failed / rejected / undelivered / deleted → ``failed`` with ``err-code`` and its meaning.
@@ -75,7 +73,6 @@ import aiohttp
 from gateway import (
     InboundReply,
     InboundRequest,
-    InboundResponse,
     OutboundMessage,
     PermanentDeliveryError,
     Provider,
@@ -205,6 +202,7 @@ class VonageProvider(Provider):
         "additionalProperties": False,
     }
     limits = ProviderLimits(rate_per_second=30.0, receipts=True, replies=True, idempotency=False)
+    callbacks_by_get = True  # the dashboard's default webhook method
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -307,24 +305,6 @@ class VonageProvider(Provider):
 
     async def parse_webhook(self, request: InboundRequest) -> list[StatusUpdate | InboundReply]:
         return self._read(_payload(request))
-
-    async def handshake(self, request: InboundRequest) -> InboundResponse | None:
-        """A callback sent by ``GET``: a delivery receipt is verified and reported; an inbound SMS is refused (use POST)."""
-        params = dict(request.query)
-        if "messageId" not in params and "msisdn" not in params:
-            return None
-        try:
-            await self.verify_webhook(request)
-        except WebhookVerificationError as err:
-            return InboundResponse(status=401, body=f"callback refused: {err.message}".encode())
-        found = self._read(params)
-        if any(isinstance(item, InboundReply) for item in found):
-            return InboundResponse(
-                status=405, headers={"Allow": "POST"},
-                body=b"inbound SMS must be POSTed: set the Vonage SMS webhook method to POST or POST-JSON",
-            )
-        self.context.report([item for item in found if isinstance(item, StatusUpdate)])
-        return InboundResponse(status=204)
 
     def _read(self, params: Mapping[str, str]) -> list[StatusUpdate | InboundReply]:
         api_key = params.get("api-key")

@@ -13,7 +13,7 @@ from gateway import ids
 from gateway.api import current_policy, json_response
 from gateway.appkeys import CLOCK, INBOUND, PROVIDERS, SETTINGS, WEBHOOK_SIGNER
 from gateway.errors import ApiError, ForbiddenError, MethodNotAllowedError, NotFoundError, PayloadTooLargeError, UnauthorizedError, WebhookVerificationError
-from gateway.inbound import instance_tenants, kept_headers
+from gateway.inbound import instance_tenants, kept_headers, kept_target
 from gateway.plugin_api import InboundRequest, InboundResponse, Provider
 from gateway.store import InboundRecord
 
@@ -32,12 +32,27 @@ async def public_key(request: web.Request) -> web.Response:
 @routes.post(PATH)
 async def receive(request: web.Request) -> web.Response:
     """Store, verify, acknowledge; processing (reconciliation, replies) follows on its own path."""
+    provider = _instance(request, request.match_info["provider_instance"])
+    return await _receive(request, provider, await _body(request))
+
+
+@routes.get(PATH)
+async def handshake(request: web.Request) -> web.Response:
+    """A vendor checking the URL before it sends callbacks, or (where the plugin allows it) a callback sent by GET."""
+    provider = _instance(request, request.match_info["provider_instance"])
+    answer = await provider.handshake(_inbound_request(request, b""))
+    if answer is not None:
+        return _plugin_response(answer)
+    if provider.callbacks_by_get:
+        return await _receive(request, provider, b"")
+    raise MethodNotAllowedError(f"Provider instance {provider.name!r} takes callbacks by POST only.", headers={"Allow": "POST"})
+
+
+async def _receive(request: web.Request, provider: Provider, body: bytes) -> web.Response:
     policy = current_policy(request)
-    name = request.match_info["provider_instance"]
-    provider = _instance(request, name)
-    body = await _body(request)
+    name = provider.name
     record = InboundRecord(
-        ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method, request.path_qs,
+        ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method, kept_target(request.raw_path),
         kept_headers(request.headers.items()), body,
     )
     instance = policy.provider_instances.get(name)
@@ -51,16 +66,6 @@ async def receive(request: web.Request) -> web.Response:
     if answer is not None:
         return _plugin_response(answer)
     return json_response({"received": record.id})
-
-
-@routes.get(PATH)
-async def handshake(request: web.Request) -> web.Response:
-    """A vendor checking the URL before it sends callbacks (a challenge to echo, a token to match)."""
-    provider = _instance(request, request.match_info["provider_instance"])
-    answer = await provider.handshake(_inbound_request(request, b""))
-    if answer is None:
-        raise MethodNotAllowedError(f"Provider instance {provider.name!r} takes callbacks by POST only.", headers={"Allow": "POST"})
-    return _plugin_response(answer)
 
 
 def _plugin_response(answer: InboundResponse) -> web.Response:

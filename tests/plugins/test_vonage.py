@@ -41,7 +41,7 @@ from gateway import (
     WebhookVerificationError,
 )
 from gateway.app import create_app
-from gateway.appkeys import INBOUND, OUTCOMES
+from gateway.appkeys import INBOUND, OUTCOMES, STORE
 from gateway.conformance import outbound
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
@@ -477,21 +477,42 @@ async def test_stop_and_start_by_sms_opt_the_recipient_out_and_back_in(api: Api)
     assert status == 202
 
 
-async def test_a_receipt_by_get_is_verified_and_applied_and_an_inbound_sms_by_get_is_refused(api: Api, vonage: FakeVonage) -> None:
+async def test_callbacks_by_get_are_stored_verified_and_processed_like_posted_ones(api: Api, vonage: FakeVonage) -> None:
+    """GET is the Vonage dashboard's default webhook method, for receipts and inbound SMS alike."""
     found = await send_and_wait(api)
     request = vonage.sends[0]
     params = receipt(request.answer["messages"][0]["message-id"], "delivered", client_ref=request.params["client-ref"])
     forged = signed(params, NOW, secret="not-the-secret", method="sha256")
     response = await api.client.get(f"{urlsplit(HOOK).path}?{urlencode(forged)}")
     assert response.status == 401
+    rejected = (await response.json())["error"]["message"]
     await settle(api.app)
     assert (await api.notification(found["notification_id"]))["deliveries"][0]["status"] == "sent"
     response = await api.client.get(f"{urlsplit(HOOK).path}?{urlencode(signed(params, NOW, method='sha256'))}")
-    assert response.status == 204
+    assert response.status == 200
+    stored = await api.app[STORE].get_inbound((await response.json())["received"])
+    assert stored is not None and stored["method"] == "GET" and stored["outcome"] in {"received", "processed"}
     await settle(api.app)
     assert (await api.notification(found["notification_id"]))["deliveries"][0]["status"] == "delivered"
-    response = await api.client.get(f"{urlsplit(HOOK).path}?{urlencode(signed(inbound('hello'), NOW, method='sha256'))}")
-    assert response.status == 405 and "POST" in await response.text()
+    response = await api.client.get(f"{urlsplit(HOOK).path}?{urlencode(signed(inbound('STOP'), NOW, method='sha256'))}")
+    assert response.status == 200
+    await settle(api.app)
+    _, replies = await api.get("/api/v1/replies")
+    assert [(item["from"], item["body"]) for item in replies["items"]] == [(PHONE, "STOP")]
+    status, refused = await api.send({"recipient": {"phone": PHONE}, "notification": {"channels": ["sms"], "body": "hi"}})
+    assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
+    assert "stored as" in rejected
+
+
+async def test_a_token_in_the_callback_url_is_not_stored_in_clear(api: Api, vonage: FakeVonage) -> None:
+    found = await send_and_wait(api)
+    request = vonage.sends[0]
+    params = receipt(request.answer["messages"][0]["message-id"], "delivered", client_ref=request.params["client-ref"])
+    response = await api.client.get(f"{urlsplit(HOOK).path}?{urlencode(signed(params, NOW, method='sha256') | {'token': 'tok-visible'})}")
+    stored = await api.app[STORE].get_inbound((await response.json())["received"])
+    assert stored is not None and "tok-visible" not in stored["target"] and "token=%5Bredacted%5D" in stored["target"]
+    await settle(api.app)
+    assert (await api.notification(found["notification_id"]))["deliveries"][0]["status"] == "delivered"
 
 
 async def test_a_forged_receipt_is_401_and_changes_nothing(api: Api, vonage: FakeVonage) -> None:

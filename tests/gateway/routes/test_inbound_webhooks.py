@@ -160,6 +160,20 @@ async def test_a_callback_that_fails_verification_is_401_stored_as_rejected_and_
     assert await api.notification(notification_id) == before
 
 
+async def test_credentials_in_a_callback_are_stored_masked_and_a_signed_url_byte_for_byte(api: Api) -> None:
+    body = json.dumps(receipt("msg_1")).encode()
+    headers = {"Content-Type": "application/json", "Authorization": "Basic dXNlcjpodW50ZXIy",
+               **signed_headers(ACME_TOKEN, body, int(api.app[STORE].clock.now()))}
+    response = await api.client.post("/api/v1/webhooks/acme_sms?token=hunter2&d=dlv_1&sig=ab%2Bc", data=body, headers=headers)
+    stored = await api.app[STORE].get_inbound((await response.json())["received"])
+    assert stored is not None and "hunter2" not in json.dumps(stored["headers"]) + stored["target"]
+    assert stored["target"] == "/api/v1/webhooks/acme_sms?token=%5Bredacted%5D&d=dlv_1&sig=ab%2Bc"
+    assert stored["headers"]["Authorization"] == "Basic [redacted]"
+    response = await api.client.post("/api/v1/webhooks/acme_sms?d=dlv_1&sig=ab%2Bc", data=body, headers=headers)
+    stored = await api.app[STORE].get_inbound((await response.json())["received"])
+    assert stored is not None and stored["target"] == "/api/v1/webhooks/acme_sms?d=dlv_1&sig=ab%2Bc"
+
+
 async def test_a_huge_body_is_413_and_an_unknown_instance_404(api: Api) -> None:
     response = await api.client.post("/api/v1/webhooks/acme_sms", data=b"x" * 5000, headers={"Content-Type": "application/json"})
     assert response.status == 413 and (await response.json())["error"]["code"] == "payload_too_large"
