@@ -21,7 +21,6 @@ not found), and every answer in :data:`FAULTS`. The update builders (:func:`text
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
@@ -33,7 +32,7 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 
-from fakes.loopback import Watched
+from fakes.loopback import LoopbackFake
 from gateway import InboundRequest
 from gateway.conformance import FAST_TIMEOUT, Kit, outbound
 from plugins.telegram import SECRET_HEADER, TelegramProvider
@@ -92,14 +91,13 @@ class Delivered:
     answer: Any = field(default=None)
 
 
-class FakeTelegram(Watched):
-    """The fake Bot API; ``async with FakeTelegram() as telegram`` serves it on a free port."""
+class FakeTelegram(LoopbackFake):
+    """The fake Bot API; ``async with FakeTelegram().serving() as telegram`` serves it on a free port."""
 
     def __init__(self, *, token: str = TOKEN, clock: Callable[[], float] = time.time) -> None:
         super().__init__()
         self.token = token
         self.clock = clock
-        self.url = ""
         self.calls: list[ApiCall] = []
         self.sent: list[dict[str, Any]] = []
         self.chats: dict[int, Chat] = {}
@@ -107,9 +105,6 @@ class FakeTelegram(Watched):
         self.webhook_secret: str | None = None
         self.delivered: list[Delivered] = []
         self._faults: list[str] = []
-        self._held = 0
-        self._stopping = asyncio.Event()
-        self._runner: web.AppRunner | None = None
 
     # -- what tests call ---------------------------------------------------------------------
 
@@ -121,10 +116,6 @@ class FakeTelegram(Watched):
     def block(self, chat_id: int | str) -> None:
         """The user of this private chat blocks the bot: every send to it is refused with 403."""
         self._chat(int(chat_id)).blocked = True
-
-    @property
-    def held(self) -> int:
-        return self._held
 
     def sends(self) -> list[ApiCall]:
         return [call for call in self.calls if call.method == "sendMessage"]
@@ -145,21 +136,8 @@ class FakeTelegram(Watched):
 
     # -- serving -----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> FakeTelegram:
-        app = web.Application()
-        app.router.add_post("/{path:.*}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        self._stopping.set()  # release held requests so nothing hangs
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/{path:.*}", self._handle)
 
     # -- the Bot API -------------------------------------------------------------------------
 
@@ -213,7 +191,7 @@ class FakeTelegram(Watched):
         if self._faults:
             fault = self._faults.pop(0)
             if fault == "timeout":
-                await self._hold()
+                await self.held()
                 return _error(500, "Internal Server Error")  # the fake is stopping
             status, body = FAULTS[fault]
             if isinstance(body, str):
@@ -232,15 +210,6 @@ class FakeTelegram(Watched):
         }
         self.sent.append(message | {"parse_mode": parse_mode})
         return _ok(message)
-
-    async def _hold(self) -> None:
-        self._held += 1
-        self._notify()
-        try:
-            await self._stopping.wait()
-        finally:
-            self._held -= 1
-            self._notify()
 
     def _chat(self, chat_id: int) -> Chat:
         return self.chats.setdefault(chat_id, Chat(chat_id, "private" if chat_id > 0 else "group"))
@@ -341,7 +310,7 @@ def webhook_request(update: dict[str, Any], secret: str | None = WEBHOOK_SECRET,
 
 KIT = Kit(
     plugin=TelegramProvider,
-    serve=FakeTelegram,
+    serve=lambda: FakeTelegram().serving(),
     config=lambda fake: {"bot_token": TOKEN, "webhook_secret": WEBHOOK_SECRET, "base_url": fake.url, "timeout_seconds": FAST_TIMEOUT},
     message=outbound("telegram", CHAT, {"telegram_chat_id": CHAT}),
     secrets=(TOKEN, WEBHOOK_SECRET),

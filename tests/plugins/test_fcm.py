@@ -28,7 +28,7 @@ from plugins.fcm import GRANT_TYPE, SCOPE, FcmProvider
 @pytest.fixture
 async def fcm(clock: FakeClock) -> AsyncIterator[FakeFcm]:
     """The fake keeps the test's time, so assertions signed on the context clock are in their timeframe."""
-    async with FakeFcm(clock=clock.now) as fake:
+    async with FakeFcm(clock=clock.now).serving() as fake:
         yield fake
 
 
@@ -201,7 +201,7 @@ async def test_a_disabled_key_or_a_clock_far_off_is_refused_as_credentials(
     fcm.disable(CLIENT_EMAIL)
     with pytest.raises(CredentialsRejectedError):
         await provider(session, fcm, account, clock).send(message())
-    async with FakeFcm() as real_time:  # Google's clock; ours is in 2027
+    async with FakeFcm().serving() as real_time:  # Google's clock; ours is in 2027
         key = service_account(real_time.token_url, key=rsa_key)
         real_time.trust(key)
         with pytest.raises(CredentialsRejectedError) as skewed:

@@ -50,7 +50,7 @@ from plugins.telegram import TelegramProvider
 
 @pytest.fixture
 async def telegram() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as fake:
+    async with FakeTelegram().serving() as fake:
         yield fake
 
 
@@ -216,8 +216,7 @@ async def _failures(session: aiohttp.ClientSession, telegram: FakeTelegram, cloc
         telegram.fail_next(fault)
         await attempt(provider(session, telegram, clock, reports, timeout_seconds=0.2))
     await attempt(provider(session, telegram, clock, reports, bot_token=OTHER_TOKEN), check=True)
-    closed = FakeTelegram()
-    async with closed:
+    async with FakeTelegram().serving() as closed:
         dead_url = closed.url
     await attempt(provider(session, telegram, clock, reports, base_url=dead_url))  # connection refused
     await attempt(provider(session, telegram, clock, reports, base_url="http://127.0.0.1:99999"))  # not a valid URL
