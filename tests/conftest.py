@@ -11,11 +11,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway import OutboundMessage, PermanentDeliveryError, Provider, SendReceipt, TransientDeliveryError, cli
+from gateway import OutboundMessage, PermanentDeliveryError, Provider, ProviderReport, SendReceipt, TransientDeliveryError, cli
 from gateway.app import create_app
 from gateway.appkeys import DISPATCHER, STORE
 from gateway.plugins import PluginCatalog
@@ -259,3 +260,22 @@ def run_cli(*argv: str) -> tuple[int, str]:
     with contextlib.redirect_stdout(out):
         code = cli.main(list(argv))
     return code, out.getvalue()
+
+
+class Reports(list[ProviderReport]):
+    """A plugin's ``ProviderContext.report``, keeping what it was told for the test to read."""
+
+    def __call__(self, updates: Any) -> None:
+        self.extend(updates)
+
+
+@pytest.fixture
+def reports() -> Reports:
+    return Reports()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for calling a plugin directly, as the gateway lends it one."""
+    async with aiohttp.ClientSession() as client:
+        yield client

@@ -42,12 +42,6 @@ async def brevo() -> AsyncIterator[FakeBrevo]:
         yield fake
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def make_provider(session: aiohttp.ClientSession, fake: FakeBrevo | None = None, **config: Any) -> BrevoProvider:
     settings = {"api_key": API_KEY, "base_url": fake.url if fake else None, "webhook_token": WEBHOOK_TOKEN} | config
     context = ProviderContext(session=session, clock=FakeClock(NOW), report=lambda _updates: None)

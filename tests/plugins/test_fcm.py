@@ -22,7 +22,7 @@ from gateway.app import create_app
 from gateway.conformance import outbound
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
-from plugins.fcm import GRANT_TYPE, SCOPE, FcmProvider
+from plugins.fcm import SCOPE, FcmProvider
 
 
 @pytest.fixture
@@ -44,12 +44,6 @@ def account(fcm: FakeFcm, rsa_key: rsa.RSAPrivateKey) -> dict[str, str]:
     key = service_account(fcm.token_url, key=rsa_key)
     fcm.trust(key)
     return key
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def provider(session: aiohttp.ClientSession, fcm: FakeFcm, account: Any, clock: FakeClock, **config: Any) -> FcmProvider:

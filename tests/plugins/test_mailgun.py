@@ -42,12 +42,6 @@ async def mailgun() -> AsyncIterator[FakeMailgun]:
         yield fake
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def make_provider(session: aiohttp.ClientSession, fake: FakeMailgun, clock: FakeClock | None = None, **config: Any) -> MailgunProvider:
     settings = {"api_key": API_KEY, "domain": DOMAIN, "from": "robot@acme.example", "base_url": fake.url, "webhook_signing_key": SIGNING_KEY} | config
     context = ProviderContext(session=session, clock=clock or FakeClock(NOW), report=lambda _updates: None)

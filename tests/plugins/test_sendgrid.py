@@ -48,12 +48,6 @@ async def sendgrid() -> AsyncIterator[FakeSendGrid]:
         yield fake
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def provider(session: aiohttp.ClientSession, sendgrid: FakeSendGrid, clock: FakeClock | None = None, **config: Any) -> SendGridProvider:
     settings = {"api_key": API_KEY, "from": "no-reply@tidings.example", "base_url": sendgrid.url, "webhook_public_key": sendgrid.public_key,
                 "timeout_seconds": 2} | config

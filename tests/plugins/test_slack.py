@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry
 from fakes.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -47,11 +47,6 @@ NOW = 1_800_000_000
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Deploy* finished :tada:"}}]
 
 
-class Reports(list[StatusUpdate | InboundReply]):
-    def __call__(self, updates: Any) -> None:
-        self.extend(updates)
-
-
 class Clock:
     """For slack_sdk's verifier and our provider alike: the test's fixed now."""
 
@@ -69,11 +64,6 @@ class Clock:
 async def slack() -> AsyncIterator[FakeSlack]:
     async with FakeSlack(clock=lambda: NOW).serving() as fake:
         yield fake
-
-
-@pytest.fixture
-def reports() -> Reports:
-    return Reports()
 
 
 def make_provider(session: aiohttp.ClientSession, slack: FakeSlack, reports: Reports | None = None, **config: Any) -> SlackProvider:

@@ -35,12 +35,6 @@ async def server() -> AsyncIterator[FakeSmtpServer]:
         yield fake
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 def provider(session: aiohttp.ClientSession, server: FakeSmtpServer, clock: FakeClock | None = None, **config: Any) -> SmtpProvider:
     settings = server.config(timeout_seconds=2) | config
     settings = {key: value for key, value in settings.items() if value is not None}

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry
 from fakes.telegram import (
     BOT_ID,
     BOT_USERNAME,
@@ -52,22 +52,6 @@ from plugins.telegram import TelegramProvider
 async def telegram() -> AsyncIterator[FakeTelegram]:
     async with FakeTelegram().serving() as fake:
         yield fake
-
-
-class Reports(list[StatusUpdate | InboundReply]):
-    def __call__(self, updates: Any) -> None:
-        self.extend(updates)
-
-
-@pytest.fixture
-def reports() -> Reports:
-    return Reports()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def provider(session: aiohttp.ClientSession, telegram: FakeTelegram, clock: FakeClock, reports: Reports, **config: Any) -> TelegramProvider:

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry
 from fakes.twilio import (
     ACCOUNT_SID,
     API_KEY_SECRET,
@@ -29,7 +29,6 @@ from fakes.twilio import (
 from gateway import (
     CredentialsRejectedError,
     DeliveryError,
-    InboundReply,
     InboundRequest,
     OutboundMessage,
     PermanentDeliveryError,
@@ -58,17 +57,6 @@ PUBLIC = "https://tidings.example.com/api/v1/webhooks/acme_twilio"
 async def twilio() -> AsyncIterator[FakeTwilio]:
     async with FakeTwilio().serving() as fake:
         yield fake
-
-
-class Reports(list[StatusUpdate | InboundReply]):
-    def __call__(self, updates: Any) -> None:
-        self.extend(updates)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def provider(session: aiohttp.ClientSession, twilio: FakeTwilio, **config: Any) -> TwilioProvider:

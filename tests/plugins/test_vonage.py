@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry
 from fakes.vonage import (
     API_KEY,
     API_SECRET,
@@ -55,17 +55,6 @@ HOOK = "https://tidings.example.com/api/v1/webhooks/acme_vonage"
 async def vonage() -> AsyncIterator[FakeVonage]:
     async with FakeVonage().serving() as fake:
         yield fake
-
-
-class Reports(list[StatusUpdate | InboundReply]):
-    def __call__(self, updates: Any) -> None:
-        self.extend(updates)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 def provider(session: aiohttp.ClientSession, vonage: FakeVonage | None = None, reports: Reports | None = None, **config: Any) -> VonageProvider:
