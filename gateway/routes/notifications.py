@@ -119,7 +119,7 @@ def _opt_out_problems(notification: NewNotification, refused: set[tuple[str, str
         if (delivery.channel, delivery.address) not in refused:
             continue
         field = next((name for name, value in notification.recipient.items() if value == delivery.address), "")
-        message = f"the recipient opted out of {delivery.channel} messages (replied STOP); a reply of START opts back in"
+        message = f"the recipient opted out of {delivery.channel} messages (GET /api/v1/opt-outs says how); only they can opt back in"
         problems.append(ErrorDetail(f"{path}.{field}", message, "recipient_opted_out"))
     return problems
 
