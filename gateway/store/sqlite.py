@@ -1341,24 +1341,22 @@ def _found_by_delivery(conn: sqlite3.Connection, updates: Sequence[ReceivedStatu
     The delivery takes the receipt's message id, so later receipts match it directly.
     """
     found: dict[tuple[str, str], list[Any]] = {}
-    hinted = [u for u in updates if u.delivery_id]
-    for provider in {update.provider for update in hinted}:
+    hinted = {(u.provider, u.delivery_id): u for u in reversed(updates) if u.delivery_id}  # the first receipt per delivery
+    for provider in {provider for provider, _delivery_id in hinted}:
         for row in _select_in(
             conn,
             f"SELECT {_RECEIPT_COLUMNS}, d.provider_message_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
             "WHERE EXISTS (SELECT 1 FROM attempts a WHERE a.notification_id = d.notification_id AND a.delivery_id = d.id "
             "AND a.provider = ?) AND d.id IN ({})",
-            (update.delivery_id for update in hinted if update.provider == provider),
+            (delivery_id for named, delivery_id in hinted if named == provider),
             provider,
         ):
-            for update in hinted:
-                if update.provider == provider and update.delivery_id == row[0] and row[7] in (None, update.provider_message_id):
-                    found[(provider, update.provider_message_id)] = list(row[:7])
-                    if row[7] is None:
-                        conn.execute(
-                            "UPDATE deliveries SET provider = ?, provider_message_id = ? WHERE id = ?", (provider, update.provider_message_id, row[0])
-                        )
-                    break
+            update, known = hinted[(provider, row[0])], row[7]
+            if known not in (None, update.provider_message_id):
+                continue  # it already has another message id: this receipt is about a second send
+            found[(provider, update.provider_message_id)] = list(row[:7])
+            if known is None:
+                conn.execute("UPDATE deliveries SET provider = ?, provider_message_id = ? WHERE id = ?", (provider, update.provider_message_id, row[0]))
     return found
 
 
