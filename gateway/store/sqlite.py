@@ -1,8 +1,9 @@
-"""The embedded store: SQLite in WAL mode, one group-commit writer, a separate reader.
+"""The embedded store: SQLite in WAL mode, one group-commit writer, snapshot readers beside it.
 
 Writes (accepts, claims, attempt results, receipts) are functions run by
-:class:`~gateway.store.writer.GroupCommitWriter` inside shared transactions; reads go through
-an ``aiosqlite`` connection that WAL lets run beside the writer.
+:class:`~gateway.store.writer.GroupCommitWriter` inside shared transactions; reads are
+functions too, each run whole inside its own read transaction by
+:class:`~gateway.store.reader.SnapshotReader`, so every read sees every commit made before it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-import aiosqlite
 import orjson
 
 from gateway import ids, statuses
@@ -46,7 +45,10 @@ from gateway.store.records import (
     WebhookResult,
     WebhookTarget,
 )
+from gateway.store.reader import SnapshotReader
 from gateway.store.writer import GroupCommitWriter, connect
+
+T = TypeVar("T")
 
 DISPATCHER: Final = "dispatcher"
 FALLBACK: Final = "fallback"
@@ -130,10 +132,9 @@ class SqliteStore:
         self.clock = clock
         self._synchronous = synchronous
         self._writer: GroupCommitWriter | None = None
-        self._reader: aiosqlite.Connection | None = None
+        self._reader: SnapshotReader | None = None
         self._commits = 0
         self._committed = asyncio.Event()
-        self._read_lock = asyncio.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -142,9 +143,8 @@ class SqliteStore:
         conn = await asyncio.to_thread(self._connect_and_migrate)
         self._writer = GroupCommitWriter(conn, on_commit=self._note_commit)
         self._writer.start()
-        self._reader = await aiosqlite.connect(self.path)
-        self._reader.row_factory = aiosqlite.Row
-        await self._reader.execute("PRAGMA query_only=ON")
+        self._reader = SnapshotReader(self.path)
+        self._reader.start()
 
     def _connect_and_migrate(self) -> sqlite3.Connection:
         conn = connect(self.path, self._synchronous)
@@ -156,7 +156,7 @@ class SqliteStore:
             await self._writer.stop()
             self._writer = None
         if self._reader is not None:
-            await self._reader.close()
+            await self._reader.stop()
             self._reader = None
 
     @property
@@ -182,21 +182,22 @@ class SqliteStore:
         assert self._writer is not None, "store is not open"
         return await self._writer.run(job)
 
-    @property
-    def _db(self) -> aiosqlite.Connection:
+    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
         assert self._reader is not None, "store is not open"
-        return self._reader
+        return await self._reader.run(read)
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """The rows of one query, read in a snapshot of its own."""
+        return await self._read(lambda conn: conn.execute(sql, params).fetchall())
 
     # --- accepting -------------------------------------------------------------------------
 
     async def find_response(self, tenant: str, key: str) -> StoredResponse | None:
         """What an earlier request with this idempotency key answered, if there was one."""
-        async with self._db.execute(
-            "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
-            (tenant, key),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return StoredResponse(row[0], row[1], bytes(row[2])) if row else None
+        rows = await self._fetch(
+            "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND key = ?", (tenant, key)
+        )
+        return StoredResponse(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
 
     async def accept(
         self,
@@ -325,8 +326,7 @@ class SqliteStore:
         """The newest events, for everyone (``tenant`` None: provider-wide ones included) or one tenant."""
         sql = "SELECT * FROM events" + (" WHERE tenant = ? OR tenant IS NULL" if tenant is not None else "") + " ORDER BY seq DESC LIMIT ?"
         params: tuple[Any, ...] = (tenant, limit) if tenant is not None else (limit,)
-        async with self._snapshot() as db, db.execute(sql, params) as cur:
-            return [dict(row) | {"data": _loads(row["data"])} for row in await cur.fetchall()]
+        return [dict(row) | {"data": _loads(row["data"])} for row in await self._fetch(sql, params)]
 
     async def release(self, delivery_ids: Iterable[str], owner: str) -> None:
         """Give back leases without an attempt (shutdown): the deliveries are due again at once."""
@@ -344,44 +344,13 @@ class SqliteStore:
 
     # --- reading ---------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _snapshot(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One read transaction: every SELECT inside sees the same committed state.
-
-        Without it a notification read between two of the writer's commits could show its own
-        status from before and its deliveries' from after.
-        """
-        async with self._read_lock:
-            db = self._db
-            await db.execute("BEGIN")
-            try:
-                yield db
-            finally:
-                await db.execute("COMMIT")
-
     async def get_notification(self, tenant: str, notification_id: str) -> dict[str, Any] | None:
-        """A notification with its deliveries, attempts and audit trail; None if not the tenant's."""
-        async with self._snapshot() as db:
-            return await self._read_notification(db, tenant, notification_id)
+        """A notification with its deliveries, attempts and audit trail; None if not the tenant's.
 
-    @staticmethod
-    async def _read_notification(db: aiosqlite.Connection, tenant: str, notification_id: str) -> dict[str, Any] | None:
-        async with db.execute("SELECT * FROM notifications WHERE id = ? AND tenant = ?", (notification_id, tenant)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        notification = _notification_dict(row)
-        async with db.execute("SELECT * FROM deliveries WHERE notification_id = ? ORDER BY position", (notification_id,)) as cur:
-            notification["deliveries"] = [_delivery_dict(r) for r in await cur.fetchall()]
-        async with db.execute(
-            "SELECT * FROM attempts WHERE notification_id = ? ORDER BY started_at, number", (notification_id,)
-        ) as cur:
-            attempts = [dict(r) | {"detail": _loads(r["detail"]) or {}} for r in await cur.fetchall()]
-        for delivery in notification["deliveries"]:
-            delivery["attempt_log"] = [a for a in attempts if a["delivery_id"] == delivery["id"]]
-        async with db.execute("SELECT * FROM audit_events WHERE notification_id = ? ORDER BY seq", (notification_id,)) as cur:
-            notification["audit"] = [dict(r) for r in await cur.fetchall()]
-        return notification
+        All of it from one snapshot: never its own status from before a commit and its
+        deliveries' from after.
+        """
+        return await self._read(lambda conn: _read_notification(conn, tenant, notification_id))
 
     async def list_notifications(
         self, tenant: str, where: NotificationFilter, *, limit: int, cursor: str | None
@@ -402,28 +371,15 @@ class SqliteStore:
             clauses.append("n.id IN (SELECT notification_id FROM deliveries WHERE tenant = ? AND address = ?)")
             params += [tenant, where.recipient]
         sql = f"SELECT n.* FROM notifications n WHERE {' AND '.join(clauses)} ORDER BY n.id DESC LIMIT ?"
-        async with self._snapshot() as db:
-            async with db.execute(sql, (*params, limit + 1)) as cur:
-                rows = list(await cur.fetchall())
-            items = [_notification_dict(row) for row in rows[:limit]]
-            await self._attach_delivery_summaries(db, items)
-        next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
-        return Page(items, next_cursor)
 
-    @staticmethod
-    async def _attach_delivery_summaries(db: aiosqlite.Connection, items: list[dict[str, Any]]) -> None:
-        if not items:
-            return
-        by_id = {item["id"]: item for item in items}
-        for item in items:
-            item["deliveries"] = []
-        marks = ", ".join("?" * len(by_id))
-        async with db.execute(
-            f"SELECT * FROM deliveries WHERE notification_id IN ({marks}) ORDER BY notification_id, position",
-            tuple(by_id),
-        ) as cur:
-            for row in await cur.fetchall():
-                by_id[row["notification_id"]]["deliveries"].append(_delivery_dict(row))
+        def read(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
+            rows = conn.execute(sql, (*params, limit + 1)).fetchall()
+            items = [_notification_dict(row) for row in rows[:limit]]
+            _attach_deliveries(conn, items)
+            return items, len(rows) > limit
+
+        items, more = await self._read(read)
+        return Page(items, encode_cursor(items[-1]["id"]) if more else None)
 
     # --- dead letters ----------------------------------------------------------------------
 
@@ -438,8 +394,7 @@ class SqliteStore:
             clauses.append("d.id < ?")
             params.append(decode_cursor(cursor, ids.DELIVERY))
         sql = f"{_DEAD_LETTER_SELECT} WHERE {' AND '.join(clauses)} ORDER BY d.id DESC LIMIT ?"
-        async with self._snapshot() as db, db.execute(sql, (*params, limit + 1)) as cur:
-            rows = list(await cur.fetchall())
+        rows = await self._fetch(sql, (*params, limit + 1))
         items = [dict(row) for row in rows[:limit]]
         next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
         return Page(items, next_cursor)
@@ -503,11 +458,10 @@ class SqliteStore:
 
     async def pending_inbound(self) -> list[InboundRecord]:
         """Verified callbacks not processed yet (the process stopped in between), oldest first."""
-        async with self._snapshot() as db, db.execute(
+        rows = await self._fetch(
             "SELECT id, provider, received_at, source, method, target, headers, body FROM inbound_requests "
             "WHERE outcome = 'received' ORDER BY received_at, id"
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [InboundRecord(r[0], r[1], r[2], r[3], r[4], r[5], _loads(r[6]) or {}, bytes(r[7])) for r in rows]
 
     async def reject_inbound(self, request_id: str, reason: str) -> None:
@@ -551,9 +505,8 @@ class SqliteStore:
 
     async def get_inbound(self, request_id: str) -> dict[str, Any] | None:
         """One stored callback, headers decoded."""
-        async with self._db.execute("SELECT * FROM inbound_requests WHERE id = ?", (request_id,)) as cur:
-            row = await cur.fetchone()
-        return dict(row) | {"headers": _loads(row["headers"]), "body": bytes(row["body"])} if row else None
+        rows = await self._fetch("SELECT * FROM inbound_requests WHERE id = ?", (request_id,))
+        return dict(rows[0]) | {"headers": _loads(rows[0]["headers"]), "body": bytes(rows[0]["body"])} if rows else None
 
     async def list_replies(
         self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None
@@ -568,8 +521,7 @@ class SqliteStore:
             clauses.append("seq < ?")
             params.append(decode_seq_cursor(cursor))
         sql = f"SELECT * FROM replies WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"
-        async with self._snapshot() as db, db.execute(sql, (*params, limit + 1)) as cur:
-            rows = [dict(row) | {"detail": _loads(row["detail"]) or {}} for row in await cur.fetchall()]
+        rows = [dict(row) | {"detail": _loads(row["detail"]) or {}} for row in await self._fetch(sql, (*params, limit + 1))]
         return Page(rows[:limit], encode_seq_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None)
 
     async def list_opt_outs(
@@ -588,8 +540,7 @@ class SqliteStore:
             clauses.append("(address, channel) > (?, ?)")
             params += [after_address, after_channel]
         sql = f"SELECT channel, address, since, source FROM opt_outs WHERE {' AND '.join(clauses)} ORDER BY address, channel LIMIT ?"
-        async with self._snapshot() as db, db.execute(sql, (*params, limit + 1)) as cur:
-            rows = [dict(row) for row in await cur.fetchall()]
+        rows = [dict(row) for row in await self._fetch(sql, (*params, limit + 1))]
         last = rows[limit - 1] if len(rows) > limit else None
         return Page(rows[:limit], encode_text_cursor(f"{last['address']}\n{last['channel']}") if last else None)
 
@@ -603,20 +554,16 @@ class SqliteStore:
         return added
 
     async def tenants_with_opt_outs(self) -> set[str]:
-        async with self._db.execute("SELECT DISTINCT tenant FROM opt_outs") as cur:
-            return {row[0] for row in await cur.fetchall()}
+        return {row[0] for row in await self._fetch("SELECT DISTINCT tenant FROM opt_outs")}
 
     async def opted_out(self, tenant: str, targets: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Those (channel, address) pairs of ``targets`` the tenant's recipients opted out of: one indexed read."""
         wanted = {(channel, opt_out_address(channel, address)): (channel, address) for channel, address in targets}
         addresses = sorted({address for _channel, address in wanted})
-        found: set[tuple[str, str]] = set()
-        for chunk in _chunks(addresses):
-            marks = ", ".join("?" * len(chunk))
-            async with self._db.execute(
-                f"SELECT channel, address FROM opt_outs WHERE tenant = ? AND address IN ({marks})", (tenant, *chunk)
-            ) as cur:
-                found |= {(row[0], row[1]) for row in await cur.fetchall()}
+        rows = await self._read(
+            lambda conn: _select_in(conn, "SELECT channel, address FROM opt_outs WHERE tenant = ? AND address IN ({})", addresses, tenant)
+        )
+        found = {(row[0], row[1]) for row in rows}
         return {wanted[key] for key in found & wanted.keys()}
 
 
@@ -624,16 +571,15 @@ class SqliteStore:
 
     async def events_to_fan_out(self, *, limit: int) -> list[StoredEvent]:
         """Events after the fan-out cursor, oldest first: read-only, so an idle worker writes nothing."""
-        async with self._db.execute(
+        rows = await self._fetch(
             "SELECT seq, id, tenant, type, data, at FROM events WHERE seq > (SELECT last_seq FROM webhook_fanout) ORDER BY seq LIMIT ?",
             (limit,),
-        ) as cur:
-            return [StoredEvent(r[0], r[1], r[2], r[3], _loads(r[4]) or {}, r[5]) for r in await cur.fetchall()]
+        )
+        return [StoredEvent(r[0], r[1], r[2], r[3], _loads(r[4]) or {}, r[5]) for r in rows]
 
     async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
         """(tenant, endpoint) → the url that answered 410."""
-        async with self._db.execute("SELECT tenant, endpoint, url FROM webhook_endpoints_disabled") as cur:
-            return {(r[0], r[1]): r[2] for r in await cur.fetchall()}
+        return {(r[0], r[1]): r[2] for r in await self._fetch("SELECT tenant, endpoint, url FROM webhook_endpoints_disabled")}
 
     async def fan_out(self, targets: Sequence[WebhookTarget], through_seq: int) -> None:
         """Add one webhook delivery per target and move the cursor past ``through_seq``, atomically."""
@@ -655,11 +601,10 @@ class SqliteStore:
 
     async def next_webhook_due(self) -> float | None:
         """When the earliest pending webhook delivery is due (its lease's end if it is out), or None."""
-        async with self._db.execute(
+        rows = await self._fetch(
             "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM webhook_deliveries WHERE status = 'pending'"
-        ) as cur:
-            row = await cur.fetchone()
-        return row[0] if row is not None else None
+        )
+        return rows[0][0] if rows else None
 
     async def claim_webhooks(self, *, limit: int, lease_seconds: float) -> list[ClaimedWebhook]:
         """Reserve up to ``limit`` due webhook deliveries, oldest event first, with their events."""
@@ -716,14 +661,16 @@ class SqliteStore:
 
     async def webhook_endpoint_states(self, tenant: str) -> dict[str, WebhookEndpointState]:
         """The tenant's endpoints the store knows anything about, by name: their health and any disabling."""
-        async with self._snapshot() as db:
-            async with db.execute(
+
+        def read(conn: sqlite3.Connection) -> tuple[dict[str, Any], dict[str, Any]]:
+            health = conn.execute(
                 "SELECT endpoint, failing_since, last_success_at, last_failure_at, last_error FROM webhook_endpoint_health WHERE tenant = ?",
                 (tenant,),
-            ) as cur:
-                health = {row[0]: row[1:] for row in await cur.fetchall()}
-            async with db.execute("SELECT endpoint, url, disabled_at, reason FROM webhook_endpoints_disabled WHERE tenant = ?", (tenant,)) as cur:
-                disabled = {row[0]: row[1:] for row in await cur.fetchall()}
+            ).fetchall()
+            disabled = conn.execute("SELECT endpoint, url, disabled_at, reason FROM webhook_endpoints_disabled WHERE tenant = ?", (tenant,)).fetchall()
+            return {row[0]: tuple(row[1:]) for row in health}, {row[0]: tuple(row[1:]) for row in disabled}
+
+        health, disabled = await self._read(read)
         return {
             name: WebhookEndpointState(tenant, name, *health.get(name, (None,) * 4), *disabled.get(name, (None,) * 3))
             for name in health.keys() | disabled.keys()
@@ -779,17 +726,13 @@ class SqliteStore:
             "SELECT w.*, e.type FROM webhook_deliveries w JOIN events e ON e.seq = w.event_seq "
             f"WHERE {' AND '.join(clauses)} ORDER BY w.id DESC LIMIT ?"
         )
-        async with self._snapshot() as db, db.execute(sql, (*params, limit + 1)) as cur:
-            rows = [dict(row) for row in await cur.fetchall()]
+        rows = [dict(row) for row in await self._fetch(sql, (*params, limit + 1))]
         return Page(rows[:limit], encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None)
 
     async def webhook_delivery_status(self, tenant: str, delivery_id: str) -> str | None:
         """The status of one of the tenant's webhook deliveries; None if it has no such delivery."""
-        async with self._db.execute(
-            "SELECT status FROM webhook_deliveries WHERE id = ? AND tenant = ?", (delivery_id, tenant)
-        ) as cur:
-            row = await cur.fetchone()
-        return str(row[0]) if row else None
+        rows = await self._fetch("SELECT status FROM webhook_deliveries WHERE id = ? AND tenant = ?", (delivery_id, tenant))
+        return str(rows[0][0]) if rows else None
 
     async def replay_webhooks(
         self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None
@@ -1415,6 +1358,36 @@ def _apply_held(conn: sqlite3.Connection, results: Sequence[AttemptResult], now:
          for _seq, provider, message_id, status, occurred_at, error, detail, delivery_id in rows],
         now,
     )
+
+
+# --- reads, each run whole inside one snapshot ------------------------------------------------
+
+
+def _read_notification(conn: sqlite3.Connection, tenant: str, notification_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM notifications WHERE id = ? AND tenant = ?", (notification_id, tenant)).fetchone()
+    if row is None:
+        return None
+    notification = _notification_dict(row)
+    deliveries = conn.execute("SELECT * FROM deliveries WHERE notification_id = ? ORDER BY position", (notification_id,)).fetchall()
+    notification["deliveries"] = [_delivery_dict(r) for r in deliveries]
+    attempts = [
+        dict(r) | {"detail": _loads(r["detail"]) or {}}
+        for r in conn.execute("SELECT * FROM attempts WHERE notification_id = ? ORDER BY started_at, number", (notification_id,))
+    ]
+    for delivery in notification["deliveries"]:
+        delivery["attempt_log"] = [a for a in attempts if a["delivery_id"] == delivery["id"]]
+    audit = conn.execute("SELECT * FROM audit_events WHERE notification_id = ? ORDER BY seq", (notification_id,)).fetchall()
+    notification["audit"] = [dict(r) for r in audit]
+    return notification
+
+
+def _attach_deliveries(conn: sqlite3.Connection, items: list[dict[str, Any]]) -> None:
+    """Give each notification of a page its deliveries, in one query."""
+    by_id = {item["id"]: item for item in items}
+    for item in items:
+        item["deliveries"] = []
+    for row in _select_in(conn, "SELECT * FROM deliveries WHERE notification_id IN ({}) ORDER BY notification_id, position", by_id):
+        by_id[row["notification_id"]]["deliveries"].append(_delivery_dict(row))
 
 
 def _notification_dict(row: sqlite3.Row) -> dict[str, Any]:
