@@ -41,21 +41,32 @@ class FakeClock:
     def now(self) -> float:
         return self.value
 
-    async def sleep(self, seconds: float) -> None:
-        """Wait until the test has advanced the clock by ``seconds``."""
+    def sleep(self, seconds: float) -> asyncio.Future[None]:
+        """Wait until the test has advanced the clock ``seconds`` past the moment of this call.
+
+        Not a coroutine: a coroutine would read the clock when it first runs, and a test that
+        advanced the clock in between (``ensure_future(clock.sleep(...))`` then ``advance``)
+        would leave it waiting for an advance that never comes.
+        """
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
         if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sleepers.append((self.value + seconds, woken))
-        await woken
+            loop.call_soon(_wake, woken)  # still a pass through the loop, as asyncio.sleep(0) is
+        else:
+            self._sleepers.append((self.value + seconds, woken))
+        return woken
 
     def advance(self, seconds: float) -> None:
         self.value += seconds
         for until, woken in self._sleepers:
-            if until <= self.value and not woken.done():
-                woken.set_result(None)
+            if until <= self.value:
+                _wake(woken)
         self._sleepers = [(until, woken) for until, woken in self._sleepers if not woken.done()]
+
+
+def _wake(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():  # a sleeper cancelled meanwhile stays cancelled
+        sleeper.set_result(None)
 
 
 class MemoryProvider(Provider):

@@ -355,7 +355,8 @@ async def test_an_endpoint_failing_continuously_for_disable_after_is_disabled_an
     started = clock.now()
     for attempt in range(2, 8):  # every 10 minutes; the seventh failure is an hour after the first
         clock.advance(600)
-        await _until(api, lambda rows, n=attempt: rows[0]["attempts"] == n and rows[0]["status"] in ("pending", "disabled"))
+        # Until the attempt is recorded (its lease cleared), not merely claimed: the next one is due 10 minutes after it.
+        await _until(api, lambda rows, n=attempt: rows[0]["attempts"] == n and rows[0]["lease_until"] is None)
     [row] = await wait_status(api, "disabled")
     disabled = await endpoint_state(api)
     assert disabled["status"] == "disabled" and disabled["failing_since"] == isoformat(started)
