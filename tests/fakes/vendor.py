@@ -26,7 +26,9 @@ was slow but did take the message — or until the client gives up and disconnec
 ``500`` / ``503``; ``429`` (with ``Retry-After: retry_after``); ``400`` (``invalid_number``).
 
 With a ``receipt_url``, every accepted message (``ok``) is followed by a delivery receipt
-``{"id", "status": "delivered", "to", "at"}`` POSTed there, signed with the token
+``{"id", "status": "delivered", "to", "at"}`` POSTed there (with ``receipt_first``, before the
+send is answered: the vendor waits for the callback's answer, as a fast vendor's callback can
+outrun its own API response), signed with the token
 (``X-Fake-Timestamp: <unix seconds>``, ``X-Fake-Signature: hex HMAC-SHA256 of "<timestamp>." + body``);
 :class:`FakeVendorProvider` verifies it (refusing timestamps more than five minutes off its
 clock) and parses it. A callback ``{"type": "reply", "id", "from", "to", "body", "in_reply_to"}``
@@ -159,6 +161,7 @@ class FakeVendor:
     ) -> None:
         self.token = token
         self.receipt_url = receipt_url
+        self.receipt_first = False
         self.clock = clock
         self.default_outcome = OK
         self.retry_after = 1
@@ -176,7 +179,7 @@ class FakeVendor:
         self._accepted: dict[str, str] = {}  # idempotency key → message id
         self._ids = itertools.count(1)
         self._changed = asyncio.Event()
-        self._receipt_tasks: set[asyncio.Task[None]] = set()
+        self._receipt_tasks: dict[str, asyncio.Task[None]] = {}  # message id → its receipt on the way
         self._runner: web.AppRunner | None = None
         self.app = self._build_app()
 
@@ -286,7 +289,7 @@ class FakeVendor:
             app[_SESSION] = session
             yield
             if self._receipt_tasks:
-                await asyncio.gather(*self._receipt_tasks, return_exceptions=True)
+                await asyncio.gather(*self._receipt_tasks.values(), return_exceptions=True)
 
     # -- the vendor API ----------------------------------------------------------------------
 
@@ -380,7 +383,11 @@ class FakeVendor:
             return _error(status, code, f"Scripted {record.outcome}.", headers)
         if record.outcome == TIMEOUT:
             await self._hold()
-        return self._accept(record, receipt=record.outcome != OK_NO_RECEIPT)
+        response = self._accept(record, receipt=record.outcome != OK_NO_RECEIPT)
+        receipt = self._receipt_tasks.get(record.message_id or "")
+        if self.receipt_first and receipt is not None:
+            await asyncio.shield(receipt)
+        return response
 
     async def _hold(self) -> None:
         released = asyncio.Event()
@@ -408,8 +415,8 @@ class FakeVendor:
 
     def _spawn_receipt(self, message: VendorMessage) -> None:
         task = asyncio.get_running_loop().create_task(self._send_receipt(message))
-        self._receipt_tasks.add(task)
-        task.add_done_callback(self._receipt_tasks.discard)
+        self._receipt_tasks[message.id] = task
+        task.add_done_callback(lambda _task: self._receipt_tasks.pop(message.id, None))
 
     async def _send_receipt(self, message: VendorMessage) -> None:
         assert self.receipt_url is not None
