@@ -13,7 +13,8 @@ import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -71,6 +72,10 @@ class Dispatcher:
         self._breakers = BreakerBoard(clock)
         self._throttles = Throttles(clock)
         self._stopping = False
+        self._claims: dict[str, int] = {}  # claims begun, per channel
+        self._quiet: dict[str, int] = {}  # per channel, the number of the latest claim that found nothing more due
+        self._quieted = asyncio.Event()
+        self._claimed = 0  # deliveries claimed since start, over all channels
 
     @property
     def running(self) -> bool:
@@ -102,7 +107,31 @@ class Dispatcher:
         if tasks:
             await asyncio.wait(tasks)
 
+    async def until_idle(self) -> None:
+        """Return once nothing is due at the clock's current time and every outcome is recorded.
+
+        Every channel claims again (as if woken) and finds nothing more due, no send is in
+        flight, and the results are in the store; repeated until a round claims nothing, so a
+        fallback that a failure made due is sent too. Work due only later on the clock (a
+        retry, a ``send_at``) is not waited for. Tests and benchmarks wait on this, not on time.
+        """
+        while self.running:
+            claimed_before, marks = self._claimed, dict(self._claims)
+            self.wake()
+            while not all(self._quiet.get(channel, 0) > mark for channel, mark in marks.items()):
+                await self._quieted.wait()
+            await self.wait_in_flight()
+            await self._outcomes.drain()
+            if self._claimed == claimed_before and not any(self._in_flight.values()):
+                return
+
+    def _note_quiet(self, channel: str, claim: int) -> None:
+        self._quiet[channel] = claim
+        self._quieted.set()
+        self._quieted = asyncio.Event()
+
     def _start_channel(self, channel: str) -> None:
+        self._claims[channel] = 0
         self._wakeups[channel] = asyncio.Event()
         self._slot_freed[channel] = asyncio.Event()
         self._in_flight[channel] = {}
@@ -146,11 +175,14 @@ class Dispatcher:
                 await self._slot_freed[channel].wait()
                 continue
             wakeup.clear()
+            self._claims[channel] += 1
+            claim = self._claims[channel]
             want = min(free, self._settings.batch)
             bucket = self._throttles.get(f"channel:{channel}", self._policies.current.channel_throughput(channel))
             if bucket is not None:
                 want = bucket.take_up_to(want)
                 if want == 0:  # throttled: the deliveries wait in the store, unleased, until a token is due
+                    self._note_quiet(channel, claim)
                     await self._pause(wakeup, bucket.wait_time())
                     continue
             try:
@@ -160,6 +192,7 @@ class Dispatcher:
                 claimed = []
             if bucket is not None:
                 bucket.put_back(want - len(claimed))
+            self._claimed += len(claimed)
             for delivery in claimed:
                 if delivery.id in flights:
                     continue  # never two attempts of one delivery at once
@@ -167,6 +200,7 @@ class Dispatcher:
                 flights[delivery.id] = task
                 task.add_done_callback(functools.partial(self._finished, channel, delivery.id))
             if len(claimed) < want:  # nothing more is due now: sleep until woken or the next poll
+                self._note_quiet(channel, claim)
                 try:
                     await asyncio.wait_for(wakeup.wait(), IDLE_POLL)
                 except TimeoutError:

@@ -244,6 +244,13 @@ class Api:
     def wake(self) -> None:
         self.app[DISPATCHER].wake()
 
+    async def idle(self) -> None:
+        """Let the dispatcher send all that is due at the clock's time and record what happened (5 s at most).
+
+        After it, "nothing was sent" is a finding, not a guess: anything due would have gone.
+        """
+        await asyncio.wait_for(self.app[DISPATCHER].until_idle(), 5)
+
 
 @pytest.fixture
 def api(app_client: TestClient) -> Api:

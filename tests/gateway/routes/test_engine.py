@@ -126,10 +126,15 @@ async def test_transient_failures_retry_on_the_policy_schedule_then_dead_letter(
 async def test_send_at_holds_the_first_attempt_until_then(api: Api, memory_provider: type[MemoryProvider], clock: FakeClock) -> None:
     _, body = await api.send(both(send_at=iso(clock.now() + 300)))
     nid = body["notification_id"]
-    api.wake()
-    assert memory_provider.sent == []
-    await settle(api, clock, 300)
-    await api.wait_for(nid, lambda n: n["status"] == "sent")
+    await api.idle()
+    clock.advance(299)
+    await api.idle()
+    assert memory_provider.sent == [], "nothing goes out a second early"
+    assert (await api.notification(nid))["status"] == "queued"
+    clock.advance(1)
+    await api.idle()
+    assert len(memory_provider.sent) == 2
+    assert (await api.notification(nid))["status"] == "sent"
 
 
 async def test_a_delivery_that_cannot_go_out_before_it_expires_is_dead_lettered(
