@@ -326,8 +326,8 @@ class Dispatcher:
             schedule = self._policies.current.retry_schedule(delivery.tenant, delivery.channel)
             max_attempts = schedule.max_attempts if schedule else self._settings.max_attempts
             if delivery.attempt < max_attempts:
-                delay = schedule.delay(delivery.attempt) if schedule else retry_delay(delivery.attempt, base=self._settings.retry_base)
-                retry_at = now + max(delay, error.retry_after or 0.0)
+                scheduled = schedule.delay(delivery.attempt) if schedule else None
+                retry_at = now + retry_delay(delivery.attempt, base=self._settings.retry_base, scheduled=scheduled, retry_after=error.retry_after)
                 status = statuses.SENDING
                 if delivery.expires_at is not None and retry_at >= delivery.expires_at:
                     status, retry_at, dead_reason = statuses.DEAD_LETTERED, None, statuses.EXPIRED

@@ -141,3 +141,45 @@ def test_declared_template_variables_are_required_even_when_a_channel_does_not_u
     write(tmp_path, "a.yaml", "templates:\n  t:\n    variables: [code, name]\n    channels: {sms: {body: 'code {{ code }}'}}\n")
     template = load_policies(tmp_path, plugin_catalog).template("anyone", "t")
     assert template is not None and template.declared == {"code", "name"}
+
+
+# Where a delivery's retry schedule comes from, most specific first. Each schedule's one delay
+# names it, so the table reads which level won.
+SCHEDULES = "\n".join(
+    f"  {name}: {{delays: [{seconds}s], max_attempts: 3}}"
+    for name, seconds in (("tenant_route", 1), ("tenant_default", 2), ("shared_route", 3), ("default", 4))
+)
+LEVELS = ("tenant_route", "tenant_default", "shared_route", "default")
+
+
+@pytest.mark.parametrize(
+    ("present", "expected"),
+    [
+        (LEVELS, 1.0),
+        (("tenant_default", "shared_route", "default"), 2.0),
+        (("shared_route", "default"), 3.0),
+        (("tenant_route", "shared_route", "default"), 1.0),
+        (("tenant_default", "default"), 2.0),
+        (("default",), 4.0),
+        ((), None),  # the built-in backoff
+    ],
+)
+def test_a_retry_schedule_is_taken_from_the_most_specific_level_that_names_one(
+    tmp_path: Path, plugin_catalog: PluginCatalog, present: tuple[str, ...], expected: float | None
+) -> None:
+    named = {level: f", retry_schedule: {level}" if level in present else "" for level in LEVELS[:3]}
+    defaults = "\n    defaults: {retry_schedule: tenant_default}" if "tenant_default" in present else ""
+    schedules = "\n".join(line for line in SCHEDULES.splitlines() if line.split(":")[0].strip() in present)
+    write(tmp_path, "p.yaml", (
+        "providers:\n  mem: {plugin: memory}\n"
+        f"channels:\n  sms: {{providers: [mem]{named['shared_route']}}}\n  email: {{providers: [mem]}}\n"
+        f"tenants:\n  acme:\n    channels:\n      sms: {{providers: [mem]{named['tenant_route']}}}{defaults}\n"
+        "  other: {}\n"
+        + (f"retry_schedules:\n{schedules}\n" if schedules else "")
+    ))
+    policy = load_policies(tmp_path, plugin_catalog)
+    schedule = policy.retry_schedule("acme", "sms")
+    assert (schedule.delays[0] if schedule else None) == expected
+    shared = 3.0 if "shared_route" in present else 4.0 if "default" in present else None
+    other = policy.retry_schedule("other", "sms")  # another tenant never gets acme's route or defaults
+    assert (other.delays[0] if other else None) == shared
