@@ -86,6 +86,11 @@ class PolicyWatcher:
         self.attempts = 0
         """Reload attempts finished so far, whatever their outcome."""
 
+    @property
+    def watching(self) -> bool:
+        """Whether changes on disk are being watched (``policy_reload``); without it only SIGHUP reloads."""
+        return self._watching is not None and not self._watching.done()
+
     async def start(self) -> None:
         """Watch the directory from now on, and soon catch up on changes made since it was loaded."""
         self._watching = asyncio.create_task(self._watch(), name="policy-watcher")

@@ -258,18 +258,34 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
             await asyncio.sleep(0)
 
 
-async def test_processing_answers_before_reconciling(api: Api) -> None:
+async def test_processing_answers_before_reconciling(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """The 200 does not wait for reconciliation: a callback is durable and verified, nothing more."""
-    _, message_id = await sent_sms(api)
+    notification_id, message_id = await sent_sms(api)
+    provider = api.app[PROVIDERS].current.get("acme_sms")
+    assert provider is not None
+    parsing, go_on = asyncio.Event(), asyncio.Event()
+    parse = provider.parse_webhook
+
+    async def held_parse(request: Any) -> Any:
+        parsing.set()
+        await go_on.wait()
+        return await parse(request)
+
+    monkeypatch.setattr(provider, "parse_webhook", held_parse)
     body = json.dumps(receipt(message_id)).encode()
     headers = {"Content-Type": "application/json", **signed_headers(ACME_TOKEN, body, int(api.app[STORE].clock.now()))}
     client: TestClient = api.client
-    response = await client.post("/api/v1/webhooks/acme_sms", data=body, headers=headers)
+    # A gateway that reconciled before answering would never answer while processing is held.
+    response = await asyncio.wait_for(client.post("/api/v1/webhooks/acme_sms", data=body, headers=headers), 5)
     request_id = (await response.json())["received"]
     assert response.status == 200
-    assert (await api.app[STORE].get_inbound(request_id))["outcome"] in {"received", "processed"}  # type: ignore[index]
+    await asyncio.wait_for(parsing.wait(), 5)
+    assert (await api.app[STORE].get_inbound(request_id))["outcome"] == "received"  # type: ignore[index]
+    assert (await api.notification(notification_id))["deliveries"][0]["status"] == "sent"
+    go_on.set()
     await settle(api.app)
     assert (await api.app[STORE].get_inbound(request_id))["outcome"] == "processed"  # type: ignore[index]
+    assert (await api.notification(notification_id))["deliveries"][0]["status"] == "delivered"
 
 
 async def test_a_callback_acknowledged_but_not_processed_before_a_stop_is_processed_on_start(api: Api) -> None:
