@@ -276,12 +276,13 @@ class Dispatcher:
             async with asyncio.timeout(self._settings.send_timeout):
                 return await provider.send(message)
         except DeliveryError as err:
-            return err
+            return _redacted(provider, err)
         except TimeoutError:
             return TransientDeliveryError(f"provider did not answer within {self._settings.send_timeout:g}s")
         except Exception as err:  # a plugin bug: keep the message, retry, and say so loudly
-            log.exception("provider %s raised unexpectedly for delivery %s", provider.name, message.delivery_id)
-            return TransientDeliveryError(f"provider plugin error: {type(err).__name__}: {err}")
+            trace = provider.redact("".join(traceback.format_exception(err)))
+            log.error("provider %s raised unexpectedly for delivery %s:\n%s", provider.name, message.delivery_id, trace)
+            return TransientDeliveryError(provider.redact(f"provider plugin error: {type(err).__name__}: {err}"))
 
     def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError) -> None:
         """Feed the instance's breaker: a transient failure or refused credentials count against it, anything else for it."""
@@ -360,6 +361,23 @@ def _too_long(candidates: Sequence[Provider], message: OutboundMessage) -> Perma
     longest = max(provider.limits.max_body_chars or 0 for provider in candidates)
     text = f"the body is {len(message.body or '')} characters; its provider instances take at most {longest}"
     return PermanentDeliveryError(text, code=BODY_TOO_LONG)
+
+
+def _redacted(provider: Provider, error: DeliveryError) -> DeliveryError:
+    """``error`` with the instance's secrets masked in its message and detail: they are logged, stored and shown."""
+    error.message = provider.redact(error.message)
+    error.detail = {key: _redact_value(provider, value) for key, value in error.detail.items()}
+    return error
+
+
+def _redact_value(provider: Provider, value: object) -> object:
+    if isinstance(value, str):
+        return provider.redact(value)
+    if isinstance(value, Mapping):
+        return {key: _redact_value(provider, item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(provider, item) for item in value]
+    return value
 
 
 def _detail(error: DeliveryError) -> dict[str, object]:

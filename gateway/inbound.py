@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import traceback
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -110,6 +111,7 @@ class Inbound:
         try:
             await provider.verify_webhook(request)
         except WebhookVerificationError as err:
+            err.message = provider.redact(err.message)  # it is stored, and answered to whoever called
             await self._store.store_inbound(record, rejected=err.message)
             raise
         except Exception as err:
@@ -157,8 +159,10 @@ class Inbound:
         try:
             return await item.provider.parse_webhook(item.request)
         except Exception as err:
-            log.exception("provider instance %s could not parse callback %s", item.provider.name, item.record.id)
-            await self._store.reject_inbound(item.record.id, f"could not be parsed: {type(err).__name__}: {err}"[:500])
+            trace = item.provider.redact("".join(traceback.format_exception(err)))
+            log.error("provider instance %s could not parse callback %s:\n%s", item.provider.name, item.record.id, trace)
+            reason = item.provider.redact(f"could not be parsed: {type(err).__name__}: {err}")
+            await self._store.reject_inbound(item.record.id, reason[:500])
             return None
 
     async def drain(self) -> None:

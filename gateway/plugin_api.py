@@ -309,6 +309,18 @@ class Provider(ABC):
     async def aclose(self) -> None:
         """Release anything the instance holds (connections, tasks)."""
 
+    def redact(self, text: str) -> str:
+        """``text`` with every secret of this instance's config masked.
+
+        The gateway passes everything a plugin says through it (failure messages and details,
+        the traceback of a plugin bug, a verification refusal) before logging, storing or
+        answering it, so a credential a plugin puts in an error by mistake goes no further.
+        Plugins may use it for their own log lines too.
+        """
+        from gateway.secret_values import redact, secret_texts
+
+        return redact(text, secret_texts(self.config_schema, self.config))
+
     def __repr__(self) -> str:
         from gateway.secret_values import mask_config
 

@@ -25,7 +25,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -211,6 +211,9 @@ def _decode_token(token: str) -> bytes:
 
 # --- masking -----------------------------------------------------------------------------
 
+MIN_REDACTED: Final = 4
+"""Shorter values are not looked for in text: masking every "1" or "on" would garble it, and no secret is that short."""
+
 
 def secret_paths(schema: Mapping[str, Any]) -> set[str]:
     """Dotted paths of the properties a JSON Schema marks with ``"x-secret": true``."""
@@ -242,3 +245,30 @@ def _masked(value: Any, secrets: set[str], path: str) -> Any:
         # Schemas mark no paths inside arrays; only resolved references are masked there.
         return [_masked(item, set(), "") for item in value]
     return value
+
+
+def secret_texts(schema: Mapping[str, Any], config: Mapping[str, Any]) -> frozenset[str]:
+    """The text values in ``config`` that are secret: at paths the schema marks, and every resolved reference."""
+    found: set[str] = set()
+    _collect(config, secret_paths(schema), "", found)
+    return frozenset(value for value in found if len(value) >= MIN_REDACTED)
+
+
+def _collect(value: Any, secrets: set[str], path: str, found: set[str], marked: bool = False) -> None:
+    marked = marked or path in secrets
+    if isinstance(value, str):
+        if marked or isinstance(value, ResolvedSecret):
+            found.add(value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            _collect(item, secrets, f"{path}.{key}" if path else str(key), found, marked)
+    elif isinstance(value, (list, tuple)):
+        for item in value:  # the items of a marked list are secret too
+            _collect(item, secrets, path, found, marked)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by the mask, longest first (one may contain another)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text

@@ -12,17 +12,21 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestServer, unused_port
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from conftest import LIVE_KEY, Api, key_entry, run_cli
+from conftest import LIVE_KEY, Api, MemoryProvider, key_entry, run_cli
+from gateway import InboundRequest, OutboundMessage, ProviderReport, SendReceipt, TransientDeliveryError, WebhookVerificationError
 from gateway.app import create_app
+from gateway.appkeys import INBOUND, POLICIES, POLICY_WATCHER, STORE
 from gateway.errors import PolicyError
 from gateway.plugins import PluginCatalog
 from gateway.policies import load_policies
 from gateway.secret_values import SecretResolver, encrypt
 from gateway.settings import Settings
+from plugins.sandbox import SandboxProvider
+from plugins.webhook import WebhookProvider
 
 TIDINGS = Path(sys.executable).parent / "tidings"
 MASTER_KEY = "a master key for tests only"
@@ -247,3 +251,87 @@ async def test_the_webhook_plugin_signs_with_the_resolved_secret(
     headers, payload = received[0]
     signed = {name: headers[name] for name in ("webhook-id", "webhook-timestamp", "webhook-signature")}
     assert Webhook(WEBHOOK_SECRET).verify(payload, signed)["body"] == "hi"
+
+
+class LeakyProvider(MemoryProvider):
+    """A plugin with a bug that puts its own credential in what it raises."""
+
+    async def send(self, message: OutboundMessage) -> SendReceipt:
+        if message.to.endswith("99"):
+            raise RuntimeError(f"could not sign in with token {self.config['token']}")
+        if message.to.endswith("98"):
+            raise TransientDeliveryError(f"vendor refused key {self.config['api_key']}", detail={"sent": self.config["api_key"]})
+        return await super().send(message)
+
+    async def verify_webhook(self, request: InboundRequest) -> None:
+        if request.query.get("forged"):
+            raise WebhookVerificationError(f"the signature is not one made with {self.config['token']}")
+
+    async def parse_webhook(self, request: InboundRequest) -> list[ProviderReport]:
+        raise ValueError(f"cannot read a callback for key {self.config['api_key']}")
+
+
+def shown_anywhere(secrets: Mapping[str, str], *texts: str) -> list[str]:
+    return [name for name, value in secrets.items() for text in texts if value in text]
+
+
+async def test_a_failing_send_leaves_no_secret_in_the_logs_or_the_api(
+    aiohttp_client: Any, settings: Settings, memory_provider: type[MemoryProvider], secrets_in_env: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Refusals, timeouts and a plugin that raises its own credential: the log and every answer stay clean."""
+    caplog.set_level(logging.DEBUG)
+    catalog = PluginCatalog.from_classes({"memory": LeakyProvider, "sandbox": SandboxProvider, "webhook": WebhookProvider})
+    api = Api(await aiohttp_client(create_app(settings, plugins=catalog)))
+    memory_provider.script = {"+14155550101": ["transient"], "+14155550102": ["permanent"], "+14155550103": ["crash"]}
+    closed = f"http://127.0.0.1:{unused_port()}/hook"  # nothing listens: the webhook plugin cannot connect
+    bodies: list[dict[str, Any]] = [
+        {"recipient": {"phone": f"+141555501{n:02d}"}, "notification": {"channels": ["sms"], "body": "hi"}} for n in (1, 2, 3, 98, 99)
+    ]
+    bodies.append({"recipient": {"url": closed}, "notification": {"channels": ["webhook"], "body": "hi"}})
+    answers = []
+    for body in bodies:
+        status, accepted = await api.send(body)
+        assert status == 202, accepted
+        answers.append(await api.wait_for(accepted["notification_id"], lambda n: n["deliveries"][0]["attempts"] != []))
+    errors = [attempt["error"] for found in answers for attempt in found["deliveries"][0]["attempts"]]
+    assert len([error for error in errors if error]) == 6, errors
+    assert any("********" in error for error in errors), "the leaked credential is masked where the plugin wrote it"
+    assert shown_anywhere(secrets_in_env, caplog.text, repr(answers)) == []
+
+
+async def test_a_callback_refused_or_unreadable_leaves_no_secret_in_the_answer_the_store_or_the_logs(
+    aiohttp_client: Any, settings: Settings, secrets_in_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a plugin says when it refuses or cannot parse a callback reaches the caller, the store and the log: masked."""
+    caplog.set_level(logging.DEBUG)
+    catalog = PluginCatalog.from_classes({"memory": LeakyProvider, "sandbox": SandboxProvider, "webhook": WebhookProvider})
+    api = Api(await aiohttp_client(create_app(settings, plugins=catalog)))
+    forged = await api.client.post("/api/v1/webhooks/mem?forged=1", data=b"{}")
+    refusal = await forged.text()
+    assert forged.status == 401 and "********" in refusal
+    unreadable = await api.client.post("/api/v1/webhooks/mem", data=b"{}")
+    assert unreadable.status == 200
+    await api.app[INBOUND].drain()
+    stored = await api.app[STORE].get_inbound((await unreadable.json())["received"])
+    assert stored is not None and stored["outcome"] == "rejected" and "********" in stored["reason"]
+    assert shown_anywhere(secrets_in_env, refusal, repr(stored), caplog.text) == []
+
+
+async def test_a_rejected_reload_leaves_no_secret_in_the_logs_or_readyz(
+    aiohttp_client: Any, settings: Settings, plugin_catalog: PluginCatalog, secrets_in_env: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Resolved values that fail the plugin's schema, and a secret pasted in clear beside broken YAML."""
+    caplog.set_level(logging.DEBUG)
+    api = Api(await aiohttp_client(create_app(settings, plugins=plugin_catalog)))
+    watcher = api.app[POLICY_WATCHER]
+    wrong = APP_POLICY.replace("secret: {$env: TEST_WEBHOOK_SECRET}", "secret: {$env: TEST_TOKEN}")  # not a whsec_ value
+    for change in (wrong, APP_POLICY.replace("{$env: TEST_API_KEY}", f"{secrets_in_env['TEST_API_KEY']}\n   bad: [") ):
+        write(settings.policy_dir, "policy.yaml", change)
+        assert await watcher.reload() is False
+        assert api.app[POLICIES].last_error is not None
+        status, ready = await api.get("/readyz")
+        assert status == 200 and ready["policy"]["last_error"]
+        assert shown_anywhere(secrets_in_env, caplog.text, repr(ready)) == []
+    assert "policy change rejected" in caplog.text
