@@ -16,29 +16,18 @@ with its own read-only connection, take reads off one queue and run each inside 
 from __future__ import annotations
 
 import asyncio
-import logging
 import queue
 import sqlite3
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from gateway.store.jobs import STOP, Job, Pending, settle
+
 T = TypeVar("T")
-Read = Callable[[sqlite3.Connection], Any]
 READERS: Final = 2  # WAL lets reads run side by side; two keep one slow list from queueing every other read
-log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Pending:
-    read: Read
-    future: asyncio.Future[Any]
-
-
-_STOP: Final = object()
 
 
 def connect_reader(path: Path) -> sqlite3.Connection:
@@ -56,7 +45,7 @@ class SnapshotReader:
     def __init__(self, path: Path, size: int = READERS) -> None:
         self._path = path
         self._size = size
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -72,29 +61,29 @@ class SnapshotReader:
         """The result of ``read``, run inside a snapshot taken after every commit so far."""
         assert self._loop is not None, "reader not started"
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Pending(read, future))
+        self._queue.put(Pending(read, future))
         return await future
 
     async def stop(self) -> None:
         """Finish the reads already queued, then close the connections."""
         for _thread in self._threads:
-            self._queue.put(_STOP)
+            self._queue.put(STOP)
         for thread in self._threads:
             await asyncio.to_thread(thread.join)
         self._threads.clear()
 
     def _serve(self, conn: sqlite3.Connection) -> None:
         try:
-            while (item := self._queue.get()) is not _STOP:
-                assert isinstance(item, _Pending)
-                result, error = _read_in_snapshot(conn, item.read)
+            while (item := self._queue.get()) is not STOP:
+                assert isinstance(item, Pending)
+                result, error = _read_in_snapshot(conn, item.job)
                 assert self._loop is not None
-                self._loop.call_soon_threadsafe(_resolve, item.future, result, error)
+                self._loop.call_soon_threadsafe(settle, item.future, result, error)
         finally:
             conn.close()
 
 
-def _read_in_snapshot(conn: sqlite3.Connection, read: Read) -> tuple[Any, BaseException | None]:
+def _read_in_snapshot(conn: sqlite3.Connection, read: Job) -> tuple[Any, BaseException | None]:
     try:
         conn.execute("BEGIN")
         try:
@@ -107,11 +96,3 @@ def _read_in_snapshot(conn: sqlite3.Connection, read: Read) -> tuple[Any, BaseEx
         traceback.clear_frames(err.__traceback__)
         return None, err
 
-
-def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the read ran and ended all the same
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)

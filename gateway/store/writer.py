@@ -14,23 +14,14 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from gateway.store.jobs import STOP, Pending, settle
+
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], Any]
 MAX_BATCH: Final = 1024
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class _Pending:
-    job: Job
-    future: asyncio.Future[Any]
-
-
-_STOP: Final = object()
 
 
 def connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -48,7 +39,7 @@ class GroupCommitWriter:
 
     def __init__(self, conn: sqlite3.Connection, on_commit: Callable[[], None] | None = None) -> None:
         self._conn = conn
-        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tidings-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_commit = on_commit
@@ -63,20 +54,20 @@ class GroupCommitWriter:
         """Run ``job`` in the next transaction; return its result once that transaction commits."""
         assert self._loop is not None, "writer not started"
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Pending(job, future))
+        self._queue.put(Pending(job, future))
         return await future
 
     async def stop(self) -> None:
         """Finish every queued job, then close the connection."""
         if not self._thread.is_alive():
             return
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
-            if first is _STOP:
+            if first is STOP:
                 break
             batch = [first]
             stop = False
@@ -85,7 +76,7 @@ class GroupCommitWriter:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is _STOP:
+                if item is STOP:
                     stop = True
                     break
                 batch.append(item)
@@ -94,9 +85,9 @@ class GroupCommitWriter:
                 break
         self._conn.close()
 
-    def _commit_batch(self, batch: list[_Pending]) -> None:
+    def _commit_batch(self, batch: list[Pending]) -> None:
         conn = self._conn
-        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        outcomes: list[tuple[Pending, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for pending in batch:
@@ -113,7 +104,7 @@ class GroupCommitWriter:
         self._loop.call_soon_threadsafe(self._resolve, outcomes)
 
     @staticmethod
-    def _run_job(conn: sqlite3.Connection, pending: _Pending) -> tuple[_Pending, Any, BaseException | None]:
+    def _run_job(conn: sqlite3.Connection, pending: Pending) -> tuple[Pending, Any, BaseException | None]:
         conn.execute("SAVEPOINT job")
         try:
             result = pending.job(conn)
@@ -124,13 +115,8 @@ class GroupCommitWriter:
         conn.execute("RELEASE job")
         return (pending, result, None)
 
-    def _resolve(self, outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
+    def _resolve(self, outcomes: list[tuple[Pending, Any, BaseException | None]]) -> None:
         for pending, result, error in outcomes:
-            if pending.future.done():
-                continue
-            if error is None:
-                pending.future.set_result(result)
-            else:
-                pending.future.set_exception(error)
+            settle(pending.future, result, error)
         if self._on_commit is not None:
             self._on_commit()
