@@ -257,6 +257,12 @@ def api(app_client: TestClient) -> Api:
     return Api(app_client)
 
 
+async def serve(aiohttp_client: Any, policy_dir: Path, plugins: Mapping[str, type[Provider]], clock: FakeClock, **settings: Any) -> Api:
+    """The gateway on loopback serving the policies in ``policy_dir`` with only ``plugins``; its data beside them."""
+    chosen = Settings(data_dir=policy_dir.parent / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None, **settings)  # type: ignore[call-arg]
+    return Api(await aiohttp_client(create_app(chosen, plugins=PluginCatalog.from_classes(dict(plugins)), clock=clock)))
+
+
 def sms_body(phone: str = "+14155550100", **notification: Any) -> dict[str, Any]:
     content = {"channels": ["sms"], "template_id": "otp", "data": {"code": "123456"}} | notification
     return {"recipient": {"phone": phone}, "notification": content}

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from fakes.brevo import API_KEY, PHONE, RECIPIENT, RELAY, WEBHOOK_TOKEN, FakeBrevo, email_event, sms_event
 from gateway import (
     CredentialsRejectedError,
@@ -26,10 +26,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.app import create_app
 from gateway.appkeys import INBOUND, OUTCOMES, STORE
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 from plugins.brevo import ERRORS, INVALID_RECIPIENT, RATE_LIMITED, BrevoProvider
 
 NOW = 1_800_000_000.0
@@ -287,9 +284,7 @@ async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, brevo: Fake
             {instance}
               allowed_source_ranges: [1.179.112.0/20]
         """))
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, plugins=PluginCatalog.from_classes({"brevo": BrevoProvider}), clock=clock)
-    return Api(await aiohttp_client(app))
+    return await serve(aiohttp_client, policy_dir, {"brevo": BrevoProvider}, clock)
 
 
 EMAIL = {"recipient": {"email": RECIPIENT}, "notification": {"channels": ["email"], "subject": "Order 1001 shipped", "body": "It is on its way."}}
@@ -418,8 +413,8 @@ async def test_basic_auth_in_the_callback_url_as_brevo_configures_it_is_accepted
             plugin: brevo
             config: {{api_key: not-used, base_url: "{brevo.url}", webhook_username: {USER}, webhook_password: {{$file: brevo-password}}}}
         """))
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None)  # type: ignore[call-arg]
-    client = await aiohttp_client(create_app(settings, plugins=PluginCatalog.from_classes({"brevo": BrevoProvider}), clock=clock))
+    api = await serve(aiohttp_client, policy_dir, {"brevo": BrevoProvider}, clock)
+    client = api.client
     url = client.make_url("/api/v1/webhooks/brevo")
     body = json.dumps(email_event("delivered", f"<1@{RELAY}>"))
     async with aiohttp.ClientSession() as outside:

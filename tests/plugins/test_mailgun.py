@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from fakes.mailgun import API_KEY, DOMAIN, RECIPIENT, SIGNING_KEY, FakeMailgun, event
 from gateway import (
     CredentialsRejectedError,
@@ -27,10 +27,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.app import create_app
 from gateway.appkeys import INBOUND, OUTCOMES, STORE
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 from plugins.mailgun import ERRORS, MailgunProvider, _SeenTokens, parse_event
 
 NOW = 1_800_000_000.0
@@ -250,9 +247,7 @@ async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, mailgun: Fa
               base_url: "{mailgun.url}"
               webhook_signing_key: {{$file: secrets/mailgun-signing-key}}
         """))
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, plugins=PluginCatalog.from_classes({"mailgun": MailgunProvider}), clock=clock)
-    return Api(await aiohttp_client(app))
+    return await serve(aiohttp_client, policy_dir, {"mailgun": MailgunProvider}, clock)
 
 
 EMAIL = {"channels": ["email"], "subject": "Order 1001 shipped", "body": "It is on its way.", "html": "<p>It is on its way.</p>"}

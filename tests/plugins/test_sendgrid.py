@@ -11,13 +11,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from fakes.sendgrid import API_KEY, FakeSendGrid
 from gateway import (
     CredentialsRejectedError,
@@ -30,11 +29,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.app import create_app
 from gateway.appkeys import INBOUND, OUTCOMES
 from gateway.conformance import outbound
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 from plugins.sendgrid import DELIVERY_ID_ARG, SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridProvider
 
 TO = "ada@example.com"
@@ -276,10 +272,7 @@ async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, sendgrid: F
               webhook_public_key: {sendgrid.public_key}
               timeout_seconds: 0.5
         """))
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, plugins=PluginCatalog.from_classes({"sendgrid": SendGridProvider}), clock=clock)
-    client: TestClient = await aiohttp_client(app)
-    return Api(client)
+    return await serve(aiohttp_client, policy_dir, {"sendgrid": SendGridProvider}, clock)
 
 
 SHIPPED = {

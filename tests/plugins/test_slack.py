@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry, serve
 from fakes.slack import (
     BOT_TOKEN,
     SIGNING_SECRET,
@@ -36,11 +36,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.app import create_app
 from gateway.appkeys import INBOUND, OUTCOMES
 from gateway.conformance import outbound
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 from plugins.slack import ERRORS, SlackProvider
 
 NOW = 1_800_000_000
@@ -335,9 +332,7 @@ async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, slack: Fake
         channels:
           slack: {{providers: [slack]}}
         """))
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policies, policy_reload=False, _env_file=None)
-    app = create_app(settings, plugins=PluginCatalog.from_classes({"slack": SlackProvider}), clock=clock)
-    return Api(await aiohttp_client(app))
+    return await serve(aiohttp_client, policies, {"slack": SlackProvider}, clock)
 
 
 async def post_event(api: Api, payload: dict[str, Any], at: int = NOW) -> int:

@@ -15,15 +15,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from fakes.smtp import PASSWORD, SERVER_NAME, USERNAME, FakeSmtpServer
 from gateway import CredentialsRejectedError, PermanentDeliveryError, ProviderContext, Sender, TransientDeliveryError
-from gateway.app import create_app
 from gateway.conformance import outbound
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 from plugins.smtp import DELIVERY_ID_HEADER, SmtpProvider
 
 TO = "ada@example.com"
@@ -282,10 +278,7 @@ async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, server: Fak
         channels:
           email: {{providers: [mail]}}
         """))
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, plugins=PluginCatalog.from_classes({"smtp": SmtpProvider}), clock=clock)
-    client: TestClient = await aiohttp_client(app)
-    return Api(client)
+    return await serve(aiohttp_client, policy_dir, {"smtp": SmtpProvider}, clock)
 
 
 async def test_an_email_sent_through_the_api_arrives_as_mime(api: Api, server: FakeSmtpServer) -> None:

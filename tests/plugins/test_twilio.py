@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry, serve
 from fakes.twilio import (
     ACCOUNT_SID,
     API_KEY_SECRET,
@@ -39,11 +39,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.app import create_app
 from gateway.appkeys import INBOUND, OUTCOMES, STORE
 from gateway.conformance import outbound
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 from plugins.twilio import TwilioProvider, compute_signature
 
 PHONE = "+14155550100"
@@ -388,9 +385,7 @@ async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, twilio: Fak
         """
     )
     (policy_dir / "policy.yaml").write_text(policy)
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, plugins=PluginCatalog.from_classes({"twilio": TwilioProvider}), clock=clock)
-    return Api(await aiohttp_client(app))
+    return await serve(aiohttp_client, policy_dir, {"twilio": TwilioProvider}, clock)
 
 
 async def settle(app: web.Application) -> None:

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry, serve
 from fakes.vonage import (
     API_KEY,
     API_SECRET,
@@ -40,11 +40,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.app import create_app
 from gateway.appkeys import INBOUND, OUTCOMES, STORE
 from gateway.conformance import outbound
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 from plugins.vonage import VonageProvider, sign
 
 NOW = 1_800_000_000.0
@@ -378,9 +375,7 @@ async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, vonage: Fak
         """
     )
     (policy_dir / "policy.yaml").write_text(policy)
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None)  # type: ignore[call-arg]
-    app = create_app(settings, plugins=PluginCatalog.from_classes({"vonage": VonageProvider}), clock=clock)
-    return Api(await aiohttp_client(app))
+    return await serve(aiohttp_client, policy_dir, {"vonage": VonageProvider}, clock)
 
 
 async def settle(app: web.Application) -> None:

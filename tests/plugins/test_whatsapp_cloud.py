@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
+from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from fakes.whatsapp_cloud import (
     APP_SECRET,
     PHONE_NUMBER_ID,
@@ -45,11 +45,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.app import create_app
 from gateway.appkeys import INBOUND, OUTCOMES
 from gateway.conformance import outbound
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 from plugins.whatsapp_cloud import DEFAULT_API_VERSION, ERRORS, WhatsAppCloudProvider
 
 WA_ID = RECIPIENT.removeprefix("+")
@@ -389,9 +386,7 @@ def write_policy(directory: Path, graph: FakeGraph) -> None:
 async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, graph: FakeGraph) -> Api:
     policies = tmp_path / "policies"
     write_policy(policies, graph)
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policies, policy_reload=False, _env_file=None)
-    app = create_app(settings, plugins=PluginCatalog.from_classes({"whatsapp_cloud": WhatsAppCloudProvider}), clock=clock)
-    return Api(await aiohttp_client(app))
+    return await serve(aiohttp_client, policies, {"whatsapp_cloud": WhatsAppCloudProvider}, clock)
 
 
 async def sent_otp(api: Api, code: str = "123456") -> tuple[str, str]:

@@ -13,13 +13,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, key_entry, sms_body
+from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, key_entry, serve
 from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider, signed_headers
-from gateway.app import create_app
 from gateway import InboundReply, OptOut, ids
 from gateway.appkeys import INBOUND, INBOUND_PURGER, OUTCOMES, PROVIDERS, STORE
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 from gateway.store import InboundRecord
 
 ACME_TOKEN = "acme-vendor-token"
@@ -58,11 +55,7 @@ async def api(
         """
     ) + "providers:\n" + providers
     (policy_dir / "policy.yaml").write_text(policy)
-    settings = Settings(  # type: ignore[call-arg]
-        data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, inbound_max_body_bytes=4096, _env_file=None
-    )
-    app = create_app(settings, plugins=PluginCatalog.from_classes({PLUGIN_NAME: FakeVendorProvider}), clock=clock)
-    return Api(await aiohttp_client(app))
+    return await serve(aiohttp_client, policy_dir, {PLUGIN_NAME: FakeVendorProvider}, clock, inbound_max_body_bytes=4096)
 
 
 def raw_body(**payload: Any) -> dict[str, Any]:

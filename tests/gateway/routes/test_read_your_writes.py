@@ -11,11 +11,8 @@ from typing import Any
 
 import pytest
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry, sms_body
+from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve, sms_body
 from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider
-from gateway.app import create_app
-from gateway.plugins import PluginCatalog
-from gateway.settings import Settings
 
 CLIENTS = 32
 PAIRS_EACH = 30
@@ -65,10 +62,9 @@ async def racing_api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, vend
         """
     ) + "providers:\n" + vendor.provider_policy("vendor_sms", policy_dir)
     (policy_dir / "policy.yaml").write_text(policy)
-    settings = Settings(data_dir=tmp_path / "data", policy_dir=policy_dir, policy_reload=False, _env_file=None)  # type: ignore[call-arg]
-    client = await aiohttp_client(create_app(settings, plugins=PluginCatalog.from_classes({PLUGIN_NAME: FakeVendorProvider}), clock=clock))
-    vendor.receipt_url = str(client.make_url("/api/v1/webhooks/vendor_sms"))
-    return Api(client)
+    api = await serve(aiohttp_client, policy_dir, {PLUGIN_NAME: FakeVendorProvider}, clock)
+    vendor.receipt_url = str(api.client.make_url("/api/v1/webhooks/vendor_sms"))
+    return api
 
 
 @pytest.mark.parametrize("receipt_first", [True, False], ids=["receipt-before-answer", "receipt-racing-answer"])
