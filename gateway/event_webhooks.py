@@ -144,6 +144,10 @@ class EventWebhooks:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._task: asyncio.Task[None] | None = None
         self._in_hand: set[str] = set()  # claimed, outcome not recorded yet
+        self._passes = 0  # passes begun
+        self._quiet = 0  # the number of the latest pass that found nothing to do
+        self._quieted = asyncio.Event()
+        self._wakeup = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-webhooks")
@@ -160,9 +164,21 @@ class EventWebhooks:
             await self._store.release_webhooks(sorted(self._in_hand))
             self._in_hand.clear()
 
+    async def until_idle(self) -> None:
+        """Return once a pass begun after this call found no event to fan out and nothing due at the clock's time.
+
+        Tests wait on this rather than on time, so "not sent yet" is a finding.
+        """
+        mark = self._passes
+        self._wakeup.set()
+        while self._quiet <= mark and self._task is not None and not self._task.done():
+            await self._quieted.wait()
+
     async def _run(self) -> None:
         while True:
-            seen = self._store.commits
+            self._wakeup.clear()
+            self._passes += 1
+            number, seen = self._passes, self._store.commits
             try:
                 busy = await self.fan_out() | await self.deliver_due()
             except Exception:  # noqa: BLE001 - the worker outlives any one bad batch
@@ -170,13 +186,20 @@ class EventWebhooks:
                 busy = False
                 await self._clock.sleep(IDLE_POLL)
             if not busy:
+                self._quiet = number
+                self._quieted.set()
+                self._quieted = asyncio.Event()
                 await self._idle(seen)
 
     async def _idle(self, seen: int) -> None:
-        """Wait for a commit (new events) or the next retry, whichever comes first."""
+        """Wait for a commit (new events), the next retry or a wake-up, whichever comes first."""
         due = await self._store.next_webhook_due()
         delay = IDLE_POLL if due is None else min(IDLE_POLL, due - self._clock.now())
-        waits = [asyncio.ensure_future(self._store.wait_for_commit(seen)), asyncio.ensure_future(self._clock.sleep(delay))]
+        waits = [
+            asyncio.ensure_future(self._store.wait_for_commit(seen)),
+            asyncio.ensure_future(self._clock.sleep(delay)),
+            asyncio.ensure_future(self._wakeup.wait()),
+        ]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

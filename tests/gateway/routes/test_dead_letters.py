@@ -73,7 +73,7 @@ async def expired(api: Api, clock: FakeClock, phone: str) -> tuple[str, str]:
 
 async def settle(api: Api, clock: FakeClock) -> None:
     clock.advance(3600)  # past any backoff of the default schedule (base 60s, doubling, ±20%)
-    api.wake()
+    await api.idle()
 
 
 async def listing(api: Api, key: str = LIVE_KEY, **query: Any) -> dict[str, Any]:

@@ -37,8 +37,9 @@ def channel_statuses(notification: dict[str, Any]) -> dict[str, str]:
 
 
 async def settle(api: Api, clock: FakeClock, seconds: float) -> None:
+    """Move the clock on, and let the dispatcher do all that is then due."""
     clock.advance(seconds)
-    api.wake()
+    await api.idle()
 
 
 async def test_fallback_tries_the_next_channel_only_when_the_first_fails_for_good(api: Api, memory_provider: type[MemoryProvider]) -> None:
