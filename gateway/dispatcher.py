@@ -186,16 +186,16 @@ class Dispatcher:
                     await self._pause(wakeup, bucket.wait_time())
                     continue
             try:
-                claimed = await self._store.claim_due(channel, limit=want, owner=self.owner, lease_seconds=self._settings.lease_seconds)
+                claimed = await self._store.claim_due(
+                    channel, limit=want, owner=self.owner, lease_seconds=self._settings.lease_seconds, holding=flights.keys()
+                )
             except Exception:
                 log.exception("claiming %s deliveries failed", channel)
                 claimed = []
             if bucket is not None:
                 bucket.put_back(want - len(claimed))
             self._claimed += len(claimed)
-            for delivery in claimed:
-                if delivery.id in flights:
-                    continue  # never two attempts of one delivery at once
+            for delivery in claimed:  # none of them in flights: never two attempts of one delivery at once
                 task = asyncio.create_task(self._deliver(delivery))
                 flights[delivery.id] = task
                 task.add_done_callback(functools.partial(self._finished, channel, delivery.id))
@@ -227,6 +227,10 @@ class Dispatcher:
         circuit is open is passed over; one that fails transiently hands the delivery to the
         next at once (the attempt is recorded). Only when every instance has failed or is
         unavailable does the delivery wait for its retry schedule.
+
+        It returns (and the delivery leaves ``flights``) only once the outcome is in the store:
+        until then the store still shows it ``sending``, and were its lease to run out, a claim
+        would otherwise send it again.
         """
         if delivery.reclaimed:
             log.warning("delivery %s reclaimed after a lost lease (attempt %d)", delivery.id, delivery.attempt)
@@ -235,7 +239,7 @@ class Dispatcher:
         message = _message(delivery, policy.sender(delivery.tenant, delivery.channel))
         fitting = [provider for provider in candidates if _fits(provider, message)]
         if candidates and not fitting:
-            self._outcomes.record(self._failure(delivery, candidates[-1].name, self._clock.now(), _too_long(candidates, message)))
+            await self._outcomes.recorded(self._failure(delivery, candidates[-1].name, self._clock.now(), _too_long(candidates, message)))
             return
         candidates = fitting
         last: tuple[str, float, DeliveryError] | None = None
@@ -259,7 +263,7 @@ class Dispatcher:
             outcome = await self._send(provider, message)
             self._note_health(breaker, outcome)
             if isinstance(outcome, SendReceipt):
-                self._outcomes.record(self._success(delivery, provider, started, outcome))
+                await self._outcomes.recorded(self._success(delivery, provider, started, outcome))
                 return
             last = (provider.name, started, outcome)
             if not isinstance(outcome, (TransientDeliveryError, CredentialsRejectedError)):
@@ -268,7 +272,7 @@ class Dispatcher:
             what = "circuit open for " + ", ".join(p.name for p in candidates) if candidates else "no provider instance serves it"
             wait = max(min(reopen_at) - self._clock.now(), 0.0) if reopen_at else None
             last = ("unavailable", self._clock.now(), TransientDeliveryError(f"{delivery.channel} unavailable: {what}", retry_after=wait))
-        self._outcomes.record(self._failure(delivery, *last))
+        await self._outcomes.recorded(self._failure(delivery, *last))
 
     async def _send(self, provider: Provider, message: OutboundMessage) -> SendReceipt | DeliveryError:
         """The provider's answer, with timeouts and plugin bugs turned into transient errors."""

@@ -32,6 +32,10 @@ class Outcomes:
     def record(self, result: AttemptResult) -> None:
         self._batcher.add(result)
 
+    async def recorded(self, result: AttemptResult) -> None:
+        """Record ``result`` and return once it is in the store."""
+        await self._batcher.settled(self._batcher.add(result))
+
     def event(self, event: NewEvent) -> None:
         self._batcher.add(event)
 

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import binascii
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
@@ -237,12 +237,17 @@ class SqliteStore:
 
     # --- dispatching -----------------------------------------------------------------------
 
-    async def claim_due(self, channel: str, *, limit: int, owner: str, lease_seconds: float) -> list[ClaimedDelivery]:
+    async def claim_due(
+        self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = ()
+    ) -> list[ClaimedDelivery]:
         """Reserve up to ``limit`` due deliveries of ``channel`` for ``owner``, highest priority first.
 
-        A delivery whose lease expired (its worker died) is due again and is reclaimed.
+        A delivery whose lease expired (its worker died) is due again and is reclaimed, but never
+        one of ``holding``: those the claimer is still working on, its send over but its outcome
+        not recorded yet. Reclaiming one of those would send it a second time.
         """
         now = self.clock.now()
+        held = orjson.dumps(sorted(holding)).decode()
 
         def job(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
             changes = _Changes()
@@ -252,9 +257,9 @@ class SqliteStore:
                 "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position "
                 "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
                 f"WHERE d.channel = ? AND d.{_LIVE} AND d.next_attempt_at <= ? "
-                "AND (d.lease_until IS NULL OR d.lease_until <= ?) "
+                "AND (d.lease_until IS NULL OR d.lease_until <= ?) AND d.id NOT IN (SELECT value FROM json_each(?)) "
                 "ORDER BY d.priority_rank, d.next_attempt_at LIMIT ?",
-                (channel, now, now, limit),
+                (channel, now, now, held, limit),
             ).fetchall()
             expired = [row for row in rows if row[13] is not None and row[13] <= now]
             rows = [row for row in rows if row[13] is None or row[13] > now]

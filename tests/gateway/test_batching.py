@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.batching import Batcher
@@ -58,3 +60,39 @@ async def test_an_item_that_can_never_be_written_is_dropped_alone_and_logged(cap
     await queue.drain()
     assert sink.written == [0, 1, 2, 3, 4, 5, 7, 8, 9]
     assert "dropping an item that cannot be written: 6" in caplog.text
+
+
+async def test_drain_returns_only_after_items_added_during_a_flush_are_written() -> None:
+    """What settles a test (and a shutdown) must not return with work still queued behind a flush."""
+    release, flushing = asyncio.Event(), asyncio.Event()
+    written: list[int] = []
+
+    async def flush(batch: list[int]) -> None:
+        flushing.set()
+        if not written:
+            await release.wait()
+        written.extend(batch)
+
+    queue: Batcher[int] = Batcher(flush, name="test")
+    queue.add(1)
+    await flushing.wait()
+    queue.add(2)
+    queue.add(3)
+    draining = asyncio.ensure_future(queue.drain())
+    await asyncio.sleep(0)
+    assert not draining.done(), "the first flush is still held"
+    release.set()
+    await asyncio.wait_for(draining, 5)
+    assert written == [1, 2, 3]
+
+
+async def test_an_item_is_settled_once_its_batch_is_written_even_after_a_busy_retry() -> None:
+    sink = Sink(busy_times=1)
+    queue = batcher(sink)
+    first, second = queue.add(1), queue.add(2)
+    await asyncio.wait_for(queue.settled(second), 5)
+    assert sink.written == [1, 2] and sink.calls == 2
+    third = queue.add(3)
+    await asyncio.wait_for(queue.settled(first), 5)  # long settled: returns at once
+    await asyncio.wait_for(queue.settled(third), 5)
+    assert sink.written == [1, 2, 3]

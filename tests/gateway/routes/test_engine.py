@@ -6,6 +6,7 @@ dispatcher, so schedules of minutes take milliseconds.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from conftest import OTHER_KEY, TEST_KEY, Api, FakeClock, MemoryProvider, sms_body
+from gateway.appkeys import SETTINGS, STORE
 from gateway.clock import isoformat
 
 SMS = "+14155550100"
@@ -211,3 +213,37 @@ async def test_a_throttled_channel_goes_on_as_tokens_refill_without_waiting_to_b
     await api.wait_until(lambda: len(memory_provider.sent) == 4)
     clock.advance(1)
     await api.wait_until(lambda: len(memory_provider.sent) == 6)
+
+
+async def test_a_send_whose_outcome_is_not_yet_recorded_when_its_lease_runs_out_is_not_sent_again(
+    api: Api, memory_provider: type[MemoryProvider], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vendor took the message, but the store is slow to record it: the lease ends meanwhile. No second send."""
+    store = api.app[STORE]
+    record, claim = store.record_outcomes, store.claim_due
+    stalled, claimed_again = asyncio.Event(), asyncio.Event()
+
+    async def slow_record(*args: Any, **kwargs: Any) -> Any:
+        await stalled.wait()
+        return await record(*args, **kwargs)
+
+    async def watched_claim(*args: Any, **kwargs: Any) -> Any:
+        found = await claim(*args, **kwargs)
+        if stalled_since is not None and clock.now() > stalled_since:
+            claimed_again.set()
+        return found
+
+    stalled_since: float | None = None
+    monkeypatch.setattr(store, "record_outcomes", slow_record)
+    monkeypatch.setattr(store, "claim_due", watched_claim)
+    _, body = await api.send({"recipient": {"phone": SMS}, "notification": {"channels": ["sms"], "body": "hi"}})
+    await api.wait_until(lambda: len(memory_provider.sent) == 1)
+    stalled_since = clock.now()
+    clock.advance(api.app[SETTINGS].lease_seconds + 1)
+    api.wake()
+    await asyncio.wait_for(claimed_again.wait(), 5)  # the dispatcher has looked for due work with the lease run out
+    stalled.set()
+    await api.idle()
+    assert len(memory_provider.sent) == 1, "sent once: the delivery was still this process's, its outcome on the way"
+    delivery = (await api.notification(body["notification_id"]))["deliveries"][0]
+    assert (delivery["status"], delivery["attempt_count"], len(delivery["attempts"])) == ("sent", 1, 1)
