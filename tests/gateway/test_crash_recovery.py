@@ -3,6 +3,12 @@
 A real ``tidings serve`` process sends through the built-in webhook plugin to a receiver in this
 test that holds every request, so sends are in flight when the process is killed. The second
 process reclaims the deliveries whose leases the first one held, once those leases expire.
+
+The two processes sign with different secrets, and the receiver refuses whatever the first
+one signed, however late it reads it: a request the first process wrote just before it died
+can still be read after the kill, and a real vendor would then take it (the reclaimed send
+carries the same Idempotency-Key for that case). So every acceptance is the second process's,
+and each delivery accepted twice would be a send the live process repeated by mistake.
 """
 
 from __future__ import annotations
@@ -20,21 +26,23 @@ from typing import Any
 
 import aiohttp
 import pytest
+import standardwebhooks
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from conftest import LIVE_KEY, key_entry
 
 COUNT = 20
-SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+FIRST_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECOND_SECRET = "whsec_" + "c2Vjb25kIHByb2Nlc3MgaW4gdGhpcyB0ZXN0"
 pytestmark = pytest.mark.timeout(60)
 
 
 class Receiver:
-    """Webhook endpoint that holds requests while ``holding`` and tracks who is in flight."""
+    """Webhook endpoint that holds the first process's requests, then refuses them; tracks who is in flight."""
 
     def __init__(self) -> None:
-        self.holding = True
+        self.first = standardwebhooks.Webhook(FIRST_SECRET)
         self.released = asyncio.Event()
         self.in_flight: Counter[str] = Counter()
         self.overlapping: set[str] = set()
@@ -43,18 +51,26 @@ class Receiver:
 
     async def hook(self, request: web.Request) -> web.Response:
         key = request.headers["Idempotency-Key"]
+        body = await request.read()
         self.in_flight[key] += 1
         if self.in_flight[key] > 1:
             self.overlapping.add(key)
         self.arrived.set()
         try:
-            if self.holding:
+            if self.signed_by_first(body, request.headers):
                 await self.released.wait()
-                return web.Response(status=503)  # whatever was held is refused, to be sent again
+                return web.Response(status=503)  # whatever the first process sent is refused, to be sent again
             self.accepted[key] += 1
             return web.json_response({"ok": True})
         finally:
             self.in_flight[key] -= 1
+
+    def signed_by_first(self, body: bytes, headers: Any) -> bool:
+        try:
+            self.first.verify(body, {name.lower(): value for name, value in headers.items()})
+        except standardwebhooks.WebhookVerificationError:
+            return False
+        return True
 
 
 @pytest.fixture
@@ -77,12 +93,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_gateway(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
+def start_gateway(tmp_path: Path, port: int, secret: str) -> subprocess.Popen[bytes]:
     policies = tmp_path / "policies"
     policies.mkdir(exist_ok=True)
     (policies / "policy.yaml").write_text(
         f"tenants:\n  acme:\n    api_keys: [{key_entry(LIVE_KEY)}]\n"
-        f"providers:\n  hook: {{plugin: webhook, config: {{secret: {SECRET}}}}}\n"
+        f"providers:\n  hook: {{plugin: webhook, config: {{secret: {secret}}}}}\n"
         "channels:\n  webhook: {providers: [hook]}\n"
     )
     env = os.environ | {
@@ -116,7 +132,7 @@ async def test_sigkill_mid_dispatch_loses_nothing_and_never_overlaps_attempts(tm
     hook, url = receiver
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    first = start_gateway(tmp_path, port)
+    first = start_gateway(tmp_path, port, FIRST_SECRET)
     second: subprocess.Popen[bytes] | None = None
     try:
         async with aiohttp.ClientSession() as session:
@@ -131,9 +147,8 @@ async def test_sigkill_mid_dispatch_loses_nothing_and_never_overlaps_attempts(tm
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
 
-            hook.holding = False
             hook.released.set()
-            second = start_gateway(tmp_path, port)
+            second = start_gateway(tmp_path, port, SECOND_SECRET)
             await until_ready(session, base)
             for _ in range(1000):
                 found = await statuses(session, base)
