@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test typecheck bench schema clean
+.PHONY: run test soak-test typecheck bench schema clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tidings needs Python 3.11 or newer")'
@@ -31,6 +31,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-examples
 	$(BIN)/python -m pytest -q tests examples/tidings-ntfy/tests
 
+# The suite 20 times, two at a time: proof that it is green every time, not just once.
+soak-test: $(VENV)/.installed-examples
+	$(BIN)/python -m tests.soak $(ARGS)
+
 $(VENV)/.installed-dev: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e '.[test,dev]'
 	@touch $@
@@ -47,4 +51,4 @@ schema: $(VENV)/.installed
 	cp gateway/policy.schema.json schema/policy.schema.json
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data soak-logs
