@@ -36,20 +36,19 @@ class Batcher(Generic[T]):
         self._task: asyncio.Task[None] | None = None
         self._added = 0  # items added so far
         self._settled = 0  # of those, how many are written (or dropped): always the oldest, as batches keep their order
-        self._progress = asyncio.Event()
 
     def add(self, item: T) -> int:
-        """Queue ``item``; the ticket :meth:`settled` takes to wait for it."""
+        """Queue ``item``; its ticket: the item is written once :attr:`settled_through` reaches it."""
         self._pending.append(item)
         self._added += 1
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batch-{self._name}")
         return self._added
 
-    async def settled(self, ticket: int) -> None:
-        """Return once the item ``add`` gave ``ticket`` for is written, or dropped as one that never can be."""
-        while self._settled < ticket:
-            await self._progress.wait()
+    @property
+    def settled_through(self) -> int:
+        """The ticket of the newest item written, or dropped as one that never can be; every older one is too."""
+        return self._settled
 
     async def _run(self) -> None:
         try:
@@ -60,8 +59,6 @@ class Batcher(Generic[T]):
                     await asyncio.sleep(self._retry_pause)
                     continue
                 self._settled += len(batch)
-                self._progress.set()
-                self._progress = asyncio.Event()
         finally:
             self._task = None
 

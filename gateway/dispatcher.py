@@ -67,6 +67,7 @@ class Dispatcher:
         self._loops: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._in_flight: dict[str, dict[str, asyncio.Task[None]]] = {}
+        self._unrecorded: dict[str, int] = {}  # delivery id → ticket of its final outcome, on its way to the store
         self._slot_freed: dict[str, asyncio.Event] = {}
         self._outcomes = outcomes
         self._breakers = BreakerBoard(clock)
@@ -187,7 +188,7 @@ class Dispatcher:
                     continue
             try:
                 claimed = await self._store.claim_due(
-                    channel, limit=want, owner=self.owner, lease_seconds=self._settings.lease_seconds, holding=flights.keys()
+                    channel, limit=want, owner=self.owner, lease_seconds=self._settings.lease_seconds, holding=self._holding(flights)
                 )
             except Exception:
                 log.exception("claiming %s deliveries failed", channel)
@@ -205,6 +206,20 @@ class Dispatcher:
                     await asyncio.wait_for(wakeup.wait(), IDLE_POLL)
                 except TimeoutError:
                     pass
+
+    def _holding(self, flights: dict[str, asyncio.Task[None]]) -> set[str]:
+        """Deliveries this dispatcher still answers for: sends in flight, and outcomes not yet in the store.
+
+        The store shows both as ``sending`` under a lease; were that lease to run out, a claim
+        that did not leave them out would send them a second time.
+        """
+        done = self._outcomes.recorded_through
+        self._unrecorded = {delivery: ticket for delivery, ticket in self._unrecorded.items() if ticket > done}
+        return flights.keys() | self._unrecorded.keys()
+
+    def _record(self, result: AttemptResult) -> None:
+        """Queue a delivery's final outcome for the store, holding the delivery back from claims until it is there."""
+        self._unrecorded[result.delivery_id] = self._outcomes.record(result)
 
     async def _pause(self, wakeup: asyncio.Event, seconds: float) -> None:
         """Wait ``seconds`` of clock time, or less if woken."""
@@ -228,9 +243,8 @@ class Dispatcher:
         next at once (the attempt is recorded). Only when every instance has failed or is
         unavailable does the delivery wait for its retry schedule.
 
-        It returns (and the delivery leaves ``flights``) only once the outcome is in the store:
-        until then the store still shows it ``sending``, and were its lease to run out, a claim
-        would otherwise send it again.
+        The final outcome goes to the store in a batch; until it is there, claims leave the
+        delivery out (:meth:`_holding`).
         """
         if delivery.reclaimed:
             log.warning("delivery %s reclaimed after a lost lease (attempt %d)", delivery.id, delivery.attempt)
@@ -239,7 +253,7 @@ class Dispatcher:
         message = _message(delivery, policy.sender(delivery.tenant, delivery.channel))
         fitting = [provider for provider in candidates if _fits(provider, message)]
         if candidates and not fitting:
-            await self._outcomes.recorded(self._failure(delivery, candidates[-1].name, self._clock.now(), _too_long(candidates, message)))
+            self._record(self._failure(delivery, candidates[-1].name, self._clock.now(), _too_long(candidates, message)))
             return
         candidates = fitting
         last: tuple[str, float, DeliveryError] | None = None
@@ -263,7 +277,7 @@ class Dispatcher:
             outcome = await self._send(provider, message)
             self._note_health(breaker, outcome)
             if isinstance(outcome, SendReceipt):
-                await self._outcomes.recorded(self._success(delivery, provider, started, outcome))
+                self._record(self._success(delivery, provider, started, outcome))
                 return
             last = (provider.name, started, outcome)
             if not isinstance(outcome, (TransientDeliveryError, CredentialsRejectedError)):
@@ -272,7 +286,7 @@ class Dispatcher:
             what = "circuit open for " + ", ".join(p.name for p in candidates) if candidates else "no provider instance serves it"
             wait = max(min(reopen_at) - self._clock.now(), 0.0) if reopen_at else None
             last = ("unavailable", self._clock.now(), TransientDeliveryError(f"{delivery.channel} unavailable: {what}", retry_after=wait))
-        await self._outcomes.recorded(self._failure(delivery, *last))
+        self._record(self._failure(delivery, *last))
 
     async def _send(self, provider: Provider, message: OutboundMessage) -> SendReceipt | DeliveryError:
         """The provider's answer, with timeouts and plugin bugs turned into transient errors."""

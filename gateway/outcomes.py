@@ -29,12 +29,13 @@ class Outcomes:
             self._flush, name="outcomes", retryable=is_transient
         )
 
-    def record(self, result: AttemptResult) -> None:
-        self._batcher.add(result)
+    def record(self, result: AttemptResult) -> int:
+        """Queue ``result`` for the store; its ticket: it is there once :attr:`recorded_through` reaches it."""
+        return self._batcher.add(result)
 
-    async def recorded(self, result: AttemptResult) -> None:
-        """Record ``result`` and return once it is in the store."""
-        await self._batcher.settled(self._batcher.add(result))
+    @property
+    def recorded_through(self) -> int:
+        return self._batcher.settled_through
 
     def event(self, event: NewEvent) -> None:
         self._batcher.add(event)

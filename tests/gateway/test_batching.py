@@ -89,10 +89,10 @@ async def test_drain_returns_only_after_items_added_during_a_flush_are_written()
 async def test_an_item_is_settled_once_its_batch_is_written_even_after_a_busy_retry() -> None:
     sink = Sink(busy_times=1)
     queue = batcher(sink)
-    first, second = queue.add(1), queue.add(2)
-    await asyncio.wait_for(queue.settled(second), 5)
-    assert sink.written == [1, 2] and sink.calls == 2
-    third = queue.add(3)
-    await asyncio.wait_for(queue.settled(first), 5)  # long settled: returns at once
-    await asyncio.wait_for(queue.settled(third), 5)
-    assert sink.written == [1, 2, 3]
+    assert (queue.add(1), queue.add(2)) == (1, 2)
+    assert queue.settled_through == 0, "nothing is written before the flush runs"
+    await queue.drain()
+    assert (sink.written, sink.calls, queue.settled_through) == ([1, 2], 2, 2)
+    assert queue.add(3) == 3
+    await queue.drain()
+    assert (sink.written, queue.settled_through) == ([1, 2, 3], 3)
