@@ -5,7 +5,9 @@ its modules (see ``gateway.plugin_api`` for the contract, with a worked example)
 """
 
 from gateway.errors import (
+    INVALID_RECIPIENT,
     OPTED_OUT,
+    RECIPIENT_UNAVAILABLE,
     CredentialsRejectedError,
     DeliveryError,
     PermanentDeliveryError,
@@ -36,6 +38,7 @@ __all__ = [
     "ChannelSpec",
     "CredentialsRejectedError",
     "DeliveryError",
+    "INVALID_RECIPIENT",
     "InboundReply",
     "InboundRequest",
     "InboundResponse",
@@ -48,6 +51,7 @@ __all__ = [
     "ProviderLimits",
     "ProviderReport",
     "ProviderTemplate",
+    "RECIPIENT_UNAVAILABLE",
     "SendReceipt",
     "Sender",
     "StatusUpdate",

@@ -280,8 +280,8 @@ class Dispatcher:
                 self._record(self._success(delivery, provider, started, outcome))
                 return
             last = (provider.name, started, outcome)
-            if not isinstance(outcome, (TransientDeliveryError, CredentialsRejectedError)):
-                break  # refused for good: another instance would refuse it too
+            if not _provider_fault(outcome):
+                break  # refused for good, or the recipient's fault: another instance would fare no better
         if last is None:
             what = "circuit open for " + ", ".join(p.name for p in candidates) if candidates else "no provider instance serves it"
             wait = max(min(reopen_at) - self._clock.now(), 0.0) if reopen_at else None
@@ -303,9 +303,8 @@ class Dispatcher:
             return TransientDeliveryError(provider.redact(f"provider plugin error: {type(err).__name__}: {err}"))
 
     def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError) -> None:
-        """Feed the instance's breaker: a transient failure or refused credentials count against it, anything else for it."""
-        failed = isinstance(outcome, (TransientDeliveryError, CredentialsRejectedError))
-        transition = breaker.record_failure() if failed else breaker.record_success()
+        """Feed the instance's breaker: the provider's own failures count against it, any answer about the message for it."""
+        transition = breaker.record_failure() if _provider_fault(outcome) else breaker.record_success()
         if transition is None:
             return
         log.warning("provider instance %s: circuit %s (%s)", transition.name, transition.to_state, transition.reason)
@@ -367,6 +366,17 @@ class Dispatcher:
             retry_at=retry_at,
             dead_reason=dead_reason,
         )
+
+
+def _provider_fault(outcome: SendReceipt | DeliveryError) -> bool:
+    """Whether the instance itself failed: down, slow, throttling, or refusing its credentials.
+
+    A refusal of the message (permanent) or a fault of the recipient (a bad number, a full
+    mailbox) is an answer: the instance works, and another one would answer the same.
+    """
+    if isinstance(outcome, CredentialsRejectedError):
+        return True
+    return isinstance(outcome, TransientDeliveryError) and not outcome.recipient_fault
 
 
 def _fits(provider: Provider, message: OutboundMessage) -> bool:

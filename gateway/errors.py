@@ -34,6 +34,18 @@ from typing import Any, ClassVar, Final
 OPTED_OUT: Final = "opted_out"
 """The code of a :class:`PermanentDeliveryError` meaning the recipient refused this sender's
 messages (Twilio 21610, a Telegram user who blocked the bot): the gateway records the opt-out."""
+INVALID_RECIPIENT: Final = "invalid_recipient"
+"""The address does not exist or cannot take messages on this channel (a bad number, an unknown mailbox)."""
+RECIPIENT_UNAVAILABLE: Final = "recipient_unavailable"
+"""A :class:`TransientDeliveryError` on the recipient's side: a full or busy mailbox, a handset
+switched off or out of coverage. Worth retrying later, but not through another instance."""
+RECIPIENT_FAULTS: Final = frozenset({
+    INVALID_RECIPIENT, RECIPIENT_UNAVAILABLE, OPTED_OUT, "marketing_opted_out", "unverified_recipient",
+    "unreachable_recipient", "recipient_barred", "mailbox_busy",
+})
+"""Codes of failures that belong to the recipient, not the provider: they never count against an
+instance's circuit breaker (one bad number must not close an instance for every tenant), and a
+transient one is retried on the schedule rather than handed to the next instance."""
 BODY_TOO_LONG: Final = "body_too_long"
 """The body is longer than every provider instance of the channel declares it takes
 (``ProviderLimits.max_body_chars``): refused at the API, and at dispatch when policy changed since."""
@@ -154,6 +166,11 @@ class DeliveryError(TidingsError):
         self.message = message
         self.code = code
         self.detail = detail or {}
+
+    @property
+    def recipient_fault(self) -> bool:
+        """Whether the recipient, not the provider, is why it failed (its code is in :data:`RECIPIENT_FAULTS`)."""
+        return self.code in RECIPIENT_FAULTS
 
 
 class TransientDeliveryError(DeliveryError):

@@ -3,7 +3,8 @@
 Test-mode API keys always send here. Each message is recorded (the newest ``record_limit``),
 reported ``sent`` by the send call and ``delivered`` by a simulated receipt after
 ``delivery_delay_seconds``. Addresses listed under ``fail`` fail the way a real provider
-would, so fallback and retry handling can be exercised without a vendor.
+would for a bad recipient (``invalid_recipient``, or ``recipient_unavailable`` for now), so
+fallback and retry handling can be exercised without a vendor.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from gateway import (
+    INVALID_RECIPIENT,
+    RECIPIENT_UNAVAILABLE,
     OutboundMessage,
     PermanentDeliveryError,
     Provider,
@@ -52,9 +55,9 @@ class SandboxProvider(Provider):
     async def send(self, message: OutboundMessage) -> SendReceipt:
         failure = self.failures.get(message.to)
         if failure == "permanent":
-            raise PermanentDeliveryError(f"sandbox rejects {message.to} (configured to fail)", code="sandbox_rejected")
+            raise PermanentDeliveryError(f"sandbox rejects {message.to} (configured to fail)", code=INVALID_RECIPIENT)
         if failure == "transient":
-            raise TransientDeliveryError(f"sandbox is unavailable for {message.to} (configured to fail)", code="sandbox_unavailable")
+            raise TransientDeliveryError(f"sandbox cannot reach {message.to} for now (configured to fail)", code=RECIPIENT_UNAVAILABLE)
         # The delivery id makes the provider id stable, as a vendor idempotency key would.
         message_id = f"sbx_{message.delivery_id}"
         self.messages.append(message)

@@ -23,7 +23,8 @@ What each request gets is decided in this order:
 Outcomes: ``ok``; ``ok_no_receipt`` (accepted, but no delivery receipt follows); ``timeout``
 (the request is held until :meth:`FakeVendor.release` — then it is accepted, like a vendor that
 was slow but did take the message — or until the client gives up and disconnects);
-``500`` / ``503``; ``429`` (with ``Retry-After: retry_after``); ``400`` (``invalid_number``).
+``500`` / ``503``; ``429`` (with ``Retry-After: retry_after``); ``400`` (``invalid_number``);
+``absent`` (409 ``absent_subscriber``: the recipient cannot be reached for now).
 
 With a ``receipt_url``, every accepted message (``ok``) is followed by a delivery receipt
 ``{"id", "status": "delivered", "to", "at"}`` POSTed there (with ``receipt_first``, before the
@@ -75,6 +76,7 @@ from aiohttp import web
 
 from gateway.provider_kit import VendorError, failure, retry_after_seconds, timeout_of, vendor_call
 from gateway import (
+    RECIPIENT_UNAVAILABLE,
     DeliveryError,
     InboundReply,
     InboundRequest,
@@ -98,6 +100,7 @@ FAULTS: Final[Mapping[str, tuple[int, str]]] = {
     "429": (429, "rate_limited"),
     "500": (500, "internal_error"),
     "503": (503, "service_unavailable"),
+    "absent": (409, "absent_subscriber"),  # the handset is off or out of coverage: the recipient's side, for now
 }
 OUTCOMES: Final = frozenset({OK, OK_NO_RECEIPT, TIMEOUT, *FAULTS})
 SIGNATURE_HEADER: Final = "X-Fake-Signature"
@@ -525,6 +528,7 @@ ERRORS: Final[Mapping[str, VendorError]] = {
     "invalid_number": VendorError(transient=False, meaning="not a valid phone number", code="invalid_recipient"),
     "unauthorized": VendorError(transient=False, meaning="check this instance's `token`", credentials=True),
     "rate_limited": VendorError(transient=True, meaning="the vendor is throttling us"),
+    "absent_subscriber": VendorError(transient=True, meaning="the handset is off or out of coverage", code=RECIPIENT_UNAVAILABLE),
     "idempotency_in_progress": VendorError(transient=True, meaning="still working on a request with this key"),
 }
 RECEIPT_STATUSES: Final[Mapping[str, str]] = {"delivered": "delivered", "failed": "failed", "undelivered": "failed"}

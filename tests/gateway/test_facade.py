@@ -7,9 +7,9 @@ from gateway.errors import ErrorDetail, error_body
 def test_the_package_exports_exactly_what_plugin_authors_need() -> None:
     assert gateway.__all__ == sorted(gateway.__all__)
     assert set(gateway.__all__) == {
-        "ChannelSpec", "CredentialsRejectedError", "DeliveryError", "InboundReply", "InboundRequest", "InboundResponse", "OPTED_OUT", "OptOut",
-        "OutboundMessage", "PermanentDeliveryError", "Provider", "ProviderContext", "ProviderLimits", "ProviderReport", "ProviderTemplate",
-        "SendReceipt", "Sender", "StatusUpdate", "TidingsError", "TransientDeliveryError", "WebhookVerificationError",
+        "ChannelSpec", "CredentialsRejectedError", "DeliveryError", "INVALID_RECIPIENT", "InboundReply", "InboundRequest", "InboundResponse",
+        "OPTED_OUT", "OptOut", "OutboundMessage", "PermanentDeliveryError", "Provider", "ProviderContext", "ProviderLimits", "ProviderReport",
+        "ProviderTemplate", "RECIPIENT_UNAVAILABLE", "SendReceipt", "Sender", "StatusUpdate", "TidingsError", "TransientDeliveryError", "WebhookVerificationError",
         "__version__",
     }
 

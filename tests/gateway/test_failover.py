@@ -174,3 +174,28 @@ async def test_a_vendor_that_does_not_answer_in_time_is_failed_over(start: Calla
     delivery = await sent_by(api, body["notification_id"])
     assert [(a["provider"], a["outcome"]) for a in delivery["attempts"]] == [("primary", "transient"), ("backup", "sent")]
     primary.release()
+
+
+async def test_failures_that_are_the_recipients_never_open_the_circuit_nor_go_to_another_instance(
+    start: Callable[..., Any], primary: FakeVendor, backup: FakeVendor, clock: FakeClock
+) -> None:
+    """One unreachable handset must not close an instance for every other recipient (and tenant)."""
+    api = await start(primary_extra="    circuit_breaker: {failures: 2, window: 60s, cooldown: 30s}\n")
+    absent, invalid = "+14155550666", "+14155550667"
+    primary.script(absent, ["absent"] * 3)
+    primary.script(invalid, ["400"] * 2)
+    bodies = [sms(absent), sms(invalid), sms(invalid)]
+    nids = [(await api.send(body))[1]["notification_id"] for body in bodies]
+    await api.idle()
+    for _ in range(2):  # the unreachable handset's retries, 10 s apart
+        clock.advance(10)
+        await api.idle()
+    for nid in nids:
+        delivery = (await api.notification(nid))["deliveries"][0]
+        assert delivery["status"] == "dead_lettered"
+        assert {a["provider"] for a in delivery["attempts"]} == {"primary"}, "another instance would fare no better"
+    assert [a["outcome"] for a in (await api.notification(nids[0]))["deliveries"][0]["attempts"]] == ["transient"] * 3
+    _, good = await api.send(sms())
+    assert (await sent_by(api, good["notification_id"]))["provider"] == "primary", "five recipient faults later, the circuit is closed"
+    assert backup.requests == []
+    assert "provider.circuit_opened" not in [event["type"] for event in await api.app[STORE].list_events()]
