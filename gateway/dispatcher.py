@@ -256,7 +256,7 @@ class Dispatcher:
             self._record(self._failure(delivery, candidates[-1].name, self._clock.now(), _too_long(candidates, message)))
             return
         candidates = fitting
-        last: tuple[str, float, DeliveryError] | None = None
+        last: tuple[str | None, float, DeliveryError] | None = None
         reopen_at: list[float] = []
         # A send must end before the lease does, or another worker could start a second attempt.
         latest_start = self._clock.now() + self._settings.lease_seconds - self._settings.send_timeout
@@ -285,7 +285,9 @@ class Dispatcher:
         if last is None:
             what = "circuit open for " + ", ".join(p.name for p in candidates) if candidates else "no provider instance serves it"
             wait = max(min(reopen_at) - self._clock.now(), 0.0) if reopen_at else None
-            last = ("unavailable", self._clock.now(), TransientDeliveryError(f"{delivery.channel} unavailable: {what}", retry_after=wait))
+            # Named after the last instance passed over, or the one it last went to: where an operator should look.
+            tried = candidates[-1].name if candidates else delivery.provider
+            last = (tried, self._clock.now(), TransientDeliveryError(f"{delivery.channel} unavailable: {what}", retry_after=wait))
         self._record(self._failure(delivery, *last))
 
     async def _send(self, provider: Provider, message: OutboundMessage) -> SendReceipt | DeliveryError:
@@ -325,7 +327,7 @@ class Dispatcher:
         )
 
     def _failure(
-        self, delivery: ClaimedDelivery, provider: str, started: float, error: DeliveryError, *, final: bool = True
+        self, delivery: ClaimedDelivery, provider: str | None, started: float, error: DeliveryError, *, final: bool = True
     ) -> AttemptResult:
         """What a failed attempt does: retry on the schedule, give up, or leave it to fallback.
 

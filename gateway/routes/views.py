@@ -58,7 +58,7 @@ def attempt_view(item: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "attempt_id": item["id"],
         "number": item["number"],
-        "provider": item["provider"],
+        "provider": item["provider"] or None,  # none: no instance served the channel when it was tried
         "started_at": isoformat(item["started_at"]),
         "finished_at": isoformat(item["finished_at"]),
         "outcome": item["outcome"],

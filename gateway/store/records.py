@@ -81,6 +81,7 @@ class ClaimedDelivery:
     metadata: Mapping[str, Any]
     reclaimed: bool = False
     expires_at: float | None = None
+    provider: str | None = None  # the instance its last attempt went to, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,7 @@ class AttemptResult:
 
     delivery_id: str
     attempt: int
-    provider: str
+    provider: str | None  # None: no instance could be tried (none serves the channel any more)
     started_at: float
     finished_at: float
     outcome: str

@@ -254,7 +254,7 @@ class SqliteStore:
             _activate_overdue_fallbacks(conn, channel, now, changes)
             rows = conn.execute(
                 "SELECT d.id, d.notification_id, d.tenant, d.channel, d.address, d.mode, d.attempts, d.content, "
-                "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position "
+                "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position, d.provider "
                 "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
                 f"WHERE d.channel = ? AND d.{_LIVE} AND d.next_attempt_at <= ? "
                 "AND (d.lease_until IS NULL OR d.lease_until <= ?) AND d.id NOT IN (SELECT value FROM json_each(?)) "
@@ -291,6 +291,7 @@ class SqliteStore:
                     metadata=_loads(row[12]) or {},
                     reclaimed=row[8] == statuses.SENDING and row[9] is not None,
                     expires_at=row[13],
+                    provider=row[15],
                 )
                 for row in rows
             ]
@@ -1063,7 +1064,7 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
         row[0]: list(row[1:])
         for row in _select_in(
             conn,
-            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy, d.channel, n.template_id, d.address "
+            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy, d.channel, n.template_id, d.address, d.provider "
             "FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE d.id IN ({})",
             (r.delivery_id for r in results),
         )
@@ -1077,24 +1078,25 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
         found = current.get(result.delivery_id)
         if found is None:
             continue
-        notification_id, tenant, status, position, strategy, channel, template_id, address = found
+        notification_id, tenant, status, position, strategy, channel, template_id, address, tried_before = found
+        provider = result.provider or tried_before or ""  # "": no instance was ever tried
         if result.outcome == PERMANENT_OUTCOME and result.detail.get("code") == OPTED_OUT:
-            source = f"{result.provider} refused a send: {result.error}"[:200]
+            source = f"{provider} refused a send: {result.error}"[:200]
             if _set_opt_out(conn, tenant, channel, address, True, source, now):
                 opted_out.add(tenant)
         attempts.append(
             (
-                ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, result.provider,
+                ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, provider,
                 result.started_at, result.finished_at, result.outcome, result.provider_message_id, result.error,
                 _dumps(result.detail) if result.detail else None,
             )
         )
-        actor = f"provider:{result.provider}"
+        actor = f"provider:{provider}" if provider else DISPATCHER
         if not result.final:
             changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, "failover", None, None, result.error))
             continue
         if result.retry_at is not None:
-            retries.append((result.retry_at, result.provider, result.error, now, result.delivery_id))
+            retries.append((result.retry_at, provider or None, result.error, now, result.delivery_id))
             changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, "retry_scheduled", None, None, result.error))
             continue
         new, dead_reason = result.status, result.dead_reason
@@ -1102,7 +1104,7 @@ def _record_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult],
             new, dead_reason = statuses.DEAD_LETTERED, statuses.PERMANENT
         if not statuses.can_transition(status, new):
             continue
-        finals.append((new, result.provider, result.provider_message_id, result.error, dead_reason, now, result.delivery_id))
+        finals.append((new, provider or None, result.provider_message_id, result.error, dead_reason, now, result.delivery_id))
         action = {statuses.SENT: "sent", statuses.DEAD_LETTERED: "dead_lettered"}.get(new, "failed")
         reason = f"{dead_reason}: {result.error}" if dead_reason else result.error
         changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, action, status, new, reason))
@@ -1344,7 +1346,7 @@ def _apply_held(conn: sqlite3.Connection, results: Sequence[AttemptResult], now:
         return  # the usual case: nothing is waiting
     columns = "seq, provider, provider_message_id, status, occurred_at, error, detail, delivery_id"
     held: dict[int, Any] = {}
-    for provider in {result.provider for result in results}:
+    for provider in {result.provider for result in results if result.provider is not None}:
         mine = [result for result in results if result.provider == provider]
         for row in _select_in(
             conn, f"SELECT {columns} FROM held_receipts WHERE provider = ? AND provider_message_id IN ({{}})",

@@ -39,13 +39,15 @@ def plugin_catalog() -> PluginCatalog:
     return PluginCatalog.from_classes({PLUGIN_NAME: FakeVendorProvider})
 
 
-def write_policy(policy_dir: Path, primary: FakeVendor, backup: FakeVendor, *, primary_extra: str = "", primary_timeout: float = 10) -> None:
+def write_policy(
+    policy_dir: Path, primary: FakeVendor, backup: FakeVendor, *, primary_extra: str = "", backup_extra: str = "", primary_timeout: float = 10
+) -> None:
     primary_entry = primary.provider_policy("primary", policy_dir).replace("config: {", f"config: {{timeout_seconds: {primary_timeout}, ")
     (policy_dir / "policy.yaml").write_text(
         f"tenants:\n  acme:\n    api_keys: [{key_entry(LIVE_KEY)}]\n"
         "providers:\n"
         + primary_entry + primary_extra
-        + backup.provider_policy("backup", policy_dir)
+        + backup.provider_policy("backup", policy_dir) + backup_extra
         + "channels:\n  sms: {providers: [primary, backup]}\n"
         + "retry_schedules:\n  default: {delays: [10s], max_attempts: 3}\n"
     )
@@ -55,8 +57,8 @@ def write_policy(policy_dir: Path, primary: FakeVendor, backup: FakeVendor, *, p
 async def start(
     aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path, primary: FakeVendor, backup: FakeVendor
 ) -> Callable[..., Any]:
-    async def run(primary_extra: str = "", primary_timeout: float = 10) -> Api:
-        write_policy(policy_dir, primary, backup, primary_extra=primary_extra, primary_timeout=primary_timeout)
+    async def run(primary_extra: str = "", backup_extra: str = "", primary_timeout: float = 10) -> Api:
+        write_policy(policy_dir, primary, backup, primary_extra=primary_extra, backup_extra=backup_extra, primary_timeout=primary_timeout)
         return Api(await aiohttp_client(make_app()))
 
     return run
@@ -199,3 +201,23 @@ async def test_failures_that_are_the_recipients_never_open_the_circuit_nor_go_to
     assert (await sent_by(api, good["notification_id"]))["provider"] == "primary", "five recipient faults later, the circuit is closed"
     assert backup.requests == []
     assert "provider.circuit_opened" not in [event["type"] for event in await api.app[STORE].list_events()]
+
+
+async def test_a_delivery_dead_lettered_behind_open_circuits_names_the_instance_that_stopped_it(
+    start: Callable[..., Any], primary: FakeVendor, backup: FakeVendor, clock: FakeClock
+) -> None:
+    breaker = "    circuit_breaker: {failures: 1, window: 60s, cooldown: 1h}\n"
+    api = await start(primary_extra=breaker, backup_extra=breaker)
+    for vendor in (primary, backup):
+        vendor.go_down()
+    await api.send(sms("+14155550111"))
+    await api.idle()  # both instances fail, and both circuits open for an hour
+    deadline = isoformat(clock.now() + 600)
+    _, body = await api.send({"recipient": {"phone": SMS}, "notification": {"channels": ["sms"], "body": "Your code is 1234", "expires_at": deadline}})
+    await api.idle()
+    delivery = (await api.notification(body["notification_id"]))["deliveries"][0]
+    assert (delivery["status"], delivery["dead_reason"]) == ("dead_lettered", "expired"), "the circuits reopen after its deadline"
+    assert [a["provider"] for a in delivery["attempts"]] == ["backup"], "the last instance in failover order, passed over"
+    assert "circuit open for primary, backup" in delivery["attempts"][0]["error"]
+    status, listing = await api.get("/api/v1/dead-letters")
+    assert status == 200 and [item["provider"] for item in listing["items"]] == ["backup"]

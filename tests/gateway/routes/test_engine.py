@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from conftest import OTHER_KEY, TEST_KEY, Api, FakeClock, MemoryProvider, sms_body
-from gateway.appkeys import SETTINGS, STORE
+from gateway.appkeys import POLICY_WATCHER, SETTINGS, STORE
 from gateway.clock import isoformat
 
 SMS = "+14155550100"
@@ -247,3 +247,17 @@ async def test_a_send_whose_outcome_is_not_yet_recorded_when_its_lease_runs_out_
     assert len(memory_provider.sent) == 1, "sent once: the delivery was still this process's, its outcome on the way"
     delivery = (await api.notification(body["notification_id"]))["deliveries"][0]
     assert (delivery["status"], delivery["attempt_count"], len(delivery["attempts"])) == ("sent", 1, 1)
+
+
+async def test_a_delivery_whose_channel_lost_every_instance_records_why_and_no_made_up_instance(
+    api: Api, clock: FakeClock, policy_dir: Path, memory_provider: type[MemoryProvider]
+) -> None:
+    _, body = await api.send({"recipient": {"phone": SMS}, "notification": {"channels": ["sms"], "body": "hi", "send_at": iso(clock.now() + 60)}})
+    policy = policy_dir / "policy.yaml"
+    policy.write_text(policy.read_text().replace("  sms: {providers: [memory]}\n", ""))
+    assert await api.app[POLICY_WATCHER].reload() is True
+    await settle(api, clock, 60)
+    [attempt] = (await api.notification(body["notification_id"]))["deliveries"][0]["attempts"]
+    assert (attempt["provider"], attempt["outcome"]) == (None, "transient")
+    assert attempt["error"] == "sms unavailable: no provider instance serves it"
+    assert memory_provider.sent == []
