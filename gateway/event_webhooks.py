@@ -62,7 +62,7 @@ def retry_schedule(policy: PolicySet) -> RetrySchedule:
     found = policy.document.retry_schedules.get(SCHEDULE_NAME)
     if found is None:
         return DEFAULT_SCHEDULE
-    return RetrySchedule(tuple(parse_duration(delay) for delay in found.delays), found.max_attempts)
+    return RetrySchedule.from_policy(found)
 
 
 def disable_after(endpoint: WebhookEndpointPolicy) -> float | None:

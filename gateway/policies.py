@@ -185,10 +185,14 @@ class RoutePolicy(_Model):
 
 
 class RetrySchedulePolicy(_Model):
-    """Delays between attempts; after the last delay the last one repeats until max_attempts."""
+    """The wait before each retry, in order. N delays are N retries: N + 1 attempts in all, unless
+    max_attempts asks for more, when the last delay repeats."""
 
-    delays: list[Duration] = Field(min_length=1)
-    max_attempts: int = Field(ge=1, le=100)
+    delays: list[Duration] = Field(min_length=1, description="The wait before each retry: the first, the second, ...")
+    max_attempts: int | None = Field(
+        None, ge=2, le=100,
+        description="Attempts in all, the first included; at least one more than there are delays (the default).",
+    )
 
 
 class QuotaPolicy(_Model):
@@ -261,6 +265,12 @@ class RetrySchedule:
 
     delays: tuple[float, ...]
     max_attempts: int
+
+    @classmethod
+    def from_policy(cls, policy: RetrySchedulePolicy) -> RetrySchedule:
+        """A schedule of N delays: N retries, or more when ``max_attempts`` asks, the last delay repeating."""
+        delays = tuple(parse_duration(delay) for delay in policy.delays)
+        return cls(delays, policy.max_attempts or len(delays) + 1)
 
     def delay(self, attempt: int) -> float:
         """How long to wait after failed attempt number ``attempt`` (1-based)."""
@@ -336,7 +346,7 @@ class PolicySet:
         )
         for name in candidates:
             if name is not None and (found := self.document.retry_schedules.get(name)) is not None:
-                return RetrySchedule(tuple(parse_duration(delay) for delay in found.delays), found.max_attempts)
+                return RetrySchedule.from_policy(found)
         return None
 
     def providers_for(self, tenant: str, channel: str) -> tuple[str, ...]:
@@ -587,6 +597,18 @@ def _pydantic_message(error: Mapping[str, Any]) -> str:
     return str(error["msg"])
 
 
+def _check_schedule(name: str, schedule: RetrySchedulePolicy, sources: _Sources) -> None:
+    """A delay the schedule would never wait is a mistake, not a setting: refuse it."""
+    retries = len(schedule.delays)
+    if schedule.max_attempts is not None and schedule.max_attempts <= retries:
+        sources.issue(
+            ("retry_schedules", name, "max_attempts"),
+            f"{retries} delays are {retries} retries, so at least {retries + 1} attempts (the first and its retries); "
+            f"with {schedule.max_attempts} the last {retries + 1 - schedule.max_attempts} delay(s) would never be used. "
+            "Raise it, or leave it out.",
+        )
+
+
 def _check_references(document: PolicyDocument, plugins: PluginCatalog, channels: ChannelCatalog, sources: _Sources) -> None:
     """Names that must point at something: instances, channels, tenants, schedules, templates."""
     for name, instance in document.providers.items():
@@ -598,6 +620,8 @@ def _check_references(document: PolicyDocument, plugins: PluginCatalog, channels
     if SANDBOX in document.providers and document.providers[SANDBOX].plugin != SANDBOX:
         sources.issue(("providers", SANDBOX, "plugin"), "the instance named 'sandbox' serves test keys and must use the sandbox plugin")
     schedules = {DEFAULT_RETRY_SCHEDULE, *document.retry_schedules}
+    for name, schedule in document.retry_schedules.items():
+        _check_schedule(name, schedule, sources)
     routes: list[tuple[str | None, Path_, Mapping[str, ChannelRoutePolicy]]] = [(None, ("channels",), document.channels)]
     routes += [(tenant, ("tenants", tenant, "channels"), policy.channels) for tenant, policy in document.tenants.items()]
     for owner, base, table in routes:

@@ -55,7 +55,11 @@ def test_hidden_files_and_folders_are_skipped(tmp_path: Path, plugin_catalog: Pl
         ),
         ({"a.yaml": "tenants:\n  a:\n    name: A\n    colour: red\n"}, "a.yaml:4: tenants.a.colour: unknown field (known: api_keys, channels"),
         ({"a.yaml": "retry_schedules:\n  fast:\n    delays: [1m, soon]\n    max_attempts: 3\n"}, "a.yaml:3: retry_schedules.fast.delays[1]: A duration such as 90s"),
-        ({"a.yaml": "retry_schedules:\n  fast:\n    delays: []\n"}, "a.yaml:2: retry_schedules.fast: 'max_attempts' is required"),
+        ({"a.yaml": "retry_schedules:\n  fast:\n    delays: []\n"}, "a.yaml:3: retry_schedules.fast.delays: must not be empty"),
+        (
+            {"a.yaml": "retry_schedules:\n  fast:\n    delays: [1m, 5m, 1h]\n    max_attempts: 3\n"},
+            "a.yaml:4: retry_schedules.fast.max_attempts: 3 delays are 3 retries, so at least 4 attempts",
+        ),
         ({"a.yaml": "channels:\n  sms: {providers: [mem], throughput: fast}\n"}, "a.yaml:2: channels.sms.throughput: A rate such as 10/s"),
         (
             {"a.yaml": "providers:\n  mem: {plugin: memory}\nchannels:\n  sms: {providers: [mem], retry_schedule: patient}\n"},
@@ -146,7 +150,7 @@ def test_declared_template_variables_are_required_even_when_a_channel_does_not_u
 # Where a delivery's retry schedule comes from, most specific first. Each schedule's one delay
 # names it, so the table reads which level won.
 SCHEDULES = "\n".join(
-    f"  {name}: {{delays: [{seconds}s], max_attempts: 3}}"
+    f"  {name}: {{delays: [{seconds}s]}}"
     for name, seconds in (("tenant_route", 1), ("tenant_default", 2), ("shared_route", 3), ("default", 4))
 )
 LEVELS = ("tenant_route", "tenant_default", "shared_route", "default")
@@ -180,6 +184,7 @@ def test_a_retry_schedule_is_taken_from_the_most_specific_level_that_names_one(
     policy = load_policies(tmp_path, plugin_catalog)
     schedule = policy.retry_schedule("acme", "sms")
     assert (schedule.delays[0] if schedule else None) == expected
+    assert schedule is None or schedule.max_attempts == 2, "one delay: one retry, two attempts"
     shared = 3.0 if "shared_route" in present else 4.0 if "default" in present else None
     other = policy.retry_schedule("other", "sms")  # another tenant never gets acme's route or defaults
     assert (other.delays[0] if other else None) == shared

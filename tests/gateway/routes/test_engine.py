@@ -100,7 +100,7 @@ async def test_a_permanent_failure_with_no_fallback_left_is_dead_lettered(api: A
 
 @pytest.fixture
 def schedules(policy_dir: Path) -> None:
-    (policy_dir / "schedules.yaml").write_text("retry_schedules:\n  default: {delays: [10s, 1m], max_attempts: 3}\n")
+    (policy_dir / "schedules.yaml").write_text("retry_schedules:\n  default: {delays: [10s, 1m]}\n")  # two retries: three attempts
 
 
 @pytest.mark.usefixtures("schedules")
