@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 from pydantic import ValidationError as SettingsValidationError
 
 from gateway import provider_checks, schema
 from gateway.auth import create_key
-from gateway.errors import PolicyError
+from gateway.errors import PolicyError, StoreInUseError
 from gateway.plugins import PluginCatalog
 from gateway.policies import load_policies
 from gateway.secret_values import SecretResolver, encrypt, generate_master_key, secret_paths
@@ -22,6 +24,9 @@ from gateway.settings import Settings
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+
+LISTEN_BACKLOG: Final = 128  # what aiohttp asks for when it binds itself
 
 
 def _say(text: str = "", *, file: TextIO, flush: bool = False) -> None:
@@ -101,19 +106,40 @@ def _serve(_args: argparse.Namespace, out: TextIO) -> int:
     from gateway.logconfig import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
+    try:  # before anything starts: a busy port must not leave a dispatcher running for a moment
+        sock = _listen(settings.host, settings.port)
+    except OSError as err:
+        _say(f"cannot listen on {settings.host}:{settings.port}: {_why(err)}", file=sys.stderr)
+        return 1
     _install_uvloop()
     app = create_app(settings)
     app.on_startup.append(_reload_on_hangup)
     try:
         web.run_app(
-            app, host=settings.host, port=settings.port, access_log=None,
+            app, sock=sock, access_log=None,
             print=lambda _msg: _say(f"Tidings serving on http://{settings.host}:{settings.port}", file=out, flush=True),
             shutdown_timeout=settings.shutdown_grace_seconds,
         )
     except PolicyError as err:
         _say(f"policies in {settings.policy_dir} are not valid:\n{err}", file=sys.stderr)
         return 1
+    except StoreInUseError as err:
+        _say(str(err), file=sys.stderr)
+        return 1
+    finally:
+        sock.close()
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound now (aiohttp binds only after start-up has run)."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+
+
+def _why(err: OSError) -> str:
+    reasons = {errno.EADDRINUSE: "the address is in use", errno.EACCES: "permission denied", errno.EADDRNOTAVAIL: "no such local address"}
+    return reasons.get(err.errno or 0, (err.strerror or type(err).__name__).lower())
 
 
 async def _reload_on_hangup(app: web.Application) -> None:

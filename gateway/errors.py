@@ -19,7 +19,8 @@ The tree::
     │       └── CredentialsRejectedError  the vendor refused the instance's credentials
     ├── WebhookVerificationError      an inbound provider callback failed verification
     ├── PolicyError (ValueError)      a policy set that does not validate
-    └── PluginLoadError               a provider plugin that cannot be imported or used
+    ├── PluginLoadError               a provider plugin that cannot be imported or used
+    └── StoreInUseError               another process has the store open
 
 Plugins raise the ``DeliveryError`` family; the HTTP layer turns any ``ApiError`` into
 :func:`error_body` with the error's status.
@@ -28,6 +29,7 @@ Plugins raise the ``DeliveryError`` family; the HTTP layer turns any ``ApiError`
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
@@ -243,3 +245,11 @@ class PolicyError(TidingsError, ValueError):
 
 class PluginLoadError(TidingsError):
     """A provider plugin that cannot be imported, or is not a valid Provider."""
+
+
+class StoreInUseError(TidingsError):
+    """Another process has this store open: two would run two dispatchers over one outbox."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"{path} is in use by another Tidings process; stop it first")

@@ -14,13 +14,14 @@ import binascii
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import IO, Any, Final, TypeVar
 
 import orjson
 
 from gateway import ids, statuses
 from gateway.clock import Clock, isoformat
 from gateway.errors import OPTED_OUT
+from gateway.store.files import lock_exclusively, prepare_private
 from gateway.store.migrations import migrate
 from gateway.store.records import (
     PRIORITY_RANK,
@@ -135,12 +136,19 @@ class SqliteStore:
         self._reader: SnapshotReader | None = None
         self._commits = 0
         self._committed = asyncio.Event()
+        self._lock: IO[bytes] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = await asyncio.to_thread(self._connect_and_migrate)
+        """Open the store, private to this user; raise ``StoreInUseError`` if another process has it open."""
+        prepare_private(self.path)
+        self._lock = lock_exclusively(self.path)
+        try:
+            conn = await asyncio.to_thread(self._connect_and_migrate)
+        except BaseException:
+            self._lock.close()
+            raise
         self._writer = GroupCommitWriter(conn, on_commit=self._note_commit)
         self._writer.start()
         self._reader = SnapshotReader(self.path)
@@ -158,6 +166,9 @@ class SqliteStore:
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @property
     def is_open(self) -> bool:

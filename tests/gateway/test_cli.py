@@ -113,6 +113,56 @@ def test_serve_answers_then_stops_cleanly_on_sigterm_keeping_what_it_accepted(tm
     assert found in ("sent", "delivered")
 
 
+def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
+    env = os.environ | {
+        "TIDINGS_PORT": str(port), "TIDINGS_DATA_DIR": str(data_dir), "TIDINGS_POLICY_DIR": str(ROOT / "policies"),
+        "TIDINGS_LOG_LEVEL": "WARNING", "TIDINGS_POLICY_RELOAD": "false",
+    }
+    return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _refused(process: subprocess.Popen[str]) -> tuple[int, str]:
+    """Exit status and stderr of a serve that should give up at once."""
+    try:
+        _out, errors = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    return process.returncode, errors
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_before_it_touches_the_store(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, errors = _refused(_serve(tmp_path / "data", port))
+    assert code == 1
+    assert errors.strip().splitlines() == [f"cannot listen on 127.0.0.1:{port}: the address is in use"]
+    assert not (tmp_path / "data" / "tidings.sqlite3").exists(), "nothing started: no dispatcher ran beside the other process"
+
+
+def test_a_second_server_on_the_same_store_refuses_to_start_and_the_store_is_private(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first_port = _free_port()
+    with _serve(data, first_port) as first:
+        try:
+            assert first.stdout is not None
+            assert "serving on" in first.stdout.readline()
+            code, errors = _refused(_serve(data, _free_port()))
+            assert code == 1
+            assert errors.strip().splitlines() == [f"{data / 'tidings.sqlite3'} is in use by another Tidings process; stop it first"]
+            status, _ = _request(f"http://127.0.0.1:{first_port}/readyz")
+            assert status == 200, "the first server goes on"
+            modes = {path.name: path.stat().st_mode & 0o777 for path in data.iterdir()}
+            assert modes["tidings.sqlite3"] == modes["tidings.sqlite3-wal"] == 0o600, modes
+            assert data.stat().st_mode & 0o077 == 0, "the data directory is the server's alone"
+        finally:
+            first.send_signal(signal.SIGTERM)
+            first.communicate(timeout=15)
+
+
 def test_serve_refuses_a_lease_shorter_than_a_send_with_a_message_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gateway import ids
 from gateway.store import (
     AttemptResult,
@@ -182,3 +184,27 @@ async def test_accepted_notifications_survive_closing_and_reopening_the_file(fre
     finally:
         await reopened.close()
     await fresh_store.open()
+
+
+async def test_one_process_at_a_time_opens_a_store_and_its_files_are_private(tmp_path: Any, clock: Any) -> None:
+    from gateway.errors import StoreInUseError
+
+    path = tmp_path / "data" / "tidings.sqlite3"
+    path.parent.mkdir()
+    path.touch(mode=0o644)  # what an older version left behind
+    path.chmod(0o644)
+    first = Store(path, clock)
+    await first.open()
+    try:
+        await first.accept([notification()], tenant="acme", idempotency=None, status=202, body=b"{}")
+        assert {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir() if p.name.startswith("tidings.sqlite3")} == {
+            "tidings.sqlite3": 0o600, "tidings.sqlite3-wal": 0o600, "tidings.sqlite3-shm": 0o600, "tidings.sqlite3.lock": 0o600,
+        }
+        second = Store(path, clock)
+        with pytest.raises(StoreInUseError, match="in use by another Tidings process"):
+            await second.open()
+    finally:
+        await first.close()
+    again = Store(path, clock)
+    await again.open()  # the lock goes with the store that held it
+    await again.close()
