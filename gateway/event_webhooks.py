@@ -37,6 +37,7 @@ from gateway import signing
 from gateway.clock import Clock, isoformat
 from gateway.durations import parse_duration
 from gateway.policies import PolicyHolder, PolicySet, RetrySchedule, WebhookEndpointPolicy
+from gateway.provider_kit import retry_after_seconds
 from gateway.store import ClaimedWebhook, StoredEvent, Store, WebhookResult, WebhookTarget
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 SCHEDULE_NAME: Final = "webhooks"
 DEFAULT_SCHEDULE: Final = RetrySchedule((5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0), max_attempts=8)
 """Immediately, then 5s, 5m, 30m, 2h, 5h, 10h, 10h: eight attempts over about 28 hours."""
-MAX_RETRY_AFTER: Final = 86400.0
 IDLE_POLL: Final = 1.0
 
 PENDING: Final = "pending"
@@ -119,12 +119,6 @@ def signed_headers(
     secrets = [secret for secret in (endpoint.secret, *endpoint.previous_secrets) if secret]
     asymmetric = signer if endpoint.signing == "ed25519" else None
     return {"content-type": "application/json", **signing.signature_headers(secrets, event.id, timestamp, body, signer=asymmetric)}
-
-
-def retry_after(response: aiohttp.ClientResponse) -> float | None:
-    """``Retry-After`` in seconds (the delta form), capped at a day."""
-    raw = response.headers.get("Retry-After", "")
-    return min(float(raw), MAX_RETRY_AFTER) if raw.isdigit() else None
 
 
 class EventWebhooks:
@@ -267,7 +261,7 @@ class EventWebhooks:
         headers = signed_headers(endpoint, event, int(self._clock.now()), body, self._signer)
         async with self._session.post(endpoint.url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout) as response:
             await response.read()
-            return response.status, retry_after(response)
+            return response.status, retry_after_seconds(response.headers.get("Retry-After"), now=self._clock.now())
 
     def _judge(self, item: ClaimedWebhook, policy: PolicySet, status: int, wait: float | None) -> WebhookResult:
         if 200 <= status < 300:

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.clock import Clock
 
@@ -205,7 +206,11 @@ class OptOut:
 
 @dataclass(frozen=True, slots=True)
 class InboundRequest:
-    """An inbound provider callback as plain values: no framework objects reach plugins."""
+    """An inbound provider callback as plain values: no framework objects reach plugins.
+
+    ``headers`` is read without regard to case, as HTTP means it
+    (``request.headers.get("x-hub-signature-256")`` finds ``X-Hub-Signature-256``).
+    """
 
     method: str
     url: str
@@ -213,6 +218,9 @@ class InboundRequest:
     query: Mapping[str, str]
     body: bytes
     remote: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", CIMultiDictProxy(CIMultiDict(self.headers)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,17 @@ rows and lets :func:`failure` turn a code (or, failing that, an HTTP status) int
 
     async with vendor_call(self.context.session, "POST", url, timeout=timeout_of(self.config),
                            vendor="Twilio", data=form, auth=auth) as response:
-        payload = await response.json(content_type=None)
+        payload = await json_answer(response)
         if response.status >= 400:
             raise failure(ERRORS, payload.get("code"), payload.get("message"), http_status=response.status,
                           retry_after=retry_after_seconds(response.headers.get("Retry-After")))
+
+It also has what plugins would otherwise each write again: :func:`json_answer` and
+:func:`json_object` (a vendor's answer as a JSON object, or nothing), :func:`retry_after_seconds`
+(both forms of ``Retry-After``), :func:`same_secret`, :func:`form_value`, :func:`utc_time`,
+:func:`isoformat`, and :func:`signature_headers` (Standard Webhooks signatures). A plugin
+imports from ``gateway``, ``gateway.plugin_api`` and this module only; an ``InboundRequest``'s
+headers are read in any case already.
 
 Connection errors and timeouts inside :func:`vendor_call` become transient failures. The
 defaults follow the vendors' common ground: 408, 425, 429 and 5xx are transient, 401 and 403
@@ -28,15 +35,36 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 import aiohttp
 
+from gateway.clock import isoformat
 from gateway.errors import CredentialsRejectedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from gateway.signing import signature_headers
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "TIMEOUT_PROPERTY",
+    "VendorError",
+    "failure",
+    "form_value",
+    "isoformat",
+    "json_answer",
+    "json_object",
+    "retry_after_seconds",
+    "same_secret",
+    "signature_headers",
+    "timeout_of",
+    "utc_time",
+    "vendor_call",
+]
 
 TRANSIENT_HTTP: Final = frozenset({408, 425, 429})
 CREDENTIALS_HTTP: Final = frozenset({401, 403})
@@ -66,15 +94,52 @@ class VendorError:
     credentials: bool = False
 
 
-def retry_after_seconds(value: str | float | int | None) -> float | None:
-    """A ``Retry-After`` (delta seconds) or vendor ``retry_after`` value, capped at a day; None if absent or a date."""
+def retry_after_seconds(value: str | float | int | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header or a vendor's ``retry_after`` value, capped at a day.
+
+    Both forms HTTP allows: delta seconds (``120``) and an HTTP date
+    (``Wed, 21 Oct 2026 07:28:00 GMT``, counted from ``now``, the wall clock by default).
+    None when absent or unreadable.
+    """
     if value is None:
         return None
     try:
-        seconds = float(value)
+        seconds: float | None = float(value)
     except ValueError:
+        seconds = _seconds_until(str(value), time.time() if now is None else now)
+    return None if seconds is None else min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def _seconds_until(http_date: str, now: float) -> float | None:
+    try:
+        at = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
         return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    if at.tzinfo is None:  # an HTTP date is always GMT, whether it says so or not
+        at = at.replace(tzinfo=UTC)
+    return at.timestamp() - now
+
+
+def json_object(raw: bytes | str, *, text_key: str | None = None) -> dict[str, Any]:
+    """The JSON object in ``raw``; ``{}`` for anything else, or with ``text_key`` its text under that key.
+
+    Vendors that answer some errors in plain text (Mailgun, Brevo) keep their words that way.
+    """
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        text = (raw.decode(errors="replace") if isinstance(raw, bytes) else raw).strip()
+        return {text_key: text[:200]} if text_key and text else {}
+    return answer if isinstance(answer, dict) else {}
+
+
+async def json_answer(response: aiohttp.ClientResponse, *, text_key: str | None = None) -> dict[str, Any]:
+    """What a vendor answered, as :func:`json_object` reads it; ``{}`` if the body was cut off."""
+    try:
+        raw = await response.read()
+    except aiohttp.ClientPayloadError:
+        return {}
+    return json_object(raw, text_key=text_key)
 
 
 def timeout_of(config: Mapping[str, Any]) -> aiohttp.ClientTimeout:

@@ -85,7 +85,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, retry_after_seconds, same_secret, timeout_of, vendor_call
+from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, json_answer, retry_after_seconds, same_secret, timeout_of, vendor_call
 
 VENDOR: Final = "Brevo"
 DEFAULT_BASE_URL: Final = "https://api.brevo.com"
@@ -218,7 +218,7 @@ class BrevoProvider(Provider):
             self.context.session, "POST", self.base_url + path, timeout=timeout_of(self.config), vendor=VENDOR,
             json=payload, headers=self._headers(),
         ) as response:
-            answer = await _answer(response)
+            answer = await json_answer(response, text_key="message")
             if response.status >= 300:
                 raise _refusal(response, answer)
         message_id = answer.get("messageId")
@@ -266,7 +266,7 @@ class BrevoProvider(Provider):
         async with vendor_call(
             self.context.session, "GET", self.base_url + ACCOUNT_PATH, timeout=timeout_of(self.config), vendor=VENDOR, headers=self._headers()
         ) as response:
-            answer = await _answer(response)
+            answer = await json_answer(response, text_key="message")
             if response.status >= 300:
                 raise _refusal(response, answer)
         who = answer.get("companyName") or answer.get("email") or "unnamed"
@@ -282,7 +282,7 @@ class BrevoProvider(Provider):
             raise WebhookVerificationError(
                 f"provider instance {self.name!r} has no webhook_token or webhook_username/password: it takes no callbacks"
             )
-        authorization = _header(request.headers, "Authorization") or ""
+        authorization = request.headers.get("Authorization", "")
         if token and not same_secret(token, _offered_token(request.query, authorization)):
             raise WebhookVerificationError("the callback's token is missing or wrong")
         if username and not _basic_auth_matches(authorization, username, self.config.get("webhook_password", "")):
@@ -411,11 +411,6 @@ def _ip(remote: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     return address
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    return next((value for key, value in headers.items() if key.lower() == wanted), None)
-
-
 def _offered_token(query: Mapping[str, str], authorization: str) -> str:
     if authorization[:7].lower() == "bearer ":
         return authorization[7:].strip()
@@ -433,15 +428,6 @@ def _basic_auth_matches(authorization: str, username: str, password: str) -> boo
     user_ok = same_secret(username, offered_user)
     password_ok = same_secret(password, offered_password)
     return user_ok and password_ok
-
-
-async def _answer(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    text = await response.text(errors="replace")
-    try:
-        answer = json.loads(text)
-    except ValueError:
-        return {"message": text.strip()[:200]} if text.strip() else {}
-    return answer if isinstance(answer, dict) else {}
 
 
 def _refusal(response: aiohttp.ClientResponse, answer: Mapping[str, Any]) -> DeliveryError:

@@ -77,7 +77,7 @@ from gateway import (
     SendReceipt,
     TransientDeliveryError,
 )
-from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, retry_after_seconds, timeout_of, vendor_call
+from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, json_object, retry_after_seconds, timeout_of, vendor_call
 
 VENDOR: Final = "FCM"
 TOKEN_VENDOR: Final = "Google OAuth"
@@ -218,7 +218,7 @@ class FcmProvider(Provider):
             self.context.session, "POST", url, timeout=timeout_of(self.config), vendor=VENDOR,
             json=body, headers={"Authorization": f"Bearer {token}"},
         ) as response:
-            return response.status, retry_after_seconds(response.headers.get("Retry-After")), _json_object(await response.read())
+            return response.status, retry_after_seconds(response.headers.get("Retry-After")), json_object(await response.read())
 
     # -- the service account and its access token --------------------------------------------
 
@@ -252,7 +252,7 @@ class FcmProvider(Provider):
             self.context.session, "POST", account.token_uri, timeout=timeout_of(self.config), vendor=TOKEN_VENDOR, data=form,
         ) as response:
             status, retry_after = response.status, retry_after_seconds(response.headers.get("Retry-After"))
-            answer = _json_object(await response.read())
+            answer = json_object(await response.read())
         token, lifetime = answer.get("access_token"), answer.get("expires_in")
         if 200 <= status < 300 and isinstance(token, str) and token:
             return token, float(lifetime) if isinstance(lifetime, (int, float)) and lifetime > 0 else float(ASSERTION_LIFETIME)
@@ -364,10 +364,3 @@ def _refusal(status: int, retry_after: float | None, answer: Mapping[str, Any]) 
         refused.code = "invalid_recipient"  # the device token itself is malformed: as dead as UNREGISTERED
     return refused
 
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        answer = json.loads(raw)
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}

@@ -69,7 +69,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, retry_after_seconds, same_secret, timeout_of, vendor_call
+from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, json_answer, retry_after_seconds, same_secret, timeout_of, vendor_call
 
 VENDOR: Final = "Mailgun"
 REGIONS: Final[Mapping[str, str]] = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
@@ -165,7 +165,7 @@ class MailgunProvider(Provider):
             self.context.session, "POST", self._domain_url("/v3", "/messages"), timeout=timeout_of(self.config),
             vendor=VENDOR, data=self._form(message), headers=self._auth(),
         ) as response:
-            answer = await _answer(response)
+            answer = await json_answer(response, text_key="message")
             if response.status >= 300:
                 raise _refusal(response, answer)
         message_id = answer.get("id")
@@ -199,7 +199,7 @@ class MailgunProvider(Provider):
         async with vendor_call(
             self.context.session, "GET", self._domain_url("/v3/domains"), timeout=timeout_of(self.config), vendor=VENDOR, headers=self._auth()
         ) as response:
-            answer = await _answer(response)
+            answer = await json_answer(response, text_key="message")
             if response.status >= 300:
                 raise _refusal(response, answer)
         domain = _object(answer.get("domain"))
@@ -363,16 +363,6 @@ class _SeenTokens:
 
     def __len__(self) -> int:
         return len(self._seen)
-
-
-async def _answer(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    """The JSON object Mailgun answered, or ``{"message": <text>}`` for its plain-text answers."""
-    text = await response.text(errors="replace")
-    try:
-        answer = json.loads(text)
-    except ValueError:
-        return {"message": text.strip()[:200]} if text.strip() else {}
-    return answer if isinstance(answer, dict) else {}
 
 
 def _refusal(response: aiohttp.ClientResponse, answer: Mapping[str, Any]) -> DeliveryError:

@@ -54,6 +54,7 @@ import aiohttp
 import orjson
 
 from gateway import (
+    DeliveryError,
     InboundReply,
     InboundRequest,
     InboundResponse,
@@ -66,8 +67,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.errors import DeliveryError
-from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, retry_after_seconds, same_secret, timeout_of, vendor_call
+from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, json_answer, retry_after_seconds, same_secret, timeout_of, vendor_call
 
 VENDOR: Final = "Slack"
 DEFAULT_BASE_URL: Final = "https://slack.com"
@@ -184,7 +184,7 @@ class SlackProvider(Provider):
         secret = self.config.get("signing_secret")
         if not secret:
             raise WebhookVerificationError("no signing_secret is configured for this instance, so no callback can be verified")
-        stamp, offered = _header(request.headers, TIMESTAMP_HEADER), _header(request.headers, SIGNATURE_HEADER)
+        stamp, offered = request.headers.get(TIMESTAMP_HEADER, ""), request.headers.get(SIGNATURE_HEADER, "")
         if not stamp or not offered:
             raise WebhookVerificationError("the X-Slack-Request-Timestamp or X-Slack-Signature header is missing")
         try:
@@ -225,7 +225,7 @@ class SlackProvider(Provider):
         async with vendor_call(
             self.context.session, "POST", url, timeout=timeout_of(self.config), vendor=VENDOR, data=data, headers=headers
         ) as response:
-            answer = await _answer(response)
+            answer = await json_answer(response)
             if response.status < 300 and answer.get("ok") is True:
                 return answer
             raise _refusal(response, answer)
@@ -286,18 +286,6 @@ def _seconds(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    return next((value for key, value in headers.items() if key.lower() == name), "")
-
-
-async def _answer(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        answer = await response.json(content_type=None)
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
 
 
 def _refusal(response: aiohttp.ClientResponse, answer: Mapping[str, Any]) -> DeliveryError:

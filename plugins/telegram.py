@@ -80,7 +80,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, retry_after_seconds, same_secret, timeout_of, vendor_call
+from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, json_object, retry_after_seconds, same_secret, timeout_of, vendor_call
 
 VENDOR: Final = "Telegram"
 CHANNEL: Final = "telegram"
@@ -215,7 +215,7 @@ class TelegramProvider(Provider):
             raise err from None
         except Exception as err:  # noqa: BLE001 - anything else (a malformed URL) may quote the token
             raise TransientDeliveryError(f"could not call {VENDOR}: {type(err).__name__}", code="unreachable") from None
-        return status, retry_after, _json_object(raw)
+        return status, retry_after, json_object(raw)
 
     # -- webhooks -----------------------------------------------------------------------------
 
@@ -223,7 +223,7 @@ class TelegramProvider(Provider):
         expected = self.config.get("webhook_secret")
         if not expected:
             raise WebhookVerificationError("this instance has no webhook_secret, so it accepts no updates")
-        offered = _header(request.headers, SECRET_HEADER)
+        offered = request.headers.get(SECRET_HEADER)
         if offered is None:
             raise WebhookVerificationError(f"the {SECRET_HEADER} header is missing")
         if not same_secret(expected, offered):
@@ -356,17 +356,3 @@ def _status(chat_member: Any) -> str | None:
     return status if isinstance(status, str) else None
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
-
-
-def _json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        answer = json.loads(raw)
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}

@@ -79,6 +79,7 @@ import aiohttp
 from gateway import (
     OPTED_OUT,
     CredentialsRejectedError,
+    DeliveryError,
     InboundReply,
     InboundRequest,
     InboundResponse,
@@ -92,9 +93,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.errors import DeliveryError
 from gateway.provider_kit import (
-    TIMEOUT_PROPERTY, VendorError, failure, form_value, retry_after_seconds, same_secret, timeout_of, utc_time, vendor_call,
+    TIMEOUT_PROPERTY, VendorError, failure, form_value, json_answer, retry_after_seconds, same_secret, timeout_of, utc_time, vendor_call,
 )
 
 VENDOR: Final = "Twilio"
@@ -253,7 +253,7 @@ class TwilioProvider(Provider):
             self.context.session, "POST", self._account_url(resource), timeout=timeout_of(self.config), vendor=VENDOR,
             data=form, headers=self._auth(),
         ) as response:
-            answer = await _answer_json(response)
+            answer = await json_answer(response)
             if not 200 <= response.status < 300:
                 raise _refusal(response, answer)
         sid = answer.get("sid")
@@ -347,7 +347,7 @@ class TwilioProvider(Provider):
         async with vendor_call(
             self.context.session, "GET", url, timeout=timeout_of(self.config), vendor=VENDOR, headers=self._auth()
         ) as response:
-            answer = await _answer_json(response)
+            answer = await json_answer(response)
             if not 200 <= response.status < 300:
                 raise _refusal(response, answer)
         if api_key:
@@ -443,14 +443,6 @@ class TwilioProvider(Provider):
 
 
 # -- answers -----------------------------------------------------------------------------------
-
-
-async def _answer_json(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        answer = await response.json(content_type=None)
-    except (ValueError, aiohttp.ClientPayloadError):
-        return {}
-    return answer if isinstance(answer, dict) else {}
 
 
 def _refusal(response: aiohttp.ClientResponse, answer: Mapping[str, Any]) -> DeliveryError:

@@ -83,7 +83,7 @@ from gateway import (
     WebhookVerificationError,
 )
 from gateway.provider_kit import (
-    TIMEOUT_PROPERTY, VendorError, failure, form_value, retry_after_seconds, same_secret, timeout_of, utc_time, vendor_call,
+    TIMEOUT_PROPERTY, VendorError, failure, form_value, json_answer, retry_after_seconds, same_secret, timeout_of, utc_time, vendor_call,
 )
 
 VENDOR: Final = "Vonage"
@@ -210,7 +210,7 @@ class VonageProvider(Provider):
         async with vendor_call(
             self.context.session, "POST", self._url("/sms/json"), timeout=timeout_of(self.config), vendor=VENDOR, data=self._form(message),
         ) as response:
-            answer = await _answer_json(response)
+            answer = await json_answer(response)
             if response.status != 200:
                 raise failure(
                     ERRORS, None, _http_reason(answer), http_status=response.status,
@@ -264,7 +264,7 @@ class VonageProvider(Provider):
         async with vendor_call(
             self.context.session, "GET", self._url("/account/get-balance"), timeout=timeout_of(self.config), vendor=VENDOR, headers=headers,
         ) as response:
-            answer = await _answer_json(response)
+            answer = await json_answer(response)
             if response.status != 200:
                 raise failure(ERRORS, None, _http_reason(answer), http_status=response.status, vendor=VENDOR)
         value = answer.get("value")
@@ -335,14 +335,6 @@ def sign(params: Mapping[str, str], secret: str, method: str = "md5hash") -> str
 
 
 # -- answers -----------------------------------------------------------------------------------
-
-
-async def _answer_json(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        answer = await response.json(content_type=None)
-    except (ValueError, aiohttp.ClientPayloadError):
-        return {}
-    return answer if isinstance(answer, dict) else {}
 
 
 def _http_reason(answer: Mapping[str, Any]) -> str | None:

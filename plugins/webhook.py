@@ -16,19 +16,9 @@ import aiohttp
 import orjson
 
 from gateway import OutboundMessage, PermanentDeliveryError, Provider, ProviderLimits, SendReceipt, TransientDeliveryError
-from gateway.clock import isoformat
-from gateway.signing import signature_headers
+from gateway.provider_kit import isoformat, retry_after_seconds, signature_headers
 
 TRANSIENT_STATUSES: Final = frozenset({408, 425, 429})
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
 
 
 class WebhookProvider(Provider):
@@ -77,7 +67,7 @@ class WebhookProvider(Provider):
             return SendReceipt(provider_message_id=message.delivery_id, detail={"http_status": status})
         if status in TRANSIENT_STATUSES or status >= 500:
             raise TransientDeliveryError(
-                f"endpoint answered {status}", retry_after=_retry_after(headers.get("Retry-After")), detail={"http_status": status}
+                f"endpoint answered {status}", retry_after=retry_after_seconds(headers.get("Retry-After"), now=self.context.clock.now()), detail={"http_status": status}
             )
         if 300 <= status < 400:
             raise PermanentDeliveryError(f"endpoint answered a redirect ({status}); redirects are not followed", detail={"http_status": status})

@@ -68,6 +68,7 @@ import aiohttp
 import orjson
 
 from gateway import (
+    DeliveryError,
     InboundReply,
     InboundRequest,
     InboundResponse,
@@ -82,8 +83,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.errors import DeliveryError
-from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, retry_after_seconds, same_secret, timeout_of, vendor_call
+from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, json_answer, retry_after_seconds, same_secret, timeout_of, vendor_call
 
 VENDOR: Final = "WhatsApp Cloud API"
 DEFAULT_BASE_URL: Final = "https://graph.facebook.com"
@@ -205,7 +205,7 @@ class WhatsAppCloudProvider(Provider):
             self.context.session, "POST", url, timeout=timeout_of(self.config), vendor=VENDOR,
             data=orjson.dumps(payload_for(message)), headers=self._headers(json_body=True),
         ) as response:
-            answer = await _answer(response)
+            answer = await json_answer(response)
             if response.status >= 300:
                 raise _refusal(response, answer)
         return _receipt(answer, response.status)
@@ -216,7 +216,7 @@ class WhatsAppCloudProvider(Provider):
             self.context.session, "GET", url, timeout=timeout_of(self.config), vendor=VENDOR,
             params={"fields": "display_phone_number,verified_name,quality_rating"}, headers=self._headers(),
         ) as response:
-            answer = await _answer(response)
+            answer = await json_answer(response)
             if response.status >= 300:
                 raise _refusal(response, answer)
         number, name = answer.get("display_phone_number", "?"), answer.get("verified_name", "?")
@@ -234,7 +234,7 @@ class WhatsAppCloudProvider(Provider):
         secret = self.config.get("app_secret")
         if not secret:
             raise WebhookVerificationError("no app_secret is configured for this instance, so no callback can be verified")
-        offered = _header(request.headers, SIGNATURE_HEADER)
+        offered = request.headers.get(SIGNATURE_HEADER, "")
         if not offered:
             raise WebhookVerificationError("the X-Hub-Signature-256 header is missing")
         if not offered.startswith(SIGNATURE_PREFIX):
@@ -406,18 +406,6 @@ def _seconds(value: Any) -> float | None:
 
 def _e164(wa_id: str) -> str:
     return wa_id if wa_id.startswith("+") else f"+{wa_id}"
-
-
-def _header(headers: Mapping[str, str], name: str) -> str:
-    return next((value for key, value in headers.items() if key.lower() == name), "")
-
-
-async def _answer(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        answer = await response.json(content_type=None)
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
 
 
 def _refusal(response: aiohttp.ClientResponse, answer: Mapping[str, Any]) -> DeliveryError:

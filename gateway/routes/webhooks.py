@@ -96,7 +96,7 @@ def _too_large(limit: int) -> PayloadTooLargeError:
 
 def _inbound_request(request: web.Request, body: bytes) -> InboundRequest:
     return InboundRequest(
-        method=request.method, url=str(request.url), headers=dict(request.headers.items()),
+        method=request.method, url=str(request.url), headers=request.headers,
         query=dict(request.query.items()), body=body, remote=request.remote,
     )
 

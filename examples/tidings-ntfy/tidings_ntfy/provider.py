@@ -55,7 +55,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from gateway import ChannelSpec, DeliveryError, OutboundMessage, PermanentDeliveryError, Provider, ProviderLimits, SendReceipt
-from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, retry_after_seconds, timeout_of, vendor_call
+from gateway.provider_kit import TIMEOUT_PROPERTY, VendorError, failure, json_answer, retry_after_seconds, timeout_of, vendor_call
 
 VENDOR: Final = "ntfy"
 CHANNEL: Final = ChannelSpec("ntfy", ("ntfy_topic",), subject=True, description="ntfy push notification to a topic")
@@ -131,10 +131,10 @@ class NtfyProvider(Provider):
             self.context.session, "POST", f"{self._server}/", timeout=timeout_of(self.config), vendor=VENDOR,
             json=payload, headers=self._headers(),
         ) as response:
-            answer = await _json_of(response)
+            answer = await json_answer(response)
             if response.status >= 300:
                 raise _refusal(response, answer)
-        message_id = answer.get("id") if isinstance(answer, dict) else None
+        message_id = answer.get("id")
         if not isinstance(message_id, str) or not message_id:
             raise PermanentDeliveryError(
                 f"the server answered {response.status} without an ntfy message id: is 'server' really an ntfy server?",
@@ -148,15 +148,15 @@ class NtfyProvider(Provider):
             self.context.session, "GET", f"{self._server}/v1/account", timeout=timeout_of(self.config), vendor=VENDOR,
             headers=self._headers(),
         ) as response:
-            answer = await _json_of(response)
+            answer = await json_answer(response)
             if response.status == 404:
                 return f"ntfy server at {self._host()} has no /v1/account (older than ntfy 2.0?): credentials not checked"
             if response.status >= 300:
                 raise _refusal(response, answer)
-        username = answer.get("username") if isinstance(answer, dict) else None
+        username = answer.get("username")
         if not isinstance(username, str) or username in ("", "*"):
             return f"ntfy server at {self._host()}, publishing anonymously"
-        role = answer.get("role") if isinstance(answer, dict) else None
+        role = answer.get("role")
         return f"ntfy user {username!r} ({role or 'user'}) at {self._host()}"
 
     def _payload(self, message: OutboundMessage) -> dict[str, Any]:
@@ -198,18 +198,10 @@ def _priority(value: object) -> int:
     raise PermanentDeliveryError(f"{PRIORITY_KEY} must be {PRIORITY_SCHEMA['description']}", code="invalid_request")
 
 
-async def _json_of(response: aiohttp.ClientResponse) -> Any:
-    try:
-        return await response.json(content_type=None)
-    except ValueError:  # not JSON: a proxy's error page, or not an ntfy server at all
-        return None
-
-
-def _refusal(response: aiohttp.ClientResponse, answer: Any) -> DeliveryError:
-    """The error for ntfy's answer: its ``code`` from :data:`ERRORS`, else the HTTP status's default."""
-    body = answer if isinstance(answer, dict) else {}
-    code = body.get("code") if isinstance(body.get("code"), int) else None
+def _refusal(response: aiohttp.ClientResponse, answer: Mapping[str, Any]) -> DeliveryError:
+    """The error for ntfy's answer (``{}`` when it was not JSON: a proxy's error page): its ``code`` from :data:`ERRORS`, else the HTTP status's default."""
+    code = answer.get("code") if isinstance(answer.get("code"), int) else None
     return failure(
-        ERRORS, code, str(body.get("error") or f"HTTP {response.status}"), http_status=response.status,
+        ERRORS, code, str(answer.get("error") or f"HTTP {response.status}"), http_status=response.status,
         retry_after=retry_after_seconds(response.headers.get("Retry-After")), vendor=VENDOR,
     )
