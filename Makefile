@@ -47,8 +47,8 @@ bench: $(VENV)/.installed-test
 
 # After changing the policy models: regenerate the shipped and the published schema.
 schema: $(VENV)/.installed
-	$(BIN)/tidings schema > gateway/policy.schema.json
-	cp gateway/policy.schema.json schema/policy.schema.json
+	$(BIN)/tidings schema > gateway/policy/policy.schema.json
+	cp gateway/policy/policy.schema.json schema/policy.schema.json
 
 clean:
 	rm -rf $(VENV) data soak-logs

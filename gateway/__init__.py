@@ -27,8 +27,8 @@ from gateway.plugin_api import (
     ProviderLimits,
     ProviderReport,
     ProviderTemplate,
-    SendReceipt,
     Sender,
+    SendReceipt,
     StatusUpdate,
 )
 

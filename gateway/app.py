@@ -16,24 +16,40 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import aiohttp
 from aiohttp import web
 
-from gateway.api import error_middleware
-from gateway.appkeys import (
-    CLOCK, DISPATCHER, EVENT_WEBHOOKS, HTTP, INBOUND, INBOUND_PURGER, OPT_OUTS, OUTCOMES, PLUGINS, POLICIES, POLICY_LOADER, POLICY_WATCHER,
-    PROVIDERS, SETTINGS, STORE, WEBHOOK_SIGNER,
-)
 from gateway.clock import Clock, SystemClock
-from gateway.dispatcher import Dispatcher, DispatchSettings
-from gateway.event_webhooks import EventWebhooks
-from gateway.inbound import Inbound, InboundPurger, instance_tenants
-from gateway.opt_outs import OptOuts
-from gateway.plugins import PluginCatalog
-from gateway.outcomes import Outcomes
+from gateway.engine.dispatcher import Dispatcher, DispatchSettings
+from gateway.engine.event_webhooks import EventWebhooks
+from gateway.engine.inbound import Inbound, InboundPurger, instance_tenants
+from gateway.engine.opt_outs import OptOuts
+from gateway.engine.outcomes import Outcomes
+from gateway.engine.provider_pool import PoolHolder, ProviderPool
+from gateway.engine.switch import PolicySwitch
+from gateway.http.api import error_middleware
+from gateway.http.appkeys import (
+    CLOCK,
+    DISPATCHER,
+    EVENT_WEBHOOKS,
+    HTTP,
+    INBOUND,
+    INBOUND_PURGER,
+    OPT_OUTS,
+    OUTCOMES,
+    PLUGINS,
+    POLICIES,
+    POLICY_LOADER,
+    POLICY_WATCHER,
+    PROVIDERS,
+    SETTINGS,
+    STORE,
+    WEBHOOK_SIGNER,
+)
+from gateway.http.routes import setup_routes
 from gateway.plugin_api import ProviderReport, StatusUpdate
-from gateway.policies import PolicyHolder, PolicySet, load_policies
-from gateway.policy_watcher import PolicySwitch, PolicyWatcher
-from gateway.provider_pool import PoolHolder, ProviderPool
-from gateway.routes import setup_routes
-from gateway.secret_values import SecretResolver
+from gateway.plugins import PluginCatalog
+from gateway.policy.loading import load_policies
+from gateway.policy.secret_values import SecretResolver
+from gateway.policy.view import PolicyHolder, PolicySet
+from gateway.policy.watcher import PolicyWatcher
 from gateway.settings import Settings
 from gateway.signing import SIGNING_KEY_FILE, Ed25519Signer
 from gateway.store import Store

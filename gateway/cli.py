@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Final, TextIO
 
 from pydantic import ValidationError as SettingsValidationError
 
-from gateway import provider_checks, schema
-from gateway.auth import create_key
+from gateway.engine import provider_checks
 from gateway.errors import PolicyError, StoreInUseError
 from gateway.plugins import PluginCatalog
-from gateway.policies import load_policies
-from gateway.secret_values import SecretResolver, encrypt, generate_master_key, secret_paths
+from gateway.policy import schema
+from gateway.policy.keys import create_key
+from gateway.policy.loading import load_policies
+from gateway.policy.secret_values import SecretResolver, encrypt, generate_master_key
+from gateway.redaction import secret_paths
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
@@ -144,7 +146,7 @@ def _why(err: OSError) -> str:
 
 async def _reload_on_hangup(app: web.Application) -> None:
     """``kill -HUP`` reloads the policy directory now, watched or not (TIDINGS_POLICY_RELOAD=false)."""
-    from gateway.appkeys import POLICY_WATCHER
+    from gateway.http.appkeys import POLICY_WATCHER
 
     if hasattr(signal, "SIGHUP"):  # not on Windows
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, app[POLICY_WATCHER].request_reload)

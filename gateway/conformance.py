@@ -30,7 +30,7 @@ from gateway.channels import ChannelCatalog
 from gateway.clock import SystemClock
 from gateway.errors import PermanentDeliveryError, TransientDeliveryError, WebhookVerificationError
 from gateway.plugin_api import InboundRequest, OutboundMessage, Provider, ProviderContext, ProviderLimits, SendReceipt
-from gateway.secret_values import mask_config
+from gateway.redaction import mask_config
 
 Fault = Literal["timeout", "5xx", "reject_recipient"]
 ALL_FAULTS: Final[frozenset[Fault]] = frozenset({"timeout", "5xx", "reject_recipient"})

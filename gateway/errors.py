@@ -29,8 +29,8 @@ Plugins raise the ``DeliveryError`` family; the HTTP layer turns any ``ApiError`
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Final
 
 OPTED_OUT: Final = "opted_out"

@@ -55,6 +55,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.clock import Clock
+from gateway.redaction import mask_config, redact, secret_texts
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,12 +326,8 @@ class Provider(ABC):
         answering it, so a credential a plugin puts in an error by mistake goes no further.
         Plugins may use it for their own log lines too.
         """
-        from gateway.secret_values import redact, secret_texts
-
         return redact(text, secret_texts(self.config_schema, self.config))
 
     def __repr__(self) -> str:
-        from gateway.secret_values import mask_config
-
         return f"<{type(self).__name__} {self.name!r} config={mask_config(self.config_schema, self.config)!r}>"
 

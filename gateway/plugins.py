@@ -13,9 +13,9 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from importlib.metadata import EntryPoint
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint
 from types import MappingProxyType
 from typing import Any, Final
 

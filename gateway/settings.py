@@ -2,7 +2,7 @@
 
 Built in the CLI and passed down; nothing else in Tidings reads ``os.environ`` for its own
 configuration. (Policy files may name environment variables with ``{$env: NAME}``; those are
-read when the policy loads, by :class:`gateway.secret_values.SecretResolver`.) Every field
+read when the policy loads, by :class:`gateway.policy.secret_values.SecretResolver`.) Every field
 here appears in the README's settings table (a test keeps the two in step).
 """
 

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway import OutboundMessage, PermanentDeliveryError, Provider, ProviderReport, SendReceipt, TransientDeliveryError, cli
 from gateway.app import create_app
-from gateway.appkeys import DISPATCHER, STORE
+from gateway.http.appkeys import DISPATCHER, STORE
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
 from plugins.logsink import LogProvider

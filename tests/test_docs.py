@@ -78,8 +78,8 @@ async def test_readme_curl_lines_send_a_message_and_read_its_status(aiohttp_clie
 def test_the_shipped_policies_show_a_working_instance_of_every_vendor_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The commented instances in policies/providers.yaml, uncommented, load: plugin names and config keys are right."""
     from gateway.plugins import PluginCatalog
-    from gateway.policies import load_policies
-    from gateway.secret_values import SecretResolver
+    from gateway.policy.loading import load_policies
+    from gateway.policy.secret_values import SecretResolver
 
     text = (ROOT / "policies" / "providers.yaml").read_text()
     block = text[text.index("  # Real vendors."):text.index("\n# Channels:")]

@@ -206,7 +206,7 @@ class ReceivedStatus:
 class InboundRecord:
     """A provider callback exactly as it arrived, kept before anything reads it.
 
-    ``headers`` are the ones worth keeping (see :func:`gateway.inbound.kept_headers`);
+    ``headers`` are the ones worth keeping (see :func:`gateway.engine.inbound.kept_headers`);
     ``target`` is the path with its query string.
     """
 

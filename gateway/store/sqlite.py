@@ -23,6 +23,7 @@ from gateway.clock import Clock, isoformat
 from gateway.errors import OPTED_OUT
 from gateway.store.files import lock_exclusively, prepare_private
 from gateway.store.migrations import migrate
+from gateway.store.reader import SnapshotReader
 from gateway.store.records import (
     PRIORITY_RANK,
     Acceptance,
@@ -46,7 +47,6 @@ from gateway.store.records import (
     WebhookResult,
     WebhookTarget,
 )
-from gateway.store.reader import SnapshotReader
 from gateway.store.writer import GroupCommitWriter, connect
 
 T = TypeVar("T")

@@ -32,7 +32,7 @@ from gateway import (
 )
 from gateway.clock import SystemClock
 from gateway.plugins import PluginCatalog
-from gateway.policies import load_policies
+from gateway.policy.loading import load_policies
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "t0k_fake_vendor_for_tests"

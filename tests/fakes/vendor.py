@@ -74,7 +74,6 @@ from typing import Any, ClassVar, Final
 import aiohttp
 from aiohttp import web
 
-from gateway.provider_kit import VendorError, failure, retry_after_seconds, timeout_of, vendor_call
 from gateway import (
     RECIPIENT_UNAVAILABLE,
     DeliveryError,
@@ -88,6 +87,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
+from gateway.provider_kit import VendorError, failure, retry_after_seconds, timeout_of, vendor_call
 
 PLUGIN_NAME: Final = "fake_vendor"
 ANY_RECIPIENT: Final = "*"

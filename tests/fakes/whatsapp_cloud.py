@@ -33,8 +33,8 @@ from typing import Any
 from aiohttp import web
 
 from fakes.loopback import LoopbackFake
-from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from gateway import InboundRequest, ProviderTemplate
+from gateway.conformance import FAST_TIMEOUT, Fault, Kit, outbound
 from plugins.whatsapp_cloud import WhatsAppCloudProvider
 
 TOKEN = "EAAGfakeWhatsAppSystemUserToken0123456789"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import run_cli
 from stevedore import ExtensionManager
 
-from conftest import run_cli
 from gateway.plugins import NAMESPACE, PluginCatalog
 
 ROOT = Path(__file__).resolve().parents[2]

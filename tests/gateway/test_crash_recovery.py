@@ -29,7 +29,6 @@ import pytest
 import standardwebhooks
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-
 from conftest import LIVE_KEY, key_entry
 
 COUNT = 20

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from conftest import LIVE_KEY, OTHER_KEY, TEST_KEY, Api, FakeClock, key_entry, run_cli
 from ruamel.yaml import YAML
 
-from conftest import LIVE_KEY, OTHER_KEY, TEST_KEY, Api, FakeClock, key_entry, run_cli
 from gateway import ChannelSpec, OutboundMessage, Provider, SendReceipt
-from gateway import schema
 from gateway.app import create_app
 from gateway.errors import PolicyError
 from gateway.plugins import PluginCatalog
-from gateway.policies import load_policies
+from gateway.policy import schema
+from gateway.policy.loading import load_policies
 from gateway.settings import Settings
 from plugins.sandbox import SandboxProvider
 

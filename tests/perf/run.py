@@ -45,7 +45,8 @@ from tests.perf.dispatch import (
     wait_for_status,
 )
 from tests.perf.events import NOTIFICATIONS, measure_events
-from tests.perf.inbound import MESSAGES as INBOUND_MESSAGES, measure_inbound
+from tests.perf.inbound import MESSAGES as INBOUND_MESSAGES
+from tests.perf.inbound import measure_inbound
 from tests.perf.load import SEND_BODY, LoadResult, run_load, wrk_path
 from tests.perf.reload import WRITE_EVERY, ReloadResult, describe, measure_reloads
 from tests.perf.servers import BULK_ROWS, SEND_PATH, Server, bare_server, count_rows, receiver_server, tidings_server

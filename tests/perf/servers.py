@@ -31,7 +31,7 @@ import uvloop
 from aiohttp import web
 from ruamel.yaml import YAML
 
-from gateway.auth import create_key
+from gateway.policy.keys import create_key
 from tests.perf.load import HEADERS
 
 ROOT = Path(__file__).resolve().parents[2]

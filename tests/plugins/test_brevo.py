@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from fakes.brevo import API_KEY, PHONE, RECIPIENT, RELAY, WEBHOOK_TOKEN, FakeBrevo, email_event, sms_event
+
 from gateway import (
     CredentialsRejectedError,
     InboundReply,
@@ -26,7 +26,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.appkeys import INBOUND, OUTCOMES, STORE
+from gateway.http.appkeys import INBOUND, OUTCOMES, STORE
 from plugins.brevo import ERRORS, INVALID_RECIPIENT, RATE_LIMITED, BrevoProvider
 
 NOW = 1_800_000_000.0

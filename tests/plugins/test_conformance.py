@@ -14,10 +14,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-
 from conftest import run_cli
-from gateway import Provider
-from gateway import conformance
+
+from gateway import Provider, conformance
 from gateway.conformance import Fault, Kit, VendorFake
 from gateway.plugins import PluginCatalog
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from conftest import LIVE_KEY, Api, FakeClock, key_entry
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-
-from conftest import LIVE_KEY, Api, FakeClock, key_entry
 from fakes.fcm import CLIENT_EMAIL, DEVICE_TOKEN, PROJECT, FakeFcm, service_account
+
 from gateway import CredentialsRejectedError, DeliveryError, OutboundMessage, PermanentDeliveryError, ProviderContext, TransientDeliveryError
 from gateway.app import create_app
 from gateway.conformance import outbound

@@ -12,9 +12,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from fakes.mailgun import API_KEY, DOMAIN, RECIPIENT, SIGNING_KEY, FakeMailgun, event
+
 from gateway import (
     CredentialsRejectedError,
     InboundRequest,
@@ -27,7 +27,7 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.appkeys import INBOUND, OUTCOMES, STORE
+from gateway.http.appkeys import INBOUND, OUTCOMES, STORE
 from plugins.mailgun import ERRORS, MailgunProvider, _SeenTokens, parse_event
 
 NOW = 1_800_000_000.0

@@ -11,13 +11,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fakes.sendgrid import API_KEY, FakeSendGrid
 from sendgrid.helpers.eventwebhook import EventWebhook
 from sendgrid.helpers.eventwebhook.eventwebhook_header import EventWebhookHeader
 
-from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
-from fakes.sendgrid import API_KEY, FakeSendGrid
 from gateway import (
     CredentialsRejectedError,
     InboundRequest,
@@ -29,8 +29,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.appkeys import INBOUND, OUTCOMES
 from gateway.conformance import outbound
+from gateway.http.appkeys import INBOUND, OUTCOMES
 from plugins.sendgrid import DELIVERY_ID_ARG, SIGNATURE_HEADER, TIMESTAMP_HEADER, SendGridProvider
 
 TO = "ada@example.com"

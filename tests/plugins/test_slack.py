@@ -11,20 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry, serve
+from fakes.slack import BOT_TOKEN, SIGNING_SECRET, USER, FakeSlack, SlackError, event_headers, event_request, message_event, url_verification
 from slack_sdk.signature import SignatureVerifier
 
-from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry, serve
-from fakes.slack import (
-    BOT_TOKEN,
-    SIGNING_SECRET,
-    USER,
-    FakeSlack,
-    SlackError,
-    event_headers,
-    event_request,
-    message_event,
-    url_verification,
-)
 from gateway import (
     CredentialsRejectedError,
     InboundReply,
@@ -36,8 +26,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.appkeys import INBOUND, OUTCOMES
 from gateway.conformance import outbound
+from gateway.http.appkeys import INBOUND, OUTCOMES
 from plugins.slack import ERRORS, SlackProvider
 
 NOW = 1_800_000_000

@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from fakes.smtp import PASSWORD, SERVER_NAME, USERNAME, FakeSmtpServer
+
 from gateway import CredentialsRejectedError, PermanentDeliveryError, ProviderContext, Sender, TransientDeliveryError
 from gateway.conformance import outbound
 from plugins.smtp import DELIVERY_ID_HEADER, SmtpProvider

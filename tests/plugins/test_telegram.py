@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 import textwrap
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
-
 from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry
 from fakes.telegram import (
     BOT_ID,
@@ -28,6 +27,7 @@ from fakes.telegram import (
     text_update,
     webhook_request,
 )
+
 from gateway import (
     CredentialsRejectedError,
     DeliveryError,
@@ -41,8 +41,8 @@ from gateway import (
     WebhookVerificationError,
 )
 from gateway.app import create_app
-from gateway.appkeys import INBOUND, OUTCOMES
 from gateway.conformance import outbound
+from gateway.http.appkeys import INBOUND, OUTCOMES
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
 from plugins.telegram import TelegramProvider

@@ -13,19 +13,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
+from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry, serve
+from fakes.twilio import ACCOUNT_SID, API_KEY_SECRET, API_KEY_SID, AUTH_TOKEN, FROM, FakeTwilio, message_status, signed_callback
 from twilio.request_validator import RequestValidator
 
-from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry, serve
-from fakes.twilio import (
-    ACCOUNT_SID,
-    API_KEY_SECRET,
-    API_KEY_SID,
-    AUTH_TOKEN,
-    FROM,
-    FakeTwilio,
-    message_status,
-    signed_callback,
-)
 from gateway import (
     CredentialsRejectedError,
     DeliveryError,
@@ -39,8 +30,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.appkeys import INBOUND, OUTCOMES, STORE
 from gateway.conformance import outbound
+from gateway.http.appkeys import INBOUND, OUTCOMES, STORE
 from plugins.twilio import TwilioProvider, compute_signature
 
 PHONE = "+14155550100"

@@ -12,21 +12,9 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 import pytest
 from aiohttp import web
-
 from conftest import LIVE_KEY, Api, FakeClock, Reports, key_entry, serve
-from fakes.vonage import (
-    API_KEY,
-    API_SECRET,
-    PHONE,
-    SENDER,
-    SIGNATURE_SECRET,
-    WEBHOOK_TOKEN,
-    FakeVonage,
-    form_request,
-    inbound,
-    receipt,
-    signed,
-)
+from fakes.vonage import API_KEY, API_SECRET, PHONE, SENDER, SIGNATURE_SECRET, WEBHOOK_TOKEN, FakeVonage, form_request, inbound, receipt, signed
+
 from gateway import (
     CredentialsRejectedError,
     DeliveryError,
@@ -40,8 +28,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.appkeys import INBOUND, OUTCOMES, STORE
 from gateway.conformance import outbound
+from gateway.http.appkeys import INBOUND, OUTCOMES, STORE
 from plugins.vonage import VonageProvider, sign
 
 NOW = 1_800_000_000.0

@@ -10,8 +10,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from standardwebhooks import Webhook
 
-from gateway.clock import SystemClock
 from gateway import OutboundMessage, PermanentDeliveryError, ProviderContext, TransientDeliveryError
+from gateway.clock import SystemClock
 from plugins.webhook import WebhookProvider
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

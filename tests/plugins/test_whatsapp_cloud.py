@@ -15,7 +15,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-
 from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
 from fakes.whatsapp_cloud import (
     APP_SECRET,
@@ -31,6 +30,7 @@ from fakes.whatsapp_cloud import (
     status_callback,
     undeliverable,
 )
+
 from gateway import (
     CredentialsRejectedError,
     InboundReply,
@@ -45,8 +45,8 @@ from gateway import (
     TransientDeliveryError,
     WebhookVerificationError,
 )
-from gateway.appkeys import INBOUND, OUTCOMES
 from gateway.conformance import outbound
+from gateway.http.appkeys import INBOUND, OUTCOMES
 from plugins.whatsapp_cloud import DEFAULT_API_VERSION, ERRORS, WhatsAppCloudProvider
 
 WA_ID = RECIPIENT.removeprefix("+")

@@ -20,10 +20,10 @@ from ruamel.yaml import YAML
 
 from gateway.app import create_app
 from gateway.clock import isoformat
-from gateway.appkeys import DISPATCHER, STORE
+from gateway.http.appkeys import DISPATCHER, STORE
 from gateway.plugins import PluginCatalog
-from gateway.policies import load_policies
-from gateway.secret_values import SecretResolver
+from gateway.policy.loading import load_policies
+from gateway.policy.secret_values import SecretResolver
 from gateway.settings import Settings
 from tidings_ntfy.testing import TOKEN, TOPIC, FakeNtfy
 

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from test_sqlite import notification
 
 from gateway.store import NotificationFilter, Store
 from gateway.store.reader import SnapshotReader
 from gateway.store.writer import connect
-from test_sqlite import notification
 
 
 @pytest.fixture

@@ -7,15 +7,7 @@ from typing import Any
 import pytest
 
 from gateway import ids
-from gateway.store import (
-    AttemptResult,
-    IdempotencyClaim,
-    NewDelivery,
-    NewNotification,
-    NotificationFilter,
-    ReceivedStatus,
-    Store,
-)
+from gateway.store import AttemptResult, IdempotencyClaim, NewDelivery, NewNotification, NotificationFilter, ReceivedStatus, Store
 
 
 def notification(channel: str = "sms", address: str = "+14155550100") -> NewNotification:

@@ -1,0 +1,1 @@
+"""The delivery engine: dispatching, retries and breakers, inbound callbacks, event webhooks, accepting notifications."""

@@ -1,0 +1,243 @@
+"""Provider callbacks on their way in: keep the raw request, verify it, answer, process apart.
+
+``POST /api/v1/webhooks/{instance}`` stores the request exactly as it arrived, then asks the
+instance's plugin to verify it. A verified callback is answered at once (vendors retry slow
+answers) and queued here; processing — parse, reconcile receipts through :class:`Outcomes`,
+store replies, record opt-outs, mark the request processed — runs on its own task in batches, so a
+flood of receipts holds up neither the answers nor the sends. A callback that fails
+verification is marked rejected and changes nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from gateway.clock import Clock
+from gateway.engine.batching import Batcher
+from gateway.engine.opt_outs import OptOuts, opt_change
+from gateway.engine.outcomes import Outcomes
+from gateway.errors import WebhookVerificationError
+from gateway.plugin_api import InboundReply, InboundRequest, OptOut, Provider, ProviderReport, StatusUpdate
+from gateway.store import InboundRecord, NewOptOut, NewReply, Store
+
+log = logging.getLogger(__name__)
+
+# Not kept: cookies and proxy credentials say nothing about the callback, and hop-by-hop headers
+# describe the connection, not the request. Everything else is kept, signature headers included,
+# so a stored callback can be verified again.
+DROPPED_HEADERS: Final = frozenset({"cookie", "proxy-authorization", "connection", "keep-alive", "te", "transfer-encoding", "upgrade"})
+# Query parameters that authenticate a callback by their value alone (Brevo's and Vonage's
+# ``?token=``): kept masked, like a Basic password, since a stored callback is not verified again.
+SECRET_QUERY_PARAMETERS: Final = frozenset({"token", "secret", "password", "api_secret", "access_token"})
+REDACTED: Final = "[redacted]"
+PURGE_EVERY: Final = 3600.0
+
+
+def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The headers stored with a callback: all but :data:`DROPPED_HEADERS`, Basic credentials masked.
+
+    A ``Bearer`` authorization is kept: vendors that sign with a JWT (Vonage) put the signature
+    there. A ``Basic`` one is a shared password and is not stored in clear.
+    """
+    kept: dict[str, str] = {}
+    for header, value in headers:
+        name = str(header)  # aiohttp's header names are a str subclass; the store wants plain str
+        lower = name.lower()
+        if lower in DROPPED_HEADERS:
+            continue
+        if lower == "authorization" and value[:6].lower() == "basic ":
+            value = f"Basic {REDACTED}"
+        kept[name] = f"{kept[name]}, {value}" if name in kept else value
+    return kept
+
+
+def kept_target(raw_path: str) -> str:
+    """The path and query stored with a callback, the values of :data:`SECRET_QUERY_PARAMETERS` masked."""
+    path, _, query = raw_path.partition("?")
+    if not query:
+        return raw_path
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name.lower() in SECRET_QUERY_PARAMETERS for name, _value in pairs):
+        return raw_path  # kept byte for byte: a signed URL (Twilio's) verifies again
+    return f"{path}?{urlencode([(name, REDACTED if name.lower() in SECRET_QUERY_PARAMETERS else value) for name, value in pairs])}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    record: InboundRecord
+    provider: Provider
+    tenants: tuple[str, ...]
+    request: InboundRequest
+
+
+class Inbound:
+    """Receives verified callbacks and processes them on their own path."""
+
+    def __init__(self, store: Store, outcomes: Outcomes, opt_outs: OptOuts) -> None:
+        self._store = store
+        self._outcomes = outcomes
+        self._opt_outs = opt_outs
+        self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound")
+        self._reported: Batcher[NewReply | NewOptOut] = Batcher(self._store_reported, name="reported-replies")
+
+    def reported(self, provider: str, items: Sequence[InboundReply | OptOut], tenants: Sequence[str]) -> None:
+        """Replies and opt-outs a plugin learned by itself (polling its vendor): stored as if a callback had brought them."""
+        now = self._store.clock.now()
+        for item in items:
+            if isinstance(item, OptOut):
+                self._reported.add(_new_opt_out(provider, tuple(tenants), now, item))
+            else:
+                self._reported.add(_new_reply(None, provider, tuple(tenants), now, item))
+
+    async def _store_reported(self, batch: list[NewReply | NewOptOut]) -> None:
+        replies = [item for item in batch if isinstance(item, NewReply)]
+        opt_outs = [item for item in batch if isinstance(item, NewOptOut)]
+        self._opt_outs.note(await self._store.record_inbound([], replies, opt_outs))
+
+    async def receive(self, record: InboundRecord, provider: Provider, tenants: Sequence[str], request: InboundRequest) -> None:
+        """Store ``record``, verify it, and queue it for processing; raise ``WebhookVerificationError`` if forged.
+
+        Returns once the raw request is durable, so a 200 never precedes the write. Verification
+        comes first (it reads nothing but the request), so the one write also says whether the
+        callback was genuine, and a stored ``received`` callback is always safe to process.
+        """
+        try:
+            await provider.verify_webhook(request)
+        except WebhookVerificationError as err:
+            err.message = provider.redact(err.message)  # it is stored, and answered to whoever called
+            await self._store.store_inbound(record, rejected=err.message)
+            raise
+        except Exception as err:
+            await self._store.store_inbound(record, rejected=f"verification failed in the plugin: {type(err).__name__}")
+            raise
+        await self._store.store_inbound(record)
+        self._batcher.add(_Verified(record, provider, tuple(tenants), request))
+
+    async def resume(self, providers: Mapping[str, Provider], tenants_of: Callable[[str], tuple[str, ...]]) -> int:
+        """Queue the callbacks that were acknowledged but not processed when the process last stopped.
+
+        ``providers`` are the instances by name; ``tenants_of`` says whose callbacks an instance
+        carries. A callback whose instance is gone from policy is marked rejected.
+        """
+        pending = await self._store.pending_inbound()
+        for record in pending:
+            provider = providers.get(record.provider)
+            if provider is None:
+                await self._store.reject_inbound(record.id, "its provider instance is no longer in policy")
+                continue
+            self._batcher.add(_Verified(record, provider, tenants_of(record.provider), stored_request(record)))
+        if pending:
+            log.info("processing %d provider callbacks received before the last stop", len(pending))
+        return len(pending)
+
+    async def _process(self, batch: list[_Verified]) -> None:
+        processed: list[str] = []
+        replies: list[NewReply] = []
+        opt_outs: list[NewOptOut] = []
+        for item in batch:
+            updates = await self._parse(item)
+            if updates is None:
+                continue
+            self._outcomes.report(item.provider.name, [u for u in updates if isinstance(u, StatusUpdate)])
+            for update in updates:
+                if isinstance(update, InboundReply):
+                    replies.append(_new_reply(item.record.id, item.provider.name, item.tenants, item.record.received_at, update))
+                elif isinstance(update, OptOut):
+                    opt_outs.append(_new_opt_out(item.provider.name, item.tenants, item.record.received_at, update))
+            processed.append(item.record.id)
+        self._opt_outs.note(await self._store.record_inbound(processed, replies, opt_outs))
+
+    async def _parse(self, item: _Verified) -> Sequence[ProviderReport] | None:
+        """The plugin's reading of a callback; None (and the request marked rejected) if it cannot read it."""
+        try:
+            return await item.provider.parse_webhook(item.request)
+        except Exception as err:
+            trace = item.provider.redact("".join(traceback.format_exception(err)))
+            log.error("provider instance %s could not parse callback %s:\n%s", item.provider.name, item.record.id, trace)
+            reason = item.provider.redact(f"could not be parsed: {type(err).__name__}: {err}")
+            await self._store.reject_inbound(item.record.id, reason[:500])
+            return None
+
+    async def drain(self) -> None:
+        await self._batcher.drain()
+        await self._reported.drain()
+
+
+def _new_opt_out(provider: str, tenants: tuple[str, ...], received_at: float, opt_out: OptOut) -> NewOptOut:
+    return NewOptOut(
+        provider=provider, tenants=tenants, channel=opt_out.channel, address=opt_out.address, opted_out=opt_out.opted_out,
+        reason=opt_out.reason, at=opt_out.occurred_at or received_at, about=opt_out.about,
+    )
+
+
+def _new_reply(request_id: str | None, provider: str, tenants: tuple[str, ...], received_at: float, reply: InboundReply) -> NewReply:
+    return NewReply(
+        request_id=request_id,
+        provider=provider,
+        tenants=tenants,
+        channel=reply.channel,
+        sender=reply.sender,
+        body=reply.body,
+        received_at=reply.occurred_at or received_at,
+        provider_message_id=reply.provider_message_id,
+        in_reply_to=reply.in_reply_to,
+        detail=reply.detail,
+        opt=opt_change(reply),
+    )
+
+
+class InboundPurger:
+    """Deletes raw callbacks older than the retention period, at start and then every hour of ``clock``."""
+
+    def __init__(self, store: Store, clock: Clock, retention_seconds: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._retention = retention_seconds
+        self.runs = 0
+        self.purged = 0
+
+    async def purge(self) -> int:
+        count = await self._store.purge_inbound(self._clock.now() - self._retention)
+        self.runs += 1
+        self.purged += count
+        if count:
+            log.info("purged %d raw provider callbacks older than %g days", count, self._retention / 86400)
+        return count
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("purging old provider callbacks failed; trying again later")
+            await self._clock.sleep(min(PURGE_EVERY, self._retention))
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.run(), name="inbound-purge")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def stored_request(record: InboundRecord) -> InboundRequest:
+    """A stored callback as a plugin reads it again (it was verified when it arrived)."""
+    query = dict(parse_qsl(urlsplit(record.target).query))
+    return InboundRequest(
+        method=record.method, url=record.target, headers=dict(record.headers), query=query, body=record.body, remote=record.source
+    )
+
+
+def instance_tenants(owner: str | None, tenants: Mapping[str, object]) -> tuple[str, ...]:
+    """Whose callbacks an instance carries: its owner's only, or (a shared instance) any tenant's."""
+    return (owner,) if owner is not None else tuple(tenants)

@@ -1,0 +1,1 @@
+"""The HTTP face: routes (one module per resource), authentication, the error envelope, views and paging."""

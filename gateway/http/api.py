@@ -1,0 +1,126 @@
+"""HTTP plumbing shared by every route: JSON in and out, the error envelope, authentication."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError as PydanticValidationError
+
+from gateway.errors import (
+    ApiError,
+    BadRequestError,
+    ErrorDetail,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+    error_body,
+)
+from gateway.http.appkeys import POLICIES, SETTINGS
+from gateway.http.auth import key_from_headers
+from gateway.policy.keys import Principal, authenticate
+from gateway.policy.view import PolicySet
+
+log = logging.getLogger(__name__)
+JSON: Final = "application/json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return raw_json_response(orjson.dumps(data), status, headers)
+
+
+def raw_json_response(body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=body, status=status, content_type=JSON, headers=headers)
+
+
+def error_response(error: ApiError) -> web.Response:
+    return json_response(error.body(), error.status, error.headers)
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; 415, 413, 400 or 422 otherwise."""
+    if request.content_type != JSON and not request.content_type.endswith("+json"):
+        raise UnsupportedMediaTypeError(
+            f"Send JSON with Content-Type: application/json (got {request.content_type or 'none'!r}).",
+            code="unsupported_media_type",
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as err:
+        raise PayloadTooLargeError(
+            f"Request body is larger than the {request.app[SETTINGS].max_body_bytes} bytes allowed.", code="payload_too_large"
+        ) from err
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise BadRequestError(f"Request body is not valid JSON: {err}", code="invalid_json") from err
+    if not isinstance(body, dict):
+        raise ValidationError("Request body must be a JSON object.", details=[ErrorDetail("", "must be a JSON object", "validation_failed")])
+    return body
+
+
+def parse_model(model: type[Any], body: dict[str, Any]) -> Any:
+    """``body`` validated as ``model``; pydantic's complaints become one 422 with a detail each."""
+    try:
+        return model.model_validate(body)
+    except PydanticValidationError as err:
+        raise validation_error(err) from None
+
+
+def validation_error(err: PydanticValidationError, prefix: str = "") -> ValidationError:
+    details = [ErrorDetail(prefix + _dotted(e["loc"]), _message(e), "validation_failed") for e in err.errors()]
+    return ValidationError("The request body is not valid.", code="validation_failed", details=details)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    parts = [f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc if part not in ("str", "int")]
+    return "".join(parts).lstrip(".")
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    return str(error["msg"])
+
+
+def principal_of(request: web.Request, policy: PolicySet) -> Principal:
+    return authenticate(policy, key_from_headers(request.headers))
+
+
+def current_policy(request: web.Request) -> PolicySet:
+    """The policy set this request runs on, taken once so a reload mid-request changes nothing."""
+    return request.app[POLICIES].current
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal in the one error shape; an unexpected failure is a logged 500, never a stack trace."""
+    try:
+        return await handler(request)
+    except ApiError as err:
+        return error_response(err)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(PayloadTooLargeError("Request body is too large.", code="payload_too_large"))
+    except web.HTTPMethodNotAllowed as err:
+        allowed = ", ".join(sorted(err.allowed_methods))
+        return error_response(
+            MethodNotAllowedError(f"{request.method} is not allowed here (allowed: {allowed}).", headers={"Allow": allowed})
+        )
+    except web.HTTPNotFound:
+        return error_response(NotFoundError(f"No route for {request.path}.", code="route_not_found"))
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        return json_response(error_body(f"http_{err.status}", err.reason), err.status)
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return json_response(error_body("internal_error", "Something went wrong on our side; the error has been logged."), 500)

@@ -1,0 +1,39 @@
+"""Typed keys for everything the application holds, declared in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.engine.dispatcher import Dispatcher
+from gateway.engine.event_webhooks import EventWebhooks
+from gateway.engine.inbound import Inbound, InboundPurger
+from gateway.engine.opt_outs import OptOuts
+from gateway.engine.outcomes import Outcomes
+from gateway.engine.provider_pool import PoolHolder
+from gateway.plugins import PluginCatalog
+from gateway.policy.view import PolicyHolder, PolicySet
+from gateway.policy.watcher import PolicyWatcher
+from gateway.settings import Settings
+from gateway.signing import Ed25519Signer
+from gateway.store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+PLUGINS = web.AppKey("plugins", PluginCatalog)
+POLICIES = web.AppKey("policies", PolicyHolder)
+POLICY_LOADER: web.AppKey[Callable[[], PolicySet]] = web.AppKey("policy_loader")
+STORE = web.AppKey("store", Store)
+HTTP = web.AppKey("http_session", aiohttp.ClientSession)
+PROVIDERS = web.AppKey("providers", PoolHolder)
+OUTCOMES = web.AppKey("outcomes", Outcomes)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
+INBOUND = web.AppKey("inbound", Inbound)
+OPT_OUTS = web.AppKey("opt_outs", OptOuts)
+INBOUND_PURGER = web.AppKey("inbound_purger", InboundPurger)
+EVENT_WEBHOOKS = web.AppKey("event_webhooks", EventWebhooks)
+WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)

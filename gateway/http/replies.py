@@ -1,0 +1,103 @@
+"""``/api/v1/replies`` and ``/api/v1/opt-outs``: what recipients sent back, and who asked to hear nothing more.
+
+Replies arrive through provider callbacks (or a plugin's own reports) and are linked to the
+message they answer when the vendor says which. Opt-outs come from STOP replies and vendors'
+opt-out signals; a tenant's own system may record one too (an unsubscribe page, a support
+request). Only the recipient lifts an opt-out, by replying START: the API cannot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from gateway.clock import isoformat
+from gateway.errors import ErrorDetail, ValidationError
+from gateway.http.api import current_policy, json_response, parse_model, principal_of, read_json
+from gateway.http.appkeys import OPT_OUTS, STORE
+from gateway.http.paging import bad_cursor, page_limit
+from gateway.store import InvalidCursorError, Page
+
+routes = web.RouteTableDef()
+Text = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=320)]
+
+
+class NewOptOut(BaseModel):
+    """A recipient who asked the tenant, not a vendor, to stop sending on ``channel``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Text
+    address: Text
+
+
+@routes.get("/api/v1/replies")
+async def list_replies(request: web.Request) -> web.Response:
+    principal = principal_of(request, current_policy(request))
+    query = request.query
+    page = await _page(
+        request.app[STORE].list_replies(
+            principal.tenant, channel=query.get("channel") or None, sender=query.get("from") or None,
+            limit=page_limit(query.get("limit")), cursor=query.get("cursor") or None,
+        )
+    )
+    return json_response({"items": [_reply_view(item) for item in page.items], "next_cursor": page.next_cursor})
+
+
+@routes.get("/api/v1/opt-outs")
+async def list_opt_outs(request: web.Request) -> web.Response:
+    principal = principal_of(request, current_policy(request))
+    query = request.query
+    page = await _page(
+        request.app[STORE].list_opt_outs(
+            principal.tenant, channel=query.get("channel") or None, address=query.get("address") or None,
+            limit=page_limit(query.get("limit")), cursor=query.get("cursor") or None,
+        )
+    )
+    return json_response({"items": [_opt_out_view(item) for item in page.items], "next_cursor": page.next_cursor})
+
+
+@routes.post("/api/v1/opt-outs")
+async def add_opt_out(request: web.Request) -> web.Response:
+    """Record an opt-out from the tenant's own system; 201 when new, 200 when it was already there."""
+    policy = current_policy(request)
+    principal = principal_of(request, policy)
+    body: NewOptOut = parse_model(NewOptOut, await read_json(request))
+    if policy.channels.get(body.channel) is None:
+        known = ", ".join(sorted(policy.channels.specs))
+        message = f"unknown channel {body.channel!r} (known: {known})"
+        raise ValidationError(message, code="unknown_channel", details=[ErrorDetail("channel", message, "unknown_channel")])
+    added = await request.app[STORE].add_opt_out(principal.tenant, body.channel, body.address, f"api {principal.actor}")
+    request.app[OPT_OUTS].note([principal.tenant])
+    status = 201 if added else 200
+    return json_response({"channel": body.channel, "address": body.address, "created": added}, status)
+
+
+async def _page(pending: Awaitable[Page]) -> Page:
+    try:
+        page = await pending
+    except InvalidCursorError:
+        raise bad_cursor() from None
+    return page
+
+
+def _reply_view(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "channel": item["channel"],
+        "from": item["sender"],
+        "body": item["body"],
+        "provider": item["provider"],
+        "provider_message_id": item["provider_message_id"],
+        "in_reply_to": item["in_reply_to"],
+        "notification_id": item["notification_id"],
+        "delivery_id": item["delivery_id"],
+        "received_at": isoformat(item["received_at"]),
+        "detail": item["detail"],
+    }
+
+
+def _opt_out_view(item: dict[str, Any]) -> dict[str, Any]:
+    return {"channel": item["channel"], "address": item["address"], "since": isoformat(item["since"]), "source": item["source"]}

@@ -1,0 +1,16 @@
+"""HTTP resources, one module each; :func:`setup_routes` mounts them all."""
+
+from aiohttp import web
+
+from gateway.http import capabilities, dead_letters, health, notifications, replies, webhook_deliveries, webhook_endpoints, webhooks
+
+
+def setup_routes(app: web.Application) -> None:
+    app.add_routes(health.routes)
+    app.add_routes(notifications.routes)
+    app.add_routes(capabilities.routes)
+    app.add_routes(dead_letters.routes)
+    app.add_routes(webhooks.routes)
+    app.add_routes(webhook_deliveries.routes)
+    app.add_routes(webhook_endpoints.routes)
+    app.add_routes(replies.routes)

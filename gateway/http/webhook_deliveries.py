@@ -1,0 +1,84 @@
+"""``/api/v1/webhook-deliveries``: the tenant's event webhooks on their way, and sending them again.
+
+A delivery that ran out of retries (``dead``) or went to an endpoint that answered 410
+(``disabled``) stays listed; replaying it, one or all of an endpoint's since a time, queues it
+again with a fresh schedule and lifts the endpoint's disabling.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, StrictStr
+
+from gateway import ids
+from gateway.clock import parse_timestamp
+from gateway.errors import ConflictError, ErrorDetail, NotFoundError, ValidationError
+from gateway.http.api import current_policy, json_response, parse_model, principal_of, read_json
+from gateway.http.appkeys import STORE
+from gateway.http.paging import bad_cursor, one_of, page_limit
+from gateway.http.views import webhook_delivery_view
+from gateway.store import InvalidCursorError
+
+routes = web.RouteTableDef()
+STATUSES: Final = ("pending", "succeeded", "dead", "disabled")
+
+
+class ReplaySince(BaseModel):
+    """Every dead or disabled delivery of ``endpoint`` created at or after ``since`` (ISO 8601)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: StrictStr
+    since: StrictStr | None = None
+
+
+@routes.get("/api/v1/webhook-deliveries")
+async def list_webhook_deliveries(request: web.Request) -> web.Response:
+    """The tenant's webhook deliveries, newest first, by status and endpoint, a page at a time."""
+    principal = principal_of(request, current_policy(request))
+    query = request.query
+    try:
+        page = await request.app[STORE].list_webhook_deliveries(
+            principal.tenant, status=one_of("status", query.get("status"), STATUSES), endpoint=query.get("endpoint") or None,
+            limit=page_limit(query.get("limit")), cursor=query.get("cursor") or None,
+        )
+    except InvalidCursorError:
+        raise bad_cursor() from None
+    return json_response({"items": [webhook_delivery_view(item) for item in page.items], "next_cursor": page.next_cursor})
+
+
+@routes.post("/api/v1/webhook-deliveries/{delivery_id}/replay")
+async def replay_one(request: web.Request) -> web.Response:
+    principal = principal_of(request, current_policy(request))
+    delivery_id = request.match_info["delivery_id"]
+    store = request.app[STORE]
+    if not ids.has_prefix(delivery_id, ids.WEBHOOK):
+        raise NotFoundError(f"No webhook delivery {delivery_id!r}.", code="webhook_delivery_not_found")
+    replayed = await store.replay_webhooks(principal.tenant, delivery_ids=[delivery_id])
+    if not replayed:
+        status = await store.webhook_delivery_status(principal.tenant, delivery_id)
+        if status is None:
+            raise NotFoundError(f"No webhook delivery {delivery_id!r}.", code="webhook_delivery_not_found")
+        raise ConflictError(f"Webhook delivery {delivery_id!r} is {status}, not dead or disabled.", code="not_replayable")
+    return json_response({"replayed": replayed}, 202)
+
+
+@routes.post("/api/v1/webhook-deliveries/replay")
+async def replay_since(request: web.Request) -> web.Response:
+    """Replay an endpoint's dead or disabled deliveries since a time (all of them without one)."""
+    principal = principal_of(request, current_policy(request))
+    body: ReplaySince = parse_model(ReplaySince, await read_json(request))
+    since = _since(body.since)
+    replayed = await request.app[STORE].replay_webhooks(principal.tenant, endpoint=body.endpoint, since=since)
+    return json_response({"replayed": len(replayed), "webhook_delivery_ids": replayed}, 202)
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except ValueError as err:
+        raise ValidationError(f"since {err}.", code="invalid_schedule", details=[ErrorDetail("since", str(err), "invalid_schedule")]) from None

@@ -1,0 +1,114 @@
+"""``/api/v1/webhooks/{provider_instance}``: delivery receipts and replies from provider vendors.
+
+No API key here: a callback is authenticated by its vendor's signature, which the instance's
+plugin checks. The raw request is stored first (see :mod:`gateway.engine.inbound`); the answer is
+200 once it is durable and verified, before any of it is processed.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import ids
+from gateway.engine.inbound import instance_tenants, kept_headers, kept_target
+from gateway.errors import (
+    ApiError,
+    ForbiddenError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    WebhookVerificationError,
+)
+from gateway.http.api import current_policy, json_response
+from gateway.http.appkeys import CLOCK, INBOUND, PROVIDERS, SETTINGS, WEBHOOK_SIGNER
+from gateway.plugin_api import InboundRequest, InboundResponse, Provider
+from gateway.store import InboundRecord
+
+routes = web.RouteTableDef()
+PATH = "/api/v1/webhooks/{provider_instance}"
+PUBLIC_KEY_PATH = "/api/v1/webhooks/public-key"
+
+
+@routes.get(PUBLIC_KEY_PATH)
+async def public_key(request: web.Request) -> web.Response:
+    """The key receivers verify ``v1a`` (Ed25519) event signatures with; public, so no API key is needed."""
+    signer = request.app[WEBHOOK_SIGNER]
+    return json_response({"public_key": signer.public_key, "algorithm": "ed25519", "signature_version": "v1a"})
+
+
+@routes.post(PATH)
+async def receive(request: web.Request) -> web.Response:
+    """Store, verify, acknowledge; processing (reconciliation, replies) follows on its own path."""
+    provider = _instance(request, request.match_info["provider_instance"])
+    return await _receive(request, provider, await _body(request))
+
+
+@routes.get(PATH)
+async def handshake(request: web.Request) -> web.Response:
+    """A vendor checking the URL before it sends callbacks, or (where the plugin allows it) a callback sent by GET."""
+    provider = _instance(request, request.match_info["provider_instance"])
+    answer = await provider.handshake(_inbound_request(request, b""))
+    if answer is not None:
+        return _plugin_response(answer)
+    if provider.callbacks_by_get:
+        return await _receive(request, provider, b"")
+    raise MethodNotAllowedError(f"Provider instance {provider.name!r} takes callbacks by POST only.", headers={"Allow": "POST"})
+
+
+async def _receive(request: web.Request, provider: Provider, body: bytes) -> web.Response:
+    policy = current_policy(request)
+    name = provider.name
+    record = InboundRecord(
+        ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method, kept_target(request.raw_path),
+        kept_headers(request.headers.items()), body,
+    )
+    instance = policy.provider_instances.get(name)
+    tenants = instance_tenants(instance.tenant if instance else None, policy.document.tenants)
+    inbound = _inbound_request(request, body)
+    try:
+        await request.app[INBOUND].receive(record, provider, tenants, inbound)
+    except WebhookVerificationError as err:
+        raise _refusal(err, record.id) from err
+    answer = await provider.answer_webhook(inbound)
+    if answer is not None:
+        return _plugin_response(answer)
+    return json_response({"received": record.id})
+
+
+def _plugin_response(answer: InboundResponse) -> web.Response:
+    return web.Response(body=answer.body, status=answer.status, content_type=answer.content_type, headers=dict(answer.headers))
+
+
+def _instance(request: web.Request, name: str) -> Provider:
+    provider = request.app[PROVIDERS].current.get(name)
+    if provider is None:
+        raise NotFoundError(f"No provider instance {name!r}.", code="unknown_provider_instance")
+    return provider
+
+
+async def _body(request: web.Request) -> bytes:
+    """The body, refused (413) past the inbound limit before it is read when the length is declared."""
+    limit = request.app[SETTINGS].inbound_max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    body = await request.read()
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
+
+
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(f"A provider callback may be at most {limit} bytes.", code="payload_too_large")
+
+
+def _inbound_request(request: web.Request, body: bytes) -> InboundRequest:
+    return InboundRequest(
+        method=request.method, url=str(request.url), headers=request.headers,
+        query=dict(request.query.items()), body=body, remote=request.remote,
+    )
+
+
+def _refusal(err: WebhookVerificationError, request_id: str) -> ApiError:
+    kind = ForbiddenError if err.status == 403 else UnauthorizedError
+    return kind(f"The callback failed verification: {err.message} (stored as {request_id}).", code="webhook_verification_failed")

@@ -1,0 +1,1 @@
+"""Policies: the YAML models, loading and validation, the served view, hot reload, secrets, templates."""

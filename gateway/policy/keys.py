@@ -1,0 +1,63 @@
+"""API keys: how they are made, stored in policy (as SHA-256 hashes with a lookup prefix) and checked."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import Final
+
+from gateway.errors import ForbiddenError, UnauthorizedError
+from gateway.policy.view import PolicySet
+
+KEY_PREFIX: Final = "tdk_"
+LOOKUP_LENGTH: Final = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the tenant, which key (by prefix, never the key) and the key's mode."""
+
+    tenant: str
+    key_prefix: str
+    mode: str
+
+    @property
+    def actor(self) -> str:
+        return f"key:{self.key_prefix}"
+
+    @property
+    def is_test(self) -> bool:
+        return self.mode == "test"
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    key: str
+    prefix: str
+    sha256: str
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key() -> NewKey:
+    """A fresh random key; only its prefix and hash are ever stored."""
+    key = KEY_PREFIX + secrets.token_urlsafe(30)
+    return NewKey(key=key, prefix=key[:LOOKUP_LENGTH], sha256=hash_key(key))
+
+
+def authenticate(policy: PolicySet, key: str | None) -> Principal:
+    """The principal a key belongs to; 401 for an unknown key, 403 for a suspended tenant."""
+    if not key:
+        raise UnauthorizedError("Send an API key in the X-API-Key header or as Authorization: Bearer <key>.")
+    digest = hash_key(key)
+    for entry in policy.keys_by_prefix.get(key[:LOOKUP_LENGTH], ()):
+        if hmac.compare_digest(entry.key.sha256, digest):
+            tenant = policy.tenant(entry.tenant)
+            if tenant is None or tenant.status != "active":
+                raise ForbiddenError(f"Tenant {entry.tenant!r} is suspended.", code="tenant_suspended")
+            return Principal(entry.tenant, entry.key.prefix, entry.key.mode)
+    raise UnauthorizedError("Unknown API key.", code="invalid_api_key")

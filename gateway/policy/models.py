@@ -1,0 +1,242 @@
+"""The policy files' shape: one pydantic model per section and entry, and the small types they share.
+
+The JSON Schema that ships with the package (``gateway/policy/policy.schema.json``) is made
+from these models (``make schema``); the loader validates against it first, then builds them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+
+from gateway.policy.durations import DURATION_PATTERN, RATE_PATTERN
+
+SECTIONS: Final = ("tenants", "providers", "channels", "templates", "routes", "retry_schedules", "quotas", "webhooks")
+
+
+SANDBOX: Final = "sandbox"
+
+
+DEFAULT_RETRY_SCHEDULE: Final = "default"  # exists even when retry_schedules does not define it
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+"""Names of tenants, provider instances, templates, schedules and endpoints."""
+
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, description="A duration such as 90s, 5m, 1h or 2d.")]
+
+
+Rate = Annotated[str, Field(pattern=RATE_PATTERN, description="A rate such as 10/s or 600/m.")]
+
+
+SecretText = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "description": "A secret: write {$env: NAME}, {$file: PATH} or an enc:v1: value, never the secret itself.",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "object", "properties": {"$env": {"type": "string"}}, "required": ["$env"], "additionalProperties": False},
+                {"type": "object", "properties": {"$file": {"type": "string"}}, "required": ["$file"], "additionalProperties": False},
+            ],
+        }
+    ),
+]
+
+
+Priority = Literal["high", "normal", "bulk"]
+
+
+Strategy = Literal["all", "fallback"]
+
+
+EVENT_TYPES: Final = (
+    "message.queued", "message.sent", "message.delivered", "message.read", "message.failed", "message.dead_lettered",
+    "message.replied", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
+    "quota.threshold",
+)
+
+
+EventType = Literal[
+    "*", "message.queued", "message.sent", "message.delivered", "message.read", "message.failed", "message.dead_lettered",
+    "message.replied", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
+    "quota.threshold",
+]
+
+
+class ApiKeyPolicy(_Model):
+    """An API key, stored as its hash; ``tidings key create`` prints the entry."""
+
+    prefix: str = Field(pattern=r"^.{12}$", description="The key's first 12 characters, for lookup.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the whole key.")
+    mode: Literal["live", "test"] = Field("live", description="test keys send only through the sandbox.")
+    name: str | None = None
+
+
+class ChannelRoutePolicy(_Model):
+    """How one channel is carried: provider instances in failover order, retries, throughput."""
+
+    providers: list[Name] = Field(min_length=1, description="Provider instances in failover order.")
+    retry_schedule: Name | None = Field(None, description="A schedule from retry_schedules; the default one when unset.")
+    throughput: Rate | None = Field(None, description="At most this many sends on the channel, e.g. 10/s.")
+
+
+class SenderPolicy(_Model):
+    """Who a tenant's messages on one channel come from."""
+
+    from_: str = Field(alias="from", description="Email address, phone number, alphanumeric sender id or bot name.")
+    name: str | None = Field(None, description="Display name, where the channel has one.")
+    reply_to: str | None = None
+
+
+class TenantDefaults(_Model):
+    """What a tenant's requests get when they do not say."""
+
+    strategy: Strategy | None = None
+    fallback_after: Duration | None = None
+    priority: Priority | None = None
+    retry_schedule: Name | None = None
+
+
+class ProviderTemplatePolicy(_Model):
+    """A template approved at the vendor (WhatsApp): its name, language and ordered parameters."""
+
+    name: str
+    language: str
+    parameters: list[str] = Field(default_factory=list, description="Jinja2 expressions, in the vendor's order.")
+
+
+class TemplateContentPolicy(_Model):
+    subject: str | None = None
+    body: str | None = None
+    html: str | None = None
+    provider_template: ProviderTemplatePolicy | None = None
+
+
+class TemplatePolicy(_Model):
+    """A message template: content per channel plus the defaults it brings to a request."""
+
+    description: str | None = None
+    version: int | str | None = Field(None, description="Your own version marker, recorded with each notification.")
+    language: str | None = Field(None, description="Language of the content, e.g. en or pt-BR.")
+    variables: list[str] | None = Field(
+        None, description="Variables a request must supply; when set, every placeholder must be listed here."
+    )
+    priority: Priority | None = None
+    strategy: Strategy | None = None
+    fallback_after: Duration | None = None
+    ttl: Duration | None = Field(None, description="Give up on a delivery this long after it was accepted.")
+    channels: dict[str, TemplateContentPolicy] = Field(min_length=1)
+
+
+class TenantPolicy(_Model):
+    name: str | None = None
+    status: Literal["active", "suspended"] = "active"
+    api_keys: list[ApiKeyPolicy] = Field(default_factory=list)
+    channels: dict[str, ChannelRoutePolicy] = Field(default_factory=dict, description="Overrides of the shared channels, per channel.")
+    templates: dict[Name, TemplatePolicy] = Field(default_factory=dict, description="Templates only this tenant can use.")
+    senders: dict[str, SenderPolicy] = Field(default_factory=dict, description="Sender identity per channel.")
+    defaults: TenantDefaults = Field(default_factory=TenantDefaults)
+
+
+class CircuitBreakerPolicy(_Model):
+    """When to stop sending through an instance that keeps failing, and when to try it again."""
+
+    failures: int = Field(5, ge=1, description="Transient failures within the window that open the circuit.")
+    window: Duration = "60s"
+    cooldown: Duration = Field("30s", description="How long it stays open before one probe send is let through.")
+
+
+class ProviderInstancePolicy(_Model):
+    """A configured provider: a plugin plus its settings (credentials, URLs, sender)."""
+
+    plugin: str
+    tenant: Name | None = Field(None, description="Only this tenant may use the instance (its own vendor account).")
+    config: dict[str, Any] = Field(default_factory=dict, description="Checked against the plugin's config_schema.")
+    rate: Rate | None = Field(None, description="At most this many sends through the instance, e.g. 10/s.")
+    circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
+
+
+class RoutePolicy(_Model):
+    """A business event (``order.shipped``) and the notification it becomes."""
+
+    template: Name
+    channels: list[str] = Field(min_length=1)
+    strategy: Strategy = "all"
+    fallback_after: Duration | None = None
+    priority: Priority | None = None
+    tenant: Name | None = Field(None, description="Only for this tenant (and its own templates); every tenant when unset.")
+    description: str | None = None
+
+
+class RetrySchedulePolicy(_Model):
+    """The wait before each retry, in order. N delays are N retries: N + 1 attempts in all, unless
+    max_attempts asks for more, when the last delay repeats."""
+
+    delays: list[Duration] = Field(min_length=1, description="The wait before each retry: the first, the second, ...")
+    max_attempts: int | None = Field(
+        None, ge=2, le=100,
+        description="Attempts in all, the first included; at least one more than there are delays (the default).",
+    )
+
+
+class QuotaPolicy(_Model):
+    """Sends a tenant may make: a burst and a sustained rate per minute, and a daily cap."""
+
+    burst_per_minute: int | None = Field(None, ge=1)
+    sustained_per_minute: int | None = Field(None, ge=1)
+    daily: int | None = Field(None, ge=1)
+    warn_at: float = Field(0.8, gt=0, le=1, description="Emit quota.threshold at this fraction of the daily cap.")
+
+
+class WebhookEndpointPolicy(_Model):
+    """Where a tenant receives event webhooks, and how they are signed."""
+
+    url: Annotated[str, Field(pattern=r"^https?://\S+$")]
+    events: list[EventType] = Field(min_length=1, description="Event types to send, or * for all.")
+    secret: SecretText | None = Field(None, description="whsec_ secret for v1 HMAC signatures.")
+    previous_secrets: list[SecretText] = Field(
+        default_factory=list, description="Still signed with during a rotation, so receivers can switch over."
+    )
+    signing: Literal["hmac", "ed25519"] = Field(
+        "hmac", description="hmac: v1 signatures with the secret; ed25519: v1a signatures with the gateway's key (and v1 too if a secret is set)."
+    )
+    disable_after: Duration | None = Field(
+        "5d", description="Disable the endpoint after it has failed continuously this long (null: never)."
+    )
+    allow_private: bool = Field(
+        False, description="Allow a url that resolves to a loopback, link-local or private address (refused otherwise: SSRF)."
+    )
+    description: str | None = None
+
+
+class PolicyDocument(_Model):
+    """Every section of a policy set; each may be split across files."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="Tidings policy",
+        json_schema_extra={"description": "Sections of a Tidings policy directory; any file may hold any of them."},
+    )
+
+    tenants: dict[Name, TenantPolicy] = Field(default_factory=dict)
+    providers: dict[Name, ProviderInstancePolicy] = Field(default_factory=dict)
+    channels: dict[str, ChannelRoutePolicy] = Field(default_factory=dict)
+    templates: dict[Name, TemplatePolicy] = Field(default_factory=dict)
+    routes: dict[str, RoutePolicy] = Field(default_factory=dict, description="Business events by name, e.g. order.shipped.")
+    retry_schedules: dict[Name, RetrySchedulePolicy] = Field(default_factory=dict)
+    quotas: dict[Name, QuotaPolicy] = Field(default_factory=dict, description="Per tenant.")
+    webhooks: dict[Name, dict[Name, WebhookEndpointPolicy]] = Field(
+        default_factory=dict, description="Per tenant: endpoints by name."
+    )
+
+
+RESERVED_INSTANCE_NAMES: Final = frozenset({"public-key"})
+"""Instance names whose callback URL the gateway uses itself."""

@@ -1,0 +1,273 @@
+"""Checking a merged policy set: its schema, the names that must point at something, its templates.
+
+Every problem is reported to :class:`~gateway.policy.sources.Sources` with its path, so it comes
+out with file and line; values are never echoed (they may be secrets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from types import MappingProxyType
+from typing import Any, Final
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError as SchemaValidationError
+
+from gateway.channels import ChannelCatalog
+from gateway.plugins import PluginCatalog
+from gateway.policy import schema
+from gateway.policy.durations import parse_duration
+from gateway.policy.models import (
+    DEFAULT_RETRY_SCHEDULE,
+    RESERVED_INSTANCE_NAMES,
+    SANDBOX,
+    ChannelRoutePolicy,
+    PolicyDocument,
+    ProviderInstancePolicy,
+    RetrySchedulePolicy,
+    RoutePolicy,
+    TemplateContentPolicy,
+    TemplatePolicy,
+)
+from gateway.policy.sources import Path_, Sources
+from gateway.policy.templates import CompiledContent, CompiledTemplate, template_syntax_error
+
+
+def check_schema(sources: Sources) -> None:
+    """Every way the merged document breaks the shipped JSON Schema, each at its file and line."""
+    _report_schema_errors(schema.validator().iter_errors(sources.document), (), sources)
+
+
+def _report_schema_errors(errors: Iterable[SchemaValidationError], base: Path_, sources: Sources) -> None:
+    for error in sorted(errors, key=lambda e: [str(part) for part in e.absolute_path]):
+        for path, message in _schema_issues(error):
+            sources.issue((*base, *path), message)
+
+
+def _schema_issues(error: SchemaValidationError) -> list[tuple[Path_, str]]:
+    """Readable messages for one schema error; values are never echoed (they may be secrets)."""
+    path: Path_ = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict) and isinstance(error.schema, Mapping):
+        known = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(known))
+        hint = f" (known: {', '.join(known)})" if known else ""
+        return [((*path, name), f"unknown field{hint}") for name in unknown]
+    if error.validator == "anyOf" and error.context:
+        best = min(error.context, key=lambda e: len(list(e.absolute_path)))
+        return _schema_issues(best) if best.validator != "type" else [(path, "has the wrong type")]
+    return [(path, _schema_message(error))]
+
+
+def pydantic_message(error: Mapping[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown field"
+    if error["type"] == "missing":
+        return "required field is missing"
+    return str(error["msg"])
+
+
+def _check_schedule(name: str, schedule: RetrySchedulePolicy, sources: Sources) -> None:
+    """A delay the schedule would never wait is a mistake, not a setting: refuse it."""
+    retries = len(schedule.delays)
+    if schedule.max_attempts is not None and schedule.max_attempts <= retries:
+        sources.issue(
+            ("retry_schedules", name, "max_attempts"),
+            f"{retries} delays are {retries} retries, so at least {retries + 1} attempts (the first and its retries); "
+            f"with {schedule.max_attempts} the last {retries + 1 - schedule.max_attempts} delay(s) would never be used. "
+            "Raise it, or leave it out.",
+        )
+
+
+def check_references(document: PolicyDocument, plugins: PluginCatalog, channels: ChannelCatalog, sources: Sources) -> None:
+    """Names that must point at something: instances, channels, tenants, schedules, templates."""
+    for name, instance in document.providers.items():
+        _check_instance(name, instance, plugins, sources)
+        if instance.tenant is not None and instance.tenant not in document.tenants:
+            sources.issue(("providers", name, "tenant"), f"unknown tenant {instance.tenant!r}")
+    for name in RESERVED_INSTANCE_NAMES & document.providers.keys():
+        sources.issue(("providers", name), f"{name!r} is reserved: /api/v1/webhooks/{name} is a gateway endpoint, not a callback URL")
+    if SANDBOX in document.providers and document.providers[SANDBOX].plugin != SANDBOX:
+        sources.issue(("providers", SANDBOX, "plugin"), "the instance named 'sandbox' serves test keys and must use the sandbox plugin")
+    schedules = {DEFAULT_RETRY_SCHEDULE, *document.retry_schedules}
+    for name, schedule in document.retry_schedules.items():
+        _check_schedule(name, schedule, sources)
+    routes: list[tuple[str | None, Path_, Mapping[str, ChannelRoutePolicy]]] = [(None, ("channels",), document.channels)]
+    routes += [(tenant, ("tenants", tenant, "channels"), policy.channels) for tenant, policy in document.tenants.items()]
+    for owner, base, table in routes:
+        for channel, route in table.items():
+            if channel not in channels:
+                sources.issue((*base, channel), f"unknown channel {channel!r}")
+                continue
+            for index, target in enumerate(route.providers):
+                _check_route_target(target, channel, owner, document, plugins, (*base, channel, "providers", index), sources)
+            _check_name(route.retry_schedule, schedules, "retry schedule", (*base, channel, "retry_schedule"), sources)
+    for tenant, policy in document.tenants.items():
+        _check_name(policy.defaults.retry_schedule, schedules, "retry schedule", ("tenants", tenant, "defaults", "retry_schedule"), sources)
+        for channel in policy.senders:
+            if channel not in channels:
+                sources.issue(("tenants", tenant, "senders", channel), f"unknown channel {channel!r}")
+    for section in ("quotas", "webhooks"):
+        for tenant in getattr(document, section):
+            _check_name(tenant, document.tenants, "tenant", (section, tenant), sources)
+    for tenant, endpoints in document.webhooks.items():
+        for name, endpoint in endpoints.items():
+            if endpoint.signing == "hmac" and endpoint.secret is None:
+                sources.issue(("webhooks", tenant, name, "secret"), "hmac signing needs a secret (whsec_…)")
+    for event, event_route in document.routes.items():
+        _check_event_route(event, event_route, document, channels, sources)
+
+
+def _check_name(name: str | None, known: Collection[str], kind: str, path: Path_, sources: Sources) -> None:
+    if name is not None and name not in known:
+        sources.issue(path, f"unknown {kind} {name!r} (known: {', '.join(sorted(known)) or 'none'})")
+
+
+def _check_event_route(event: str, route: RoutePolicy, document: PolicyDocument, channels: ChannelCatalog, sources: Sources) -> None:
+    base: Path_ = ("routes", event)
+    if route.tenant is not None and route.tenant not in document.tenants:
+        sources.issue((*base, "tenant"), f"unknown tenant {route.tenant!r}")
+    tenant = document.tenants.get(route.tenant) if route.tenant is not None else None
+    template = (tenant.templates.get(route.template) if tenant else None) or document.templates.get(route.template)
+    if template is None:
+        sources.issue((*base, "template"), f"unknown template {route.template!r}")
+    for index, channel in enumerate(route.channels):
+        if channel not in channels:
+            sources.issue((*base, "channels", index), f"unknown channel {channel!r}")
+        elif template is not None and channel not in template.channels:
+            sources.issue((*base, "channels", index), f"template {route.template!r} has no content for channel {channel!r}")
+    if route.fallback_after is not None and route.strategy != "fallback":
+        sources.issue((*base, "fallback_after"), "only applies with strategy: fallback")
+
+
+def _check_instance(name: str, instance: ProviderInstancePolicy, plugins: PluginCatalog, sources: Sources) -> None:
+    plugin = plugins.get(instance.plugin)
+    if plugin is None:
+        why = plugins.failures.get(instance.plugin)
+        reason = f"failed to load: {why}" if why else f"no such plugin installed (installed: {', '.join(sorted(plugins.providers))})"
+        sources.issue(("providers", name, "plugin"), f"plugin {instance.plugin!r} {reason}")
+        return
+    validator = Draft202012Validator(dict(plugin.config_schema))
+    _report_schema_errors(validator.iter_errors(instance.config), ("providers", name, "config"), sources)
+
+
+def _schema_message(error: SchemaValidationError) -> str:
+    """What the value must be, for one JSON Schema error, without repeating the value."""
+    rule, expected = str(error.validator), error.validator_value
+    listed: list[Any] = list(expected) if isinstance(expected, list) else []
+    if rule == "required":
+        missing = [name for name in listed if isinstance(error.instance, dict) and name not in error.instance]
+        return f"{', '.join(repr(name) for name in missing) or 'a field'} is required"
+    if rule == "additionalProperties":
+        return "unexpected field"
+    if rule == "type":
+        return f"must be {_TYPE_NAMES.get(str(expected), str(expected))}"
+    if rule == "enum":
+        return f"must be one of: {', '.join(str(v) for v in listed)}"
+    if rule == "const":
+        return f"must be {expected!r}"
+    if rule == "pattern":
+        description = error.schema.get("description") if isinstance(error.schema, Mapping) else None
+        return description if description and "such as" in description else f"must match the pattern {expected}"
+    if rule in ("minItems", "minProperties", "minLength") and expected == 1:
+        return "must not be empty"
+    if rule in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        words = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+        return f"must be {words[str(rule)]} {expected}"
+    return f"must satisfy {rule}={expected!r}"
+
+
+_TYPE_NAMES: Final = {
+    "object": "a mapping", "array": "a list", "string": "a string", "integer": "a whole number",
+    "number": "a number", "boolean": "true or false", "null": "empty",
+}
+
+
+def _check_route_target(
+    instance: str, channel: str, owner: str | None, document: PolicyDocument, plugins: PluginCatalog, path: Path_, sources: Sources
+) -> None:
+    target = document.providers.get(instance)
+    if target is None:
+        sources.issue(path, f"unknown provider instance {instance!r}")
+        return
+    if target.tenant is not None and target.tenant != owner:
+        sources.issue(path, f"provider instance {instance!r} belongs to tenant {target.tenant!r}; only its own channels may use it")
+    plugin = plugins.get(target.plugin)
+    if plugin is not None and not ("*" in plugin.channels or channel in plugin.channels):
+        sources.issue(path, f"provider instance {instance!r} (plugin {target.plugin}) does not serve channel {channel!r}")
+
+
+def compile_templates(
+    document: PolicyDocument, channels: ChannelCatalog, sources: Sources
+) -> dict[tuple[str | None, str], CompiledTemplate]:
+    scopes: list[tuple[str | None, Path_, Mapping[str, TemplatePolicy]]] = [(None, ("templates",), document.templates)]
+    scopes += [(tenant, ("tenants", tenant, "templates"), policy.templates) for tenant, policy in document.tenants.items()]
+    compiled: dict[tuple[str | None, str], CompiledTemplate] = {}
+    for tenant, base, table in scopes:
+        for template_id, template in table.items():
+            contents = _compile_template(template, channels, (*base, template_id), sources)
+            if contents is None:
+                continue
+            declared = frozenset(template.variables or ())
+            used = frozenset().union(*(content.variables for content in contents.values()))
+            if template.variables is not None and not used <= declared:
+                undeclared = ", ".join(sorted(used - declared))
+                sources.issue((*base, template_id, "variables"), f"placeholders not listed in variables: {undeclared}")
+                continue
+            compiled[(tenant, template_id)] = CompiledTemplate(
+                template_id, MappingProxyType(contents), template.priority, declared, template.strategy,
+                _seconds(template.fallback_after), _seconds(template.ttl),
+            )
+    return compiled
+
+
+def _compile_template(
+    template: TemplatePolicy, channels: ChannelCatalog, base: Path_, sources: Sources
+) -> dict[str, CompiledContent] | None:
+    contents: dict[str, CompiledContent] = {}
+    ok = True
+    for channel, content in template.channels.items():
+        path = (*base, "channels", channel)
+        spec = channels.get(channel)
+        if spec is None:
+            sources.issue(path, f"unknown channel {channel!r}")
+            ok = False
+            continue
+        problems = _content_problems(content, spec.template_required, spec.subject)
+        for sources_path, source in _template_sources(content, path):
+            error = template_syntax_error(source)
+            if error:
+                problems.append((sources_path, f"template syntax error: {error}"))
+        for problem_path, message in problems:
+            sources.issue(problem_path if isinstance(problem_path, tuple) else path, message)
+        if problems:
+            ok = False
+            continue
+        pt = content.provider_template
+        contents[channel] = CompiledContent(
+            body=content.body,
+            subject=content.subject,
+            html=content.html,
+            provider_template=pt.model_dump() if pt else None,
+        )
+    return contents if ok else None
+
+
+def _content_problems(content: TemplateContentPolicy, template_required: bool, subject: bool) -> list[tuple[Any, str]]:
+    problems: list[tuple[Any, str]] = []
+    if template_required and content.provider_template is None:
+        problems.append((None, "this channel sends only provider-approved templates: set provider_template"))
+    if not template_required and content.body is None and content.html is None:
+        problems.append((None, "needs a body (or html)"))
+    if content.subject is not None and not subject:
+        problems.append((None, "this channel has no subject"))
+    return problems
+
+
+def _template_sources(content: TemplateContentPolicy, path: Path_) -> list[tuple[Path_, str]]:
+    found = [((*path, part), value) for part in ("subject", "body", "html") if (value := getattr(content, part)) is not None]
+    if content.provider_template is not None:
+        found += [((*path, "provider_template", "parameters", i), p) for i, p in enumerate(content.provider_template.parameters)]
+    return found
+
+def _seconds(duration: str | None) -> float | None:
+    return parse_duration(duration) if duration is not None else None
