@@ -21,10 +21,7 @@ from gateway.errors import (
     ValidationError,
     error_body,
 )
-from gateway.http.appkeys import POLICIES, SETTINGS
-from gateway.http.auth import key_from_headers
-from gateway.policy.keys import Principal, authenticate
-from gateway.policy.view import PolicySet
+from gateway.http.appkeys import SETTINGS
 
 log = logging.getLogger(__name__)
 JSON: Final = "application/json"
@@ -92,13 +89,6 @@ def _message(error: Any) -> str:
     return str(error["msg"])
 
 
-def principal_of(request: web.Request, policy: PolicySet) -> Principal:
-    return authenticate(policy, key_from_headers(request.headers))
-
-
-def current_policy(request: web.Request) -> PolicySet:
-    """The policy set this request runs on, taken once so a reload mid-request changes nothing."""
-    return request.app[POLICIES].current
 
 
 @web.middleware

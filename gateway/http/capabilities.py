@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.http.api import current_policy, json_response, principal_of
+from gateway.http.api import json_response
+from gateway.http.auth import caller, policy_of
 from gateway.policy.models import SANDBOX
 
 routes = web.RouteTableDef()
@@ -12,8 +13,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/v1/channels/capabilities")
 async def capabilities(request: web.Request) -> web.Response:
-    policy = current_policy(request)
-    principal = principal_of(request, policy)
+    policy, principal = policy_of(request), caller(request)
     channels = []
     for spec in policy.channels:
         providers = [SANDBOX] if principal.is_test else list(policy.providers_for(principal.tenant, spec.name))

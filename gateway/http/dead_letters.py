@@ -15,8 +15,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StrictStr
 
 from gateway import ids, statuses
 from gateway.errors import ConflictError, NotFoundError
-from gateway.http.api import current_policy, json_response, parse_model, principal_of, read_json
+from gateway.http.api import json_response, parse_model, read_json
 from gateway.http.appkeys import DISPATCHER, STORE
+from gateway.http.auth import caller
 from gateway.http.paging import bad_cursor, one_of, page_limit
 from gateway.http.views import dead_letter_view
 from gateway.store import DeadLetterFilter, InvalidCursorError, Replayed
@@ -44,7 +45,7 @@ class ReplayRequest(BaseModel):
 @routes.get("/api/v1/dead-letters")
 async def list_dead_letters(request: web.Request) -> web.Response:
     """The tenant's dead letters, newest first, filtered by channel, provider and reason, a page at a time."""
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     query = request.query
     where = DeadLetterFilter(
         channel=query.get("channel") or None,
@@ -62,7 +63,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 @routes.post("/api/v1/dead-letters/replay")
 async def replay_matching(request: web.Request) -> web.Response:
     """Re-queue every dead letter that matches the body's filter (up to :data:`MAX_REPLAY`)."""
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     payload: ReplayRequest = parse_model(ReplayRequest, await read_json(request))
     where = DeadLetterFilter(channel=payload.channel, provider=payload.provider, reason=payload.reason)
     replayed = await request.app[STORE].replay(principal.tenant, where=where, actor=principal.actor, limit=MAX_REPLAY)
@@ -74,7 +75,7 @@ async def replay_matching(request: web.Request) -> web.Response:
 @routes.post("/api/v1/dead-letters/{delivery_id}/replay")
 async def replay_one(request: web.Request) -> web.Response:
     """Re-queue one dead letter; 404 if the tenant has no such delivery, 409 if it is not dead-lettered."""
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     delivery_id = request.match_info["delivery_id"]
     if not ids.has_prefix(delivery_id, ids.DELIVERY):
         raise NotFoundError(f"No delivery {delivery_id!r}.", code="delivery_not_found")

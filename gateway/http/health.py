@@ -8,17 +8,20 @@ from gateway.clock import isoformat
 from gateway.errors import PolicyIssue
 from gateway.http.api import json_response
 from gateway.http.appkeys import DISPATCHER, POLICIES, STORE
+from gateway.http.auth import public
 from gateway.policy.view import PolicyHolder
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
+@public
 async def healthz(_request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
 @routes.get("/readyz")
+@public
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
     store = app.get(STORE)

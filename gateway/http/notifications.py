@@ -10,8 +10,9 @@ from aiohttp import web
 from gateway import ids, statuses
 from gateway.engine.submission import BulkRequest, SendRequest, Submission, body_digest
 from gateway.errors import ConflictError, ErrorDetail, NotFoundError, PayloadTooLargeError, ValidationError
-from gateway.http.api import current_policy, json_response, parse_model, principal_of, raw_json_response, read_json
+from gateway.http.api import json_response, parse_model, raw_json_response, read_json
 from gateway.http.appkeys import CLOCK, DISPATCHER, OPT_OUTS, SETTINGS, STORE
+from gateway.http.auth import caller, policy_of
 from gateway.http.paging import bad_cursor, bad_parameter, one_of, page_limit
 from gateway.http.views import notification_view
 from gateway.policy.keys import Principal
@@ -25,8 +26,7 @@ MAX_KEY_LENGTH: Final = 255
 @routes.post("/api/v1/notifications/send")
 async def send(request: web.Request) -> web.Response:
     """Accept one notification to one recipient on one or more channels."""
-    policy = current_policy(request)
-    principal = principal_of(request, policy)
+    policy, principal = policy_of(request), caller(request)
     body = await read_json(request)
     payload: SendRequest = parse_model(SendRequest, body)
     claim = _idempotency(request, payload.idempotency_key, "send", body)
@@ -48,8 +48,7 @@ async def send(request: web.Request) -> web.Response:
 @routes.post("/api/v1/notifications/bulk")
 async def bulk(request: web.Request) -> web.Response:
     """Accept one notification per recipient row; rows that fail validation are reported, not queued."""
-    policy = current_policy(request)
-    principal = principal_of(request, policy)
+    policy, principal = policy_of(request), caller(request)
     body = await read_json(request)
     limit = request.app[SETTINGS].bulk_max_rows
     rows = body.get("recipients")
@@ -192,7 +191,7 @@ def _answer(acceptance: Acceptance) -> web.Response:
 @routes.get("/api/v1/notifications/{notification_id}")
 async def get_notification(request: web.Request) -> web.Response:
     """One notification: status, deliveries with their attempts, and the audit trail."""
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     notification_id = request.match_info["notification_id"]
     found = None
     if ids.has_prefix(notification_id, ids.NOTIFICATION):
@@ -205,8 +204,7 @@ async def get_notification(request: web.Request) -> web.Response:
 @routes.get("/api/v1/notifications")
 async def list_notifications(request: web.Request) -> web.Response:
     """The tenant's notifications, newest first, filtered, a page at a time."""
-    policy = current_policy(request)
-    principal = principal_of(request, policy)
+    policy, principal = policy_of(request), caller(request)
     query = request.query
     status = one_of("status", query.get("status"), statuses.ALL)
     channel = query.get("channel") or None

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from gateway.clock import isoformat
 from gateway.errors import ErrorDetail, ValidationError
-from gateway.http.api import current_policy, json_response, parse_model, principal_of, read_json
+from gateway.http.api import json_response, parse_model, read_json
 from gateway.http.appkeys import OPT_OUTS, STORE
+from gateway.http.auth import caller, policy_of
 from gateway.http.paging import bad_cursor, page_limit
 from gateway.store import InvalidCursorError, Page
 
@@ -36,7 +37,7 @@ class NewOptOut(BaseModel):
 
 @routes.get("/api/v1/replies")
 async def list_replies(request: web.Request) -> web.Response:
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     query = request.query
     page = await _page(
         request.app[STORE].list_replies(
@@ -49,7 +50,7 @@ async def list_replies(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/opt-outs")
 async def list_opt_outs(request: web.Request) -> web.Response:
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     query = request.query
     page = await _page(
         request.app[STORE].list_opt_outs(
@@ -63,8 +64,7 @@ async def list_opt_outs(request: web.Request) -> web.Response:
 @routes.post("/api/v1/opt-outs")
 async def add_opt_out(request: web.Request) -> web.Response:
     """Record an opt-out from the tenant's own system; 201 when new, 200 when it was already there."""
-    policy = current_policy(request)
-    principal = principal_of(request, policy)
+    policy, principal = policy_of(request), caller(request)
     body: NewOptOut = parse_model(NewOptOut, await read_json(request))
     if policy.channels.get(body.channel) is None:
         known = ", ".join(sorted(policy.channels.specs))

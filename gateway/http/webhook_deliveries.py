@@ -15,8 +15,9 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from gateway import ids
 from gateway.clock import parse_timestamp
 from gateway.errors import ConflictError, ErrorDetail, NotFoundError, ValidationError
-from gateway.http.api import current_policy, json_response, parse_model, principal_of, read_json
+from gateway.http.api import json_response, parse_model, read_json
 from gateway.http.appkeys import STORE
+from gateway.http.auth import caller
 from gateway.http.paging import bad_cursor, one_of, page_limit
 from gateway.http.views import webhook_delivery_view
 from gateway.store import InvalidCursorError
@@ -37,7 +38,7 @@ class ReplaySince(BaseModel):
 @routes.get("/api/v1/webhook-deliveries")
 async def list_webhook_deliveries(request: web.Request) -> web.Response:
     """The tenant's webhook deliveries, newest first, by status and endpoint, a page at a time."""
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     query = request.query
     try:
         page = await request.app[STORE].list_webhook_deliveries(
@@ -51,7 +52,7 @@ async def list_webhook_deliveries(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/webhook-deliveries/{delivery_id}/replay")
 async def replay_one(request: web.Request) -> web.Response:
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     delivery_id = request.match_info["delivery_id"]
     store = request.app[STORE]
     if not ids.has_prefix(delivery_id, ids.WEBHOOK):
@@ -68,7 +69,7 @@ async def replay_one(request: web.Request) -> web.Response:
 @routes.post("/api/v1/webhook-deliveries/replay")
 async def replay_since(request: web.Request) -> web.Response:
     """Replay an endpoint's dead or disabled deliveries since a time (all of them without one)."""
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     body: ReplaySince = parse_model(ReplaySince, await read_json(request))
     since = _since(body.since)
     replayed = await request.app[STORE].replay_webhooks(principal.tenant, endpoint=body.endpoint, since=since)

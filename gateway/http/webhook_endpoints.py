@@ -10,8 +10,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import NotFoundError
-from gateway.http.api import current_policy, json_response, principal_of
+from gateway.http.api import json_response
 from gateway.http.appkeys import STORE
+from gateway.http.auth import caller, policy_of
 from gateway.http.views import webhook_endpoint_view
 from gateway.policy.models import WebhookEndpointPolicy
 
@@ -20,8 +21,8 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/v1/webhook-endpoints")
 async def list_endpoints(request: web.Request) -> web.Response:
-    principal = principal_of(request, current_policy(request))
-    endpoints = current_policy(request).document.webhooks.get(principal.tenant, {})
+    principal = caller(request)
+    endpoints = policy_of(request).document.webhooks.get(principal.tenant, {})
     states = await request.app[STORE].webhook_endpoint_states(principal.tenant)
     items = [webhook_endpoint_view(name, endpoint, states.get(name)) for name, endpoint in sorted(endpoints.items())]
     return json_response({"items": items})
@@ -30,7 +31,7 @@ async def list_endpoints(request: web.Request) -> web.Response:
 @routes.post("/api/v1/webhook-endpoints/{endpoint}/enable")
 async def enable(request: web.Request) -> web.Response:
     """Enable a disabled endpoint and send what it held back; enabling an active one changes nothing."""
-    principal = principal_of(request, current_policy(request))
+    principal = caller(request)
     name, endpoint = _endpoint(request, principal.tenant)
     store = request.app[STORE]
     requeued = await store.enable_webhook_endpoint(principal.tenant, name)
@@ -40,7 +41,7 @@ async def enable(request: web.Request) -> web.Response:
 
 def _endpoint(request: web.Request, tenant: str) -> tuple[str, WebhookEndpointPolicy]:
     name = request.match_info["endpoint"]
-    endpoint = current_policy(request).document.webhooks.get(tenant, {}).get(name)
+    endpoint = policy_of(request).document.webhooks.get(tenant, {}).get(name)
     if endpoint is None:
         raise NotFoundError(f"No webhook endpoint {name!r}.", code="webhook_endpoint_not_found")
     return name, endpoint

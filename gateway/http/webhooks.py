@@ -20,8 +20,9 @@ from gateway.errors import (
     UnauthorizedError,
     WebhookVerificationError,
 )
-from gateway.http.api import current_policy, json_response
+from gateway.http.api import json_response
 from gateway.http.appkeys import CLOCK, INBOUND, PROVIDERS, SETTINGS, WEBHOOK_SIGNER
+from gateway.http.auth import policy_of, public
 from gateway.plugin_api import InboundRequest, InboundResponse, Provider
 from gateway.store import InboundRecord
 
@@ -31,6 +32,7 @@ PUBLIC_KEY_PATH = "/api/v1/webhooks/public-key"
 
 
 @routes.get(PUBLIC_KEY_PATH)
+@public
 async def public_key(request: web.Request) -> web.Response:
     """The key receivers verify ``v1a`` (Ed25519) event signatures with; public, so no API key is needed."""
     signer = request.app[WEBHOOK_SIGNER]
@@ -38,6 +40,7 @@ async def public_key(request: web.Request) -> web.Response:
 
 
 @routes.post(PATH)
+@public
 async def receive(request: web.Request) -> web.Response:
     """Store, verify, acknowledge; processing (reconciliation, replies) follows on its own path."""
     provider = _instance(request, request.match_info["provider_instance"])
@@ -45,6 +48,7 @@ async def receive(request: web.Request) -> web.Response:
 
 
 @routes.get(PATH)
+@public
 async def handshake(request: web.Request) -> web.Response:
     """A vendor checking the URL before it sends callbacks, or (where the plugin allows it) a callback sent by GET."""
     provider = _instance(request, request.match_info["provider_instance"])
@@ -57,7 +61,7 @@ async def handshake(request: web.Request) -> web.Response:
 
 
 async def _receive(request: web.Request, provider: Provider, body: bytes) -> web.Response:
-    policy = current_policy(request)
+    policy = policy_of(request)
     name = provider.name
     record = InboundRecord(
         ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method, kept_target(request.raw_path),

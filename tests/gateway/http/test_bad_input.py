@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -227,6 +228,25 @@ async def test_reads_without_a_valid_api_key_are_a_401(api: Api, path: str) -> N
     response = await api.client.get(path, headers={"X-API-Key": "tdk_acme_live_key_for_tests_9999"})
     assert response.status == 401
     assert_error_shape(await response.json(), "invalid_api_key")
+
+
+PUBLIC_ROUTES = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/api/v1/webhooks/public-key"),
+                 ("GET", "/api/v1/webhooks/{provider_instance}"), ("POST", "/api/v1/webhooks/{provider_instance}")}
+
+
+async def test_every_route_but_the_public_ones_refuses_a_request_without_a_key(api: Api) -> None:
+    """Authentication is the middleware's, so a new route cannot forget it: only the routes listed here are open."""
+    open_routes = set()
+    for route in api.app.router.routes():
+        if route.method == "HEAD":
+            continue
+        template = route.resource.canonical if route.resource is not None else ""
+        path = re.sub(r"\{[a-z_]+\}", "x", template.replace("{provider_instance}", "sandbox"))
+        response = await api.client.request(route.method, path, json={})
+        body = await response.json()
+        if (response.status, body.get("error", {}).get("code")) != (401, "unauthorized"):
+            open_routes.add((route.method, template))
+    assert open_routes == PUBLIC_ROUTES
 
 
 async def test_a_suspended_tenant_is_a_403_and_nothing_is_queued(api: Api, memory_provider: type[MemoryProvider]) -> None:
