@@ -18,9 +18,9 @@ from gateway.errors import ConflictError, NotFoundError
 from gateway.http.api import json_response, parse_model, read_json
 from gateway.http.appkeys import DISPATCHER, STORE
 from gateway.http.auth import caller
-from gateway.http.paging import bad_cursor, one_of, page_limit
+from gateway.http.paging import one_of, page_response
 from gateway.http.views import dead_letter_view
-from gateway.store import DeadLetterFilter, InvalidCursorError, Replayed
+from gateway.store import DeadLetterFilter, Replayed
 
 routes = web.RouteTableDef()
 MAX_REPLAY: Final = 10_000  # per bulk request: one writer transaction stays short; "more" says ask again
@@ -52,12 +52,10 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         provider=query.get("provider") or None,
         reason=one_of("reason", query.get("reason"), statuses.DEAD_REASONS),
     )
-    limit = page_limit(query.get("limit"))
-    try:
-        page = await request.app[STORE].list_dead_letters(principal.tenant, where, limit=limit, cursor=query.get("cursor") or None)
-    except InvalidCursorError:
-        raise bad_cursor() from None
-    return json_response({"items": [dead_letter_view(item) for item in page.items], "next_cursor": page.next_cursor})
+    store = request.app[STORE]
+    return await page_response(
+        request, lambda limit, cursor: store.list_dead_letters(principal.tenant, where, limit=limit, cursor=cursor), dead_letter_view
+    )
 
 
 @routes.post("/api/v1/dead-letters/replay")

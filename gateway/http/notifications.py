@@ -13,10 +13,10 @@ from gateway.errors import ConflictError, ErrorDetail, NotFoundError, PayloadToo
 from gateway.http.api import json_response, parse_model, raw_json_response, read_json
 from gateway.http.appkeys import CLOCK, DISPATCHER, OPT_OUTS, SETTINGS, STORE
 from gateway.http.auth import caller, policy_of
-from gateway.http.paging import bad_cursor, bad_parameter, one_of, page_limit
+from gateway.http.paging import bad_parameter, one_of, page_response
 from gateway.http.views import notification_view
 from gateway.policy.keys import Principal
-from gateway.store import Acceptance, IdempotencyClaim, InvalidCursorError, NewNotification, NotificationFilter
+from gateway.store import Acceptance, IdempotencyClaim, NewNotification, NotificationFilter
 
 routes = web.RouteTableDef()
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
@@ -210,10 +210,9 @@ async def list_notifications(request: web.Request) -> web.Response:
     channel = query.get("channel") or None
     if channel is not None and channel not in policy.channels:
         raise bad_parameter("channel", f"unknown channel {channel!r}")
-    where = NotificationFilter(status=status, channel=channel, recipient=query.get("recipient") or None)
-    try:
-        page = await request.app[STORE].list_notifications(principal.tenant, where, limit=page_limit(query.get("limit")), cursor=query.get("cursor") or None)
-    except InvalidCursorError:
-        raise bad_cursor() from None
-    return json_response({"items": [notification_view(item, full=False) for item in page.items], "next_cursor": page.next_cursor})
+    where, store = NotificationFilter(status=status, channel=channel, recipient=query.get("recipient") or None), request.app[STORE]
+    return await page_response(
+        request, lambda limit, cursor: store.list_notifications(principal.tenant, where, limit=limit, cursor=cursor),
+        lambda item: notification_view(item, full=False),
+    )
 

@@ -1,14 +1,20 @@
-"""Query parameters every list route reads the same way: page size, cursor, and the 400 a bad one gets.
+"""Lists, a page at a time: every list route reads ``?limit`` and ``?cursor`` the same way and answers in one shape.
 
 Shared so that ``?limit=0`` or a stale cursor is refused with the same code and wording on
-every list, and a client needs one error handler for all of them.
+every list, a client needs one error handler for all of them, and every page is
+``{"items": [...], "next_cursor": ...}``.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from aiohttp import web
 
 from gateway.errors import BadRequestError, ErrorDetail
+from gateway.http.api import json_response
+from gateway.store import InvalidCursorError, Page
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -40,3 +46,15 @@ def one_of(name: str, raw: str | None, allowed: frozenset[str] | tuple[str, ...]
     if raw not in allowed:
         raise bad_parameter(name, f"must be one of: {', '.join(sorted(allowed))}")
     return raw
+
+
+async def page_response(
+    request: web.Request, fetch: Callable[[int, str | None], Awaitable[Page]], view: Callable[[Any], dict[str, Any]]
+) -> web.Response:
+    """One page of a list: ``fetch(limit, cursor)`` from the store, each item through ``view``."""
+    limit = page_limit(request.query.get("limit"))
+    try:
+        page = await fetch(limit, request.query.get("cursor") or None)
+    except InvalidCursorError:
+        raise bad_cursor() from None
+    return json_response({"items": [view(item) for item in page.items], "next_cursor": page.next_cursor})

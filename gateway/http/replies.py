@@ -8,7 +8,6 @@ request). Only the recipient lifts an opt-out, by replying START: the API cannot
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -19,8 +18,7 @@ from gateway.errors import ErrorDetail, ValidationError
 from gateway.http.api import json_response, parse_model, read_json
 from gateway.http.appkeys import OPT_OUTS, STORE
 from gateway.http.auth import caller, policy_of
-from gateway.http.paging import bad_cursor, page_limit
-from gateway.store import InvalidCursorError, Page
+from gateway.http.paging import page_response
 
 routes = web.RouteTableDef()
 Text = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=320)]
@@ -37,28 +35,21 @@ class NewOptOut(BaseModel):
 
 @routes.get("/api/v1/replies")
 async def list_replies(request: web.Request) -> web.Response:
-    principal = caller(request)
-    query = request.query
-    page = await _page(
-        request.app[STORE].list_replies(
-            principal.tenant, channel=query.get("channel") or None, sender=query.get("from") or None,
-            limit=page_limit(query.get("limit")), cursor=query.get("cursor") or None,
-        )
+    principal, store, query = caller(request), request.app[STORE], request.query
+    channel, sender = query.get("channel") or None, query.get("from") or None
+    return await page_response(
+        request, lambda limit, cursor: store.list_replies(principal.tenant, channel=channel, sender=sender, limit=limit, cursor=cursor), _reply_view
     )
-    return json_response({"items": [_reply_view(item) for item in page.items], "next_cursor": page.next_cursor})
 
 
 @routes.get("/api/v1/opt-outs")
 async def list_opt_outs(request: web.Request) -> web.Response:
-    principal = caller(request)
-    query = request.query
-    page = await _page(
-        request.app[STORE].list_opt_outs(
-            principal.tenant, channel=query.get("channel") or None, address=query.get("address") or None,
-            limit=page_limit(query.get("limit")), cursor=query.get("cursor") or None,
-        )
+    principal, store, query = caller(request), request.app[STORE], request.query
+    channel, address = query.get("channel") or None, query.get("address") or None
+    return await page_response(
+        request, lambda limit, cursor: store.list_opt_outs(principal.tenant, channel=channel, address=address, limit=limit, cursor=cursor),
+        _opt_out_view,
     )
-    return json_response({"items": [_opt_out_view(item) for item in page.items], "next_cursor": page.next_cursor})
 
 
 @routes.post("/api/v1/opt-outs")
@@ -74,14 +65,6 @@ async def add_opt_out(request: web.Request) -> web.Response:
     request.app[OPT_OUTS].note([principal.tenant])
     status = 201 if added else 200
     return json_response({"channel": body.channel, "address": body.address, "created": added}, status)
-
-
-async def _page(pending: Awaitable[Page]) -> Page:
-    try:
-        page = await pending
-    except InvalidCursorError:
-        raise bad_cursor() from None
-    return page
 
 
 def _reply_view(item: dict[str, Any]) -> dict[str, Any]:

@@ -18,9 +18,8 @@ from gateway.errors import ConflictError, ErrorDetail, NotFoundError, Validation
 from gateway.http.api import json_response, parse_model, read_json
 from gateway.http.appkeys import STORE
 from gateway.http.auth import caller
-from gateway.http.paging import bad_cursor, one_of, page_limit
+from gateway.http.paging import one_of, page_response
 from gateway.http.views import webhook_delivery_view
-from gateway.store import InvalidCursorError
 
 routes = web.RouteTableDef()
 STATUSES: Final = ("pending", "succeeded", "dead", "disabled")
@@ -39,15 +38,12 @@ class ReplaySince(BaseModel):
 async def list_webhook_deliveries(request: web.Request) -> web.Response:
     """The tenant's webhook deliveries, newest first, by status and endpoint, a page at a time."""
     principal = caller(request)
-    query = request.query
-    try:
-        page = await request.app[STORE].list_webhook_deliveries(
-            principal.tenant, status=one_of("status", query.get("status"), STATUSES), endpoint=query.get("endpoint") or None,
-            limit=page_limit(query.get("limit")), cursor=query.get("cursor") or None,
-        )
-    except InvalidCursorError:
-        raise bad_cursor() from None
-    return json_response({"items": [webhook_delivery_view(item) for item in page.items], "next_cursor": page.next_cursor})
+    store, status, endpoint = request.app[STORE], one_of("status", request.query.get("status"), STATUSES), request.query.get("endpoint") or None
+    return await page_response(
+        request,
+        lambda limit, cursor: store.list_webhook_deliveries(principal.tenant, status=status, endpoint=endpoint, limit=limit, cursor=cursor),
+        webhook_delivery_view,
+    )
 
 
 @routes.post("/api/v1/webhook-deliveries/{delivery_id}/replay")
