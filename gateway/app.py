@@ -20,12 +20,12 @@ from gateway.clock import Clock, SystemClock
 from gateway.engine.dispatcher import Dispatcher, DispatchSettings
 from gateway.engine.event_webhooks import EventWebhooks
 from gateway.engine.inbound import Inbound, InboundPurger, instance_tenants
+from gateway.engine.intake import Intake
 from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder, ProviderPool
 from gateway.engine.switch import PolicySwitch
 from gateway.http.api import error_middleware
-from gateway.http.auth import auth_middleware
 from gateway.http.appkeys import (
     CLOCK,
     DISPATCHER,
@@ -33,6 +33,7 @@ from gateway.http.appkeys import (
     HTTP,
     INBOUND,
     INBOUND_PURGER,
+    INTAKE,
     OPT_OUTS,
     OUTCOMES,
     PLUGINS,
@@ -44,6 +45,7 @@ from gateway.http.appkeys import (
     STORE,
     WEBHOOK_SIGNER,
 )
+from gateway.http.auth import auth_middleware
 from gateway.http.routes import setup_routes
 from gateway.plugin_api import ProviderReport, StatusUpdate
 from gateway.plugins import PluginCatalog
@@ -161,6 +163,7 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     dispatcher = Dispatcher(app[STORE], app[OUTCOMES], app[POLICIES], lambda: app[PROVIDERS].current, app[CLOCK], dispatch)
     dispatcher.start()
     app[DISPATCHER] = dispatcher
+    app[INTAKE] = Intake(app[STORE], app[OPT_OUTS], app[CLOCK], dispatcher.wake)
     log.info("dispatcher %s running", dispatcher.owner)
     yield
     await dispatcher.stop()

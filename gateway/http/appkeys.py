@@ -11,6 +11,7 @@ from gateway.clock import Clock
 from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.event_webhooks import EventWebhooks
 from gateway.engine.inbound import Inbound, InboundPurger
+from gateway.engine.intake import Intake
 from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder
@@ -31,6 +32,7 @@ HTTP = web.AppKey("http_session", aiohttp.ClientSession)
 PROVIDERS = web.AppKey("providers", PoolHolder)
 OUTCOMES = web.AppKey("outcomes", Outcomes)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+INTAKE = web.AppKey("intake", Intake)
 POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
 INBOUND = web.AppKey("inbound", Inbound)
 OPT_OUTS = web.AppKey("opt_outs", OptOuts)

@@ -1,0 +1,161 @@
+"""Accepting notifications: the one way in, whichever API surface a request came through.
+
+A surface (``/api/v1/notifications/send`` and ``/bulk`` today; business events and drop-in
+APIs of other services later) parses its request into a :class:`SendRequest` or
+:class:`BulkRequest` and hands it here with its idempotency claim and how to word its answer.
+The intake then, in order:
+
+1. answers a key used before with the answer given then (409 if the body differs);
+2. validates and renders (:mod:`gateway.engine.submission`);
+3. refuses deliveries to recipients who opted out (the whole send, or the bulk row);
+4. commits the notifications, their deliveries and the idempotency record in one transaction;
+5. only then wakes the dispatcher for the channels it filled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from gateway.clock import Clock
+from gateway.engine.opt_outs import OptOuts
+from gateway.engine.submission import BulkRequest, Plan, SendRequest, Submission
+from gateway.errors import ConflictError, ErrorDetail, ValidationError
+from gateway.policy.keys import Principal
+from gateway.policy.view import PolicySet
+from gateway.store import Acceptance, IdempotencyClaim, NewNotification, Store
+
+ACCEPTED_STATUS = 202
+OPTED_OUT_MESSAGE = "The recipient opted out of this channel."
+
+
+@dataclass(frozen=True, slots=True)
+class RowRefusal:
+    """A bulk row that could not be accepted, and why."""
+
+    index: int
+    error: ValidationError
+
+
+Row = tuple[int, NewNotification]
+SendAnswer = Callable[[NewNotification], bytes]
+BulkAnswer = Callable[[Sequence[Row], Sequence[RowRefusal]], bytes]
+
+
+class Intake:
+    """Turns validated requests into committed notifications, once per idempotency key."""
+
+    def __init__(self, store: Store, opt_outs: OptOuts, clock: Clock, wake: Callable[[Iterable[str]], None]) -> None:
+        self._store = store
+        self._opt_outs = opt_outs
+        self._clock = clock
+        self._wake = wake
+
+    async def send(
+        self, policy: PolicySet, principal: Principal, request: SendRequest, claim: IdempotencyClaim | None, answer: SendAnswer
+    ) -> Acceptance:
+        """Accept one notification to one recipient, or raise the ``ValidationError`` that says why not."""
+        if (replay := await self._replay(principal.tenant, claim)) is not None:
+            return replay
+        submission = Submission(policy, principal, self._clock.now())
+        plan = submission.plan(request.notification)
+        notification = submission.build(
+            plan, request.recipient, request.notification.data, idempotency_key=claim.key if claim else None, metadata=request.metadata
+        )
+        problems = opt_out_problems(notification, await self._opted_out(principal.tenant, [notification]), "recipient")
+        if problems:
+            raise ValidationError.from_details(problems, OPTED_OUT_MESSAGE)
+        return await self._accept(principal.tenant, [notification], claim, answer(notification))
+
+    async def bulk(
+        self, policy: PolicySet, principal: Principal, request: BulkRequest, claim: IdempotencyClaim | None, answer: BulkAnswer
+    ) -> Acceptance:
+        """Accept one notification per recipient row; rows that cannot be are refused, the rest go ahead."""
+        if (replay := await self._replay(principal.tenant, claim)) is not None:
+            return replay
+        submission = Submission(policy, principal, self._clock.now())
+        plan = submission.plan(request.content(), default_priority="bulk", prefix="")
+        accepted, refused = build_rows(submission, plan, request, claim)
+        accepted, refused = await self._without_opted_out(principal.tenant, accepted, refused)
+        if not accepted:
+            details = [detail for refusal in refused for detail in refusal.error.details]
+            raise ValidationError("No recipient row could be accepted.", code="no_valid_recipients", details=details)
+        return await self._accept(principal.tenant, [notification for _, notification in accepted], claim, answer(accepted, refused))
+
+    async def _replay(self, tenant: str, claim: IdempotencyClaim | None) -> Acceptance | None:
+        """The answer given before under this key, if there was one (a cheap read before any work)."""
+        if claim is None:
+            return None
+        stored = await self._store.find_response(tenant, claim.key)
+        if stored is None:
+            return None
+        return _checked(Acceptance(stored.status, stored.body, replayed=True, fingerprint_matches=stored.fingerprint == claim.fingerprint))
+
+    async def _accept(self, tenant: str, notifications: list[NewNotification], claim: IdempotencyClaim | None, body: bytes) -> Acceptance:
+        acceptance = await self._store.accept(notifications, tenant=tenant, idempotency=claim, status=ACCEPTED_STATUS, body=body)
+        if not acceptance.replayed:  # another request with this key may have committed in between
+            self._wake({delivery.channel for notification in notifications for delivery in notification.deliveries})
+        return _checked(acceptance)
+
+    async def _opted_out(self, tenant: str, notifications: Sequence[NewNotification]) -> set[tuple[str, str]]:
+        """(channel, address) pairs among these deliveries whose recipient opted out; no read for a tenant with no opt-outs."""
+        return await self._opt_outs.refused(tenant, {(d.channel, d.address) for n in notifications for d in n.deliveries})
+
+    async def _without_opted_out(
+        self, tenant: str, accepted: list[Row], refused: list[RowRefusal]
+    ) -> tuple[list[Row], list[RowRefusal]]:
+        """Move rows whose recipient opted out from ``accepted`` to ``refused`` (kept in row order)."""
+        opted_out = await self._opted_out(tenant, [notification for _, notification in accepted])
+        if not opted_out:
+            return accepted, refused
+        kept: list[Row] = []
+        for index, notification in accepted:
+            problems = opt_out_problems(notification, opted_out, f"recipients[{index}]")
+            if problems:
+                refused.append(RowRefusal(index, ValidationError.from_details(problems, OPTED_OUT_MESSAGE)))
+            else:
+                kept.append((index, notification))
+        return kept, sorted(refused, key=lambda refusal: refusal.index)
+
+
+def _checked(acceptance: Acceptance) -> Acceptance:
+    if not acceptance.fingerprint_matches:
+        raise ConflictError("This Idempotency-Key was already used with a different request body.", code="idempotency_conflict")
+    return acceptance
+
+
+def build_rows(submission: Submission, plan: Plan, request: BulkRequest, claim: IdempotencyClaim | None) -> tuple[list[Row], list[RowRefusal]]:
+    """Each recipient row as a notification, or as the reason it cannot be one."""
+    accepted: list[Row] = []
+    refused: list[RowRefusal] = []
+    key = claim.key if claim else None
+    for index, row in enumerate(request.recipients):
+        path = f"recipients[{index}]"
+        recipient = {name: value for name, value in row.items() if name != "data"}
+        row_data = row.get("data", {})
+        try:
+            if not isinstance(row_data, dict):
+                raise ValidationError(
+                    "data must be an object", code="validation_failed", details=[ErrorDetail(f"{path}.data", "must be an object", "validation_failed")]
+                )
+            data = request.data | row_data if row_data else request.data
+            notification = submission.build(
+                plan, recipient, data, idempotency_key=key, metadata=request.metadata, recipient_path=path, data_path=f"{path}.data"
+            )
+        except ValidationError as err:
+            refused.append(RowRefusal(index, err))
+            continue
+        accepted.append((index, notification))
+    return accepted, refused
+
+
+def opt_out_problems(notification: NewNotification, refused: set[tuple[str, str]], path: str) -> list[ErrorDetail]:
+    """One problem per delivery of ``notification`` to an address that opted out of its channel."""
+    problems = []
+    for delivery in notification.deliveries:
+        if (delivery.channel, delivery.address) not in refused:
+            continue
+        field = next((name for name, value in notification.recipient.items() if value == delivery.address), "")
+        message = f"the recipient opted out of {delivery.channel} messages (GET /api/v1/opt-outs says how); only they can opt back in"
+        problems.append(ErrorDetail(f"{path}.{field}", message, "recipient_opted_out"))
+    return problems
