@@ -17,7 +17,8 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clock import Clock, SystemClock
-from gateway.engine.dispatcher import Dispatcher, DispatchSettings
+from gateway.engine.attempts import DispatchSettings
+from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.event_webhooks import EventWebhooks
 from gateway.engine.inbound import Inbound, InboundPurger, instance_tenants
 from gateway.engine.intake import Intake

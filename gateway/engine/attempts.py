@@ -1,0 +1,260 @@
+"""One attempt at one delivery: the channel's provider instances in failover order, and what the answer means.
+
+The dispatcher decides *when* a delivery is tried; this decides *how*: which instances may take
+it (its body fits, its circuit is closed, its rate allows), calling them with a timeout, feeding
+their breakers, and turning the last answer into an :class:`AttemptResult`: sent, a retry on the
+schedule, a failure for fallback, or a dead letter. What a plugin says is redacted of its
+instance's secrets before anything keeps it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway import statuses
+from gateway.clock import Clock
+from gateway.engine.backoff import retry_delay
+from gateway.engine.breakers import BreakerBoard, CircuitBreaker
+from gateway.engine.outcomes import Outcomes
+from gateway.engine.provider_pool import ProviderPool
+from gateway.engine.throttle import Throttles
+from gateway.errors import BODY_TOO_LONG, CredentialsRejectedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from gateway.plugin_api import OutboundMessage, Provider, Sender, SendReceipt
+from gateway.policy.templates import RenderedContent
+from gateway.policy.view import PolicyHolder
+from gateway.store import AttemptResult, ClaimedDelivery, NewEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    concurrency: int = 64
+    batch: int = 256
+    lease_seconds: float = 60.0
+    send_timeout: float = 30.0
+    max_attempts: int = 5
+    retry_base: float = 2.0
+    shutdown_grace: float = 10.0
+
+
+
+class Attempts:
+    """Makes attempts: shared by every channel's loop, with one breaker per provider instance."""
+
+    def __init__(
+        self, outcomes: Outcomes, policies: PolicyHolder, pool: Callable[[], ProviderPool], clock: Clock,
+        settings: DispatchSettings, throttles: Throttles,
+    ) -> None:
+        self._outcomes = outcomes
+        self._policies = policies
+        self._pool = pool
+        self._clock = clock
+        self._settings = settings
+        self._throttles = throttles
+        self._breakers = BreakerBoard(clock)
+
+    async def make(self, delivery: ClaimedDelivery) -> AttemptResult:
+        """One attempt: the channel's instances in failover order until one takes the message; its final result.
+
+        An instance whose plugin declares a ``max_body_chars`` the body exceeds is never tried
+        (with none left, the delivery fails for good, code ``body_too_long``), and one whose
+        circuit is open is passed over; one that fails transiently hands the delivery to the
+        next at once (the attempt is recorded). Only when every instance has failed or is
+        unavailable does the delivery wait for its retry schedule.
+
+        A failed instance before the next one is recorded here (not final); the final result
+        is the caller's to record.
+        """
+        if delivery.reclaimed:
+            log.warning("delivery %s reclaimed after a lost lease (attempt %d)", delivery.id, delivery.attempt)
+        policy = self._policies.current
+        candidates = self._pool().candidates(policy, delivery.tenant, delivery.channel, test=delivery.mode == "test")
+        message = _message(delivery, policy.sender(delivery.tenant, delivery.channel))
+        fitting = [provider for provider in candidates if _fits(provider, message)]
+        if candidates and not fitting:
+            return self._failure(delivery, candidates[-1].name, self._clock.now(), _too_long(candidates, message))
+        candidates = fitting
+        last: tuple[str | None, float, DeliveryError] | None = None
+        reopen_at: list[float] = []
+        # A send must end before the lease does, or another worker could start a second attempt.
+        latest_start = self._clock.now() + self._settings.lease_seconds - self._settings.send_timeout
+        for provider in candidates:
+            breaker = self._breakers.get(provider.name, policy.breaker_policy(provider.name))
+            if not breaker.allow():
+                reopen_at.append(breaker.next_probe_at or self._clock.now())
+                continue
+            bucket = self._throttles.get(f"instance:{provider.name}", policy.instance_rate(provider.name))
+            while bucket is not None and not bucket.try_take():
+                await self._clock.sleep(bucket.wait_time())
+            if self._clock.now() > latest_start:
+                last = last or (provider.name, self._clock.now(), TransientDeliveryError("waited too long for a send slot"))
+                break
+            if last is not None:  # the instance before this one failed: record it, not final
+                self._outcomes.record(self._failure(delivery, *last, final=False))
+            started = self._clock.now()
+            outcome = await self._send(provider, message)
+            self._note_health(breaker, outcome)
+            if isinstance(outcome, SendReceipt):
+                return self._success(delivery, provider, started, outcome)
+            last = (provider.name, started, outcome)
+            if not _provider_fault(outcome):
+                break  # refused for good, or the recipient's fault: another instance would fare no better
+        if last is None:
+            what = "circuit open for " + ", ".join(p.name for p in candidates) if candidates else "no provider instance serves it"
+            wait = max(min(reopen_at) - self._clock.now(), 0.0) if reopen_at else None
+            # Named after the last instance passed over, or the one it last went to: where an operator should look.
+            tried = candidates[-1].name if candidates else delivery.provider
+            last = (tried, self._clock.now(), TransientDeliveryError(f"{delivery.channel} unavailable: {what}", retry_after=wait))
+        return self._failure(delivery, *last)
+
+    async def _send(self, provider: Provider, message: OutboundMessage) -> SendReceipt | DeliveryError:
+        """The provider's answer, with timeouts and plugin bugs turned into transient errors."""
+        try:
+            async with asyncio.timeout(self._settings.send_timeout):
+                return await provider.send(message)
+        except DeliveryError as err:
+            return _redacted(provider, err)
+        except TimeoutError:
+            return TransientDeliveryError(f"provider did not answer within {self._settings.send_timeout:g}s")
+        except Exception as err:  # a plugin bug: keep the message, retry, and say so loudly
+            trace = provider.redact("".join(traceback.format_exception(err)))
+            log.error("provider %s raised unexpectedly for delivery %s:\n%s", provider.name, message.delivery_id, trace)
+            return TransientDeliveryError(provider.redact(f"provider plugin error: {type(err).__name__}: {err}"))
+
+    def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError) -> None:
+        """Feed the instance's breaker: the provider's own failures count against it, any answer about the message for it."""
+        transition = breaker.record_failure() if _provider_fault(outcome) else breaker.record_success()
+        if transition is None:
+            return
+        log.warning("provider instance %s: circuit %s (%s)", transition.name, transition.to_state, transition.reason)
+        data = {"instance": transition.name, "from": transition.from_state, "to": transition.to_state, "reason": transition.reason}
+        self._outcomes.event(NewEvent(transition.event, transition.name, transition.at, data))
+
+    def _success(self, delivery: ClaimedDelivery, provider: Provider, started: float, receipt: SendReceipt) -> AttemptResult:
+        return AttemptResult(
+            delivery_id=delivery.id,
+            attempt=delivery.attempt,
+            provider=provider.name,
+            started_at=started,
+            finished_at=self._clock.now(),
+            outcome="sent",
+            status=statuses.SENT,
+            provider_message_id=receipt.provider_message_id,
+            detail=dict(receipt.detail),
+        )
+
+    def _failure(
+        self, delivery: ClaimedDelivery, provider: str | None, started: float, error: DeliveryError, *, final: bool = True
+    ) -> AttemptResult:
+        """What a failed attempt does: retry on the schedule, give up, or leave it to fallback.
+
+        Not ``final``: the next provider instance takes the delivery, so this only records the attempt.
+        """
+        now = self._clock.now()
+        if not final:
+            return AttemptResult(
+                delivery.id, delivery.attempt, provider, started, now,
+                "transient" if isinstance(error, TransientDeliveryError) else "permanent", statuses.SENDING,
+                error=error.message, detail=_detail(error), final=False,
+            )
+        transient = isinstance(error, TransientDeliveryError)
+        status, retry_at, dead_reason, message = statuses.FAILED, None, None, error.message
+        if isinstance(error, TransientDeliveryError):
+            schedule = self._policies.current.retry_schedule(delivery.tenant, delivery.channel)
+            max_attempts = schedule.max_attempts if schedule else self._settings.max_attempts
+            if delivery.attempt < max_attempts:
+                scheduled = schedule.delay(delivery.attempt) if schedule else None
+                retry_at = now + retry_delay(delivery.attempt, base=self._settings.retry_base, scheduled=scheduled, retry_after=error.retry_after)
+                status = statuses.SENDING
+                if delivery.expires_at is not None and retry_at >= delivery.expires_at:
+                    status, retry_at, dead_reason = statuses.DEAD_LETTERED, None, statuses.EXPIRED
+                    message = f"expires before the next attempt would run: {error.message}"
+            else:
+                status, dead_reason = statuses.DEAD_LETTERED, statuses.RETRIES_EXHAUSTED
+                message = f"gave up after {delivery.attempt} attempts: {error.message}"
+        return AttemptResult(
+            delivery_id=delivery.id,
+            attempt=delivery.attempt,
+            provider=provider,
+            started_at=started,
+            finished_at=now,
+            outcome="transient" if transient else "permanent",
+            status=status,
+            error=message,
+            detail=_detail(error),
+            retry_at=retry_at,
+            dead_reason=dead_reason,
+        )
+
+
+def _provider_fault(outcome: SendReceipt | DeliveryError) -> bool:
+    """Whether the instance itself failed: down, slow, throttling, or refusing its credentials.
+
+    A refusal of the message (permanent) or a fault of the recipient (a bad number, a full
+    mailbox) is an answer: the instance works, and another one would answer the same.
+    """
+    if isinstance(outcome, CredentialsRejectedError):
+        return True
+    return isinstance(outcome, TransientDeliveryError) and not outcome.recipient_fault
+
+
+def _fits(provider: Provider, message: OutboundMessage) -> bool:
+    """Whether the body is no longer than the provider's plugin says it takes."""
+    limit = provider.limits.max_body_chars
+    return limit is None or message.body is None or len(message.body) <= limit
+
+
+def _too_long(candidates: Sequence[Provider], message: OutboundMessage) -> PermanentDeliveryError:
+    longest = max(provider.limits.max_body_chars or 0 for provider in candidates)
+    text = f"the body is {len(message.body or '')} characters; its provider instances take at most {longest}"
+    return PermanentDeliveryError(text, code=BODY_TOO_LONG)
+
+
+def _redacted(provider: Provider, error: DeliveryError) -> DeliveryError:
+    """``error`` with the instance's secrets masked in its message and detail: they are logged, stored and shown."""
+    error.message = provider.redact(error.message)
+    error.detail = {key: _redact_value(provider, value) for key, value in error.detail.items()}
+    return error
+
+
+def _redact_value(provider: Provider, value: object) -> object:
+    if isinstance(value, str):
+        return provider.redact(value)
+    if isinstance(value, Mapping):
+        return {key: _redact_value(provider, item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_value(provider, item) for item in value]
+    return value
+
+
+def _detail(error: DeliveryError) -> dict[str, object]:
+    detail: dict[str, object] = dict(error.detail)
+    if error.code:
+        detail["code"] = error.code
+    return detail
+
+
+def _message(delivery: ClaimedDelivery, sender: Sender | None) -> OutboundMessage:
+    content = RenderedContent.from_dict(delivery.content)
+    return OutboundMessage(
+        delivery_id=delivery.id,
+        notification_id=delivery.notification_id,
+        tenant=delivery.tenant,
+        channel=delivery.channel,
+        to=delivery.address,
+        recipient=delivery.recipient,
+        body=content.body,
+        subject=content.subject,
+        html=content.html,
+        template_id=delivery.template_id,
+        provider_template=content.provider_template,
+        attempt=delivery.attempt,
+        metadata=delivery.metadata,
+        sender=sender,
+    )
+
