@@ -1,0 +1,29 @@
+"""The embedded store: SQLite in WAL mode, one group-commit writer, snapshot readers beside it.
+
+Writes (accepts, claims, attempt results, receipts) are functions run by
+:class:`~gateway.store.writer.GroupCommitWriter` inside shared transactions; reads are
+functions too, each run whole inside its own read transaction by
+:class:`~gateway.store.reader.SnapshotReader`, so every read sees every commit made before it.
+
+One module per aggregate, each holding its part of :class:`SqliteStore` and the statements it
+runs: ``outbox`` (accepting, claiming), ``outcomes`` and ``receipts`` (what happened to a
+delivery), ``changes`` (the history and fallback moves a write sets off), ``reads``,
+``dead_letters``, ``inbound`` (callbacks, replies, opt-outs), ``webhooks`` (event webhooks),
+``cursors``; ``base`` holds the connections.
+"""
+
+from gateway.store.sqlite.base import is_transient
+from gateway.store.sqlite.cursors import InvalidCursorError
+from gateway.store.sqlite.dead_letters import DeadLetters
+from gateway.store.sqlite.inbound import InboundStore
+from gateway.store.sqlite.outbox import Outbox
+from gateway.store.sqlite.outcomes import OutcomeWrites
+from gateway.store.sqlite.reads import Reads
+from gateway.store.sqlite.webhooks import WebhookStore
+
+
+class SqliteStore(Outbox, OutcomeWrites, Reads, DeadLetters, InboundStore, WebhookStore):
+    """The outbox, idempotency records, attempts, callbacks and event webhooks in one SQLite file."""
+
+
+__all__ = ["InvalidCursorError", "SqliteStore", "is_transient"]

@@ -1,0 +1,141 @@
+"""The store's connections: the writer thread, the snapshot readers, the lock and the commit counter; helpers every part shares."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any, Final, TypeVar
+
+import orjson
+
+from gateway import statuses
+from gateway.clock import Clock
+from gateway.store.files import lock_exclusively, prepare_private
+from gateway.store.migrations import migrate
+from gateway.store.reader import SnapshotReader
+from gateway.store.writer import GroupCommitWriter, connect
+
+T = TypeVar("T")
+
+DISPATCHER: Final = "dispatcher"
+FALLBACK: Final = "fallback"
+NEVER: Final = 1e15  # next_attempt_at of a waiting fallback with no deadline (year ~33,000)
+LIVE: Final = "status IN ('queued', 'sending')"
+PERMANENT_OUTCOME: Final = "permanent"  # AttemptResult.outcome of a send the provider refused for good
+OPTED_OUT_EVENT: Final = "recipient.opted_out"
+OPTED_IN_EVENT: Final = "recipient.opted_in"
+# The delivery statuses tenants hear about one by one; a failure is told once, for the whole message.
+DELIVERY_EVENTS: Final = {
+    statuses.SENT: "message.sent",
+    statuses.DELIVERED: "message.delivered",
+    statuses.READ: "message.read",
+    statuses.DEAD_LETTERED: "message.dead_lettered",
+}
+
+
+def dumps(value: Any) -> str:
+    # Plugins fill ``detail`` maps; a value JSON has no type for is kept as its text.
+    return orjson.dumps(value, default=str).decode()
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed write may succeed if tried again (busy, locked, disk I/O), not a bad row."""
+    return isinstance(error, sqlite3.OperationalError)
+
+
+def loads(value: str | bytes | None) -> Any:
+    return orjson.loads(value) if value else None
+
+
+CHUNK: Final = 500  # bound parameters per IN (...) list, well under SQLite's limit
+
+
+def chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+def select_in(conn: sqlite3.Connection, sql: str, values: Iterable[Any], *params: Any) -> list[Any]:
+    """Run ``sql`` whose last placeholder is ``IN ({})`` over ``values``, in chunks."""
+    rows: list[Any] = []
+    distinct = list(dict.fromkeys(values))
+    for chunk in chunks(distinct):
+        rows += conn.execute(sql.format(", ".join("?" * len(chunk))), (*params, *chunk)).fetchall()
+    return rows
+
+
+class StoreBase:
+    """The outbox, idempotency records, attempts and audit trail in one SQLite file: connections and commits."""
+
+    def __init__(self, path: Path, clock: Clock, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.clock = clock
+        self._synchronous = synchronous
+        self._writer: GroupCommitWriter | None = None
+        self._reader: SnapshotReader | None = None
+        self._commits = 0
+        self._committed = asyncio.Event()
+        self._lock: IO[bytes] | None = None
+
+    async def open(self) -> None:
+        """Open the store, private to this user; raise ``StoreInUseError`` if another process has it open."""
+        prepare_private(self.path)
+        self._lock = lock_exclusively(self.path)
+        try:
+            conn = await asyncio.to_thread(self._connect_and_migrate)
+        except BaseException:
+            self._lock.close()
+            raise
+        self._writer = GroupCommitWriter(conn, on_commit=self._note_commit)
+        self._writer.start()
+        self._reader = SnapshotReader(self.path)
+        self._reader.start()
+
+    def _connect_and_migrate(self) -> sqlite3.Connection:
+        conn = connect(self.path, self._synchronous)
+        migrate(conn)
+        return conn
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    def _note_commit(self) -> None:
+        self._commits += 1
+        self._committed.set()
+        self._committed = asyncio.Event()
+
+    @property
+    def commits(self) -> int:
+        """How many write transactions have committed since open; see :meth:`wait_for_commit`."""
+        return self._commits
+
+    async def wait_for_commit(self, after: int) -> None:
+        """Return once more than ``after`` transactions have committed."""
+        while self._commits <= after:
+            await self._committed.wait()
+
+    async def _write(self, job: Any) -> Any:
+        assert self._writer is not None, "store is not open"
+        return await self._writer.run(job)
+
+    async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._reader is not None, "store is not open"
+        return await self._reader.run(read)
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """The rows of one query, read in a snapshot of its own."""
+        return await self._read(lambda conn: conn.execute(sql, params).fetchall())

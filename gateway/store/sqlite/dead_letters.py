@@ -1,0 +1,115 @@
+"""Dead letters: listing them, and replaying them by id or by filter."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+from gateway import ids, statuses
+from gateway.store.records import DeadLetterFilter, Page, Replayed
+from gateway.store.sqlite.base import StoreBase, select_in
+from gateway.store.sqlite.changes import Changes
+from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
+
+
+class DeadLetters(StoreBase):
+    """Listing and replaying dead letters."""
+
+    async def list_dead_letters(self, tenant: str, where: DeadLetterFilter, *, limit: int, cursor: str | None) -> Page:
+        """The tenant's dead-lettered deliveries, newest delivery first, ``limit`` at a time.
+
+        The partial index ``deliveries_dead`` holds only dead letters, so a tenant with millions
+        of delivered messages and a handful of dead ones pays for the handful.
+        """
+        clauses, params = dead_letter_clauses(tenant, where)
+        if cursor is not None:
+            clauses.append("d.id < ?")
+            params.append(decode_cursor(cursor, ids.DELIVERY))
+        sql = f"{DEAD_LETTER_SELECT} WHERE {' AND '.join(clauses)} ORDER BY d.id DESC LIMIT ?"
+        rows = await self._fetch(sql, (*params, limit + 1))
+        items = [dict(row) for row in rows[:limit]]
+        next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
+        return Page(items, next_cursor)
+
+    async def replay(
+        self,
+        tenant: str,
+        *,
+        delivery_ids: Sequence[str] | None = None,
+        where: DeadLetterFilter | None = None,
+        actor: str,
+        limit: int = 10_000,
+    ) -> Replayed:
+        """Queue the tenant's dead letters again, by id or all that match ``where`` (oldest first, up to ``limit``).
+
+        A replay is an operator's explicit decision to try again now, so it is the one move a
+        delivery makes backwards (``dead_lettered → queued``, audited with ``actor``): it is due
+        at once, its retry schedule starts over (``attempts`` back to 0; the attempt rows stay as
+        history) and its ``expires_at`` is cleared — the deadline it missed is the reason it is
+        here. Deliveries that are not dead-lettered, or not the tenant's, are left alone.
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> Replayed:
+            if delivery_ids is not None:
+                rows, more = dead_letter_candidates(conn, tenant, delivery_ids), False
+            else:
+                rows, more = matching_dead_letters(conn, tenant, where or DeadLetterFilter(), limit)
+            dead = [row for row in rows if row[2] == statuses.DEAD_LETTERED]
+            changes = Changes()
+            requeue(conn, tenant, dead, actor, now, changes)
+            changes.flush(conn, now)
+            refused = [row[0] for row in rows if row[2] != statuses.DEAD_LETTERED]
+            return Replayed([row[0] for row in dead], frozenset(row[3] for row in dead), more, refused)
+
+        replayed: Replayed = await self._write(job)
+        return replayed
+
+
+DEAD_LETTER_SELECT: Final = (
+    "SELECT d.id, d.notification_id, d.channel, d.address, d.provider, d.dead_reason, d.last_error, d.attempts, "
+    "d.updated_at, n.template_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id"
+)
+
+
+def dead_letter_clauses(tenant: str, where: DeadLetterFilter) -> tuple[list[str], list[Any]]:
+    """WHERE clauses (and their parameters) for the tenant's dead letters that match ``where``."""
+    clauses = ["d.tenant = ?", "d.status = 'dead_lettered'"]
+    params: list[Any] = [tenant]
+    for column, value in (("channel", where.channel), ("provider", where.provider), ("dead_reason", where.reason)):
+        if value is not None:
+            clauses.append(f"d.{column} = ?")
+            params.append(value)
+    return clauses, params
+
+
+def dead_letter_candidates(conn: sqlite3.Connection, tenant: str, delivery_ids: Iterable[str]) -> list[Any]:
+    """(id, notification id, status, channel) of those of ``delivery_ids`` that are the tenant's."""
+    return select_in(
+        conn, "SELECT id, notification_id, status, channel FROM deliveries WHERE tenant = ? AND id IN ({}) ORDER BY id", delivery_ids, tenant
+    )
+
+
+def matching_dead_letters(conn: sqlite3.Connection, tenant: str, where: DeadLetterFilter, limit: int) -> tuple[list[Any], bool]:
+    """The oldest ``limit`` matching dead letters as (id, notification id, status, channel), and whether more match."""
+    clauses, params = dead_letter_clauses(tenant, where)
+    rows = conn.execute(
+        f"SELECT d.id, d.notification_id, d.status, d.channel FROM deliveries d WHERE {' AND '.join(clauses)} ORDER BY d.id LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    return rows[:limit], len(rows) > limit
+
+
+def requeue(conn: sqlite3.Connection, tenant: str, rows: Sequence[Any], actor: str, now: float, changes: Changes) -> None:
+    """Put dead letters (id, notification id, …) back in the queue as if new, noting an audit each."""
+    conn.executemany(
+        "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, attempts = 0, expires_at = NULL, dead_reason = NULL, "
+        "lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'dead_lettered'",
+        [(now, now, row[0]) for row in rows],
+    )
+    for delivery_id, notification_id, *_rest in rows:
+        changes.audits.append(
+            (tenant, notification_id, delivery_id, now, actor, "replayed", statuses.DEAD_LETTERED, statuses.QUEUED, f"replayed by {actor}")
+        )
+        changes.touched.add(notification_id)

@@ -1,0 +1,189 @@
+"""The outbox: accepting notifications with their idempotency record, claiming due deliveries under a lease, releasing them."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterable, Sequence
+
+import orjson
+
+from gateway import statuses
+from gateway.store.records import PRIORITY_RANK, Acceptance, ClaimedDelivery, IdempotencyClaim, NewNotification, StoredResponse
+from gateway.store.sqlite.base import DISPATCHER, FALLBACK, LIVE, NEVER, StoreBase, dumps, loads
+from gateway.store.sqlite.changes import Changes, activate_overdue_fallbacks, dead_letter, insert_audits, insert_event_rows
+
+
+class Outbox(StoreBase):
+    """Accepting notifications and claiming their deliveries."""
+
+    async def find_response(self, tenant: str, key: str) -> StoredResponse | None:
+        """What an earlier request with this idempotency key answered, if there was one."""
+        rows = await self._fetch(
+            "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND key = ?", (tenant, key)
+        )
+        return StoredResponse(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+
+    async def accept(
+        self,
+        notifications: Sequence[NewNotification],
+        *,
+        tenant: str,
+        idempotency: IdempotencyClaim | None,
+        status: int,
+        body: bytes,
+    ) -> Acceptance:
+        """Persist notifications, deliveries, audit events and the idempotency record atomically.
+
+        When the idempotency key was already used, nothing is written and the original
+        response comes back (``replayed``), with whether the bodies' fingerprints match.
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> Acceptance:
+            if idempotency is not None:
+                row = conn.execute(
+                    "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
+                    (tenant, idempotency.key),
+                ).fetchone()
+                if row is not None:
+                    return Acceptance(row[1], bytes(row[2]), replayed=True, fingerprint_matches=row[0] == idempotency.fingerprint)
+            insert_notifications(conn, notifications, now)
+            if idempotency is not None:
+                conn.execute(
+                    "INSERT INTO idempotency_keys (tenant, key, fingerprint, status_code, response, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (tenant, idempotency.key, idempotency.fingerprint, status, body, now),
+                )
+            return Acceptance(status, body, replayed=False)
+
+        result: Acceptance = await self._write(job)
+        return result
+
+    async def claim_due(
+        self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = ()
+    ) -> list[ClaimedDelivery]:
+        """Reserve up to ``limit`` due deliveries of ``channel`` for ``owner``, highest priority first.
+
+        A delivery whose lease expired (its worker died) is due again and is reclaimed, but never
+        one of ``holding``: those the claimer is still working on, its send over but its outcome
+        not recorded yet. Reclaiming one of those would send it a second time.
+        """
+        now = self.clock.now()
+        held = orjson.dumps(sorted(holding)).decode()
+
+        def job(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
+            changes = Changes()
+            activate_overdue_fallbacks(conn, channel, now, changes)
+            rows = conn.execute(
+                "SELECT d.id, d.notification_id, d.tenant, d.channel, d.address, d.mode, d.attempts, d.content, "
+                "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position, d.provider "
+                "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
+                f"WHERE d.channel = ? AND d.{LIVE} AND d.next_attempt_at <= ? "
+                "AND (d.lease_until IS NULL OR d.lease_until <= ?) AND d.id NOT IN (SELECT value FROM json_each(?)) "
+                "ORDER BY d.priority_rank, d.next_attempt_at LIMIT ?",
+                (channel, now, now, held, limit),
+            ).fetchall()
+            expired = [row for row in rows if row[13] is not None and row[13] <= now]
+            rows = [row for row in rows if row[13] is None or row[13] > now]
+            dead_letter(conn, [(row[0], row[1], row[2], row[8]) for row in expired], statuses.EXPIRED, "expired before it could be sent", now, changes)
+            conn.executemany(
+                "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_owner = ?, "
+                "lease_until = ?, updated_at = ? WHERE id = ?",
+                [(owner, now + lease_seconds, now, row[0]) for row in rows],
+            )
+            for row in rows:
+                if row[8] == statuses.QUEUED:
+                    changes.audits.append((row[2], row[1], row[0], now, DISPATCHER, "claimed", statuses.QUEUED, statuses.SENDING, None))
+                    changes.touched.add(row[1])
+                elif row[9] is not None:
+                    changes.audits.append((row[2], row[1], row[0], now, DISPATCHER, "lease_expired", None, None, "worker lost its lease; reclaimed"))
+            changes.flush(conn, now)
+            return [
+                ClaimedDelivery(
+                    id=row[0],
+                    notification_id=row[1],
+                    tenant=row[2],
+                    channel=row[3],
+                    address=row[4],
+                    mode=row[5],
+                    attempt=row[6] + 1,
+                    content=orjson.loads(row[7]),
+                    recipient=orjson.loads(row[10]),
+                    template_id=row[11],
+                    metadata=loads(row[12]) or {},
+                    reclaimed=row[8] == statuses.SENDING and row[9] is not None,
+                    expires_at=row[13],
+                    provider=row[15],
+                )
+                for row in rows
+            ]
+
+        claimed: list[ClaimedDelivery] = await self._write(job)
+        return claimed
+
+    async def release(self, delivery_ids: Iterable[str], owner: str) -> None:
+        """Give back leases without an attempt (shutdown): the deliveries are due again at once."""
+        now = self.clock.now()
+        params = [(now, now, delivery_id, owner) for delivery_id in delivery_ids]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_attempt_at = ?, "
+                f"attempts = attempts - 1, updated_at = ? WHERE id = ? AND lease_owner = ? AND {LIVE}",
+                params,
+            )
+
+        await self._write(job)
+
+
+def insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewNotification], now: float) -> None:
+    conn.executemany(
+        "INSERT INTO notifications (id, tenant, status, mode, priority, strategy, template_id, recipient, channels, "
+        "metadata, idempotency_key, created_by, created_at, updated_at, fallback_after, expires_at) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                n.id, n.tenant, n.mode, n.priority, n.strategy, n.template_id, dumps(n.recipient), dumps(list(n.channels)),
+                dumps(n.metadata) if n.metadata else None, n.idempotency_key, n.created_by, now, now, n.fallback_after, n.expires_at,
+            )
+            for n in notifications
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO deliveries (id, notification_id, tenant, channel, position, address, mode, priority_rank, content, "
+        "status, next_attempt_at, created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                d.id, n.id, n.tenant, d.channel, d.position, d.address, n.mode, PRIORITY_RANK[n.priority],
+                dumps(d.content), *initial_state(n, d.position, now), now, now, n.expires_at,
+            )
+            for n in notifications
+            for d in n.deliveries
+        ],
+    )
+    insert_audits(
+        conn,
+        [
+            (n.tenant, n.id, None, now, n.created_by, "accepted", None, statuses.QUEUED, f"channels: {', '.join(n.channels)}")
+            for n in notifications
+        ],
+    )
+    queued = Changes()
+    for n in notifications:
+        data = {"delivery_id": None, "channels": list(n.channels), "status": statuses.QUEUED, "reason": None, "template_id": n.template_id}
+        queued.event("message.queued", n.tenant, n.id, now, data)
+    insert_event_rows(conn, queued.events)
+
+
+def initial_state(n: NewNotification, position: int, now: float) -> tuple[str, float]:
+    """Status and next_attempt_at of a new delivery.
+
+    Every channel starts at once with strategy ``all``; with ``fallback`` only the first does,
+    and the second waits until ``fallback_after`` past the start (or for good, when unset).
+    """
+    start = n.send_at or now
+    if n.strategy != FALLBACK or position == 0:
+        return statuses.QUEUED, start
+    if position == 1 and n.fallback_after is not None:
+        return statuses.WAITING, start + n.fallback_after
+    return statuses.WAITING, NEVER

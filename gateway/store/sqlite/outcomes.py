@@ -1,0 +1,124 @@
+"""Recording attempts: each delivery moved on (sent, retried, failed, dead-lettered), refusals that mean an opt-out recorded."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from gateway import ids, statuses
+from gateway.errors import OPTED_OUT
+from gateway.store.records import AttemptResult, NewEvent, ReceivedStatus
+from gateway.store.sqlite.base import DELIVERY_EVENTS, DISPATCHER, PERMANENT_OUTCOME, StoreBase, dumps, select_in
+from gateway.store.sqlite.changes import Changes, has_fallback, insert_events
+from gateway.store.sqlite.inbound import set_opt_out
+from gateway.store.sqlite.receipts import apply_held_receipts, reconcile
+
+
+class OutcomeWrites(StoreBase):
+    """Attempt results and provider receipts, written together in one transaction."""
+
+    async def record_attempts(self, results: Sequence[AttemptResult]) -> None:
+        """Record attempts and move their deliveries on; apply receipts that were waiting for them."""
+        await self.record_outcomes(results, ())
+
+    async def apply_statuses(self, updates: Sequence[ReceivedStatus]) -> None:
+        """Reconcile provider receipts: forward-only, duplicates ignored, early ones held."""
+        await self.record_outcomes((), updates)
+
+    async def record_outcomes(
+        self, results: Sequence[AttemptResult], receipts: Sequence[ReceivedStatus], events: Sequence[NewEvent] = ()
+    ) -> set[str]:
+        """Record attempts, then reconcile receipts, then add events, in one transaction.
+
+        A receipt for a message whose send is not recorded yet is held; recording the send (or
+        a failed attempt of the delivery the receipt names) later applies it. Returns the
+        tenants whose opt-outs changed: a send refused with code ``opted_out`` records one.
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> set[str]:
+            changed = write_attempts(conn, results, now)
+            reconcile(conn, receipts, now)
+            apply_held_receipts(conn, results, now)
+            insert_events(conn, events)
+            return changed
+
+        changed: set[str] = await self._write(job)
+        return changed
+
+
+def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> set[str]:
+    """Record attempts and move their deliveries on; the tenants whose opt-outs a refusal (``opted_out``) changed."""
+    current = {
+        row[0]: list(row[1:])
+        for row in select_in(
+            conn,
+            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy, d.channel, n.template_id, d.address, d.provider "
+            "FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE d.id IN ({})",
+            (r.delivery_id for r in results),
+        )
+    }
+    attempts: list[tuple[Any, ...]] = []
+    retries: list[tuple[Any, ...]] = []
+    finals: list[tuple[Any, ...]] = []
+    changes = Changes()
+    opted_out: set[str] = set()
+    for result in results:
+        found = current.get(result.delivery_id)
+        if found is None:
+            continue
+        notification_id, tenant, status, position, strategy, channel, template_id, address, tried_before = found
+        provider = result.provider or tried_before or ""  # "": no instance was ever tried
+        if result.outcome == PERMANENT_OUTCOME and result.detail.get("code") == OPTED_OUT:
+            source = f"{provider} refused a send: {result.error}"[:200]
+            if set_opt_out(conn, tenant, channel, address, True, source, now):
+                opted_out.add(tenant)
+        attempts.append(
+            (
+                ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, provider,
+                result.started_at, result.finished_at, result.outcome, result.provider_message_id, result.error,
+                dumps(result.detail) if result.detail else None,
+            )
+        )
+        actor = f"provider:{provider}" if provider else DISPATCHER
+        if not result.final:
+            changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, "failover", None, None, result.error))
+            continue
+        if result.retry_at is not None:
+            retries.append((result.retry_at, provider or None, result.error, now, result.delivery_id))
+            changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, "retry_scheduled", None, None, result.error))
+            continue
+        new, dead_reason = result.status, result.dead_reason
+        if new == statuses.FAILED and not has_fallback(conn, notification_id, position, strategy):
+            new, dead_reason = statuses.DEAD_LETTERED, statuses.PERMANENT
+        if not statuses.can_transition(status, new):
+            continue
+        finals.append((new, provider or None, result.provider_message_id, result.error, dead_reason, now, result.delivery_id))
+        action = {statuses.SENT: "sent", statuses.DEAD_LETTERED: "dead_lettered"}.get(new, "failed")
+        reason = f"{dead_reason}: {result.error}" if dead_reason else result.error
+        changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, action, status, new, reason))
+        if new in DELIVERY_EVENTS:
+            changes.delivery_event(
+                DELIVERY_EVENTS[new], tenant, notification_id, result.delivery_id, now,
+                channel=channel, status=new, reason=reason, template_id=template_id,
+            )
+        changes.moved(notification_id, strategy)
+        found[2] = new
+    conn.executemany(
+        "INSERT INTO attempts (id, delivery_id, notification_id, number, provider, started_at, finished_at, outcome, "
+        "provider_message_id, error, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        attempts,
+    )
+    conn.executemany(
+        "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, provider = ?, "
+        "last_error = ?, updated_at = ? WHERE id = ?",
+        retries,
+    )
+    conn.executemany(
+        "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, lease_owner = NULL, lease_until = NULL, "
+        "last_error = ?, dead_reason = ?, updated_at = ? WHERE id = ?",
+        finals,
+    )
+    changes.flush(conn, now)
+    return opted_out

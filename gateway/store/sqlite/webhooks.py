@@ -1,0 +1,249 @@
+"""Event webhooks: fanning events out to endpoints, claiming and recording deliveries, endpoint health, replays."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gateway import ids
+from gateway.clock import isoformat
+from gateway.store.records import ClaimedWebhook, Page, StoredEvent, WebhookEndpointState, WebhookResult, WebhookTarget
+from gateway.store.sqlite.base import StoreBase, loads
+from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
+
+
+class WebhookStore(StoreBase):
+    """Event webhooks: fan-out, deliveries, endpoint health."""
+
+    async def events_to_fan_out(self, *, limit: int) -> list[StoredEvent]:
+        """Events after the fan-out cursor, oldest first: read-only, so an idle worker writes nothing."""
+        rows = await self._fetch(
+            "SELECT seq, id, tenant, type, data, at FROM events WHERE seq > (SELECT last_seq FROM webhook_fanout) ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [StoredEvent(r[0], r[1], r[2], r[3], loads(r[4]) or {}, r[5]) for r in rows]
+
+    async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
+        """(tenant, endpoint) → the url that answered 410."""
+        return {(r[0], r[1]): r[2] for r in await self._fetch("SELECT tenant, endpoint, url FROM webhook_endpoints_disabled")}
+
+    async def fan_out(self, targets: Sequence[WebhookTarget], through_seq: int) -> None:
+        """Add one webhook delivery per target and move the cursor past ``through_seq``, atomically."""
+        now = self.clock.now()
+        rows = [
+            (ids.new_id(ids.WEBHOOK), t.event.seq, t.event.id, t.tenant, t.endpoint, "disabled" if t.disabled else "pending", now, now, now)
+            for t in targets
+        ]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO webhook_deliveries (id, event_seq, event_id, tenant, endpoint, status, next_attempt_at, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.execute("UPDATE webhook_fanout SET last_seq = MAX(last_seq, ?)", (through_seq,))
+
+        await self._write(job)
+
+    async def next_webhook_due(self) -> float | None:
+        """When the earliest pending webhook delivery is due (its lease's end if it is out), or None."""
+        rows = await self._fetch(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM webhook_deliveries WHERE status = 'pending'"
+        )
+        return rows[0][0] if rows else None
+
+    async def claim_webhooks(self, *, limit: int, lease_seconds: float) -> list[ClaimedWebhook]:
+        """Reserve up to ``limit`` due webhook deliveries, oldest event first, with their events."""
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> list[ClaimedWebhook]:
+            rows = conn.execute(
+                "SELECT w.id, w.tenant, w.endpoint, w.attempts, e.seq, e.id, e.tenant, e.type, e.data, e.at "
+                "FROM webhook_deliveries w JOIN events e ON e.seq = w.event_seq "
+                "WHERE w.status = 'pending' AND w.next_attempt_at <= ? AND (w.lease_until IS NULL OR w.lease_until <= ?) "
+                "ORDER BY w.event_seq, w.id LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id = ?",
+                [(now + lease_seconds, now, row[0]) for row in rows],
+            )
+            return [
+                ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, StoredEvent(r[4], r[5], r[6], r[7], loads(r[8]) or {}, r[9]))
+                for r in rows
+            ]
+
+        claimed: list[ClaimedWebhook] = await self._write(job)
+        return claimed
+
+    async def record_webhooks(self, results: Sequence[WebhookResult]) -> None:
+        """Record attempts' outcomes and each endpoint's health, atomically.
+
+        An endpoint is disabled — its url noted, everything still pending for it held as
+        ``disabled`` — when it answered 410, or when it has failed continuously (no success in
+        between) for its ``disable_after``.
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE webhook_deliveries SET status = ?, last_status = ?, last_error = ?, "
+                "next_attempt_at = COALESCE(?, next_attempt_at), lease_until = NULL, updated_at = ? WHERE id = ?",
+                [(r.status, r.last_status, r.last_error, r.next_attempt_at, now, r.id) for r in results],
+            )
+            gone = {(r.tenant, r.endpoint): (r.url or "", r.last_error or "410 Gone") for r in results if r.status == "disabled"}
+            for (tenant, endpoint), (url, reason) in track_endpoint_health(conn, results, now).items():
+                gone.setdefault((tenant, endpoint), (url, reason))
+            conn.executemany(
+                "INSERT OR REPLACE INTO webhook_endpoints_disabled (tenant, endpoint, url, disabled_at, reason) VALUES (?, ?, ?, ?, ?)",
+                [(tenant, endpoint, url, now, reason) for (tenant, endpoint), (url, reason) in gone.items()],
+            )
+            conn.executemany(
+                "UPDATE webhook_deliveries SET status = 'disabled', updated_at = ? WHERE tenant = ? AND endpoint = ? AND status = 'pending'",
+                [(now, tenant, endpoint) for tenant, endpoint in gone],
+            )
+
+        await self._write(job)
+
+    async def webhook_endpoint_states(self, tenant: str) -> dict[str, WebhookEndpointState]:
+        """The tenant's endpoints the store knows anything about, by name: their health and any disabling."""
+
+        def read(conn: sqlite3.Connection) -> tuple[dict[str, Any], dict[str, Any]]:
+            health = conn.execute(
+                "SELECT endpoint, failing_since, last_success_at, last_failure_at, last_error FROM webhook_endpoint_health WHERE tenant = ?",
+                (tenant,),
+            ).fetchall()
+            disabled = conn.execute("SELECT endpoint, url, disabled_at, reason FROM webhook_endpoints_disabled WHERE tenant = ?", (tenant,)).fetchall()
+            return {row[0]: tuple(row[1:]) for row in health}, {row[0]: tuple(row[1:]) for row in disabled}
+
+        health, disabled = await self._read(read)
+        return {
+            name: WebhookEndpointState(tenant, name, *health.get(name, (None,) * 4), *disabled.get(name, (None,) * 3))
+            for name in health.keys() | disabled.keys()
+        }
+
+    async def enable_webhook_endpoint(self, tenant: str, endpoint: str) -> int:
+        """Lift an endpoint's disabling and send its held (``disabled``) deliveries again; how many were requeued."""
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM webhook_endpoints_disabled WHERE tenant = ? AND endpoint = ?", (tenant, endpoint))
+            conn.execute("UPDATE webhook_endpoint_health SET failing_since = NULL WHERE tenant = ? AND endpoint = ?", (tenant, endpoint))
+            cursor = conn.execute(
+                "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_until = NULL, "
+                "last_error = 'endpoint enabled', updated_at = ? WHERE tenant = ? AND endpoint = ? AND status = 'disabled'",
+                (now, now, tenant, endpoint),
+            )
+            return cursor.rowcount
+
+        requeued: int = await self._write(job)
+        return requeued
+
+    async def release_webhooks(self, delivery_ids: Iterable[str]) -> None:
+        """Give back the leases of webhook sends cut short by a shutdown: due again at once, the try uncounted.
+
+        Rows whose outcome was recorded meanwhile (their lease already cleared) are left alone.
+        """
+        now = self.clock.now()
+        params = [(now, now, delivery_id) for delivery_id in delivery_ids]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE webhook_deliveries SET lease_until = NULL, next_attempt_at = ?, attempts = attempts - 1, updated_at = ? "
+                "WHERE id = ? AND status = 'pending' AND lease_until IS NOT NULL",
+                params,
+            )
+
+        await self._write(job)
+
+    async def list_webhook_deliveries(
+        self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        """The tenant's webhook deliveries, newest first, with the type of their event, ``limit`` at a time."""
+        clauses, params = ["w.tenant = ?"], list[Any]([tenant])
+        for column, value in (("w.status", status), ("w.endpoint", endpoint)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if cursor is not None:
+            clauses.append("w.id < ?")
+            params.append(decode_cursor(cursor, ids.WEBHOOK))
+        sql = (
+            "SELECT w.*, e.type FROM webhook_deliveries w JOIN events e ON e.seq = w.event_seq "
+            f"WHERE {' AND '.join(clauses)} ORDER BY w.id DESC LIMIT ?"
+        )
+        rows = [dict(row) for row in await self._fetch(sql, (*params, limit + 1))]
+        return Page(rows[:limit], encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None)
+
+    async def webhook_delivery_status(self, tenant: str, delivery_id: str) -> str | None:
+        """The status of one of the tenant's webhook deliveries; None if it has no such delivery."""
+        rows = await self._fetch("SELECT status FROM webhook_deliveries WHERE id = ? AND tenant = ?", (delivery_id, tenant))
+        return str(rows[0][0]) if rows else None
+
+    async def replay_webhooks(
+        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None
+    ) -> list[str]:
+        """Send dead or disabled webhook deliveries again now, with a fresh schedule; their ids.
+
+        By ids, or every one of ``endpoint`` created at or after ``since``. Replaying an
+        endpoint's deliveries also lifts its disabling (a 410, or a url fixed since).
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> list[str]:
+            where, params = ["tenant = ?", "status IN ('dead', 'disabled')"], list[Any]([tenant])
+            if delivery_ids is not None:
+                where.append(f"id IN ({', '.join('?' * len(delivery_ids))})")
+                params += list(delivery_ids)
+            if endpoint is not None:
+                where += ["endpoint = ?", "created_at >= ?"]
+                params += [endpoint, since if since is not None else 0.0]
+            rows = conn.execute(f"SELECT id, endpoint FROM webhook_deliveries WHERE {' AND '.join(where)} ORDER BY event_seq", params).fetchall()
+            conn.executemany(
+                "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_until = NULL, "
+                "last_error = 'replayed', updated_at = ? WHERE id = ?",
+                [(now, now, row[0]) for row in rows],
+            )
+            conn.executemany(
+                "DELETE FROM webhook_endpoints_disabled WHERE tenant = ? AND endpoint = ?", [(tenant, e) for e in {row[1] for row in rows}]
+            )
+            return [row[0] for row in rows]
+
+        replayed: list[str] = await self._write(job)
+        return replayed
+
+
+def track_endpoint_health(conn: sqlite3.Connection, results: Sequence[WebhookResult], now: float) -> dict[tuple[str, str], tuple[str, str]]:
+    """Note each endpoint's successes and failures; the ones failing for longer than their ``disable_after``.
+
+    Results come in creation order per endpoint, so an endpoint's last result decides whether
+    it is failing now.
+    """
+    last: dict[tuple[str, str], WebhookResult] = {}
+    for result in results:
+        last[(result.tenant, result.endpoint)] = result
+    healthy = [(t, e, now) for (t, e), r in last.items() if r.status == "succeeded"]
+    failing = [(t, e, now, now, r.last_error) for (t, e), r in last.items() if r.status != "succeeded"]
+    conn.executemany(
+        "INSERT INTO webhook_endpoint_health (tenant, endpoint, last_success_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (tenant, endpoint) DO UPDATE SET failing_since = NULL, last_success_at = excluded.last_success_at",
+        healthy,
+    )
+    conn.executemany(
+        "INSERT INTO webhook_endpoint_health (tenant, endpoint, failing_since, last_failure_at, last_error) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (tenant, endpoint) DO UPDATE SET failing_since = COALESCE(failing_since, excluded.failing_since), "
+        "last_failure_at = excluded.last_failure_at, last_error = excluded.last_error",
+        failing,
+    )
+    worn_out: dict[tuple[str, str], tuple[str, str]] = {}
+    for (tenant, endpoint), result in last.items():
+        if result.status == "succeeded" or result.disable_after is None:
+            continue
+        (since,) = conn.execute(
+            "SELECT failing_since FROM webhook_endpoint_health WHERE tenant = ? AND endpoint = ?", (tenant, endpoint)
+        ).fetchone()
+        if since is not None and now - since >= result.disable_after:
+            reason = f"failing continuously since {isoformat(since)}: {result.last_error or 'no answer'}"
+            worn_out[(tenant, endpoint)] = (result.url or "", reason)
+    return worn_out
