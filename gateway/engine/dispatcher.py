@@ -23,6 +23,7 @@ from gateway.engine.provider_pool import ProviderPool
 from gateway.engine.throttle import Throttles
 from gateway.policy.view import PolicyHolder
 from gateway.store import AttemptResult, ClaimedDelivery, Store
+from gateway.watermark import Watermark
 
 log = logging.getLogger(__name__)
 IDLE_POLL: Final = 1.0
@@ -56,8 +57,7 @@ class Dispatcher:
         self._attempts = Attempts(outcomes, policies, pool, clock, settings, self._throttles)
         self._stopping = False
         self._claims: dict[str, int] = {}  # claims begun, per channel
-        self._quiet: dict[str, int] = {}  # per channel, the number of the latest claim that found nothing more due
-        self._quieted = asyncio.Event()
+        self._quiet: dict[str, Watermark] = {}  # per channel, the number of the latest claim that found nothing more due
         self._claimed = 0  # deliveries claimed since start, over all channels
 
     @property
@@ -101,20 +101,16 @@ class Dispatcher:
         while self.running:
             claimed_before, marks = self._claimed, dict(self._claims)
             self.wake()
-            while not all(self._quiet.get(channel, 0) > mark for channel, mark in marks.items()):
-                await self._quieted.wait()
+            for channel, mark in marks.items():
+                await self._quiet[channel].wait_past(mark)
             await self.wait_in_flight()
             await self._outcomes.drain()
             if self._claimed == claimed_before and not any(self._in_flight.values()):
                 return
 
-    def _note_quiet(self, channel: str, claim: int) -> None:
-        self._quiet[channel] = claim
-        self._quieted.set()
-        self._quieted = asyncio.Event()
-
     def _start_channel(self, channel: str) -> None:
         self._claims[channel] = 0
+        self._quiet[channel] = Watermark()
         self._wakeups[channel] = asyncio.Event()
         self._slot_freed[channel] = asyncio.Event()
         self._in_flight[channel] = {}
@@ -165,7 +161,7 @@ class Dispatcher:
             if bucket is not None:
                 want = bucket.take_up_to(want)
                 if want == 0:  # throttled: the deliveries wait in the store, unleased, until a token is due
-                    self._note_quiet(channel, claim)
+                    self._quiet[channel].raise_to(claim)
                     await self._pause(wakeup, bucket.wait_time())
                     continue
             try:
@@ -183,7 +179,7 @@ class Dispatcher:
                 flights[delivery.id] = task
                 task.add_done_callback(functools.partial(self._finished, channel, delivery.id))
             if len(claimed) < want:  # nothing more is due now: sleep until woken or the next poll
-                self._note_quiet(channel, claim)
+                self._quiet[channel].raise_to(claim)
                 try:
                     await asyncio.wait_for(wakeup.wait(), IDLE_POLL)
                 except TimeoutError:

@@ -40,6 +40,7 @@ from gateway.policy.models import WebhookEndpointPolicy
 from gateway.policy.view import PolicyHolder, PolicySet, RetrySchedule
 from gateway.provider_kit import retry_after_seconds
 from gateway.store import ClaimedWebhook, Store, StoredEvent, WebhookResult, WebhookTarget
+from gateway.watermark import Watermark
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +141,7 @@ class EventWebhooks:
         self._task: asyncio.Task[None] | None = None
         self._in_hand: set[str] = set()  # claimed, outcome not recorded yet
         self._passes = 0  # passes begun
-        self._quiet = 0  # the number of the latest pass that found nothing to do
-        self._quieted = asyncio.Event()
+        self._quiet = Watermark()  # the number of the latest pass that found nothing to do
         self._wakeup = asyncio.Event()
 
     def start(self) -> None:
@@ -166,8 +166,8 @@ class EventWebhooks:
         """
         mark = self._passes
         self._wakeup.set()
-        while self._quiet <= mark and self._task is not None and not self._task.done():
-            await self._quieted.wait()
+        if self._task is not None and not self._task.done():
+            await self._quiet.wait_past(mark)
 
     async def _run(self) -> None:
         while True:
@@ -181,9 +181,7 @@ class EventWebhooks:
                 busy = False
                 await self._clock.sleep(IDLE_POLL)
             if not busy:
-                self._quiet = number
-                self._quieted.set()
-                self._quieted = asyncio.Event()
+                self._quiet.raise_to(number)
                 await self._idle(seen)
 
     async def _idle(self, seen: int) -> None:

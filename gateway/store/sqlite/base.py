@@ -16,6 +16,7 @@ from gateway.store.files import lock_exclusively, prepare_private
 from gateway.store.migrations import migrate
 from gateway.store.reader import SnapshotReader
 from gateway.store.writer import GroupCommitWriter, connect
+from gateway.watermark import Watermark
 
 T = TypeVar("T")
 
@@ -75,8 +76,7 @@ class StoreBase:
         self._synchronous = synchronous
         self._writer: GroupCommitWriter | None = None
         self._reader: SnapshotReader | None = None
-        self._commits = 0
-        self._committed = asyncio.Event()
+        self._commits = Watermark()
         self._lock: IO[bytes] | None = None
 
     async def open(self) -> None:
@@ -114,19 +114,16 @@ class StoreBase:
         return self._writer is not None
 
     def _note_commit(self) -> None:
-        self._commits += 1
-        self._committed.set()
-        self._committed = asyncio.Event()
+        self._commits.raise_to(self._commits.value + 1)
 
     @property
     def commits(self) -> int:
         """How many write transactions have committed since open; see :meth:`wait_for_commit`."""
-        return self._commits
+        return self._commits.value
 
     async def wait_for_commit(self, after: int) -> None:
         """Return once more than ``after`` transactions have committed."""
-        while self._commits <= after:
-            await self._committed.wait()
+        await self._commits.wait_past(after)
 
     async def _write(self, job: Any) -> Any:
         assert self._writer is not None, "store is not open"
