@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 from gateway import statuses
 from gateway.clock import Clock
-from gateway.engine.backoff import retry_delay
 from gateway.engine.breakers import BreakerBoard, CircuitBreaker
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import ProviderPool
 from gateway.engine.throttle import Throttles
 from gateway.errors import BODY_TOO_LONG, CredentialsRejectedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from gateway.lifecycle import RetryPlan, RetrySchedule, plan_retry
 from gateway.plugin_api import OutboundMessage, Provider, Sender, SendReceipt
 from gateway.policy.templates import RenderedContent
 from gateway.policy.view import PolicyHolder
@@ -57,6 +57,7 @@ class Attempts:
         self._settings = settings
         self._throttles = throttles
         self._breakers = BreakerBoard(clock)
+        self._backoff = RetrySchedule(settings.max_attempts, base=settings.retry_base)  # for routes with no retry schedule
 
     async def make(self, delivery: ClaimedDelivery) -> AttemptResult:
         """One attempt: the channel's instances in failover order until one takes the message; its final result.
@@ -163,20 +164,11 @@ class Attempts:
                 error=error.message, detail=_detail(error), final=False,
             )
         transient = isinstance(error, TransientDeliveryError)
-        status, retry_at, dead_reason, message = statuses.FAILED, None, None, error.message
+        plan = RetryPlan(reason=error.message)  # refused for good: failed, or dead-lettered when no fallback is left
         if isinstance(error, TransientDeliveryError):
-            schedule = self._policies.current.retry_schedule(delivery.tenant, delivery.channel)
-            max_attempts = schedule.max_attempts if schedule else self._settings.max_attempts
-            if delivery.attempt < max_attempts:
-                scheduled = schedule.delay(delivery.attempt) if schedule else None
-                retry_at = now + retry_delay(delivery.attempt, base=self._settings.retry_base, scheduled=scheduled, retry_after=error.retry_after)
-                status = statuses.SENDING
-                if delivery.expires_at is not None and retry_at >= delivery.expires_at:
-                    status, retry_at, dead_reason = statuses.DEAD_LETTERED, None, statuses.EXPIRED
-                    message = f"expires before the next attempt would run: {error.message}"
-            else:
-                status, dead_reason = statuses.DEAD_LETTERED, statuses.RETRIES_EXHAUSTED
-                message = f"gave up after {delivery.attempt} attempts: {error.message}"
+            schedule = self._policies.current.retry_schedule(delivery.tenant, delivery.channel) or self._backoff
+            plan = plan_retry(schedule, delivery.attempt, now, error.message, retry_after=error.retry_after, expires_at=delivery.expires_at)
+        status = statuses.SENDING if plan.retry_at is not None else statuses.DEAD_LETTERED if plan.give_up else statuses.FAILED
         return AttemptResult(
             delivery_id=delivery.id,
             attempt=delivery.attempt,
@@ -185,10 +177,10 @@ class Attempts:
             finished_at=now,
             outcome="transient" if transient else "permanent",
             status=status,
-            error=message,
+            error=plan.reason,
             detail=_detail(error),
-            retry_at=retry_at,
-            dead_reason=dead_reason,
+            retry_at=plan.retry_at,
+            dead_reason=plan.give_up,
         )
 
 

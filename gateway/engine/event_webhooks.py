@@ -35,9 +35,10 @@ import orjson
 
 from gateway import signing
 from gateway.clock import Clock, isoformat
+from gateway.lifecycle import RetrySchedule, plan_retry
 from gateway.policy.durations import parse_duration
 from gateway.policy.models import WebhookEndpointPolicy
-from gateway.policy.view import PolicyHolder, PolicySet, RetrySchedule
+from gateway.policy.view import PolicyHolder, PolicySet, retry_schedule_of
 from gateway.provider_kit import retry_after_seconds
 from gateway.store import ClaimedWebhook, Store, StoredEvent, WebhookResult, WebhookTarget
 from gateway.watermark import Watermark
@@ -45,7 +46,7 @@ from gateway.watermark import Watermark
 log = logging.getLogger(__name__)
 
 SCHEDULE_NAME: Final = "webhooks"
-DEFAULT_SCHEDULE: Final = RetrySchedule((5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0), max_attempts=8)
+DEFAULT_SCHEDULE: Final = RetrySchedule(8, (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0))
 """Immediately, then 5s, 5m, 30m, 2h, 5h, 10h, 10h: eight attempts over about 28 hours."""
 IDLE_POLL: Final = 1.0
 
@@ -64,7 +65,7 @@ def retry_schedule(policy: PolicySet) -> RetrySchedule:
     found = policy.document.retry_schedules.get(SCHEDULE_NAME)
     if found is None:
         return DEFAULT_SCHEDULE
-    return RetrySchedule.from_policy(found)
+    return retry_schedule_of(found)
 
 
 def disable_after(endpoint: WebhookEndpointPolicy) -> float | None:
@@ -273,9 +274,8 @@ class EventWebhooks:
         return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, status, f"HTTP {status} (not retried; redirects are not followed)")
 
     def _retry(self, item: ClaimedWebhook, policy: PolicySet, status: int | None, error: str, wait: float | None) -> WebhookResult:
-        """Try again on the schedule (or after ``Retry-After``), or give up when it has run out."""
-        schedule = retry_schedule(policy)
-        if item.attempt >= schedule.max_attempts:
+        """Try again on the schedule (later when ``Retry-After`` asks for longer), or give up when it has run out."""
+        plan = plan_retry(retry_schedule(policy), item.attempt, self._clock.now(), error, retry_after=wait)
+        if plan.retry_at is None:
             return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, status, f"retries exhausted: {error}")
-        delay = wait if wait is not None else schedule.delay(item.attempt)
-        return WebhookResult(item.id, item.tenant, item.endpoint, PENDING, status, error, self._clock.now() + delay)
+        return WebhookResult(item.id, item.tenant, item.endpoint, PENDING, status, error, plan.retry_at)

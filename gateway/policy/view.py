@@ -12,6 +12,7 @@ from typing import Final
 
 from gateway.channels import ChannelCatalog
 from gateway.errors import PolicyError
+from gateway.lifecycle import RetrySchedule
 from gateway.plugin_api import ProviderLimits, Sender
 from gateway.policy.durations import parse_duration
 from gateway.policy.models import (
@@ -56,22 +57,10 @@ class BreakerPolicy:
             raise ValueError(f"breaker window must be positive and cooldown not negative ({self.window}, {self.cooldown})")
 
 
-@dataclass(frozen=True)
-class RetrySchedule:
-    """Delays between attempts in seconds; past the last one, the last one repeats."""
-
-    delays: tuple[float, ...]
-    max_attempts: int
-
-    @classmethod
-    def from_policy(cls, policy: RetrySchedulePolicy) -> RetrySchedule:
-        """A schedule of N delays: N retries, or more when ``max_attempts`` asks, the last delay repeating."""
-        delays = tuple(parse_duration(delay) for delay in policy.delays)
-        return cls(delays, policy.max_attempts or len(delays) + 1)
-
-    def delay(self, attempt: int) -> float:
-        """How long to wait after failed attempt number ``attempt`` (1-based)."""
-        return self.delays[min(attempt, len(self.delays)) - 1]
+def retry_schedule_of(policy: RetrySchedulePolicy) -> RetrySchedule:
+    """A schedule of N delays: N retries, or more when ``max_attempts`` asks, the last delay repeating."""
+    delays = tuple(parse_duration(delay) for delay in policy.delays)
+    return RetrySchedule(policy.max_attempts or len(delays) + 1, delays)
 
 
 @dataclass(frozen=True)
@@ -143,7 +132,7 @@ class PolicySet:
         )
         for name in candidates:
             if name is not None and (found := self.document.retry_schedules.get(name)) is not None:
-                return RetrySchedule.from_policy(found)
+                return retry_schedule_of(found)
         return None
 
     def providers_for(self, tenant: str, channel: str) -> tuple[str, ...]:

@@ -227,6 +227,37 @@ MIGRATIONS: Final = (
     CREATE INDEX held_receipts_by_delivery ON held_receipts (provider, delivery_id) WHERE delivery_id IS NOT NULL;
     CREATE INDEX held_receipts_by_age ON held_receipts (received_at);
     """,
+    # v8: one history. A line of a notification's timeline and the event tenants are told of it
+    # are one row when they are one happening; ``seq`` orders both, and the fan-out to event
+    # webhooks follows it. Old events keep their seq (webhook deliveries point at it); the old
+    # audit trail follows them, without its claims (attempts record those).
+    """
+    CREATE TABLE history (
+        seq             INTEGER PRIMARY KEY,
+        tenant          TEXT,            -- NULL: about a provider instance, told to every tenant
+        subject         TEXT NOT NULL,   -- the notification, address or instance it is about
+        notification_id TEXT,            -- set: a line of that notification's timeline
+        delivery_id     TEXT,
+        at              REAL NOT NULL,
+        actor           TEXT NOT NULL,
+        action          TEXT NOT NULL,
+        from_status     TEXT,
+        to_status       TEXT,
+        reason          TEXT,
+        event_id        TEXT UNIQUE,     -- set: tenants are told, as this event
+        event_type      TEXT,
+        data            TEXT             -- the event's payload
+    );
+    CREATE INDEX history_by_notification ON history (notification_id, seq) WHERE notification_id IS NOT NULL;
+    CREATE INDEX history_events_by_tenant ON history (tenant, seq) WHERE event_type IS NOT NULL;
+    INSERT INTO history (seq, tenant, subject, at, actor, action, event_id, event_type, data)
+        SELECT seq, tenant, subject, at, 'gateway', type, id, type, data FROM events ORDER BY seq;
+    INSERT INTO history (tenant, subject, notification_id, delivery_id, at, actor, action, from_status, to_status, reason)
+        SELECT tenant, notification_id, notification_id, delivery_id, at, actor, action, from_status, to_status, reason
+        FROM audit_events WHERE action != 'claimed' ORDER BY seq;
+    DROP TABLE audit_events;
+    DROP TABLE events;
+    """,
 )
 
 

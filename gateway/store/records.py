@@ -6,6 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from gateway import lifecycle, statuses
+from gateway.errors import OPTED_OUT
+
 PRIORITY_RANK: Final = {"high": 0, "normal": 1, "bulk": 2}
 
 
@@ -108,6 +111,17 @@ class AttemptResult:
     retry_at: float | None = None
     final: bool = True
     dead_reason: str | None = None
+
+    def happening(self) -> lifecycle.Happening:
+        """What this attempt means for its delivery, in the words of :mod:`gateway.lifecycle`."""
+        if not self.final:
+            return lifecycle.Failover(self.error)
+        if self.status == statuses.SENT:
+            return lifecycle.Sent()
+        if self.retry_at is not None:
+            return lifecycle.Retry(self.retry_at, self.error)
+        opted_out = self.outcome == "permanent" and self.detail.get("code") == OPTED_OUT
+        return lifecycle.Failed(self.error, self.dead_reason, opted_out=opted_out)
 
 
 @dataclass(frozen=True, slots=True)

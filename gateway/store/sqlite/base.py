@@ -10,7 +10,6 @@ from typing import IO, Any, Final, TypeVar
 
 import orjson
 
-from gateway import statuses
 from gateway.clock import Clock
 from gateway.store.files import lock_exclusively, prepare_private
 from gateway.store.migrations import migrate
@@ -24,16 +23,8 @@ DISPATCHER: Final = "dispatcher"
 FALLBACK: Final = "fallback"
 NEVER: Final = 1e15  # next_attempt_at of a waiting fallback with no deadline (year ~33,000)
 LIVE: Final = "status IN ('queued', 'sending')"
-PERMANENT_OUTCOME: Final = "permanent"  # AttemptResult.outcome of a send the provider refused for good
 OPTED_OUT_EVENT: Final = "recipient.opted_out"
 OPTED_IN_EVENT: Final = "recipient.opted_in"
-# The delivery statuses tenants hear about one by one; a failure is told once, for the whole message.
-DELIVERY_EVENTS: Final = {
-    statuses.SENT: "message.sent",
-    statuses.DELIVERED: "message.delivered",
-    statuses.READ: "message.read",
-    statuses.DEAD_LETTERED: "message.dead_lettered",
-}
 
 
 def dumps(value: Any) -> str:

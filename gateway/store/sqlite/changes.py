@@ -1,4 +1,4 @@
-"""What a write sets off: history rows (audit and events), notification status roll-ups and fallback moves, gathered per batch."""
+"""What a write sets off: lines of history (with the events they are told as), notification roll-ups and fallback moves, gathered per batch."""
 
 from __future__ import annotations
 
@@ -6,28 +6,36 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from gateway import ids, statuses
+from gateway import ids, lifecycle, statuses
 from gateway.store.records import NewEvent
 from gateway.store.sqlite.base import DISPATCHER, FALLBACK, NEVER, dumps, select_in
 
+HISTORY_COLUMNS = (
+    "tenant, subject, notification_id, delivery_id, at, actor, action, from_status, to_status, reason, event_id, event_type, data"
+)
+
+
+def insert_history(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Append rows of :data:`HISTORY_COLUMNS`; ``seq`` orders them, per notification and per tenant as overall."""
+    if rows:
+        conn.executemany(f"INSERT INTO history ({HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+
+def event_row(
+    event: NewEvent, *, notification_id: str | None = None, delivery_id: str | None = None, actor: str = "gateway"
+) -> tuple[Any, ...]:
+    """A line of history that is only an event (a reply, an opt-out, a provider's circuit), not a status change.
+
+    With ``notification_id`` it is a line of that notification's timeline too.
+    """
+    return (
+        event.tenant, event.subject, notification_id, delivery_id, event.at, actor, event.type, None, None, None,
+        ids.new_id(ids.EVENT), event.type, dumps(dict(event.data)),
+    )
+
 
 def insert_events(conn: sqlite3.Connection, events: Sequence[NewEvent]) -> None:
-    insert_event_rows(conn, [(ids.new_id(ids.EVENT), e.tenant, e.type, e.subject, dumps(dict(e.data)), e.at) for e in events])
-
-
-def insert_event_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """(id, tenant, type, subject, data JSON, at) rows; ``seq`` orders them, per tenant as overall."""
-    if rows:
-        conn.executemany("INSERT INTO events (id, tenant, type, subject, data, at) VALUES (?, ?, ?, ?, ?, ?)", rows)
-
-
-def insert_audits(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    if rows:
-        conn.executemany(
-            "INSERT INTO audit_events (tenant, notification_id, delivery_id, at, actor, action, from_status, to_status, reason) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+    insert_history(conn, [event_row(event) for event in events])
 
 
 def refresh_notifications(conn: sqlite3.Connection, notification_ids: Iterable[str], now: float, changes: Changes) -> None:
@@ -50,8 +58,9 @@ def refresh_notifications(conn: sqlite3.Connection, notification_ids: Iterable[s
         updates.append((status, now, notification_id, status))
         previous, tenant, template_id = rows[0][2], rows[0][3], rows[0][4]
         if status in statuses.TERMINAL_FAILURES and previous not in statuses.TERMINAL_FAILURES:
-            data = {"status": status, "reason": failure_reason(rows), "template_id": template_id}
-            changes.event("message.failed", tenant, notification_id, now, data)
+            reason = failure_reason(rows)
+            entry = lifecycle.Entry("failed", previous, status, reason, "message.failed")
+            changes.note(tenant, notification_id, None, now, DISPATCHER, entry, {"status": status, "reason": reason, "template_id": template_id})
     conn.executemany("UPDATE notifications SET status = ?, updated_at = ? WHERE id = ? AND status != ?", updates)
 
 
@@ -64,30 +73,45 @@ def failure_reason(rows: Sequence[Any]) -> str | None:
 
 
 class Changes:
-    """Audit rows, event rows and affected notifications gathered over a batch, written with one statement each.
+    """Lines of history and affected notifications gathered over a batch, written with one statement each.
 
     Events ride in the same transaction as the change that causes them, so a receiver is never
     told about a status the database does not hold, and a crash never loses an event.
     """
 
     def __init__(self) -> None:
-        self.audits: list[tuple[Any, ...]] = []
-        self.events: list[tuple[Any, ...]] = []
+        self.history: list[tuple[Any, ...]] = []
         self.touched: set[str] = set()
         self.fallbacks: set[str] = set()  # notifications with strategy "fallback" whose deliveries moved
 
-    def event(self, type_: str, tenant: str, notification_id: str, at: float, data: Mapping[str, Any]) -> None:
-        """Note a ``message.*`` event about ``notification_id``; ``data`` adds to the common fields."""
-        body = {"notification_id": notification_id, "tenant": tenant} | dict(data)
-        self.events.append((ids.new_id(ids.EVENT), tenant, type_, notification_id, dumps(body), at))
-
-    def delivery_event(
-        self, type_: str, tenant: str, notification_id: str, delivery_id: str, at: float, *,
-        channel: str, status: str, reason: str | None, template_id: str | None,
+    def note(
+        self, tenant: str, notification_id: str, delivery_id: str | None, at: float, actor: str, entry: lifecycle.Entry,
+        data: Mapping[str, Any] = {},
     ) -> None:
-        """Note an event about one delivery (sent, delivered, read, dead_lettered)."""
-        data = {"delivery_id": delivery_id, "channel": channel, "status": status, "reason": reason, "template_id": template_id}
-        self.event(type_, tenant, notification_id, at, data)
+        """A line of the notification's history; told as ``entry.event`` (``data`` adding to the common fields) when it has one."""
+        event_id = body = None
+        if entry.event is not None:
+            event_id = ids.new_id(ids.EVENT)
+            body = dumps({"notification_id": notification_id, "tenant": tenant} | dict(data))
+        self.history.append(
+            (tenant, notification_id, notification_id, delivery_id, at, actor, entry.action, entry.from_status, entry.to_status, entry.reason,
+             event_id, entry.event, body)
+        )
+
+    def apply(
+        self, transition: lifecycle.Transition, tenant: str, notification_id: str, delivery_id: str, at: float, actor: str, *,
+        strategy: str, channel: str, template_id: str | None,
+    ) -> None:
+        """Note what ``transition`` did to a delivery, and mark its notification to roll up (and move on, with fallback)."""
+        if transition.entry is None:
+            return
+        if transition.entry.event is not None:
+            data = {"delivery_id": delivery_id, "channel": channel, "status": transition.status, "reason": transition.entry.reason, "template_id": template_id}
+        else:
+            data = {}
+        self.note(tenant, notification_id, delivery_id, at, actor, transition.entry, data)
+        if transition.settles_notification:
+            self.moved(notification_id, strategy)
 
     def moved(self, notification_id: str, strategy: str) -> None:
         self.touched.add(notification_id)
@@ -96,9 +120,8 @@ class Changes:
 
     def flush(self, conn: sqlite3.Connection, now: float) -> None:
         settle_fallbacks(conn, self, now)
-        insert_audits(conn, self.audits)
         refresh_notifications(conn, self.touched, now, self)
-        insert_event_rows(conn, self.events)
+        insert_history(conn, self.history)
 
 
 def has_fallback(conn: sqlite3.Connection, notification_id: str, position: int, strategy: str) -> bool:
@@ -112,17 +135,10 @@ def has_fallback(conn: sqlite3.Connection, notification_id: str, position: int, 
     return found is not None
 
 
-def dead_letter(
-    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]], reason: str, message: str, now: float, changes: Changes
-) -> None:
-    """Give up on deliveries (id, notification id, tenant, status) for ``reason``, keeping them for replay."""
+def dead_letter_expired(conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]], now: float, changes: Changes) -> None:
+    """Give up on deliveries (id, notification id, tenant, status) whose ``expires_at`` passed, keeping them for replay."""
     if not rows:
         return
-    conn.executemany(
-        "UPDATE deliveries SET status = 'dead_lettered', dead_reason = ?, last_error = ?, lease_owner = NULL, "
-        "lease_until = NULL, updated_at = ? WHERE id = ?",
-        [(reason, message, now, row[0]) for row in rows],
-    )
     found = {
         row[0]: row[1:]
         for row in select_in(
@@ -132,14 +148,18 @@ def dead_letter(
             (row[0] for row in rows),
         )
     }
+    moves = []
     for delivery_id, notification_id, tenant, status in rows:
-        strategy, channel, template_id = found.get(delivery_id, ("", "", None))
-        changes.audits.append((tenant, notification_id, delivery_id, now, DISPATCHER, "dead_lettered", status, statuses.DEAD_LETTERED, f"{reason}: {message}"))
-        changes.delivery_event(
-            "message.dead_lettered", tenant, notification_id, delivery_id, now,
-            channel=channel, status=statuses.DEAD_LETTERED, reason=f"{reason}: {message}", template_id=template_id,
-        )
-        changes.moved(notification_id, strategy)
+        transition = lifecycle.step(lifecycle.Delivery(status), lifecycle.Expired())
+        if transition.entry is None:
+            continue
+        strategy, channel, template_id = found[delivery_id]
+        moves.append((transition.status, transition.dead_reason, lifecycle.EXPIRED_MESSAGE, now, delivery_id))
+        changes.apply(transition, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=strategy, channel=channel, template_id=template_id)
+    conn.executemany(
+        "UPDATE deliveries SET status = ?, dead_reason = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        moves,
+    )
 
 
 def activate_overdue_fallbacks(conn: sqlite3.Connection, channel: str, now: float, changes: Changes) -> None:
@@ -150,17 +170,18 @@ def activate_overdue_fallbacks(conn: sqlite3.Connection, channel: str, now: floa
         (channel, now),
     ).fetchall()
     for delivery_id, notification_id, tenant, fallback_after in rows:
-        reason = f"the channel before it was not delivered within {fallback_after:g}s"
-        activate(conn, delivery_id, notification_id, tenant, now, reason, changes)
+        activate(conn, delivery_id, notification_id, tenant, now, lifecycle.FallbackDue(lifecycle.overdue_reason(fallback_after)), changes)
 
 
-def activate(conn: sqlite3.Connection, delivery_id: str, notification_id: str, tenant: str, now: float, reason: str, changes: Changes) -> None:
+def activate(
+    conn: sqlite3.Connection, delivery_id: str, notification_id: str, tenant: str, now: float, due: lifecycle.FallbackDue, changes: Changes
+) -> None:
+    transition = lifecycle.step(lifecycle.Delivery(statuses.WAITING), due)
     conn.execute(
-        "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting'",
-        (now, now, delivery_id),
+        "UPDATE deliveries SET status = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting'",
+        (transition.status, now, now, delivery_id),
     )
-    changes.audits.append((tenant, notification_id, delivery_id, now, DISPATCHER, "fallback", statuses.WAITING, statuses.QUEUED, reason))
-    changes.moved(notification_id, FALLBACK)
+    changes.apply(transition, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=FALLBACK, channel="", template_id=None)
     # The channel after this one now gets its own deadline, counted from now.
     conn.execute(
         "UPDATE deliveries SET next_attempt_at = ? + COALESCE((SELECT fallback_after FROM notifications WHERE id = ?), ?) "
@@ -170,12 +191,7 @@ def activate(conn: sqlite3.Connection, delivery_id: str, notification_id: str, t
 
 
 def settle_fallbacks(conn: sqlite3.Connection, changes: Changes, now: float) -> None:
-    """Move fallback notifications on: skip what is no longer needed, start the next channel after a failure.
-
-    An earlier channel that was delivered (or sent, when no ``fallback_after`` asks to wait for
-    delivery) makes the waiting ones unnecessary. When nothing is in flight or sent any more,
-    the first waiting channel starts.
-    """
+    """Move fallback notifications on as :func:`gateway.lifecycle.fallback_moves` says: skip what is no longer needed, start the next channel."""
     if not changes.fallbacks:
         return
     pending, changes.fallbacks = changes.fallbacks, set()
@@ -190,18 +206,14 @@ def settle_fallbacks(conn: sqlite3.Connection, changes: Changes, now: float) -> 
         by_notification.setdefault(row[0], []).append(row)
     skips: list[tuple[Any, ...]] = []
     for notification_id, deliveries in by_notification.items():
-        found = {row[3] for row in deliveries}
-        waiting = [row for row in deliveries if row[3] == statuses.WAITING]
-        if not waiting:
-            continue
-        fallback_after = deliveries[0][4]
-        if found & {statuses.DELIVERED, statuses.READ} or (fallback_after is None and statuses.SENT in found):
-            for _nid, delivery_id, tenant, _status, _after in waiting:
-                skips.append((now, delivery_id))
-                changes.audits.append((tenant, notification_id, delivery_id, now, DISPATCHER, "skipped", statuses.WAITING, statuses.SKIPPED, "an earlier channel got through"))
-            changes.touched.add(notification_id)
-        elif not found & (statuses.IN_FLIGHT | {statuses.SENT}):
-            _nid, delivery_id, tenant, _status, _after = waiting[0]
-            activate(conn, delivery_id, notification_id, tenant, now, "the channel before it failed", changes)
-    conn.executemany("UPDATE deliveries SET status = 'skipped', updated_at = ? WHERE id = ? AND status = 'waiting'", skips)
+        moves = lifecycle.fallback_moves([row[3] for row in deliveries], waits_for_delivery=deliveries[0][4] is not None)
+        for index, happening in moves:
+            _nid, delivery_id, tenant, status, _after = deliveries[index]
+            if isinstance(happening, lifecycle.FallbackDue):
+                activate(conn, delivery_id, notification_id, tenant, now, happening, changes)
+                continue
+            transition = lifecycle.step(lifecycle.Delivery(status), happening)
+            skips.append((transition.status, now, delivery_id))
+            changes.apply(transition, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=FALLBACK, channel="", template_id=None)
+    conn.executemany("UPDATE deliveries SET status = ?, updated_at = ? WHERE id = ? AND status = 'waiting'", skips)
     changes.fallbacks.clear()  # activations above need no second pass: the activated channel is now in flight

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from gateway import ids, statuses
+from gateway import ids, lifecycle, statuses
 from gateway.store.records import DeadLetterFilter, Page, Replayed
 from gateway.store.sqlite.base import StoreBase, select_in
 from gateway.store.sqlite.changes import Changes
@@ -102,14 +102,13 @@ def matching_dead_letters(conn: sqlite3.Connection, tenant: str, where: DeadLett
 
 
 def requeue(conn: sqlite3.Connection, tenant: str, rows: Sequence[Any], actor: str, now: float, changes: Changes) -> None:
-    """Put dead letters (id, notification id, …) back in the queue as if new, noting an audit each."""
+    """Put dead letters (id, notification id, status, channel) back in the queue as if new, each with its line of history."""
+    replayed = [(row, lifecycle.step(lifecycle.Delivery(row[2]), lifecycle.Replayed(actor))) for row in rows]
+    replayed = [(row, transition) for row, transition in replayed if transition.entry is not None]
     conn.executemany(
-        "UPDATE deliveries SET status = 'queued', next_attempt_at = ?, attempts = 0, expires_at = NULL, dead_reason = NULL, "
+        "UPDATE deliveries SET status = ?, next_attempt_at = ?, attempts = 0, expires_at = NULL, dead_reason = NULL, "
         "lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'dead_lettered'",
-        [(now, now, row[0]) for row in rows],
+        [(transition.status, now, now, row[0]) for row, transition in replayed],
     )
-    for delivery_id, notification_id, *_rest in rows:
-        changes.audits.append(
-            (tenant, notification_id, delivery_id, now, actor, "replayed", statuses.DEAD_LETTERED, statuses.QUEUED, f"replayed by {actor}")
-        )
-        changes.touched.add(notification_id)
+    for (delivery_id, notification_id, _status, channel), transition in replayed:
+        changes.apply(transition, tenant, notification_id, delivery_id, now, actor, strategy="", channel=channel, template_id=None)

@@ -8,7 +8,7 @@ from typing import Any
 
 from gateway.store.records import InboundRecord, NewEvent, NewOptOut, NewReply, Page
 from gateway.store.sqlite.base import OPTED_IN_EVENT, OPTED_OUT_EVENT, StoreBase, dumps, loads, select_in
-from gateway.store.sqlite.changes import insert_events
+from gateway.store.sqlite.changes import event_row, insert_events, insert_history
 from gateway.store.sqlite.cursors import decode_seq_cursor, decode_text_cursor, encode_seq_cursor, encode_text_cursor
 
 
@@ -168,7 +168,8 @@ def store_reply(conn: sqlite3.Connection, reply: NewReply, now: float) -> set[st
             "channel": reply.channel, "from": reply.sender, "body": reply.body, "provider": reply.provider,
             "provider_message_id": reply.provider_message_id, "notification_id": notification_id, "delivery_id": delivery_id,
         }
-        insert_events(conn, [NewEvent("message.replied", notification_id or reply.sender, reply.received_at, data, tenant)])
+        event = NewEvent("message.replied", notification_id or reply.sender, reply.received_at, data, tenant)
+        insert_history(conn, [event_row(event, notification_id=notification_id, delivery_id=delivery_id, actor=f"provider:{reply.provider}")])
         source = f"reply via {reply.provider}: {reply.body.strip()[:40]}"
         if reply.opt is not None and set_opt_out(conn, tenant, reply.channel, reply.sender, reply.opt == "out", source, now):
             changed.add(tenant)

@@ -7,10 +7,10 @@ from collections.abc import Collection, Iterable, Sequence
 
 import orjson
 
-from gateway import statuses
+from gateway import lifecycle, statuses
 from gateway.store.records import PRIORITY_RANK, Acceptance, ClaimedDelivery, IdempotencyClaim, NewNotification, StoredResponse
 from gateway.store.sqlite.base import DISPATCHER, FALLBACK, LIVE, NEVER, StoreBase, dumps, loads
-from gateway.store.sqlite.changes import Changes, activate_overdue_fallbacks, dead_letter, insert_audits, insert_event_rows
+from gateway.store.sqlite.changes import Changes, activate_overdue_fallbacks, dead_letter_expired, insert_history
 
 
 class Outbox(StoreBase):
@@ -85,18 +85,18 @@ class Outbox(StoreBase):
             ).fetchall()
             expired = [row for row in rows if row[13] is not None and row[13] <= now]
             rows = [row for row in rows if row[13] is None or row[13] > now]
-            dead_letter(conn, [(row[0], row[1], row[2], row[8]) for row in expired], statuses.EXPIRED, "expired before it could be sent", now, changes)
+            dead_letter_expired(conn, [(row[0], row[1], row[2], row[8]) for row in expired], now, changes)
             conn.executemany(
                 "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_owner = ?, "
                 "lease_until = ?, updated_at = ? WHERE id = ?",
                 [(owner, now + lease_seconds, now, row[0]) for row in rows],
             )
-            for row in rows:
+            for row in rows:  # the claim itself is no line of history: its attempt records it
                 if row[8] == statuses.QUEUED:
-                    changes.audits.append((row[2], row[1], row[0], now, DISPATCHER, "claimed", statuses.QUEUED, statuses.SENDING, None))
                     changes.touched.add(row[1])
                 elif row[9] is not None:
-                    changes.audits.append((row[2], row[1], row[0], now, DISPATCHER, "lease_expired", None, None, "worker lost its lease; reclaimed"))
+                    lost = lifecycle.step(lifecycle.Delivery(row[8]), lifecycle.LeaseLost())
+                    changes.apply(lost, row[2], row[1], row[0], now, DISPATCHER, strategy="", channel=channel, template_id=row[11])
             changes.flush(conn, now)
             return [
                 ClaimedDelivery(
@@ -161,18 +161,12 @@ def insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewNo
             for d in n.deliveries
         ],
     )
-    insert_audits(
-        conn,
-        [
-            (n.tenant, n.id, None, now, n.created_by, "accepted", None, statuses.QUEUED, f"channels: {', '.join(n.channels)}")
-            for n in notifications
-        ],
-    )
-    queued = Changes()
+    changes = Changes()
     for n in notifications:
+        entry = lifecycle.Entry("accepted", None, statuses.QUEUED, f"channels: {', '.join(n.channels)}", "message.queued")
         data = {"delivery_id": None, "channels": list(n.channels), "status": statuses.QUEUED, "reason": None, "template_id": n.template_id}
-        queued.event("message.queued", n.tenant, n.id, now, data)
-    insert_event_rows(conn, queued.events)
+        changes.note(n.tenant, n.id, None, now, n.created_by, entry, data)
+    insert_history(conn, changes.history)
 
 
 def initial_state(n: NewNotification, position: int, now: float) -> tuple[str, float]:

@@ -6,10 +6,9 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from gateway import ids, statuses
-from gateway.errors import OPTED_OUT
+from gateway import ids, lifecycle
 from gateway.store.records import AttemptResult, NewEvent, ReceivedStatus
-from gateway.store.sqlite.base import DELIVERY_EVENTS, DISPATCHER, PERMANENT_OUTCOME, StoreBase, dumps, select_in
+from gateway.store.sqlite.base import DISPATCHER, StoreBase, dumps, select_in
 from gateway.store.sqlite.changes import Changes, has_fallback, insert_events
 from gateway.store.sqlite.inbound import set_opt_out
 from gateway.store.sqlite.receipts import apply_held_receipts, reconcile
@@ -70,10 +69,6 @@ def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], n
             continue
         notification_id, tenant, status, position, strategy, channel, template_id, address, tried_before = found
         provider = result.provider or tried_before or ""  # "": no instance was ever tried
-        if result.outcome == PERMANENT_OUTCOME and result.detail.get("code") == OPTED_OUT:
-            source = f"{provider} refused a send: {result.error}"[:200]
-            if set_opt_out(conn, tenant, channel, address, True, source, now):
-                opted_out.add(tenant)
         attempts.append(
             (
                 ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, provider,
@@ -81,30 +76,20 @@ def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], n
                 dumps(result.detail) if result.detail else None,
             )
         )
+        happening = result.happening()
+        waiting = isinstance(happening, lifecycle.Failed) and has_fallback(conn, notification_id, position, strategy)
+        transition = lifecycle.step(lifecycle.Delivery(status, fallback_waiting=waiting), happening)
+        if transition.records_opt_out:
+            source = f"{provider} refused a send: {result.error}"[:200]
+            if set_opt_out(conn, tenant, channel, address, True, source, now):
+                opted_out.add(tenant)
         actor = f"provider:{provider}" if provider else DISPATCHER
-        if not result.final:
-            changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, "failover", None, None, result.error))
-            continue
-        if result.retry_at is not None:
-            retries.append((result.retry_at, provider or None, result.error, now, result.delivery_id))
-            changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, "retry_scheduled", None, None, result.error))
-            continue
-        new, dead_reason = result.status, result.dead_reason
-        if new == statuses.FAILED and not has_fallback(conn, notification_id, position, strategy):
-            new, dead_reason = statuses.DEAD_LETTERED, statuses.PERMANENT
-        if not statuses.can_transition(status, new):
-            continue
-        finals.append((new, provider or None, result.provider_message_id, result.error, dead_reason, now, result.delivery_id))
-        action = {statuses.SENT: "sent", statuses.DEAD_LETTERED: "dead_lettered"}.get(new, "failed")
-        reason = f"{dead_reason}: {result.error}" if dead_reason else result.error
-        changes.audits.append((tenant, notification_id, result.delivery_id, now, actor, action, status, new, reason))
-        if new in DELIVERY_EVENTS:
-            changes.delivery_event(
-                DELIVERY_EVENTS[new], tenant, notification_id, result.delivery_id, now,
-                channel=channel, status=new, reason=reason, template_id=template_id,
-            )
-        changes.moved(notification_id, strategy)
-        found[2] = new
+        changes.apply(transition, tenant, notification_id, result.delivery_id, now, actor, strategy=strategy, channel=channel, template_id=template_id)
+        if transition.retry_at is not None:
+            retries.append((transition.retry_at, provider or None, transition.error, now, result.delivery_id))
+        elif transition.status != status:
+            finals.append((transition.status, provider or None, result.provider_message_id, transition.error, transition.dead_reason, now, result.delivery_id))
+            found[2] = transition.status
     conn.executemany(
         "INSERT INTO attempts (id, delivery_id, notification_id, number, provider, started_at, finished_at, outcome, "
         "provider_message_id, error, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

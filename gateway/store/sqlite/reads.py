@@ -15,12 +15,14 @@ class Reads(StoreBase):
 
     async def list_events(self, *, tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The newest events, for everyone (``tenant`` None: provider-wide ones included) or one tenant."""
-        sql = "SELECT * FROM events" + (" WHERE tenant = ? OR tenant IS NULL" if tenant is not None else "") + " ORDER BY seq DESC LIMIT ?"
+        columns = "seq, event_id AS id, tenant, event_type AS type, subject, data, at"
+        where = "event_type IS NOT NULL" + (" AND (tenant = ? OR tenant IS NULL)" if tenant is not None else "")
         params: tuple[Any, ...] = (tenant, limit) if tenant is not None else (limit,)
-        return [dict(row) | {"data": loads(row["data"])} for row in await self._fetch(sql, params)]
+        rows = await self._fetch(f"SELECT {columns} FROM history WHERE {where} ORDER BY seq DESC LIMIT ?", params)
+        return [dict(row) | {"data": loads(row["data"])} for row in rows]
 
     async def get_notification(self, tenant: str, notification_id: str) -> dict[str, Any] | None:
-        """A notification with its deliveries, attempts and audit trail; None if not the tenant's.
+        """A notification with its deliveries, attempts and history; None if not the tenant's.
 
         All of it from one snapshot: never its own status from before a commit and its
         deliveries' from after.
@@ -70,7 +72,10 @@ def read_notification(conn: sqlite3.Connection, tenant: str, notification_id: st
     ]
     for delivery in notification["deliveries"]:
         delivery["attempt_log"] = [a for a in attempts if a["delivery_id"] == delivery["id"]]
-    audit = conn.execute("SELECT * FROM audit_events WHERE notification_id = ? ORDER BY seq", (notification_id,)).fetchall()
+    audit = conn.execute(
+        "SELECT at, actor, action, delivery_id, from_status, to_status, reason FROM history WHERE notification_id = ? ORDER BY seq",
+        (notification_id,),
+    ).fetchall()
     notification["audit"] = [dict(r) for r in audit]
     return notification
 

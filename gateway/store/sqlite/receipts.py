@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from gateway import statuses
+from gateway import lifecycle, statuses
 from gateway.store.records import AttemptResult, ReceivedStatus
-from gateway.store.sqlite.base import DELIVERY_EVENTS, dumps, loads, select_in
+from gateway.store.sqlite.base import dumps, loads, select_in
 from gateway.store.sqlite.changes import Changes
 
 RECEIPT_COLUMNS: Final = "d.id, d.notification_id, d.tenant, d.status, n.strategy, d.channel, n.template_id"
@@ -82,21 +82,14 @@ def found_by_delivery(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus
 
 
 def transition(row: Sequence[Any], update: ReceivedStatus, now: float, changes: Changes) -> tuple[Any, ...] | None:
-    """The delivery update a receipt makes (None when it would move the status back), noting its audit."""
+    """The delivery update a receipt makes (None when it would move the status back), noting its line of history."""
     delivery_id, notification_id, tenant, current, strategy, channel, template_id = row
-    if not statuses.can_transition(current, update.status):
+    moved = lifecycle.step(lifecycle.Delivery(current), lifecycle.Receipt(update.status, update.error or describe(update.detail)))
+    if moved.entry is None:
         return None
-    reason = update.error or describe(update.detail)
-    changes.audits.append(
-        (tenant, notification_id, delivery_id, update.occurred_at or now, f"provider:{update.provider}", "receipt", current, update.status, reason)
-    )
-    if update.status in DELIVERY_EVENTS:
-        changes.delivery_event(
-            DELIVERY_EVENTS[update.status], tenant, notification_id, delivery_id, now,
-            channel=channel, status=update.status, reason=reason, template_id=template_id,
-        )
-    changes.moved(notification_id, strategy)
-    return (update.status, update.error, now, delivery_id)
+    at = update.occurred_at or now
+    changes.apply(moved, tenant, notification_id, delivery_id, at, f"provider:{update.provider}", strategy=strategy, channel=channel, template_id=template_id)
+    return (moved.status, update.error, now, delivery_id)
 
 
 def move_deliveries(conn: sqlite3.Connection, moves: Sequence[tuple[Any, ...]]) -> None:

@@ -19,7 +19,8 @@ class WebhookStore(StoreBase):
     async def events_to_fan_out(self, *, limit: int) -> list[StoredEvent]:
         """Events after the fan-out cursor, oldest first: read-only, so an idle worker writes nothing."""
         rows = await self._fetch(
-            "SELECT seq, id, tenant, type, data, at FROM events WHERE seq > (SELECT last_seq FROM webhook_fanout) ORDER BY seq LIMIT ?",
+            "SELECT seq, event_id, tenant, event_type, data, at FROM history "
+            "WHERE seq > (SELECT last_seq FROM webhook_fanout) AND event_type IS NOT NULL ORDER BY seq LIMIT ?",
             (limit,),
         )
         return [StoredEvent(r[0], r[1], r[2], r[3], loads(r[4]) or {}, r[5]) for r in rows]
@@ -59,8 +60,8 @@ class WebhookStore(StoreBase):
 
         def job(conn: sqlite3.Connection) -> list[ClaimedWebhook]:
             rows = conn.execute(
-                "SELECT w.id, w.tenant, w.endpoint, w.attempts, e.seq, e.id, e.tenant, e.type, e.data, e.at "
-                "FROM webhook_deliveries w JOIN events e ON e.seq = w.event_seq "
+                "SELECT w.id, w.tenant, w.endpoint, w.attempts, e.seq, e.event_id, e.tenant, e.event_type, e.data, e.at "
+                "FROM webhook_deliveries w JOIN history e ON e.seq = w.event_seq "
                 "WHERE w.status = 'pending' AND w.next_attempt_at <= ? AND (w.lease_until IS NULL OR w.lease_until <= ?) "
                 "ORDER BY w.event_seq, w.id LIMIT ?",
                 (now, now, limit),
@@ -170,7 +171,7 @@ class WebhookStore(StoreBase):
             clauses.append("w.id < ?")
             params.append(decode_cursor(cursor, ids.WEBHOOK))
         sql = (
-            "SELECT w.*, e.type FROM webhook_deliveries w JOIN events e ON e.seq = w.event_seq "
+            "SELECT w.*, e.event_type AS type FROM webhook_deliveries w JOIN history e ON e.seq = w.event_seq "
             f"WHERE {' AND '.join(clauses)} ORDER BY w.id DESC LIMIT ?"
         )
         rows = [dict(row) for row in await self._fetch(sql, (*params, limit + 1))]
