@@ -234,14 +234,14 @@ MIGRATIONS: Final = (
     """
     CREATE TABLE history (
         seq             INTEGER PRIMARY KEY,
+        at              REAL NOT NULL,
         tenant          TEXT,            -- NULL: about a provider instance, told to every tenant
         subject         TEXT NOT NULL,   -- the notification, address or instance it is about
         notification_id TEXT,            -- set: a line of that notification's timeline
         delivery_id     TEXT,
-        at              REAL NOT NULL,
-        actor           TEXT NOT NULL,
+        actor           TEXT NOT NULL,   -- who or what made it happen: a key, the dispatcher, provider:<instance>
         action          TEXT NOT NULL,
-        from_status     TEXT,
+        from_status     TEXT,            -- with to_status: the status change it made, if any
         to_status       TEXT,
         reason          TEXT,
         event_id        TEXT UNIQUE,     -- set: tenants are told, as this event
