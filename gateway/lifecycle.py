@@ -1,7 +1,7 @@
 """The life of a delivery: given where it stands and what just happened, what happens next.
 
 Pure rules, with no I/O: the dispatcher plans retries with them, and the store's write jobs
-(attempt results, receipts, expiry, lost leases, fallback moves, replays) apply them, so a
+(attempt results, receipts, expiry, opt-outs, lost leases, fallback moves, replays) apply them, so a
 delivery's fate is decided in this one place whichever path moved it. A second store
 implements storage, never these rules.
 
@@ -134,6 +134,13 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class OptedOut:
+    """The recipient opted out of ``channel`` after the message was accepted (a scheduled send, a long queue): never send it."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
 class Receipt:
     """A provider's receipt: the delivery reached ``status`` (sent, delivered, read, bounced, failed)."""
 
@@ -170,7 +177,7 @@ class Replayed:
     actor: str
 
 
-Happening = Sent | Failover | Retry | Failed | Receipt | Expired | LeaseLost | FallbackDue | NotNeeded | Replayed
+Happening = Sent | Failover | Retry | Failed | OptedOut | Receipt | Expired | LeaseLost | FallbackDue | NotNeeded | Replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +234,10 @@ def step(delivery: Delivery, happening: Happening) -> Transition:
                 moved.status, moved.entry, dead_reason=moved.dead_reason, error=error,
                 settles_notification=moved.settles_notification, records_opt_out=opted_out,
             )
+        case OptedOut(channel=channel):
+            if current not in statuses.IN_FLIGHT:
+                return unchanged
+            return step(delivery, Failed(f"the recipient opted out of {channel} after the message was accepted"))
         case Receipt(status=status, reason=reason):
             return _move(current, status, "receipt", reason)
         case Expired():

@@ -23,6 +23,7 @@ from gateway.lifecycle import (
     Happening,
     LeaseLost,
     NotNeeded,
+    OptedOut,
     Receipt,
     Replayed,
     Retry,
@@ -114,6 +115,8 @@ TABLE = {
     "refused, no fallback left":           ".        dead    dead     .     .          .     .       .        .     .",
     "refused, a fallback waits":           ".        failed  failed   .     .          .     .       .        .     .",
     "retries exhausted":                   ".        dead    dead     .     .          .     .       .        .     .",
+    "opted out since accepted":            ".        dead    dead     .     .          .     .       .        .     .",
+    "opted out, a fallback waits":         ".        failed  failed   .     .          .     .       .        .     .",
     "receipt: sent":                       "sent     sent    sent     .     .          .     .       .        .     .",
     "receipt: delivered":                  "delivered delivered delivered delivered . .     .       .        .     .",
     "receipt: read":                       "read     read    read     read  read       .     .       .        .     .",
@@ -133,6 +136,8 @@ HAPPENINGS = {
     "refused, no fallback left": (Failed("invalid number"), False),
     "refused, a fallback waits": (Failed("invalid number"), True),
     "retries exhausted": (Failed("gave up after 5 attempts: HTTP 503", give_up=statuses.RETRIES_EXHAUSTED), True),
+    "opted out since accepted": (OptedOut("sms"), False),
+    "opted out, a fallback waits": (OptedOut("sms"), True),
     "receipt: sent": (Receipt(statuses.SENT), False),
     "receipt: delivered": (Receipt(statuses.DELIVERED), False),
     "receipt: read": (Receipt(statuses.READ), False),
@@ -155,7 +160,7 @@ CELLS = [
 def test_the_table_covers_every_status_and_every_kind_of_happening() -> None:
     assert set(ORDER) == statuses.ALL
     kinds = {type(happening) for happening, _waits in HAPPENINGS.values()}
-    assert kinds == {Sent, Failover, Retry, Failed, Receipt, Expired, LeaseLost, FallbackDue, NotNeeded, Replayed}
+    assert kinds == {Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, FallbackDue, NotNeeded, Replayed}
     assert HAPPENINGS.keys() == TABLE.keys()
 
 

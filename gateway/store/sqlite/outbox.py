@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 import orjson
 
 from gateway import lifecycle, statuses
 from gateway.store.records import PRIORITY_RANK, Acceptance, ClaimedDelivery, IdempotencyClaim, NewNotification, StoredResponse
-from gateway.store.sqlite.base import DISPATCHER, FALLBACK, LIVE, NEVER, StoreBase, dumps, loads
-from gateway.store.sqlite.changes import Changes, activate_overdue_fallbacks, dead_letter_expired, insert_history
+from gateway.store.sqlite.base import DISPATCHER, FALLBACK, LIVE, NEVER, StoreBase, dumps, loads, select_in
+from gateway.store.sqlite.changes import Changes, activate_overdue_fallbacks, dead_letter_expired, has_fallback, insert_history
+from gateway.store.sqlite.inbound import opt_out_address
 
 
 class Outbox(StoreBase):
@@ -76,7 +78,7 @@ class Outbox(StoreBase):
             activate_overdue_fallbacks(conn, channel, now, changes)
             rows = conn.execute(
                 "SELECT d.id, d.notification_id, d.tenant, d.channel, d.address, d.mode, d.attempts, d.content, "
-                "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position, d.provider "
+                "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position, d.provider, n.strategy "
                 "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
                 f"WHERE d.channel = ? AND d.{LIVE} AND d.next_attempt_at <= ? "
                 "AND (d.lease_until IS NULL OR d.lease_until <= ?) AND d.id NOT IN (SELECT value FROM json_each(?)) "
@@ -86,6 +88,8 @@ class Outbox(StoreBase):
             expired = [row for row in rows if row[13] is not None and row[13] <= now]
             rows = [row for row in rows if row[13] is None or row[13] > now]
             dead_letter_expired(conn, [(row[0], row[1], row[2], row[8]) for row in expired], now, changes)
+            refused = refuse_opted_out(conn, rows, now, changes)
+            rows = [row for row in rows if row[0] not in refused]
             conn.executemany(
                 "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_owner = ?, "
                 "lease_until = ?, updated_at = ? WHERE id = ?",
@@ -134,6 +138,36 @@ class Outbox(StoreBase):
             )
 
         await self._write(job)
+
+
+def refuse_opted_out(conn: sqlite3.Connection, rows: Sequence[Any], now: float, changes: Changes) -> set[str]:
+    """Fail the claimed rows whose recipient opted out of their channel since they were accepted; their ids.
+
+    Accepting already refuses an address that opted out; this catches the opt-out that came
+    while the message waited (a scheduled ``send_at``, a long queue, a retry).
+    """
+    if not rows or conn.execute("SELECT 1 FROM opt_outs LIMIT 1").fetchone() is None:
+        return set()  # the usual case: nobody ever opted out
+    by_tenant: dict[str, list[Any]] = {}
+    for row in rows:
+        by_tenant.setdefault(row[2], []).append(row)
+    updates: list[tuple[Any, ...]] = []
+    for tenant, mine in by_tenant.items():
+        addresses = (opt_out_address(row[3], row[4]) for row in mine)
+        found = {(r[0], r[1]) for r in select_in(conn, "SELECT channel, address FROM opt_outs WHERE tenant = ? AND address IN ({})", addresses, tenant)}
+        for row in mine:
+            delivery_id, notification_id, _tenant, channel, address = row[:5]
+            if (channel, opt_out_address(channel, address)) not in found:
+                continue
+            delivery = lifecycle.Delivery(row[8], fallback_waiting=has_fallback(conn, notification_id, row[14], row[16]))
+            refused = lifecycle.step(delivery, lifecycle.OptedOut(channel))
+            updates.append((refused.status, refused.dead_reason, refused.error, now, delivery_id))
+            changes.apply(refused, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=row[16], channel=channel, template_id=row[11])
+    conn.executemany(
+        "UPDATE deliveries SET status = ?, dead_reason = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
+        updates,
+    )
+    return {update[-1] for update in updates}
 
 
 def insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewNotification], now: float) -> None:

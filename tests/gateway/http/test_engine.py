@@ -150,6 +150,25 @@ async def test_a_delivery_that_cannot_go_out_before_it_expires_is_dead_lettered(
     assert memory_provider.sent == []
 
 
+@pytest.mark.parametrize(("strategy", "sms_status"), [("all", "dead_lettered"), ("fallback", "failed")])
+async def test_a_recipient_who_opts_out_while_a_message_waits_never_gets_it(
+    api: Api, memory_provider: type[MemoryProvider], clock: FakeClock, strategy: str, sms_status: str
+) -> None:
+    """Accepting refuses an address that opted out; an opt-out that comes while a scheduled message waits stops it too."""
+    _, body = await api.send(both(strategy, send_at=iso(clock.now() + 300)))
+    response = await api.client.post("/api/v1/opt-outs", json={"channel": "sms", "address": SMS}, headers=api.headers())
+    assert response.status == 201
+    await settle(api, clock, 300)
+    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "sent")
+    assert [m.channel for m in memory_provider.sent] == ["email"], "the sms never reached a provider"
+    [sms] = [d for d in done["deliveries"] if d["channel"] == "sms"]
+    assert sms["status"] == sms_status and sms["attempts"] == []
+    assert "opted out of sms after the message was accepted" in sms["last_error"]
+    assert [line["action"] for line in done["audit"] if line["delivery_id"] == sms["delivery_id"]] == [
+        "dead_lettered" if sms_status == "dead_lettered" else "failed"
+    ]
+
+
 async def test_a_retry_that_would_run_after_expiry_dead_letters_instead(
     api: Api, memory_provider: type[MemoryProvider], clock: FakeClock
 ) -> None:
