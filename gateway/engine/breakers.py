@@ -39,7 +39,7 @@ CLOSED: Final = "provider.circuit_closed"
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A breaker opened or closed: what the caller writes to the audit log and the event stream."""
+    """A breaker opened or closed: the event the caller writes to the history."""
 
     name: str
     from_state: State

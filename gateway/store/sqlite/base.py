@@ -59,7 +59,7 @@ def select_in(conn: sqlite3.Connection, sql: str, values: Iterable[Any], *params
 
 
 class StoreBase:
-    """The outbox, idempotency records, attempts and audit trail in one SQLite file: connections and commits."""
+    """The outbox, idempotency records, attempts and history in one SQLite file: connections and commits."""
 
     def __init__(self, path: Path, clock: Clock, *, synchronous: str = "FULL") -> None:
         self.path = path

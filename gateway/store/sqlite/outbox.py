@@ -34,7 +34,7 @@ class Outbox(StoreBase):
         status: int,
         body: bytes,
     ) -> Acceptance:
-        """Persist notifications, deliveries, audit events and the idempotency record atomically.
+        """Persist notifications, deliveries, their first lines of history and the idempotency record atomically.
 
         When the idempotency key was already used, nothing is written and the original
         response comes back (``replayed``), with whether the bodies' fingerprints match.
