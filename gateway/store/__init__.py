@@ -24,15 +24,20 @@ from gateway.store.records import (
     WebhookTarget,
 )
 from gateway.store.sqlite import InvalidCursorError, SqliteStore, is_transient
+from gateway.store.stored import Attempt, AuditEntry, DeadLetter, Delivery, Notification, OptOutEntry, Reply, StoredInbound, WebhookDelivery
 
 Store = SqliteStore
 
 __all__ = [
     "Acceptance",
+    "Attempt",
     "AttemptResult",
+    "AuditEntry",
     "ClaimedDelivery",
     "ClaimedWebhook",
+    "DeadLetter",
     "DeadLetterFilter",
+    "Delivery",
     "IdempotencyClaim",
     "InboundRecord",
     "InvalidCursorError",
@@ -41,14 +46,19 @@ __all__ = [
     "NewNotification",
     "NewOptOut",
     "NewReply",
+    "Notification",
     "NotificationFilter",
+    "OptOutEntry",
     "Page",
     "ReceivedStatus",
     "Replayed",
+    "Reply",
     "SqliteStore",
     "Store",
     "StoredEvent",
+    "StoredInbound",
     "StoredResponse",
+    "WebhookDelivery",
     "WebhookEndpointState",
     "WebhookResult",
     "WebhookTarget",

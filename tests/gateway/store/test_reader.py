@@ -93,4 +93,4 @@ async def test_a_read_cancelled_at_any_point_leaves_every_later_read_current(fre
     await fresh_store.accept([later], tenant="acme", idempotency=None, status=202, body=b"{}")
     assert await fresh_store.get_notification("acme", later.id) is not None
     page = await fresh_store.list_notifications("acme", NotificationFilter(), limit=10, cursor=None)
-    assert {item["id"] for item in page.items} == {first.id, later.id}
+    assert {item.id for item in page.items} == {first.id, later.id}

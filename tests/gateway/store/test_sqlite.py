@@ -27,7 +27,7 @@ async def sent(store: Store, claimed: Any, message_id: str) -> None:
 async def status_of(store: Store, n: NewNotification) -> str:
     found = await store.get_notification("acme", n.id)
     assert found is not None
-    return str(found["deliveries"][0]["status"])
+    return found.deliveries[0].status
 
 
 async def test_a_lease_held_by_a_dead_worker_is_reclaimed_only_after_it_expires(fresh_store: Store, clock: Any) -> None:
@@ -40,7 +40,7 @@ async def test_a_lease_held_by_a_dead_worker_is_reclaimed_only_after_it_expires(
     again = await fresh_store.claim_due("sms", limit=10, owner="other", lease_seconds=60)
     assert [(c.id, c.attempt, c.reclaimed) for c in again] == [(n.deliveries[0].id, 2, True)]
     found = await fresh_store.get_notification("acme", n.id)
-    assert "lease_expired" in [event["action"] for event in found["audit"]]  # type: ignore[index]
+    assert found is not None and "lease_expired" in [entry.action for entry in found.audit or ()]
 
 
 async def test_high_priority_is_claimed_before_bulk(fresh_store: Store) -> None:
@@ -62,7 +62,7 @@ async def test_receipts_never_move_a_status_backwards_and_duplicates_change_noth
     await fresh_store.apply_statuses([ReceivedStatus("memory", "m-1", "sent"), ReceivedStatus("memory", "m-1", "delivered")])
     assert await status_of(fresh_store, n) == "delivered"
     found = await fresh_store.get_notification("acme", n.id)
-    assert [e["to_status"] for e in found["audit"] if e["action"] == "receipt"] == ["delivered"]  # type: ignore[index]
+    assert found is not None and [e.to_status for e in found.audit or () if e.action == "receipt"] == ["delivered"]
 
 
 async def test_a_receipt_that_arrives_before_the_send_is_recorded_is_held_then_applied(fresh_store: Store) -> None:
@@ -74,7 +74,7 @@ async def test_a_receipt_that_arrives_before_the_send_is_recorded_is_held_then_a
     await sent(fresh_store, claimed, "early-1")
     assert await status_of(fresh_store, n) == "delivered"
     found = await fresh_store.get_notification("acme", n.id)
-    assert found["status"] == "delivered"  # type: ignore[index]
+    assert found is not None and found.status == "delivered"
 
 
 def timed_out(claimed: Any, retry_at: float) -> AttemptResult:
@@ -90,8 +90,8 @@ async def test_a_receipt_naming_the_delivery_settles_a_send_that_timed_out(fresh
     await fresh_store.apply_statuses([ReceivedStatus("memory", "m-lost", "delivered", delivery_id=claimed.id)])
     found = await fresh_store.get_notification("acme", n.id)
     assert found is not None
-    [delivery] = found["deliveries"]
-    assert (delivery["status"], delivery["provider_message_id"]) == ("delivered", "m-lost")
+    [delivery] = found.deliveries
+    assert (delivery.status, delivery.provider_message_id) == ("delivered", "m-lost")
     await fresh_store.apply_statuses([ReceivedStatus("memory", "m-lost", "read")])  # later receipts match by message id
     assert await status_of(fresh_store, n) == "read"
     clock.advance(7200)
@@ -148,8 +148,8 @@ async def test_a_large_batch_of_results_and_receipts_is_applied_row_by_row_in_or
     first = next(n for n in batch if n.deliveries[0].id == claimed[0].id)
     found = await fresh_store.get_notification("acme", first.id)
     assert found is not None
-    assert (found["status"], found["deliveries"][0]["status"]) == ("read", "read")
-    assert [(e["from_status"], e["to_status"]) for e in found["audit"] if e["action"] == "receipt"] == [("sent", "delivered"), ("delivered", "read")]
+    assert (found.status, found.deliveries[0].status) == ("read", "read")
+    assert [(e.from_status, e.to_status) for e in found.audit or () if e.action == "receipt"] == [("sent", "delivered"), ("delivered", "read")]
     page = await fresh_store.list_notifications("acme", NotificationFilter(status="delivered"), limit=1000, cursor=None)
     assert len(page.items) == 649
 
