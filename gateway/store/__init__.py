@@ -1,5 +1,10 @@
-"""The store: outbox, idempotency records, attempts, audit trail. Only this package knows the engine."""
+"""The store: the :class:`Store` protocol, the records it takes and returns, and its SQLite backend.
 
+Everything outside this package annotates with ``Store``; only the code that builds the store
+(``gateway.app``) names :class:`SqliteStore`.
+"""
+
+from gateway.store.protocol import InvalidCursorError, Store
 from gateway.store.records import (
     Acceptance,
     AttemptResult,
@@ -23,10 +28,8 @@ from gateway.store.records import (
     WebhookResult,
     WebhookTarget,
 )
-from gateway.store.sqlite import InvalidCursorError, SqliteStore, is_transient
+from gateway.store.sqlite import SqliteStore
 from gateway.store.stored import Attempt, AuditEntry, DeadLetter, Delivery, Notification, OptOutEntry, Reply, StoredInbound, WebhookDelivery
-
-Store = SqliteStore
 
 __all__ = [
     "Acceptance",
@@ -62,5 +65,4 @@ __all__ = [
     "WebhookEndpointState",
     "WebhookResult",
     "WebhookTarget",
-    "is_transient",
 ]

@@ -6,22 +6,22 @@ from dataclasses import replace
 from typing import Any
 
 from gateway import ids
-from gateway.store import AttemptResult, NewDelivery, NewNotification, ReceivedStatus, Store, StoredEvent
+from gateway.store import AttemptResult, NewDelivery, NewNotification, ReceivedStatus, SqliteStore, StoredEvent
 from tests.gateway.store.test_sqlite import notification
 
 
-async def events_of(store: Store, notification_id: str) -> list[StoredEvent]:
+async def events_of(store: SqliteStore, notification_id: str) -> list[StoredEvent]:
     """The notification's events, oldest first."""
     return [e for e in reversed(await store.list_events(tenant="acme")) if e.subject == notification_id]
 
 
-async def accept_and_claim(store: Store, n: NewNotification, channel: str = "sms") -> Any:
+async def accept_and_claim(store: SqliteStore, n: NewNotification, channel: str = "sms") -> Any:
     await store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     [claimed] = await store.claim_due(channel, limit=10, owner="w", lease_seconds=60)
     return claimed
 
 
-async def test_accept_send_and_receipts_each_write_their_event_with_the_common_fields(fresh_store: Store, clock: Any) -> None:
+async def test_accept_send_and_receipts_each_write_their_event_with_the_common_fields(fresh_store: SqliteStore, clock: Any) -> None:
     n = replace(notification(), template_id="otp")
     claimed = await accept_and_claim(fresh_store, n)
     await fresh_store.record_attempts(
@@ -41,7 +41,7 @@ async def test_accept_send_and_receipts_each_write_their_event_with_the_common_f
     assert events[0].data["channels"] == ["sms"] and events[0].data["status"] == "queued"
 
 
-async def test_a_permanent_failure_without_fallback_is_dead_lettered_and_failed_with_its_reason(fresh_store: Store) -> None:
+async def test_a_permanent_failure_without_fallback_is_dead_lettered_and_failed_with_its_reason(fresh_store: SqliteStore) -> None:
     n = notification()
     claimed = await accept_and_claim(fresh_store, n)
     await fresh_store.record_attempts(
@@ -54,7 +54,7 @@ async def test_a_permanent_failure_without_fallback_is_dead_lettered_and_failed_
     assert events[2].data["reason"] == "permanent: recipient rejected"
 
 
-async def test_a_channel_failing_before_its_fallback_is_not_a_failed_message(fresh_store: Store) -> None:
+async def test_a_channel_failing_before_its_fallback_is_not_a_failed_message(fresh_store: SqliteStore) -> None:
     sms, email = ids.new_id(ids.DELIVERY), ids.new_id(ids.DELIVERY)
     n = replace(
         notification(), strategy="fallback", channels=["sms", "email"], recipient={"phone": "+14155550100", "email": "a@b.example"},
@@ -70,7 +70,7 @@ async def test_a_channel_failing_before_its_fallback_is_not_a_failed_message(fre
     assert events[2].data["reason"] == "permanent: bounced mailbox"
 
 
-async def test_a_delivery_that_expires_in_the_queue_is_dead_lettered_with_the_reason(fresh_store: Store, clock: Any) -> None:
+async def test_a_delivery_that_expires_in_the_queue_is_dead_lettered_with_the_reason(fresh_store: SqliteStore, clock: Any) -> None:
     n = replace(notification(), expires_at=clock.now() + 10)
     await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     clock.advance(11)

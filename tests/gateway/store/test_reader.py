@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_sqlite import notification
 
-from gateway.store import NotificationFilter, Store
+from gateway.store import NotificationFilter, SqliteStore
 from gateway.store.reader import SnapshotReader
 from gateway.store.writer import connect
 
@@ -75,7 +75,7 @@ async def test_a_read_that_fails_with_a_statement_open_leaves_no_snapshot_behind
 
 
 @pytest.mark.parametrize("hops", range(8))
-async def test_a_read_cancelled_at_any_point_leaves_every_later_read_current(fresh_store: Store, hops: int) -> None:
+async def test_a_read_cancelled_at_any_point_leaves_every_later_read_current(fresh_store: SqliteStore, hops: int) -> None:
     """What a client that disconnects, or a ``wait_for`` that times out, does to a read in progress."""
     first = notification()
     await fresh_store.accept([first], tenant="acme", idempotency=None, status=202, body=b"{}")
