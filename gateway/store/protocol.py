@@ -1,4 +1,4 @@
-"""The store as the engine and the HTTP layer see it: what any backend (SQLite now, PostgreSQL later) must do.
+"""The store as the engine and the HTTP layer see it: the contract every backend of it implements.
 
 Every write below is atomic: all of it is durable when the call returns, or none of it is.
 Every read sees every write that returned before the read began, and reads one consistent
