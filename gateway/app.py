@@ -56,7 +56,7 @@ from gateway.policy.view import PolicyHolder, PolicySet
 from gateway.policy.watcher import PolicyWatcher
 from gateway.settings import Settings
 from gateway.signing import SIGNING_KEY_FILE, Ed25519Signer
-from gateway.store import Store
+from gateway.store import SqliteStore
 
 log = logging.getLogger(__name__)
 USER_AGENT = "Tidings/0.1"
@@ -88,7 +88,7 @@ async def _policies(app: web.Application) -> AsyncIterator[None]:
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = Store(settings.database_path, app[CLOCK], synchronous=settings.sqlite_synchronous)
+    store = SqliteStore(settings.database_path, app[CLOCK], synchronous=settings.sqlite_synchronous)
     await store.open()
     app[STORE] = store
     log.info("store open at %s", settings.database_path)

@@ -270,9 +270,9 @@ def sms_body(phone: str = "+14155550100", **notification: Any) -> dict[str, Any]
 
 @pytest.fixture
 async def fresh_store(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Any]:
-    from gateway.store import Store
+    from gateway.store import SqliteStore
 
-    store = Store(tmp_path / "store.sqlite3", clock)
+    store = SqliteStore(tmp_path / "store.sqlite3", clock)
     await store.open()
     yield store
     await store.close()

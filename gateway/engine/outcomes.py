@@ -14,7 +14,7 @@ from gateway import statuses
 from gateway.engine.batching import Batcher
 from gateway.engine.opt_outs import OptOuts
 from gateway.plugin_api import StatusUpdate
-from gateway.store import AttemptResult, NewEvent, ReceivedStatus, Store, is_transient
+from gateway.store import AttemptResult, NewEvent, ReceivedStatus, Store
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class Outcomes:
         self._store = store
         self._opt_outs = opt_outs
         self._batcher: Batcher[AttemptResult | ReceivedStatus | NewEvent] = Batcher(
-            self._flush, name="outcomes", retryable=is_transient
+            self._flush, name="outcomes", retryable=store.is_transient
         )
 
     def record(self, result: AttemptResult) -> int:

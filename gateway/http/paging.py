@@ -8,7 +8,7 @@ every list, a client needs one error handler for all of them, and every page is
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
@@ -16,6 +16,7 @@ from gateway.errors import BadRequestError, ErrorDetail
 from gateway.http.api import json_response
 from gateway.store import InvalidCursorError, Page
 
+T = TypeVar("T")
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
 
@@ -49,7 +50,7 @@ def one_of(name: str, raw: str | None, allowed: frozenset[str] | tuple[str, ...]
 
 
 async def page_response(
-    request: web.Request, fetch: Callable[[int, str | None], Awaitable[Page]], view: Callable[[Any], dict[str, Any]]
+    request: web.Request, fetch: Callable[[int, str | None], Awaitable[Page[T]]], view: Callable[[T], dict[str, Any]]
 ) -> web.Response:
     """One page of a list: ``fetch(limit, cursor)`` from the store, each item through ``view``."""
     limit = page_limit(request.query.get("limit"))

@@ -8,17 +8,17 @@ request). Only the recipient lifts an opt-out, by replying START: the API cannot
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from gateway.clock import isoformat
 from gateway.errors import ErrorDetail, ValidationError
 from gateway.http.api import json_response, parse_model, read_json
 from gateway.http.appkeys import OPT_OUTS, STORE
 from gateway.http.auth import caller, policy_of
 from gateway.http.paging import page_response
+from gateway.http.views import opt_out_view, reply_view
 
 routes = web.RouteTableDef()
 Text = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1, max_length=320)]
@@ -38,7 +38,7 @@ async def list_replies(request: web.Request) -> web.Response:
     principal, store, query = caller(request), request.app[STORE], request.query
     channel, sender = query.get("channel") or None, query.get("from") or None
     return await page_response(
-        request, lambda limit, cursor: store.list_replies(principal.tenant, channel=channel, sender=sender, limit=limit, cursor=cursor), _reply_view
+        request, lambda limit, cursor: store.list_replies(principal.tenant, channel=channel, sender=sender, limit=limit, cursor=cursor), reply_view
     )
 
 
@@ -48,7 +48,7 @@ async def list_opt_outs(request: web.Request) -> web.Response:
     channel, address = query.get("channel") or None, query.get("address") or None
     return await page_response(
         request, lambda limit, cursor: store.list_opt_outs(principal.tenant, channel=channel, address=address, limit=limit, cursor=cursor),
-        _opt_out_view,
+        opt_out_view,
     )
 
 
@@ -65,22 +65,3 @@ async def add_opt_out(request: web.Request) -> web.Response:
     request.app[OPT_OUTS].note([principal.tenant])
     status = 201 if added else 200
     return json_response({"channel": body.channel, "address": body.address, "created": added}, status)
-
-
-def _reply_view(item: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "channel": item["channel"],
-        "from": item["sender"],
-        "body": item["body"],
-        "provider": item["provider"],
-        "provider_message_id": item["provider_message_id"],
-        "in_reply_to": item["in_reply_to"],
-        "notification_id": item["notification_id"],
-        "delivery_id": item["delivery_id"],
-        "received_at": isoformat(item["received_at"]),
-        "detail": item["detail"],
-    }
-
-
-def _opt_out_view(item: dict[str, Any]) -> dict[str, Any]:
-    return {"channel": item["channel"], "address": item["address"], "since": isoformat(item["since"]), "source": item["source"]}

@@ -1,5 +1,10 @@
-"""The store: outbox, idempotency records, attempts, audit trail. Only this package knows the engine."""
+"""The store: the :class:`Store` protocol, the records it takes and returns, and its SQLite backend.
 
+Everything outside this package annotates with ``Store``; only the code that builds the store
+(``gateway.app``) names :class:`SqliteStore`.
+"""
+
+from gateway.store.protocol import InvalidCursorError, Store
 from gateway.store.records import (
     Acceptance,
     AttemptResult,
@@ -23,16 +28,19 @@ from gateway.store.records import (
     WebhookResult,
     WebhookTarget,
 )
-from gateway.store.sqlite import InvalidCursorError, SqliteStore, is_transient
-
-Store = SqliteStore
+from gateway.store.sqlite import SqliteStore
+from gateway.store.stored import Attempt, AuditEntry, DeadLetter, Delivery, Notification, OptOutEntry, Reply, StoredInbound, WebhookDelivery
 
 __all__ = [
     "Acceptance",
+    "Attempt",
     "AttemptResult",
+    "AuditEntry",
     "ClaimedDelivery",
     "ClaimedWebhook",
+    "DeadLetter",
     "DeadLetterFilter",
+    "Delivery",
     "IdempotencyClaim",
     "InboundRecord",
     "InvalidCursorError",
@@ -41,16 +49,20 @@ __all__ = [
     "NewNotification",
     "NewOptOut",
     "NewReply",
+    "Notification",
     "NotificationFilter",
+    "OptOutEntry",
     "Page",
     "ReceivedStatus",
     "Replayed",
+    "Reply",
     "SqliteStore",
     "Store",
     "StoredEvent",
+    "StoredInbound",
     "StoredResponse",
+    "WebhookDelivery",
     "WebhookEndpointState",
     "WebhookResult",
     "WebhookTarget",
-    "is_transient",
 ]

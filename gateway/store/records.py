@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from gateway import lifecycle, statuses
 from gateway.errors import OPTED_OUT
 
 PRIORITY_RANK: Final = {"high": 0, "normal": 1, "bulk": 2}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +146,7 @@ class StoredEvent:
     type: str
     data: Mapping[str, Any]
     at: float
+    subject: str  # what it is about: a notification id, a provider instance, an address
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +309,8 @@ class Replayed:
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
-    items: list[dict[str, Any]]
+class Page(Generic[T]):
+    """One page of a list; ``next_cursor`` asks for the page after it, None on the last page."""
+
+    items: Sequence[T]
     next_cursor: str | None

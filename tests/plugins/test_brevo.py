@@ -388,7 +388,7 @@ async def test_an_sms_unsubscribe_event_opts_out_and_a_subscribe_event_back_in(a
     assert await post_webhook(api, sms_event("subscribe", message_id)) == 200
     status, _ = await api.send(SMS)
     assert status == 202
-    events = [e["type"] for e in await api.app[STORE].list_events(tenant="acme") if e["type"].startswith("recipient.")]
+    events = [e.type for e in await api.app[STORE].list_events(tenant="acme") if e.type.startswith("recipient.")]
     assert events == ["recipient.opted_in", "recipient.opted_out"]  # newest first
 
 

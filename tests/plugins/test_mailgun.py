@@ -312,8 +312,8 @@ async def test_an_unsubscribe_or_complaint_opts_the_recipient_out(
     await api.app[INBOUND].drain()
     _, opt_outs = await api.get("/api/v1/opt-outs")
     assert [(o["channel"], o["address"], o["source"]) for o in opt_outs["items"]] == [("email", RECIPIENT, f"acme_mail: {kind if kind != 'failed' else 'suppress-unsubscribe'}")]
-    [opted] = [e for e in await api.app[STORE].list_events(tenant="acme") if e["type"] == "recipient.opted_out"]
-    assert opted["data"]["address"] == RECIPIENT and opted["data"]["channel"] == "email"
+    [opted] = [e for e in await api.app[STORE].list_events(tenant="acme") if e.type == "recipient.opted_out"]
+    assert opted.data["address"] == RECIPIENT and opted.data["channel"] == "email"
     _, replies = await api.get("/api/v1/replies")
     assert replies["items"] == []  # an unsubscribe is not something the recipient wrote
     status, refused = await api.send({"recipient": {"email": RECIPIENT}, "notification": EMAIL})

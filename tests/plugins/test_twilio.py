@@ -526,8 +526,8 @@ async def test_a_send_refused_because_the_recipient_replied_stop_records_the_opt
     _, opt_outs = await api.get("/api/v1/opt-outs")
     [opt_out] = opt_outs["items"]
     assert (opt_out["channel"], opt_out["address"]) == ("sms", PHONE) and opt_out["source"].startswith("acme_twilio refused a send")
-    [event] = [e for e in await api.app[STORE].list_events(tenant="acme") if e["type"] == "recipient.opted_out"]
-    assert event["data"] == {"tenant": "acme", "channel": "sms", "address": PHONE, "source": opt_out["source"]}
+    [event] = [e for e in await api.app[STORE].list_events(tenant="acme") if e.type == "recipient.opted_out"]
+    assert event.data == {"tenant": "acme", "channel": "sms", "address": PHONE, "source": opt_out["source"]}
     status, refused = await api.send({"recipient": {"phone": PHONE}, "notification": {"channels": ["sms"], "body": "hi"}})
     assert status == 422 and refused["error"]["code"] == "recipient_opted_out"
     assert len(twilio.sends) == 1

@@ -463,7 +463,7 @@ async def test_callbacks_by_get_are_stored_verified_and_processed_like_posted_on
     response = await api.client.get(f"{urlsplit(HOOK).path}?{urlencode(signed(params, NOW, method='sha256'))}")
     assert response.status == 200
     stored = await api.app[STORE].get_inbound((await response.json())["received"])
-    assert stored is not None and stored["method"] == "GET" and stored["outcome"] in {"received", "processed"}
+    assert stored is not None and stored.request.method == "GET" and stored.outcome in {"received", "processed"}
     await settle(api.app)
     assert (await api.notification(found["notification_id"]))["deliveries"][0]["status"] == "delivered"
     response = await api.client.get(f"{urlsplit(HOOK).path}?{urlencode(signed(inbound('STOP'), NOW, method='sha256'))}")
@@ -482,7 +482,7 @@ async def test_a_token_in_the_callback_url_is_not_stored_in_clear(api: Api, vona
     params = receipt(request.answer["messages"][0]["message-id"], "delivered", client_ref=request.params["client-ref"])
     response = await api.client.get(f"{urlsplit(HOOK).path}?{urlencode(signed(params, NOW, method='sha256') | {'token': 'tok-visible'})}")
     stored = await api.app[STORE].get_inbound((await response.json())["received"])
-    assert stored is not None and "tok-visible" not in stored["target"] and "token=%5Bredacted%5D" in stored["target"]
+    assert stored is not None and "tok-visible" not in stored.request.target and "token=%5Bredacted%5D" in stored.request.target
     await settle(api.app)
     assert (await api.notification(found["notification_id"]))["deliveries"][0]["status"] == "delivered"
 

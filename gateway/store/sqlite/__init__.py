@@ -12,8 +12,7 @@ delivery), ``changes`` (the history and fallback moves a write sets off), ``read
 ``cursors``; ``base`` holds the connections.
 """
 
-from gateway.store.sqlite.base import is_transient
-from gateway.store.sqlite.cursors import InvalidCursorError
+from gateway.store.protocol import Store
 from gateway.store.sqlite.dead_letters import DeadLetters
 from gateway.store.sqlite.inbound import InboundStore
 from gateway.store.sqlite.outbox import Outbox
@@ -26,4 +25,6 @@ class SqliteStore(Outbox, OutcomeWrites, Reads, DeadLetters, InboundStore, Webho
     """The outbox, idempotency records, attempts, callbacks and event webhooks in one SQLite file."""
 
 
-__all__ = ["InvalidCursorError", "SqliteStore", "is_transient"]
+_IMPLEMENTS: type[Store] = SqliteStore  # mypy checks here that SqliteStore is a Store
+
+__all__ = ["SqliteStore"]

@@ -32,11 +32,6 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def is_transient(error: BaseException) -> bool:
-    """Whether a failed write may succeed if tried again (busy, locked, disk I/O), not a bad row."""
-    return isinstance(error, sqlite3.OperationalError)
-
-
 def loads(value: str | bytes | None) -> Any:
     return orjson.loads(value) if value else None
 
@@ -99,6 +94,11 @@ class StoreBase:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    @staticmethod
+    def is_transient(error: BaseException) -> bool:
+        """Whether a failed write may succeed if tried again (busy, locked, disk I/O), not a bad row."""
+        return isinstance(error, sqlite3.OperationalError)
 
     @property
     def is_open(self) -> bool:

@@ -6,10 +6,7 @@ import base64
 import binascii
 
 from gateway import ids
-
-
-class InvalidCursorError(ValueError):
-    """A pagination cursor this store did not hand out."""
+from gateway.store.protocol import InvalidCursorError
 
 
 def encode_cursor(last_id: str) -> str:

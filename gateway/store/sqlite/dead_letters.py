@@ -11,12 +11,13 @@ from gateway.store.records import DeadLetterFilter, Page, Replayed
 from gateway.store.sqlite.base import StoreBase, select_in
 from gateway.store.sqlite.changes import Changes
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
+from gateway.store.stored import DeadLetter
 
 
 class DeadLetters(StoreBase):
     """Listing and replaying dead letters."""
 
-    async def list_dead_letters(self, tenant: str, where: DeadLetterFilter, *, limit: int, cursor: str | None) -> Page:
+    async def list_dead_letters(self, tenant: str, where: DeadLetterFilter, *, limit: int, cursor: str | None) -> Page[DeadLetter]:
         """The tenant's dead-lettered deliveries, newest delivery first, ``limit`` at a time.
 
         The partial index ``deliveries_dead`` holds only dead letters, so a tenant with millions
@@ -28,9 +29,8 @@ class DeadLetters(StoreBase):
             params.append(decode_cursor(cursor, ids.DELIVERY))
         sql = f"{DEAD_LETTER_SELECT} WHERE {' AND '.join(clauses)} ORDER BY d.id DESC LIMIT ?"
         rows = await self._fetch(sql, (*params, limit + 1))
-        items = [dict(row) for row in rows[:limit]]
-        next_cursor = encode_cursor(items[-1]["id"]) if len(rows) > limit else None
-        return Page(items, next_cursor)
+        items = [dead_letter_record(row) for row in rows[:limit]]
+        return Page(items, encode_cursor(items[-1].delivery_id) if len(rows) > limit else None)
 
     async def replay(
         self,
@@ -71,6 +71,15 @@ DEAD_LETTER_SELECT: Final = (
     "SELECT d.id, d.notification_id, d.channel, d.address, d.provider, d.dead_reason, d.last_error, d.attempts, "
     "d.updated_at, n.template_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id"
 )
+
+
+def dead_letter_record(row: sqlite3.Row) -> DeadLetter:
+    """A dead letter from the columns :data:`DEAD_LETTER_SELECT` reads; its last update is when it was given up on."""
+    return DeadLetter(
+        delivery_id=row["id"], notification_id=row["notification_id"], channel=row["channel"], address=row["address"],
+        provider=row["provider"], reason=row["dead_reason"], error=row["last_error"], attempt_count=row["attempts"],
+        dead_lettered_at=row["updated_at"], template_id=row["template_id"],
+    )
 
 
 def dead_letter_clauses(tenant: str, where: DeadLetterFilter) -> tuple[list[str], list[Any]]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from gateway.store.records import InboundRecord, NewEvent, NewOptOut, NewReply, Page
 from gateway.store.sqlite.base import OPTED_IN_EVENT, OPTED_OUT_EVENT, StoreBase, dumps, loads, select_in
 from gateway.store.sqlite.changes import event_row, insert_events, insert_history
 from gateway.store.sqlite.cursors import decode_seq_cursor, decode_text_cursor, encode_seq_cursor, encode_text_cursor
+from gateway.store.stored import OptOutEntry, Reply, StoredInbound
 
 
 class InboundStore(StoreBase):
@@ -37,11 +38,8 @@ class InboundStore(StoreBase):
 
     async def pending_inbound(self) -> list[InboundRecord]:
         """Verified callbacks not processed yet (the process stopped in between), oldest first."""
-        rows = await self._fetch(
-            "SELECT id, provider, received_at, source, method, target, headers, body FROM inbound_requests "
-            "WHERE outcome = 'received' ORDER BY received_at, id"
-        )
-        return [InboundRecord(r[0], r[1], r[2], r[3], r[4], r[5], loads(r[6]) or {}, bytes(r[7])) for r in rows]
+        rows = await self._fetch(f"SELECT {INBOUND_COLUMNS} FROM inbound_requests WHERE outcome = 'received' ORDER BY received_at, id")
+        return [inbound_record(row) for row in rows]
 
     async def reject_inbound(self, request_id: str, reason: str) -> None:
         """Mark a stored callback as failing verification; nothing else changes."""
@@ -82,14 +80,14 @@ class InboundStore(StoreBase):
         purged: int = await self._write(job)
         return purged
 
-    async def get_inbound(self, request_id: str) -> dict[str, Any] | None:
-        """One stored callback, headers decoded."""
-        rows = await self._fetch("SELECT * FROM inbound_requests WHERE id = ?", (request_id,))
-        return dict(rows[0]) | {"headers": loads(rows[0]["headers"]), "body": bytes(rows[0]["body"])} if rows else None
+    async def get_inbound(self, request_id: str) -> StoredInbound | None:
+        """One stored callback and what became of it; None if it is not (or no longer) kept."""
+        rows = await self._fetch(f"SELECT {INBOUND_COLUMNS}, outcome, reason FROM inbound_requests WHERE id = ?", (request_id,))
+        return StoredInbound(inbound_record(rows[0]), rows[0]["outcome"], rows[0]["reason"]) if rows else None
 
     async def list_replies(
         self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None
-    ) -> Page:
+    ) -> Page[Reply]:
         """The tenant's replies, newest first, ``limit`` at a time."""
         clauses, params = ["tenant = ?"], list[Any]([tenant])
         for column, value in (("channel", channel), ("sender", sender)):
@@ -100,12 +98,12 @@ class InboundStore(StoreBase):
             clauses.append("seq < ?")
             params.append(decode_seq_cursor(cursor))
         sql = f"SELECT * FROM replies WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT ?"
-        rows = [dict(row) | {"detail": loads(row["detail"]) or {}} for row in await self._fetch(sql, (*params, limit + 1))]
-        return Page(rows[:limit], encode_seq_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None)
+        rows = await self._fetch(sql, (*params, limit + 1))
+        return Page([reply_record(row) for row in rows[:limit]], encode_seq_cursor(rows[limit - 1]["seq"]) if len(rows) > limit else None)
 
     async def list_opt_outs(
         self, tenant: str, *, channel: str | None = None, address: str | None = None, limit: int = 100, cursor: str | None = None
-    ) -> Page:
+    ) -> Page[OptOutEntry]:
         """The tenant's opted-out recipients by address then channel, ``limit`` at a time."""
         clauses, params = ["tenant = ?"], list[Any]([tenant])
         if address is not None and channel is not None:
@@ -119,9 +117,10 @@ class InboundStore(StoreBase):
             clauses.append("(address, channel) > (?, ?)")
             params += [after_address, after_channel]
         sql = f"SELECT channel, address, since, source FROM opt_outs WHERE {' AND '.join(clauses)} ORDER BY address, channel LIMIT ?"
-        rows = [dict(row) for row in await self._fetch(sql, (*params, limit + 1))]
-        last = rows[limit - 1] if len(rows) > limit else None
-        return Page(rows[:limit], encode_text_cursor(f"{last['address']}\n{last['channel']}") if last else None)
+        rows = await self._fetch(sql, (*params, limit + 1))
+        items = [OptOutEntry(row["channel"], row["address"], row["since"], row["source"]) for row in rows[:limit]]
+        last = items[-1] if len(rows) > limit else None
+        return Page(items, encode_text_cursor(f"{last.address}\n{last.channel}") if last else None)
 
     async def add_opt_out(self, tenant: str, channel: str, address: str, source: str) -> bool:
         """Record that ``address`` opted out of the tenant's ``channel`` (with its event); False if it already had."""
@@ -144,6 +143,25 @@ class InboundStore(StoreBase):
         )
         found = {(row[0], row[1]) for row in rows}
         return {wanted[key] for key in found & wanted.keys()}
+
+
+INBOUND_COLUMNS: Final = "id, provider, received_at, source, method, target, headers, body"  # what inbound_record reads
+
+
+def inbound_record(row: sqlite3.Row) -> InboundRecord:
+    """A callback from the columns :data:`INBOUND_COLUMNS` names."""
+    return InboundRecord(
+        id=row["id"], provider=row["provider"], received_at=row["received_at"], source=row["source"], method=row["method"],
+        target=row["target"], headers=loads(row["headers"]) or {}, body=bytes(row["body"]),
+    )
+
+
+def reply_record(row: sqlite3.Row) -> Reply:
+    return Reply(
+        channel=row["channel"], sender=row["sender"], body=row["body"], provider=row["provider"],
+        provider_message_id=row["provider_message_id"], in_reply_to=row["in_reply_to"], notification_id=row["notification_id"],
+        delivery_id=row["delivery_id"], received_at=row["received_at"], detail=loads(row["detail"]) or {},
+    )
 
 
 def store_reply(conn: sqlite3.Connection, reply: NewReply, now: float) -> set[str]:

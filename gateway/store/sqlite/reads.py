@@ -1,27 +1,30 @@
-"""Reading notifications and events, each read whole inside one snapshot."""
+"""Reading notifications and events, each read whole inside one snapshot, as typed records."""
 
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
-from gateway.store.records import NotificationFilter, Page
+from gateway import statuses
+from gateway.store.records import NotificationFilter, Page, StoredEvent
 from gateway.store.sqlite.base import StoreBase, loads, select_in
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
+from gateway.store.stored import Attempt, AuditEntry, Delivery, Notification
+
+EVENT_COLUMNS: Final = "e.seq, e.event_id, e.tenant, e.event_type, e.data, e.at, e.subject"  # what event_record reads, from ``history e``
 
 
 class Reads(StoreBase):
     """Reading notifications and events, each read whole inside one snapshot."""
 
-    async def list_events(self, *, tenant: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def list_events(self, *, tenant: str | None = None, limit: int = 100) -> list[StoredEvent]:
         """The newest events, for everyone (``tenant`` None: provider-wide ones included) or one tenant."""
-        columns = "seq, event_id AS id, tenant, event_type AS type, subject, data, at"
-        where = "event_type IS NOT NULL" + (" AND (tenant = ? OR tenant IS NULL)" if tenant is not None else "")
+        where = " WHERE e.event_type IS NOT NULL" + (" AND (e.tenant = ? OR e.tenant IS NULL)" if tenant is not None else "")
         params: tuple[Any, ...] = (tenant, limit) if tenant is not None else (limit,)
-        rows = await self._fetch(f"SELECT {columns} FROM history WHERE {where} ORDER BY seq DESC LIMIT ?", params)
-        return [dict(row) | {"data": loads(row["data"])} for row in rows]
+        return [event_record(row) for row in await self._fetch(f"SELECT {EVENT_COLUMNS} FROM history e{where} ORDER BY e.seq DESC LIMIT ?", params)]
 
-    async def get_notification(self, tenant: str, notification_id: str) -> dict[str, Any] | None:
+    async def get_notification(self, tenant: str, notification_id: str) -> Notification | None:
         """A notification with its deliveries, attempts and history; None if not the tenant's.
 
         All of it from one snapshot: never its own status from before a commit and its
@@ -31,7 +34,7 @@ class Reads(StoreBase):
 
     async def list_notifications(
         self, tenant: str, where: NotificationFilter, *, limit: int, cursor: str | None
-    ) -> Page:
+    ) -> Page[Notification]:
         """The tenant's notifications, newest first, ``limit`` at a time."""
         clauses = ["n.tenant = ?"]
         params: list[Any] = [tenant]
@@ -49,55 +52,75 @@ class Reads(StoreBase):
             params += [tenant, where.recipient]
         sql = f"SELECT n.* FROM notifications n WHERE {' AND '.join(clauses)} ORDER BY n.id DESC LIMIT ?"
 
-        def read(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
+        def read(conn: sqlite3.Connection) -> tuple[list[Notification], bool]:
             rows = conn.execute(sql, (*params, limit + 1)).fetchall()
-            items = [notification_dict(row) for row in rows[:limit]]
-            attach_deliveries(conn, items)
-            return items, len(rows) > limit
+            deliveries = deliveries_of(conn, [row["id"] for row in rows[:limit]])
+            return [notification_record(row, deliveries.get(row["id"], [])) for row in rows[:limit]], len(rows) > limit
 
         items, more = await self._read(read)
-        return Page(items, encode_cursor(items[-1]["id"]) if more else None)
+        return Page(items, encode_cursor(items[-1].id) if more else None)
 
 
-def read_notification(conn: sqlite3.Connection, tenant: str, notification_id: str) -> dict[str, Any] | None:
+def read_notification(conn: sqlite3.Connection, tenant: str, notification_id: str) -> Notification | None:
     row = conn.execute("SELECT * FROM notifications WHERE id = ? AND tenant = ?", (notification_id, tenant)).fetchone()
     if row is None:
         return None
-    notification = notification_dict(row)
+    attempts: dict[str, list[Attempt]] = {}
+    for found in conn.execute("SELECT * FROM attempts WHERE notification_id = ? ORDER BY started_at, number", (notification_id,)):
+        attempts.setdefault(found["delivery_id"], []).append(attempt_record(found))
     deliveries = conn.execute("SELECT * FROM deliveries WHERE notification_id = ? ORDER BY position", (notification_id,)).fetchall()
-    notification["deliveries"] = [delivery_dict(r) for r in deliveries]
-    attempts = [
-        dict(r) | {"detail": loads(r["detail"]) or {}}
-        for r in conn.execute("SELECT * FROM attempts WHERE notification_id = ? ORDER BY started_at, number", (notification_id,))
-    ]
-    for delivery in notification["deliveries"]:
-        delivery["attempt_log"] = [a for a in attempts if a["delivery_id"] == delivery["id"]]
     audit = conn.execute(
         "SELECT at, actor, action, delivery_id, from_status, to_status, reason FROM history WHERE notification_id = ? ORDER BY seq",
         (notification_id,),
     ).fetchall()
-    notification["audit"] = [dict(r) for r in audit]
-    return notification
+    return notification_record(row, [delivery_record(d, attempts.get(d["id"], [])) for d in deliveries], [audit_entry(a) for a in audit])
 
 
-def attach_deliveries(conn: sqlite3.Connection, items: list[dict[str, Any]]) -> None:
-    """Give each notification of a page its deliveries, in one query."""
-    by_id = {item["id"]: item for item in items}
-    for item in items:
-        item["deliveries"] = []
-    for row in select_in(conn, "SELECT * FROM deliveries WHERE notification_id IN ({}) ORDER BY notification_id, position", by_id):
-        by_id[row["notification_id"]]["deliveries"].append(delivery_dict(row))
+def deliveries_of(conn: sqlite3.Connection, notification_ids: Iterable[str]) -> dict[str, list[Delivery]]:
+    """The deliveries of a page's notifications, in channel order, by notification id, in one query."""
+    found: dict[str, list[Delivery]] = {}
+    for row in select_in(conn, "SELECT * FROM deliveries WHERE notification_id IN ({}) ORDER BY notification_id, position", notification_ids):
+        found.setdefault(row["notification_id"], []).append(delivery_record(row))
+    return found
 
 
-def notification_dict(row: sqlite3.Row) -> dict[str, Any]:
-    item = dict(row)
-    item["recipient"] = loads(item["recipient"])
-    item["channels"] = loads(item["channels"])
-    item["metadata"] = loads(item["metadata"]) or {}
-    return item
+def notification_record(row: sqlite3.Row, deliveries: Sequence[Delivery], audit: Sequence[AuditEntry] | None = None) -> Notification:
+    return Notification(
+        id=row["id"], status=row["status"], mode=row["mode"], priority=row["priority"], strategy=row["strategy"],
+        fallback_after=row["fallback_after"], expires_at=row["expires_at"], template_id=row["template_id"],
+        recipient=loads(row["recipient"]), channels=loads(row["channels"]), metadata=loads(row["metadata"]) or {},
+        idempotency_key=row["idempotency_key"], created_at=row["created_at"], updated_at=row["updated_at"],
+        deliveries=deliveries, audit=audit,
+    )
 
 
-def delivery_dict(row: sqlite3.Row) -> dict[str, Any]:
-    item = dict(row)
-    item["content"] = loads(item["content"])
-    return item
+def delivery_record(row: sqlite3.Row, attempts: Sequence[Attempt] | None = None) -> Delivery:
+    # A delivery out of the queue keeps its last next_attempt_at (a waiting one a far-future mark): not a time to show.
+    next_attempt_at = row["next_attempt_at"] if row["status"] in statuses.IN_FLIGHT else None
+    return Delivery(
+        id=row["id"], channel=row["channel"], address=row["address"], status=row["status"], provider=row["provider"],
+        provider_message_id=row["provider_message_id"], attempt_count=row["attempts"], next_attempt_at=next_attempt_at,
+        last_error=row["last_error"], dead_reason=row["dead_reason"], updated_at=row["updated_at"], content=loads(row["content"]),
+        attempts=attempts,
+    )
+
+
+def attempt_record(row: sqlite3.Row) -> Attempt:
+    return Attempt(
+        id=row["id"], number=row["number"], provider=row["provider"] or None,  # "": no instance could be tried
+        started_at=row["started_at"], finished_at=row["finished_at"], outcome=row["outcome"], error=row["error"],
+        provider_message_id=row["provider_message_id"], detail=loads(row["detail"]) or {},
+    )
+
+
+def audit_entry(row: sqlite3.Row) -> AuditEntry:
+    return AuditEntry(
+        at=row["at"], actor=row["actor"], action=row["action"], delivery_id=row["delivery_id"],
+        from_status=row["from_status"], to_status=row["to_status"], reason=row["reason"],
+    )
+
+
+def event_record(row: Sequence[Any]) -> StoredEvent:
+    """An event from the columns :data:`EVENT_COLUMNS` names, in that order."""
+    seq, event_id, tenant, type_, data, at, subject = row
+    return StoredEvent(seq=seq, id=event_id, tenant=tenant, type=type_, data=loads(data) or {}, at=at, subject=subject)

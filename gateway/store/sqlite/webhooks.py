@@ -9,8 +9,10 @@ from typing import Any
 from gateway import ids
 from gateway.clock import isoformat
 from gateway.store.records import ClaimedWebhook, Page, StoredEvent, WebhookEndpointState, WebhookResult, WebhookTarget
-from gateway.store.sqlite.base import StoreBase, loads
+from gateway.store.sqlite.base import StoreBase
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
+from gateway.store.sqlite.reads import EVENT_COLUMNS, event_record
+from gateway.store.stored import WebhookDelivery
 
 
 class WebhookStore(StoreBase):
@@ -19,11 +21,11 @@ class WebhookStore(StoreBase):
     async def events_to_fan_out(self, *, limit: int) -> list[StoredEvent]:
         """Events after the fan-out cursor, oldest first: read-only, so an idle worker writes nothing."""
         rows = await self._fetch(
-            "SELECT seq, event_id, tenant, event_type, data, at FROM history "
-            "WHERE seq > (SELECT last_seq FROM webhook_fanout) AND event_type IS NOT NULL ORDER BY seq LIMIT ?",
+            f"SELECT {EVENT_COLUMNS} FROM history e WHERE e.seq > (SELECT last_seq FROM webhook_fanout) AND e.event_type IS NOT NULL "
+            "ORDER BY e.seq LIMIT ?",
             (limit,),
         )
-        return [StoredEvent(r[0], r[1], r[2], r[3], loads(r[4]) or {}, r[5]) for r in rows]
+        return [event_record(row) for row in rows]
 
     async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
         """(tenant, endpoint) → the url that answered 410."""
@@ -60,7 +62,7 @@ class WebhookStore(StoreBase):
 
         def job(conn: sqlite3.Connection) -> list[ClaimedWebhook]:
             rows = conn.execute(
-                "SELECT w.id, w.tenant, w.endpoint, w.attempts, e.seq, e.event_id, e.tenant, e.event_type, e.data, e.at "
+                f"SELECT w.id, w.tenant, w.endpoint, w.attempts, {EVENT_COLUMNS} "
                 "FROM webhook_deliveries w JOIN history e ON e.seq = w.event_seq "
                 "WHERE w.status = 'pending' AND w.next_attempt_at <= ? AND (w.lease_until IS NULL OR w.lease_until <= ?) "
                 "ORDER BY w.event_seq, w.id LIMIT ?",
@@ -70,10 +72,7 @@ class WebhookStore(StoreBase):
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id = ?",
                 [(now + lease_seconds, now, row[0]) for row in rows],
             )
-            return [
-                ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, StoredEvent(r[4], r[5], r[6], r[7], loads(r[8]) or {}, r[9]))
-                for r in rows
-            ]
+            return [ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, event_record(r[4:])) for r in rows]
 
         claimed: list[ClaimedWebhook] = await self._write(job)
         return claimed
@@ -160,7 +159,7 @@ class WebhookStore(StoreBase):
 
     async def list_webhook_deliveries(
         self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None
-    ) -> Page:
+    ) -> Page[WebhookDelivery]:
         """The tenant's webhook deliveries, newest first, with the type of their event, ``limit`` at a time."""
         clauses, params = ["w.tenant = ?"], list[Any]([tenant])
         for column, value in (("w.status", status), ("w.endpoint", endpoint)):
@@ -174,8 +173,9 @@ class WebhookStore(StoreBase):
             "SELECT w.*, e.event_type AS type FROM webhook_deliveries w JOIN history e ON e.seq = w.event_seq "
             f"WHERE {' AND '.join(clauses)} ORDER BY w.id DESC LIMIT ?"
         )
-        rows = [dict(row) for row in await self._fetch(sql, (*params, limit + 1))]
-        return Page(rows[:limit], encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None)
+        rows = await self._fetch(sql, (*params, limit + 1))
+        items = [webhook_delivery_record(row) for row in rows[:limit]]
+        return Page(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
     async def webhook_delivery_status(self, tenant: str, delivery_id: str) -> str | None:
         """The status of one of the tenant's webhook deliveries; None if it has no such delivery."""
@@ -213,6 +213,16 @@ class WebhookStore(StoreBase):
 
         replayed: list[str] = await self._write(job)
         return replayed
+
+
+def webhook_delivery_record(row: sqlite3.Row) -> WebhookDelivery:
+    """A ``webhook_deliveries`` row joined with its event's ``type``."""
+    return WebhookDelivery(
+        id=row["id"], event_id=row["event_id"], event_type=row["type"], endpoint=row["endpoint"], status=row["status"],
+        attempt_count=row["attempts"], last_status=row["last_status"], last_error=row["last_error"],
+        next_attempt_at=row["next_attempt_at"] if row["status"] == "pending" else None,
+        created_at=row["created_at"], updated_at=row["updated_at"],
+    )
 
 
 def track_endpoint_health(conn: sqlite3.Connection, results: Sequence[WebhookResult], now: float) -> dict[tuple[str, str], tuple[str, str]]:

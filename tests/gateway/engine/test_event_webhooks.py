@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from gateway import signing
 from gateway.clock import isoformat
 from gateway.engine.event_webhooks import is_private
 from gateway.http.appkeys import EVENT_WEBHOOKS, STORE
-from gateway.store import ReceivedStatus
+from gateway.store import ReceivedStatus, WebhookDelivery
 
 SECRET = signing.new_secret()
 PREVIOUS = signing.new_secret()
@@ -91,7 +92,7 @@ async def until(found: Receiver, predicate: Callable[[], bool]) -> None:
     await asyncio.wait_for(wait(), 5)
 
 
-async def deliveries(api: Api) -> list[dict[str, Any]]:
+async def deliveries(api: Api) -> list[WebhookDelivery]:
     return list(reversed((await api.app[STORE].list_webhook_deliveries("acme")).items))
 
 
@@ -187,7 +188,7 @@ async def test_only_subscribed_event_types_are_sent(start: Callable[..., Awaitab
     await send_and_deliver(api)
     await until(found, lambda: found.types() == ["message.delivered"])
     # Events fan out in order, so the earlier, unsubscribed ones were already passed over.
-    assert [d["type"] for d in await deliveries(api)] == ["message.delivered"]
+    assert [d.event_type for d in await deliveries(api)] == ["message.delivered"]
 
 
 async def test_a_500_is_retried_on_the_schedule_and_then_succeeds(
@@ -197,22 +198,22 @@ async def test_a_500_is_retried_on_the_schedule_and_then_succeeds(
     found.script = [500]
     api = await start(webhooks_policy(url, events="[message.queued]"))
     await api.send(sms_body())
-    [row] = await _until(api, lambda rows: bool(rows) and rows[0]["last_status"] == 500)
-    assert (row["status"], row["attempts"]) == ("pending", 1)
+    [row] = await _until(api, lambda rows: bool(rows) and rows[0].last_status == 500)
+    assert (row.status, row.attempt_count) == ("pending", 1)
     clock.advance(4)
     await api.app[EVENT_WEBHOOKS].until_idle()
     assert len(found.requests) == 1, "not before the 5s of the schedule"
     clock.advance(1)
     [row] = await wait_status(api, "succeeded")
-    assert (row["attempts"], row["last_status"]) == (2, 200)
+    assert (row.attempt_count, row.last_status) == (2, 200)
     assert found.requests[0][0]["webhook-id"] == found.requests[1][0]["webhook-id"], "a retry is the same message"
 
 
-async def wait_status(api: Api, status: str) -> list[dict[str, Any]]:
-    return await _until(api, lambda rows: bool(rows) and rows[0]["status"] == status)
+async def wait_status(api: Api, status: str) -> list[WebhookDelivery]:
+    return await _until(api, lambda rows: bool(rows) and rows[0].status == status)
 
 
-async def disabled_with_two_sends(start: Callable[..., Awaitable[Api]], found: Receiver, url: str) -> tuple[Api, list[dict[str, Any]]]:
+async def disabled_with_two_sends(start: Callable[..., Awaitable[Api]], found: Receiver, url: str) -> tuple[Api, list[WebhookDelivery]]:
     """An endpoint that answered 410 to the first event, and a second event fanned out after."""
     found.script = [410]
     api = await start(webhooks_policy(url, events="[message.queued]"))
@@ -225,15 +226,15 @@ async def disabled_with_two_sends(start: Callable[..., Awaitable[Api]], found: R
 async def test_a_410_disables_the_endpoint(start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]) -> None:
     found, url = receiver
     api, rows = await disabled_with_two_sends(start, found, url)
-    assert [r["status"] for r in rows] == ["disabled", "disabled"]
+    assert [r.status for r in rows] == ["disabled", "disabled"]
     assert len(found.requests) == 1, "nothing more goes to a disabled endpoint"
 
 
-async def _until(api: Api, predicate: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+async def _until(api: Api, predicate: Callable[[list[WebhookDelivery]], bool]) -> list[WebhookDelivery]:
     """Re-read the tenant's webhook deliveries after every commit until ``predicate`` holds (5 s at most)."""
     store = api.app[STORE]
 
-    async def poll() -> list[dict[str, Any]]:
+    async def poll() -> list[WebhookDelivery]:
         while True:
             seen = store.commits
             if predicate(rows := await deliveries(api)):
@@ -249,7 +250,7 @@ async def test_a_redirect_is_a_failure_and_is_not_followed(start: Callable[..., 
     api = await start(webhooks_policy(url, events="[message.queued]"))
     await api.send(sms_body())
     [row] = await wait_status(api, "dead")
-    assert row["last_status"] == 301 and "redirects are not followed" in row["last_error"]
+    assert row.last_status == 301 and "redirects are not followed" in (row.last_error or "")
     assert len(found.requests) == 1, "the Location was not followed"
 
 
@@ -260,7 +261,7 @@ async def test_a_private_url_without_allow_private_is_refused(
     api = await start(webhooks_policy(url, events="[message.queued]", allow_private=False))
     await api.send(sms_body())
     [row] = await wait_status(api, "dead")
-    assert row["last_error"].startswith("refused:") and "private address" in row["last_error"]
+    assert (row.last_error or "").startswith("refused:") and "private address" in (row.last_error or "")
     assert found.requests == []
     assert "refused" in caplog.text
 
@@ -278,7 +279,7 @@ def test_private_ranges_are_recognised(address: str, private: bool) -> None:
 
 
 async def test_a_send_cut_short_by_shutdown_is_due_again_at_once(
-    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str]
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], clock: FakeClock
 ) -> None:
     found, url = receiver
     found.hold = asyncio.Event()
@@ -288,7 +289,8 @@ async def test_a_send_cut_short_by_shutdown_is_due_again_at_once(
     await api.app[EVENT_WEBHOOKS].stop()
     found.hold.set()
     (row,) = await deliveries(api)
-    assert (row["status"], row["lease_until"], row["attempts"]) == ("pending", None, 0)
+    assert (row.status, row.attempt_count) == ("pending", 0)
+    assert await api.app[STORE].next_webhook_due() == clock.now(), "its lease is given back"
 
 
 async def test_the_api_lists_webhook_deliveries_and_replays_a_disabled_endpoints_since_a_time(
@@ -310,9 +312,9 @@ async def test_the_api_lists_webhook_deliveries_and_replays_a_disabled_endpoints
         "/api/v1/webhook-deliveries/replay", json={"endpoint": "main", "since": isoformat(clock.now() - 60)}, headers=api.headers()
     )
     assert response.status == 202 and (await response.json())["replayed"] == 2
-    rows = await _until(api, lambda rows: [r["status"] for r in rows] == ["succeeded", "succeeded"])
+    rows = await _until(api, lambda rows: [r.status for r in rows] == ["succeeded", "succeeded"])
     assert len(found.requests) == 3, "the endpoint is enabled again and both events arrived"
-    assert rows[0]["attempts"] == 1
+    assert rows[0].attempt_count == 1
 
 
 async def test_replaying_one_webhook_delivery_refuses_what_is_not_dead_or_unknown(
@@ -322,11 +324,11 @@ async def test_replaying_one_webhook_delivery_refuses_what_is_not_dead_or_unknow
     api = await start(webhooks_policy(url, events="[message.queued]"))
     await api.send(sms_body())
     [row] = await wait_status(api, "succeeded")
-    done = await api.client.post(f"/api/v1/webhook-deliveries/{row['id']}/replay", headers=api.headers())
+    done = await api.client.post(f"/api/v1/webhook-deliveries/{row.id}/replay", headers=api.headers())
     assert (done.status, (await done.json())["error"]["code"]) == (409, "not_replayable")
     unknown = await api.client.post("/api/v1/webhook-deliveries/whk_01ARZ3NDEKTSV4RRFFQ69G5FAV/replay", headers=api.headers())
     assert (unknown.status, (await unknown.json())["error"]["code"]) == (404, "webhook_delivery_not_found")
-    other = await api.client.post(f"/api/v1/webhook-deliveries/{row['id']}/replay", headers=api.headers(OTHER_KEY))
+    other = await api.client.post(f"/api/v1/webhook-deliveries/{row.id}/replay", headers=api.headers(OTHER_KEY))
     assert other.status == 404
     bad = await api.client.post("/api/v1/webhook-deliveries/replay", json={"endpoint": "main", "since": "yesterday"}, headers=api.headers())
     assert (bad.status, (await bad.json())["error"]["code"]) == (422, "invalid_schedule")
@@ -348,14 +350,14 @@ async def test_an_endpoint_failing_continuously_for_disable_after_is_disabled_an
     api = await start(webhooks_policy(url, events="[message.queued]", schedule=schedule).replace("      allow_private", "      disable_after: 1h\n      allow_private"))
     assert (await endpoint_state(api))["status"] == "active"
     await api.send(sms_body())
-    await _until(api, lambda rows: bool(rows) and rows[0]["attempts"] == 1 and rows[0]["last_status"] == 500)
+    await _until(api, lambda rows: bool(rows) and rows[0].attempt_count == 1 and rows[0].last_status == 500)
     failing = await endpoint_state(api)
     assert (failing["status"], failing["last_error"], failing["disable_after"]) == ("failing", "HTTP 500", "1h")
     started = clock.now()
     for attempt in range(2, 8):  # every 10 minutes; the seventh failure is an hour after the first
         clock.advance(600)
-        # Until the attempt is recorded (its lease cleared), not merely claimed: the next one is due 10 minutes after it.
-        await _until(api, lambda rows, n=attempt: rows[0]["attempts"] == n and rows[0]["lease_until"] is None)
+        # Until the attempt is recorded, not merely claimed: then the next one is due 10 minutes after it (or none is).
+        await _until(api, lambda rows, n=attempt: rows[0].attempt_count == n and (rows[0].next_attempt_at or math.inf) > clock.now())
     [row] = await wait_status(api, "disabled")
     disabled = await endpoint_state(api)
     assert disabled["status"] == "disabled" and disabled["failing_since"] == isoformat(started)
@@ -363,13 +365,13 @@ async def test_an_endpoint_failing_continuously_for_disable_after_is_disabled_an
     assert len(found.requests) == 7
 
     await api.send(sms_body("+14155550101"))
-    await _until(api, lambda rows: [r["status"] for r in rows] == ["disabled", "disabled"])
+    await _until(api, lambda rows: [r.status for r in rows] == ["disabled", "disabled"])
     assert len(found.requests) == 7, "a disabled endpoint is sent nothing; its events are held"
 
     response = await api.client.post("/api/v1/webhook-endpoints/main/enable", headers=api.headers())
     enabled = await response.json()
     assert response.status == 200 and enabled["requeued"] == 2 and enabled["endpoint"]["status"] == "active"
-    await _until(api, lambda rows: [r["status"] for r in rows] == ["succeeded", "succeeded"])
+    await _until(api, lambda rows: [r.status for r in rows] == ["succeeded", "succeeded"])
     healthy = await endpoint_state(api)
     assert healthy["status"] == "active" and healthy["failing_since"] is None and healthy["last_success_at"] is not None
 
@@ -384,7 +386,7 @@ async def test_a_success_between_failures_starts_the_failing_period_again(
     await wait_status(api, "succeeded")
     assert (await endpoint_state(api))["status"] == "active"
     await api.send(sms_body("+14155550101"))
-    await _until(api, lambda rows: len(rows) == 2 and rows[-1]["last_status"] == 500)
+    await _until(api, lambda rows: len(rows) == 2 and rows[-1].last_status == 500)
     failing = await endpoint_state(api)
     assert failing["status"] == "failing" and failing["last_success_at"] is not None
 

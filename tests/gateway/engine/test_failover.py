@@ -149,7 +149,7 @@ async def test_a_circuit_opens_after_repeated_failures_and_a_probe_closes_it(
     clock.advance(31)
     _, body = await api.send(sms())
     assert (await sent_by(api, body["notification_id"]))["provider"] == "primary", "the probe after the cooldown"
-    events = [(e["type"], e["subject"]) for e in reversed(await api.app[STORE].list_events()) if e["type"].startswith("provider.")]
+    events = [(e.type, e.subject) for e in reversed(await api.app[STORE].list_events()) if e.type.startswith("provider.")]
     assert events == [("provider.circuit_opened", "primary"), ("provider.circuit_closed", "primary")]
 
 
@@ -200,7 +200,7 @@ async def test_failures_that_are_the_recipients_never_open_the_circuit_nor_go_to
     _, good = await api.send(sms())
     assert (await sent_by(api, good["notification_id"]))["provider"] == "primary", "five recipient faults later, the circuit is closed"
     assert backup.requests == []
-    assert "provider.circuit_opened" not in [event["type"] for event in await api.app[STORE].list_events()]
+    assert "provider.circuit_opened" not in [event.type for event in await api.app[STORE].list_events()]
 
 
 async def test_a_delivery_dead_lettered_behind_open_circuits_names_the_instance_that_stopped_it(

@@ -105,8 +105,8 @@ async def test_a_signed_receipt_moves_a_sent_delivery_to_delivered_with_one_audi
     assert found["deliveries"][0]["status"] == "delivered"
     assert [(e["from_status"], e["to_status"]) for e in receipts_audited(found)] == [("sent", "delivered")]
     stored = await api.app[STORE].get_inbound(answer["received"])
-    assert stored is not None and stored["outcome"] == "processed" and stored["provider"] == "acme_sms"
-    assert json.loads(stored["body"]) == receipt(message_id) and "X-Fake-Signature" in stored["headers"]
+    assert stored is not None and stored.outcome == "processed" and stored.request.provider == "acme_sms"
+    assert json.loads(stored.request.body) == receipt(message_id) and "X-Fake-Signature" in stored.request.headers
 
 
 async def test_a_duplicate_receipt_changes_nothing(api: Api) -> None:
@@ -149,7 +149,7 @@ async def test_a_callback_that_fails_verification_is_401_stored_as_rejected_and_
     assert answer["error"]["code"] == "webhook_verification_failed"
     request_id = answer["error"]["message"].rsplit("stored as ", 1)[1].rstrip(").")
     stored = await api.app[STORE].get_inbound(request_id)
-    assert stored is not None and stored["outcome"] == "rejected" and stored["reason"]
+    assert stored is not None and stored.outcome == "rejected" and stored.reason
     assert await api.notification(notification_id) == before
 
 
@@ -159,12 +159,12 @@ async def test_credentials_in_a_callback_are_stored_masked_and_a_signed_url_byte
                **signed_headers(ACME_TOKEN, body, int(api.app[STORE].clock.now()))}
     response = await api.client.post("/api/v1/webhooks/acme_sms?token=hunter2&d=dlv_1&sig=ab%2Bc", data=body, headers=headers)
     stored = await api.app[STORE].get_inbound((await response.json())["received"])
-    assert stored is not None and "hunter2" not in json.dumps(stored["headers"]) + stored["target"]
-    assert stored["target"] == "/api/v1/webhooks/acme_sms?token=%5Bredacted%5D&d=dlv_1&sig=ab%2Bc"
-    assert stored["headers"]["Authorization"] == "Basic [redacted]"
+    assert stored is not None and "hunter2" not in json.dumps(stored.request.headers) + stored.request.target
+    assert stored.request.target == "/api/v1/webhooks/acme_sms?token=%5Bredacted%5D&d=dlv_1&sig=ab%2Bc"
+    assert stored.request.headers["Authorization"] == "Basic [redacted]"
     response = await api.client.post("/api/v1/webhooks/acme_sms?d=dlv_1&sig=ab%2Bc", data=body, headers=headers)
     stored = await api.app[STORE].get_inbound((await response.json())["received"])
-    assert stored is not None and stored["target"] == "/api/v1/webhooks/acme_sms?d=dlv_1&sig=ab%2Bc"
+    assert stored is not None and stored.request.target == "/api/v1/webhooks/acme_sms?d=dlv_1&sig=ab%2Bc"
 
 
 async def test_a_huge_body_is_413_and_an_unknown_instance_404(api: Api) -> None:
@@ -198,9 +198,9 @@ async def test_a_reply_is_stored_linked_and_becomes_a_message_replied_event(api:
     status, _ = await post_callback(api, "acme_sms", reply("Thanks!", in_reply_to=message_id))
     assert status == 200
     [stored] = (await api.app[STORE].list_replies("acme")).items
-    assert (stored["sender"], stored["body"], stored["notification_id"]) == (PHONE, "Thanks!", notification_id)
-    [event] = [e for e in await api.app[STORE].list_events(tenant="acme") if e["type"] == "message.replied"]
-    assert event["subject"] == notification_id and event["data"]["body"] == "Thanks!"
+    assert (stored.sender, stored.body, stored.notification_id) == (PHONE, "Thanks!", notification_id)
+    [event] = [e for e in await api.app[STORE].list_events(tenant="acme") if e.type == "message.replied"]
+    assert event.subject == notification_id and event.data["body"] == "Thanks!"
     assert (await api.app[STORE].list_replies("other")).items == []
 
 
@@ -227,7 +227,13 @@ async def test_stop_opts_the_recipient_out_until_start(api: Api) -> None:
 async def opt_events(api: Api, tenant: str) -> list[tuple[str, str]]:
     """The tenant's ``recipient.*`` events, newest first: (type, address)."""
     events = await api.app[STORE].list_events(tenant=tenant)
-    return [(e["type"], e["data"]["address"]) for e in events if e["type"].startswith("recipient.")]
+    return [(e.type, e.data["address"]) for e in events if e.type.startswith("recipient.")]
+
+
+async def outcome_of(api: Api, request_id: str) -> str | None:
+    """What became of a stored callback (received, processed, rejected); None if it is not kept."""
+    stored = await api.app[STORE].get_inbound(request_id)
+    return stored.outcome if stored is not None else None
 
 
 async def test_the_retention_purge_removes_old_raw_requests_and_keeps_new_ones(api: Api, clock: FakeClock) -> None:
@@ -273,11 +279,11 @@ async def test_processing_answers_before_reconciling(api: Api, monkeypatch: pyte
     request_id = (await response.json())["received"]
     assert response.status == 200
     await asyncio.wait_for(parsing.wait(), 5)
-    assert (await api.app[STORE].get_inbound(request_id))["outcome"] == "received"  # type: ignore[index]
+    assert await outcome_of(api, request_id) == "received"
     assert (await api.notification(notification_id))["deliveries"][0]["status"] == "sent"
     go_on.set()
     await settle(api.app)
-    assert (await api.app[STORE].get_inbound(request_id))["outcome"] == "processed"  # type: ignore[index]
+    assert await outcome_of(api, request_id) == "processed"
     assert (await api.notification(notification_id))["deliveries"][0]["status"] == "delivered"
 
 
@@ -296,8 +302,8 @@ async def test_a_callback_acknowledged_but_not_processed_before_a_stop_is_proces
     assert resumed == 2
     found = await api.notification(notification_id)
     assert found["deliveries"][0]["status"] == "delivered"
-    assert (await api.app[STORE].get_inbound(record.id))["outcome"] == "processed"  # type: ignore[index]
-    assert (await api.app[STORE].get_inbound(gone.id))["outcome"] == "rejected"  # type: ignore[index]
+    assert await outcome_of(api, record.id) == "processed"
+    assert await outcome_of(api, gone.id) == "rejected"
     assert await api.app[STORE].pending_inbound() == []
 
 
@@ -387,4 +393,4 @@ async def test_a_vendor_retrying_a_reply_callback_stores_it_and_its_event_once(a
         status, _ = await post_callback(api, "acme_sms", reply("Thanks!", message_id="msg_in_7", in_reply_to=message_id))
         assert status == 200
     assert [r["body"] for r in (await api.get("/api/v1/replies"))[1]["items"]] == ["Thanks!"]
-    assert len([e for e in await api.app[STORE].list_events(tenant="acme") if e["type"] == "message.replied"]) == 1
+    assert len([e for e in await api.app[STORE].list_events(tenant="acme") if e.type == "message.replied"]) == 1

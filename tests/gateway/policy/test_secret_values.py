@@ -314,7 +314,7 @@ async def test_a_callback_refused_or_unreadable_leaves_no_secret_in_the_answer_t
     assert unreadable.status == 200
     await api.app[INBOUND].drain()
     stored = await api.app[STORE].get_inbound((await unreadable.json())["received"])
-    assert stored is not None and stored["outcome"] == "rejected" and "********" in stored["reason"]
+    assert stored is not None and stored.outcome == "rejected" and "********" in (stored.reason or "")
     assert shown_anywhere(secrets_in_env, refusal, repr(stored), caplog.text) == []
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import ids
-from gateway.store import AttemptResult, NewDelivery, NewReply, ReceivedStatus, SqliteStore, Store
+from gateway.store import AttemptResult, NewDelivery, NewReply, ReceivedStatus, SqliteStore
 from gateway.store.migrations import MIGRATIONS, migrate
 from tests.conftest import FakeClock
 from tests.gateway.store.test_sqlite import notification
@@ -19,7 +19,7 @@ def history_rows(path: Path) -> list[tuple[Any, ...]]:
         return conn.execute("SELECT seq, notification_id, action, event_type FROM history ORDER BY seq").fetchall()
 
 
-async def test_a_two_channel_message_leaves_one_row_per_happening(fresh_store: Store, tmp_path: Path) -> None:
+async def test_a_two_channel_message_leaves_one_row_per_happening(fresh_store: SqliteStore, tmp_path: Path) -> None:
     """Accepted, sent twice, delivered twice: five rows, each a line of the timeline told as its event (was 7 audit + 5 event rows)."""
     n = replace(
         notification(), channels=["sms", "email"], recipient={"phone": "+14155550100", "email": "a@b.example"},
@@ -42,11 +42,12 @@ async def test_a_two_channel_message_leaves_one_row_per_happening(fresh_store: S
     ]
     found = await fresh_store.get_notification("acme", n.id)
     assert found is not None
-    assert [line["action"] for line in found["audit"]] == ["accepted", "sent", "sent", "receipt", "receipt"]
-    assert [e["seq"] for e in reversed(await fresh_store.list_events(tenant="acme"))] == [row[0] for row in rows]
+    assert found.audit is not None
+    assert [line.action for line in found.audit] == ["accepted", "sent", "sent", "receipt", "receipt"]
+    assert [e.seq for e in reversed(await fresh_store.list_events(tenant="acme"))] == [row[0] for row in rows]
 
 
-async def test_a_reply_is_on_the_timeline_of_the_message_it_answers(fresh_store: Store) -> None:
+async def test_a_reply_is_on_the_timeline_of_the_message_it_answers(fresh_store: SqliteStore) -> None:
     n = notification()
     await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     [claimed] = await fresh_store.claim_due("sms", limit=5, owner="w", lease_seconds=60)
@@ -58,8 +59,9 @@ async def test_a_reply_is_on_the_timeline_of_the_message_it_answers(fresh_store:
     await fresh_store.record_inbound((), [reply])
     found = await fresh_store.get_notification("acme", n.id)
     assert found is not None
-    [line] = [line for line in found["audit"] if line["action"] == "message.replied"]
-    assert (line["actor"], line["delivery_id"]) == ("provider:memory", claimed.id)
+    assert found.audit is not None
+    [line] = [line for line in found.audit if line.action == "message.replied"]
+    assert (line.actor, line.delivery_id) == ("provider:memory", claimed.id)
 
 
 def test_a_store_from_before_the_history_keeps_its_events_and_timelines(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_sqlite import notification
 
-from gateway.store import NotificationFilter, Store
+from gateway.store import NotificationFilter, SqliteStore
 from gateway.store.reader import SnapshotReader
 from gateway.store.writer import connect
 
@@ -75,7 +75,7 @@ async def test_a_read_that_fails_with_a_statement_open_leaves_no_snapshot_behind
 
 
 @pytest.mark.parametrize("hops", range(8))
-async def test_a_read_cancelled_at_any_point_leaves_every_later_read_current(fresh_store: Store, hops: int) -> None:
+async def test_a_read_cancelled_at_any_point_leaves_every_later_read_current(fresh_store: SqliteStore, hops: int) -> None:
     """What a client that disconnects, or a ``wait_for`` that times out, does to a read in progress."""
     first = notification()
     await fresh_store.accept([first], tenant="acme", idempotency=None, status=202, body=b"{}")
@@ -93,4 +93,4 @@ async def test_a_read_cancelled_at_any_point_leaves_every_later_read_current(fre
     await fresh_store.accept([later], tenant="acme", idempotency=None, status=202, body=b"{}")
     assert await fresh_store.get_notification("acme", later.id) is not None
     page = await fresh_store.list_notifications("acme", NotificationFilter(), limit=10, cursor=None)
-    assert {item["id"] for item in page.items} == {first.id, later.id}
+    assert {item.id for item in page.items} == {first.id, later.id}

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway import ids
-from gateway.store import AttemptResult, IdempotencyClaim, NewDelivery, NewNotification, NotificationFilter, ReceivedStatus, Store
+from gateway.store import AttemptResult, IdempotencyClaim, NewDelivery, NewNotification, NotificationFilter, ReceivedStatus, SqliteStore
 
 
 def notification(channel: str = "sms", address: str = "+14155550100") -> NewNotification:
@@ -18,19 +18,19 @@ def notification(channel: str = "sms", address: str = "+14155550100") -> NewNoti
     )
 
 
-async def sent(store: Store, claimed: Any, message_id: str) -> None:
+async def sent(store: SqliteStore, claimed: Any, message_id: str) -> None:
     await store.record_attempts(
         [AttemptResult(claimed.id, claimed.attempt, "memory", 0.0, 0.0, "sent", "sent", provider_message_id=message_id)]
     )
 
 
-async def status_of(store: Store, n: NewNotification) -> str:
+async def status_of(store: SqliteStore, n: NewNotification) -> str:
     found = await store.get_notification("acme", n.id)
     assert found is not None
-    return str(found["deliveries"][0]["status"])
+    return found.deliveries[0].status
 
 
-async def test_a_lease_held_by_a_dead_worker_is_reclaimed_only_after_it_expires(fresh_store: Store, clock: Any) -> None:
+async def test_a_lease_held_by_a_dead_worker_is_reclaimed_only_after_it_expires(fresh_store: SqliteStore, clock: Any) -> None:
     n = notification()
     await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     first = await fresh_store.claim_due("sms", limit=10, owner="dead-worker", lease_seconds=60)
@@ -40,10 +40,10 @@ async def test_a_lease_held_by_a_dead_worker_is_reclaimed_only_after_it_expires(
     again = await fresh_store.claim_due("sms", limit=10, owner="other", lease_seconds=60)
     assert [(c.id, c.attempt, c.reclaimed) for c in again] == [(n.deliveries[0].id, 2, True)]
     found = await fresh_store.get_notification("acme", n.id)
-    assert "lease_expired" in [event["action"] for event in found["audit"]]  # type: ignore[index]
+    assert found is not None and "lease_expired" in [entry.action for entry in found.audit or ()]
 
 
-async def test_high_priority_is_claimed_before_bulk(fresh_store: Store) -> None:
+async def test_high_priority_is_claimed_before_bulk(fresh_store: SqliteStore) -> None:
     from dataclasses import replace
 
     bulk = [replace(notification(), priority="bulk") for _ in range(3)]
@@ -53,7 +53,7 @@ async def test_high_priority_is_claimed_before_bulk(fresh_store: Store) -> None:
     assert claimed[0].notification_id == otp.id
 
 
-async def test_receipts_never_move_a_status_backwards_and_duplicates_change_nothing(fresh_store: Store) -> None:
+async def test_receipts_never_move_a_status_backwards_and_duplicates_change_nothing(fresh_store: SqliteStore) -> None:
     n = notification()
     await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
@@ -62,10 +62,10 @@ async def test_receipts_never_move_a_status_backwards_and_duplicates_change_noth
     await fresh_store.apply_statuses([ReceivedStatus("memory", "m-1", "sent"), ReceivedStatus("memory", "m-1", "delivered")])
     assert await status_of(fresh_store, n) == "delivered"
     found = await fresh_store.get_notification("acme", n.id)
-    assert [e["to_status"] for e in found["audit"] if e["action"] == "receipt"] == ["delivered"]  # type: ignore[index]
+    assert found is not None and [e.to_status for e in found.audit or () if e.action == "receipt"] == ["delivered"]
 
 
-async def test_a_receipt_that_arrives_before_the_send_is_recorded_is_held_then_applied(fresh_store: Store) -> None:
+async def test_a_receipt_that_arrives_before_the_send_is_recorded_is_held_then_applied(fresh_store: SqliteStore) -> None:
     n = notification()
     await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
@@ -74,7 +74,7 @@ async def test_a_receipt_that_arrives_before_the_send_is_recorded_is_held_then_a
     await sent(fresh_store, claimed, "early-1")
     assert await status_of(fresh_store, n) == "delivered"
     found = await fresh_store.get_notification("acme", n.id)
-    assert found["status"] == "delivered"  # type: ignore[index]
+    assert found is not None and found.status == "delivered"
 
 
 def timed_out(claimed: Any, retry_at: float) -> AttemptResult:
@@ -82,7 +82,7 @@ def timed_out(claimed: Any, retry_at: float) -> AttemptResult:
     return AttemptResult(claimed.id, claimed.attempt, "memory", 0.0, 0.0, "transient", "sending", error="timed out", retry_at=retry_at)
 
 
-async def test_a_receipt_naming_the_delivery_settles_a_send_that_timed_out(fresh_store: Store, clock: Any) -> None:
+async def test_a_receipt_naming_the_delivery_settles_a_send_that_timed_out(fresh_store: SqliteStore, clock: Any) -> None:
     n = notification()
     await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
@@ -90,15 +90,15 @@ async def test_a_receipt_naming_the_delivery_settles_a_send_that_timed_out(fresh
     await fresh_store.apply_statuses([ReceivedStatus("memory", "m-lost", "delivered", delivery_id=claimed.id)])
     found = await fresh_store.get_notification("acme", n.id)
     assert found is not None
-    [delivery] = found["deliveries"]
-    assert (delivery["status"], delivery["provider_message_id"]) == ("delivered", "m-lost")
+    [delivery] = found.deliveries
+    assert (delivery.status, delivery.provider_message_id) == ("delivered", "m-lost")
     await fresh_store.apply_statuses([ReceivedStatus("memory", "m-lost", "read")])  # later receipts match by message id
     assert await status_of(fresh_store, n) == "read"
     clock.advance(7200)
     assert await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60) == []
 
 
-async def test_a_receipt_naming_the_delivery_waits_for_the_attempt_it_came_from(fresh_store: Store, clock: Any) -> None:
+async def test_a_receipt_naming_the_delivery_waits_for_the_attempt_it_came_from(fresh_store: SqliteStore, clock: Any) -> None:
     n = notification()
     await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
@@ -108,7 +108,7 @@ async def test_a_receipt_naming_the_delivery_waits_for_the_attempt_it_came_from(
     assert await status_of(fresh_store, n) == "delivered"
 
 
-async def test_a_receipt_from_another_instance_never_reaches_a_delivery_by_its_id(fresh_store: Store, clock: Any) -> None:
+async def test_a_receipt_from_another_instance_never_reaches_a_delivery_by_its_id(fresh_store: SqliteStore, clock: Any) -> None:
     n = notification()
     await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     (claimed,) = await fresh_store.claim_due("sms", limit=1, owner="w", lease_seconds=60)
@@ -117,7 +117,7 @@ async def test_a_receipt_from_another_instance_never_reaches_a_delivery_by_its_i
     assert await status_of(fresh_store, n) == "sending"
 
 
-async def test_held_receipts_are_purged_with_old_callbacks(fresh_store: Store, clock: Any) -> None:
+async def test_held_receipts_are_purged_with_old_callbacks(fresh_store: SqliteStore, clock: Any) -> None:
     await fresh_store.apply_statuses([ReceivedStatus("memory", "never-sent", "delivered")])
     clock.advance(10)
     await fresh_store.apply_statuses([ReceivedStatus("memory", "newer", "delivered")])
@@ -134,7 +134,7 @@ async def test_held_receipts_are_purged_with_old_callbacks(fresh_store: Store, c
     assert await status_of(fresh_store, n2) == "delivered"
 
 
-async def test_a_large_batch_of_results_and_receipts_is_applied_row_by_row_in_order(fresh_store: Store) -> None:
+async def test_a_large_batch_of_results_and_receipts_is_applied_row_by_row_in_order(fresh_store: SqliteStore) -> None:
     batch = [notification() for _ in range(650)]  # more rows than one IN (...) chunk
     await fresh_store.accept(batch, tenant="acme", idempotency=None, status=202, body=b"{}")
     claimed = await fresh_store.claim_due("sms", limit=1000, owner="w", lease_seconds=60)
@@ -148,13 +148,13 @@ async def test_a_large_batch_of_results_and_receipts_is_applied_row_by_row_in_or
     first = next(n for n in batch if n.deliveries[0].id == claimed[0].id)
     found = await fresh_store.get_notification("acme", first.id)
     assert found is not None
-    assert (found["status"], found["deliveries"][0]["status"]) == ("read", "read")
-    assert [(e["from_status"], e["to_status"]) for e in found["audit"] if e["action"] == "receipt"] == [("sent", "delivered"), ("delivered", "read")]
+    assert (found.status, found.deliveries[0].status) == ("read", "read")
+    assert [(e.from_status, e.to_status) for e in found.audit or () if e.action == "receipt"] == [("sent", "delivered"), ("delivered", "read")]
     page = await fresh_store.list_notifications("acme", NotificationFilter(status="delivered"), limit=1000, cursor=None)
     assert len(page.items) == 649
 
 
-async def test_an_idempotency_key_is_recorded_with_the_accept_and_replayed_after(fresh_store: Store) -> None:
+async def test_an_idempotency_key_is_recorded_with_the_accept_and_replayed_after(fresh_store: SqliteStore) -> None:
     claim = IdempotencyClaim("k1", "fp1")
     first = await fresh_store.accept([notification()], tenant="acme", idempotency=claim, status=202, body=b'{"n": 1}')
     again = await fresh_store.accept([notification()], tenant="acme", idempotency=claim, status=202, body=b'{"n": 2}')
@@ -165,11 +165,11 @@ async def test_an_idempotency_key_is_recorded_with_the_accept_and_replayed_after
     assert len(page.items) == 1
 
 
-async def test_accepted_notifications_survive_closing_and_reopening_the_file(fresh_store: Store, clock: Any, tmp_path: Any) -> None:
+async def test_accepted_notifications_survive_closing_and_reopening_the_file(fresh_store: SqliteStore, clock: Any, tmp_path: Any) -> None:
     n = notification()
     await fresh_store.accept([n], tenant="acme", idempotency=None, status=202, body=b"{}")
     await fresh_store.close()
-    reopened = Store(fresh_store.path, clock)
+    reopened = SqliteStore(fresh_store.path, clock)
     await reopened.open()
     try:
         assert await status_of(reopened, n) == "queued"
@@ -185,18 +185,18 @@ async def test_one_process_at_a_time_opens_a_store_and_its_files_are_private(tmp
     path.parent.mkdir()
     path.touch(mode=0o644)  # what an older version left behind
     path.chmod(0o644)
-    first = Store(path, clock)
+    first = SqliteStore(path, clock)
     await first.open()
     try:
         await first.accept([notification()], tenant="acme", idempotency=None, status=202, body=b"{}")
         assert {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir() if p.name.startswith("tidings.sqlite3")} == {
             "tidings.sqlite3": 0o600, "tidings.sqlite3-wal": 0o600, "tidings.sqlite3-shm": 0o600, "tidings.sqlite3.lock": 0o600,
         }
-        second = Store(path, clock)
+        second = SqliteStore(path, clock)
         with pytest.raises(StoreInUseError, match="in use by another Tidings process"):
             await second.open()
     finally:
         await first.close()
-    again = Store(path, clock)
+    again = SqliteStore(path, clock)
     await again.open()  # the lock goes with the store that held it
     await again.close()

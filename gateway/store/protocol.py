@@ -1,0 +1,235 @@
+"""The store as the engine and the HTTP layer see it: the contract every backend of it implements.
+
+Every write below is atomic: all of it is durable when the call returns, or none of it is.
+Every read sees every write that returned before the read began, and reads one consistent
+state from start to end. Times are epoch seconds from :attr:`Store.clock`. Lists are newest
+first unless a method says otherwise, and page by opaque cursors: a cursor the store did not
+hand out for that list raises :class:`InvalidCursorError`; a cursor stays valid while new
+items arrive. A tenant never reads or changes another tenant's data: a method given a tenant
+answers as if the others' data did not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from typing import Protocol
+
+from gateway.clock import Clock
+from gateway.store.records import (
+    Acceptance,
+    AttemptResult,
+    ClaimedDelivery,
+    ClaimedWebhook,
+    DeadLetterFilter,
+    IdempotencyClaim,
+    InboundRecord,
+    NewEvent,
+    NewNotification,
+    NewOptOut,
+    NewReply,
+    NotificationFilter,
+    Page,
+    ReceivedStatus,
+    Replayed,
+    StoredEvent,
+    StoredResponse,
+    WebhookEndpointState,
+    WebhookResult,
+    WebhookTarget,
+)
+from gateway.store.stored import DeadLetter, Notification, OptOutEntry, Reply, WebhookDelivery
+
+
+class InvalidCursorError(ValueError):
+    """A pagination cursor this store did not hand out for the list it was given to."""
+
+
+class Store(Protocol):
+    """Notifications and their deliveries, attempts, history, callbacks, opt-outs and event webhooks."""
+
+    # Lifetime and commits
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the store stamps its writes with; callers stamping values for it use the same one."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` has run and :meth:`close` has not."""
+
+    @property
+    def commits(self) -> int:
+        """How many writes have become durable since :meth:`open`; a count to hand to :meth:`wait_for_commit`."""
+
+    async def open(self) -> None:
+        """Make the store ready, creating or upgrading what it keeps; raise ``StoreInUseError`` if another process has it."""
+
+    async def close(self) -> None:
+        """Finish the writes already asked for, then let go of everything; calling it again does nothing."""
+
+    async def wait_for_commit(self, after: int) -> None:
+        """Return once :attr:`commits` has passed ``after``: some write became durable since that count was read."""
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether a write that raised ``error`` may succeed if asked again (busy, unavailable), rather than being refused."""
+
+    # Accepting notifications, and the outbox of their deliveries
+
+    async def find_response(self, tenant: str, key: str) -> StoredResponse | None:
+        """What the tenant's earlier request with idempotency ``key`` answered; None if no request used the key."""
+
+    async def accept(
+        self, notifications: Sequence[NewNotification], *, tenant: str, idempotency: IdempotencyClaim | None, status: int, body: bytes
+    ) -> Acceptance:
+        """Keep the notifications, their deliveries, their history and the answer (``status``, ``body``) at once.
+
+        With an idempotency claim whose key the tenant already used, nothing is written: the
+        first answer comes back as ``replayed``, saying whether the fingerprints match.
+        Deliveries start queued at ``send_at`` (or now); with strategy ``fallback`` only the
+        first channel does, the others wait their turn.
+        """
+
+    async def claim_due(
+        self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = ()
+    ) -> list[ClaimedDelivery]:
+        """Lease up to ``limit`` due deliveries of ``channel`` to ``owner`` for ``lease_seconds``, highest priority first.
+
+        A delivery is due when it is queued and its time has come, or when its lease ran out
+        (``reclaimed``), except those in ``holding``: the owner's sends whose outcomes are on
+        their way. Each claim counts an attempt. Waiting fallbacks whose time ran out are
+        queued first; deliveries past ``expires_at`` are dead-lettered instead of claimed.
+        Two owners never hold the same delivery at once.
+        """
+
+    async def release(self, delivery_ids: Iterable[str], owner: str) -> None:
+        """Give back ``owner``'s leases without an attempt (a shutdown): due again at once, the claim uncounted."""
+
+    async def record_outcomes(
+        self, results: Sequence[AttemptResult], receipts: Sequence[ReceivedStatus], events: Sequence[NewEvent] = ()
+    ) -> set[str]:
+        """Record attempt results, then provider receipts, then events, at once; the tenants whose opt-outs changed.
+
+        A delivery's status only moves forward (a late or repeated receipt changes nothing);
+        a failure with a fallback left starts the next channel, one without becomes a dead
+        letter. A receipt for a message not known yet is held until its send is recorded.
+        A send refused as opted out records the opt-out. Every move is a history entry, and
+        the events it tells tenants about are written with it.
+        """
+
+    # Reading notifications
+
+    async def get_notification(self, tenant: str, notification_id: str) -> Notification | None:
+        """The tenant's notification with its deliveries, their attempts and its history, all as of one moment; None if unknown."""
+
+    async def list_notifications(
+        self, tenant: str, where: NotificationFilter, *, limit: int, cursor: str | None
+    ) -> Page[Notification]:
+        """The tenant's notifications matching ``where``, with their deliveries (no attempts or history), ``limit`` a page."""
+
+    # Dead letters
+
+    async def list_dead_letters(self, tenant: str, where: DeadLetterFilter, *, limit: int, cursor: str | None) -> Page[DeadLetter]:
+        """The tenant's dead-lettered deliveries matching ``where``, newest delivery first, ``limit`` a page."""
+
+    async def replay(
+        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, where: DeadLetterFilter | None = None, actor: str, limit: int = 10_000
+    ) -> Replayed:
+        """Queue dead letters again now, by id or the oldest ``limit`` matching ``where``, with a fresh retry schedule.
+
+        The one backward move a delivery makes, entered in the history with ``actor``; its
+        expiry is lifted. Ids that are not the tenant's are ignored; those that are but are not
+        dead-lettered are named in ``not_dead_lettered``.
+        """
+
+    # Provider callbacks, replies and opt-outs
+
+    async def store_inbound(self, record: InboundRecord, *, rejected: str | None = None) -> None:
+        """Keep a callback as it arrived: to be processed, or refused for the reason ``rejected`` gives."""
+
+    async def pending_inbound(self) -> list[InboundRecord]:
+        """Callbacks kept but not processed nor rejected yet, oldest first."""
+
+    async def reject_inbound(self, request_id: str, reason: str) -> None:
+        """Mark a kept callback refused, for ``reason``."""
+
+    async def record_inbound(
+        self, processed: Sequence[str], replies: Sequence[NewReply], opt_outs: Sequence[NewOptOut] = ()
+    ) -> set[str]:
+        """Keep replies (each once, with its event), apply opt-outs and opt-ins, mark callbacks processed, at once.
+
+        A reply or opt-out goes to the tenant whose delivery it answers, else to those of its
+        ``tenants`` that sent to the address through the instance. Returns the tenants whose
+        opt-outs changed.
+        """
+
+    async def purge_inbound(self, before: float) -> int:
+        """Forget callbacks received before ``before``, and receipts held as long; how many callbacks went."""
+
+    async def list_replies(
+        self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page[Reply]:
+        """The tenant's replies, filtered by channel and sender, ``limit`` a page."""
+
+    async def list_opt_outs(
+        self, tenant: str, *, channel: str | None = None, address: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page[OptOutEntry]:
+        """The tenant's opt-outs in order of address then channel, filtered, ``limit`` a page."""
+
+    async def add_opt_out(self, tenant: str, channel: str, address: str, source: str) -> bool:
+        """Record that ``address`` opted out of the tenant's ``channel``, with its event; False if it already had."""
+
+    async def tenants_with_opt_outs(self) -> set[str]:
+        """The tenants with at least one opt-out."""
+
+    async def opted_out(self, tenant: str, targets: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Those (channel, address) pairs of ``targets`` that opted out of the tenant (email addresses in any case)."""
+
+    # Event webhooks
+
+    async def events_to_fan_out(self, *, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` events not fanned out yet, in ``seq`` order; reading them changes nothing."""
+
+    async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
+        """(tenant, endpoint) of every disabled endpoint → the url it had when disabled."""
+
+    async def fan_out(self, targets: Sequence[WebhookTarget], through_seq: int) -> None:
+        """Add one webhook delivery per target (once, however often asked) and mark events through ``through_seq`` fanned out, at once."""
+
+    async def next_webhook_due(self) -> float | None:
+        """When the earliest pending webhook delivery is due, counting a lease as not due before it ends; None if none is pending."""
+
+    async def claim_webhooks(self, *, limit: int, lease_seconds: float) -> list[ClaimedWebhook]:
+        """Lease up to ``limit`` due webhook deliveries for ``lease_seconds``, oldest event first, each with its event; each claim counts an attempt."""
+
+    async def record_webhooks(self, results: Sequence[WebhookResult]) -> None:
+        """Record attempts' outcomes and each endpoint's health, at once.
+
+        An endpoint that answered ``disabled`` (410), or failed without a success for its
+        ``disable_after``, is disabled: its pending deliveries are held as ``disabled``.
+        """
+
+    async def release_webhooks(self, delivery_ids: Iterable[str]) -> None:
+        """Give back leases of sends cut short (a shutdown): due again at once, the claim uncounted; recorded ones untouched."""
+
+    async def webhook_endpoint_states(self, tenant: str) -> dict[str, WebhookEndpointState]:
+        """The tenant's endpoints the store knows anything about, by name: health and any disabling."""
+
+    async def enable_webhook_endpoint(self, tenant: str, endpoint: str) -> int:
+        """Lift an endpoint's disabling and its failing period, and queue what it held again now; how many were queued."""
+
+    async def list_webhook_deliveries(
+        self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page[WebhookDelivery]:
+        """The tenant's webhook deliveries, filtered by status and endpoint, ``limit`` a page."""
+
+    async def webhook_delivery_status(self, tenant: str, delivery_id: str) -> str | None:
+        """The status of one of the tenant's webhook deliveries; None if the tenant has no such delivery."""
+
+    async def replay_webhooks(
+        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None
+    ) -> list[str]:
+        """Queue dead or disabled webhook deliveries again now with a fresh schedule, oldest event first; their ids.
+
+        By ids, or all of ``endpoint`` created at or after ``since`` (all time when None).
+        Replaying an endpoint's deliveries lifts its disabling.
+        """
