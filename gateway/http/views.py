@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway.clock import isoformat
 from gateway.policy.models import WebhookEndpointPolicy
-from gateway.store import Attempt, AuditEntry, DeadLetter, Delivery, Notification, OptOutEntry, Reply, WebhookDelivery, WebhookEndpointState
+from gateway.store import Attempt, DeadLetter, Delivery, HistoryEntry, Notification, OptOutEntry, Reply, WebhookDelivery, WebhookEndpointState
 
 
 def notification_view(item: Notification, *, full: bool) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def notification_view(item: Notification, *, full: bool) -> dict[str, Any]:
         "deliveries": [delivery_view(d, full=full) for d in item.deliveries],
     }
     if full:
-        view["audit"] = [audit_view(entry) for entry in item.audit or ()]
+        view["audit"] = [history_view(entry) for entry in item.history or ()]  # "audit": the name the API has always used
     return view
 
 
@@ -66,7 +66,7 @@ def attempt_view(item: Attempt) -> dict[str, Any]:
     }
 
 
-def audit_view(item: AuditEntry) -> dict[str, Any]:
+def history_view(item: HistoryEntry) -> dict[str, Any]:
     return {
         "at": isoformat(item.at),
         "actor": item.actor,

@@ -29,13 +29,13 @@ from gateway.store.records import (
     WebhookTarget,
 )
 from gateway.store.sqlite import SqliteStore
-from gateway.store.stored import Attempt, AuditEntry, DeadLetter, Delivery, Notification, OptOutEntry, Reply, StoredInbound, WebhookDelivery
+from gateway.store.stored import Attempt, DeadLetter, Delivery, HistoryEntry, Notification, OptOutEntry, Reply, StoredInbound, WebhookDelivery
 
 __all__ = [
     "Acceptance",
     "Attempt",
     "AttemptResult",
-    "AuditEntry",
+    "HistoryEntry",
     "ClaimedDelivery",
     "ClaimedWebhook",
     "DeadLetter",

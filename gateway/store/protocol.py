@@ -15,29 +15,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Protocol
 
 from gateway.clock import Clock
-from gateway.store.records import (
-    Acceptance,
-    AttemptResult,
-    ClaimedDelivery,
-    ClaimedWebhook,
-    DeadLetterFilter,
-    IdempotencyClaim,
-    InboundRecord,
-    NewEvent,
-    NewNotification,
-    NewOptOut,
-    NewReply,
-    NotificationFilter,
-    Page,
-    ReceivedStatus,
-    Replayed,
-    StoredEvent,
-    StoredResponse,
-    WebhookEndpointState,
-    WebhookResult,
-    WebhookTarget,
-)
-from gateway.store.stored import DeadLetter, Notification, OptOutEntry, Reply, WebhookDelivery
+from gateway.store import records, stored
 
 
 class InvalidCursorError(ValueError):
@@ -75,12 +53,12 @@ class Store(Protocol):
 
     # Accepting notifications, and the outbox of their deliveries
 
-    async def find_response(self, tenant: str, key: str) -> StoredResponse | None:
+    async def find_response(self, tenant: str, key: str) -> records.StoredResponse | None:
         """What the tenant's earlier request with idempotency ``key`` answered; None if no request used the key."""
 
     async def accept(
-        self, notifications: Sequence[NewNotification], *, tenant: str, idempotency: IdempotencyClaim | None, status: int, body: bytes
-    ) -> Acceptance:
+        self, notifications: Sequence[records.NewNotification], *, tenant: str, idempotency: records.IdempotencyClaim | None, status: int, body: bytes
+    ) -> records.Acceptance:
         """Keep the notifications, their deliveries, their history and the answer (``status``, ``body``) at once.
 
         With an idempotency claim whose key the tenant already used, nothing is written: the
@@ -91,7 +69,7 @@ class Store(Protocol):
 
     async def claim_due(
         self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = ()
-    ) -> list[ClaimedDelivery]:
+    ) -> list[records.ClaimedDelivery]:
         """Lease up to ``limit`` due deliveries of ``channel`` to ``owner`` for ``lease_seconds``, highest priority first.
 
         A delivery is due when it is queued and its time has come, or when its lease ran out
@@ -105,7 +83,7 @@ class Store(Protocol):
         """Give back ``owner``'s leases without an attempt (a shutdown): due again at once, the claim uncounted."""
 
     async def record_outcomes(
-        self, results: Sequence[AttemptResult], receipts: Sequence[ReceivedStatus], events: Sequence[NewEvent] = ()
+        self, results: Sequence[records.AttemptResult], receipts: Sequence[records.ReceivedStatus], events: Sequence[records.NewEvent] = ()
     ) -> set[str]:
         """Record attempt results, then provider receipts, then events, at once; the tenants whose opt-outs changed.
 
@@ -118,22 +96,25 @@ class Store(Protocol):
 
     # Reading notifications
 
-    async def get_notification(self, tenant: str, notification_id: str) -> Notification | None:
+    async def get_notification(self, tenant: str, notification_id: str) -> stored.Notification | None:
         """The tenant's notification with its deliveries, their attempts and its history, all as of one moment; None if unknown."""
 
     async def list_notifications(
-        self, tenant: str, where: NotificationFilter, *, limit: int, cursor: str | None
-    ) -> Page[Notification]:
+        self, tenant: str, where: records.NotificationFilter, *, limit: int, cursor: str | None
+    ) -> records.Page[stored.Notification]:
         """The tenant's notifications matching ``where``, with their deliveries (no attempts or history), ``limit`` a page."""
 
     # Dead letters
 
-    async def list_dead_letters(self, tenant: str, where: DeadLetterFilter, *, limit: int, cursor: str | None) -> Page[DeadLetter]:
+    async def list_dead_letters(
+        self, tenant: str, where: records.DeadLetterFilter, *, limit: int, cursor: str | None
+    ) -> records.Page[stored.DeadLetter]:
         """The tenant's dead-lettered deliveries matching ``where``, newest delivery first, ``limit`` a page."""
 
     async def replay(
-        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, where: DeadLetterFilter | None = None, actor: str, limit: int = 10_000
-    ) -> Replayed:
+        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, where: records.DeadLetterFilter | None = None,
+        actor: str, limit: int = 10_000,
+    ) -> records.Replayed:
         """Queue dead letters again now, by id or the oldest ``limit`` matching ``where``, with a fresh retry schedule.
 
         The one backward move a delivery makes, entered in the history with ``actor``; its
@@ -143,17 +124,17 @@ class Store(Protocol):
 
     # Provider callbacks, replies and opt-outs
 
-    async def store_inbound(self, record: InboundRecord, *, rejected: str | None = None) -> None:
+    async def store_inbound(self, record: records.InboundRecord, *, rejected: str | None = None) -> None:
         """Keep a callback as it arrived: to be processed, or refused for the reason ``rejected`` gives."""
 
-    async def pending_inbound(self) -> list[InboundRecord]:
+    async def pending_inbound(self) -> list[records.InboundRecord]:
         """Callbacks kept but not processed nor rejected yet, oldest first."""
 
     async def reject_inbound(self, request_id: str, reason: str) -> None:
         """Mark a kept callback refused, for ``reason``."""
 
     async def record_inbound(
-        self, processed: Sequence[str], replies: Sequence[NewReply], opt_outs: Sequence[NewOptOut] = ()
+        self, processed: Sequence[str], replies: Sequence[records.NewReply], opt_outs: Sequence[records.NewOptOut] = ()
     ) -> set[str]:
         """Keep replies (each once, with its event), apply opt-outs and opt-ins, mark callbacks processed, at once.
 
@@ -167,12 +148,12 @@ class Store(Protocol):
 
     async def list_replies(
         self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None
-    ) -> Page[Reply]:
+    ) -> records.Page[stored.Reply]:
         """The tenant's replies, filtered by channel and sender, ``limit`` a page."""
 
     async def list_opt_outs(
         self, tenant: str, *, channel: str | None = None, address: str | None = None, limit: int = 100, cursor: str | None = None
-    ) -> Page[OptOutEntry]:
+    ) -> records.Page[stored.OptOutEntry]:
         """The tenant's opt-outs in order of address then channel, filtered, ``limit`` a page."""
 
     async def add_opt_out(self, tenant: str, channel: str, address: str, source: str) -> bool:
@@ -186,22 +167,25 @@ class Store(Protocol):
 
     # Event webhooks
 
-    async def events_to_fan_out(self, *, limit: int) -> list[StoredEvent]:
+    async def events_to_fan_out(self, *, limit: int) -> list[records.StoredEvent]:
         """Up to ``limit`` events not fanned out yet, in ``seq`` order; reading them changes nothing."""
 
     async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
         """(tenant, endpoint) of every disabled endpoint → the url it had when disabled."""
 
-    async def fan_out(self, targets: Sequence[WebhookTarget], through_seq: int) -> None:
+    async def fan_out(self, targets: Sequence[records.WebhookTarget], through_seq: int) -> None:
         """Add one webhook delivery per target (once, however often asked) and mark events through ``through_seq`` fanned out, at once."""
 
     async def next_webhook_due(self) -> float | None:
         """When the earliest pending webhook delivery is due, counting a lease as not due before it ends; None if none is pending."""
 
-    async def claim_webhooks(self, *, limit: int, lease_seconds: float) -> list[ClaimedWebhook]:
-        """Lease up to ``limit`` due webhook deliveries for ``lease_seconds``, oldest event first, each with its event; each claim counts an attempt."""
+    async def claim_webhooks(self, *, limit: int, lease_seconds: float) -> list[records.ClaimedWebhook]:
+        """Lease up to ``limit`` due webhook deliveries for ``lease_seconds``, oldest event first, each with its event.
 
-    async def record_webhooks(self, results: Sequence[WebhookResult]) -> None:
+        Each claim counts an attempt.
+        """
+
+    async def record_webhooks(self, results: Sequence[records.WebhookResult]) -> None:
         """Record attempts' outcomes and each endpoint's health, at once.
 
         An endpoint that answered ``disabled`` (410), or failed without a success for its
@@ -211,7 +195,7 @@ class Store(Protocol):
     async def release_webhooks(self, delivery_ids: Iterable[str]) -> None:
         """Give back leases of sends cut short (a shutdown): due again at once, the claim uncounted; recorded ones untouched."""
 
-    async def webhook_endpoint_states(self, tenant: str) -> dict[str, WebhookEndpointState]:
+    async def webhook_endpoint_states(self, tenant: str) -> dict[str, records.WebhookEndpointState]:
         """The tenant's endpoints the store knows anything about, by name: health and any disabling."""
 
     async def enable_webhook_endpoint(self, tenant: str, endpoint: str) -> int:
@@ -219,7 +203,7 @@ class Store(Protocol):
 
     async def list_webhook_deliveries(
         self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None
-    ) -> Page[WebhookDelivery]:
+    ) -> records.Page[stored.WebhookDelivery]:
         """The tenant's webhook deliveries, filtered by status and endpoint, ``limit`` a page."""
 
     async def webhook_delivery_status(self, tenant: str, delivery_id: str) -> str | None:

@@ -52,7 +52,7 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
-class AuditEntry:
+class HistoryEntry:
     """One step in a notification's history: who moved what (``delivery_id`` None: the notification) from which status to which."""
 
     at: float
@@ -66,7 +66,7 @@ class AuditEntry:
 
 @dataclass(frozen=True, slots=True)
 class Notification:
-    """A notification with its deliveries in channel order; ``audit`` (oldest first) is None when the read did not ask for it."""
+    """A notification with its deliveries in channel order; ``history`` (oldest first) is None when the read did not ask for it."""
 
     id: str
     status: str
@@ -83,7 +83,7 @@ class Notification:
     created_at: float
     updated_at: float
     deliveries: Sequence[Delivery]
-    audit: Sequence[AuditEntry] | None = None
+    history: Sequence[HistoryEntry] | None = None
 
 
 @dataclass(frozen=True, slots=True)

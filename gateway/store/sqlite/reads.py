@@ -10,7 +10,7 @@ from gateway import statuses
 from gateway.store.records import NotificationFilter, Page, StoredEvent
 from gateway.store.sqlite.base import StoreBase, loads, select_in
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
-from gateway.store.stored import Attempt, AuditEntry, Delivery, Notification
+from gateway.store.stored import Attempt, Delivery, HistoryEntry, Notification
 
 EVENT_COLUMNS: Final = "e.seq, e.event_id, e.tenant, e.event_type, e.data, e.at, e.subject"  # what event_record reads, from ``history e``
 
@@ -69,11 +69,11 @@ def read_notification(conn: sqlite3.Connection, tenant: str, notification_id: st
     for found in conn.execute("SELECT * FROM attempts WHERE notification_id = ? ORDER BY started_at, number", (notification_id,)):
         attempts.setdefault(found["delivery_id"], []).append(attempt_record(found))
     deliveries = conn.execute("SELECT * FROM deliveries WHERE notification_id = ? ORDER BY position", (notification_id,)).fetchall()
-    audit = conn.execute(
+    history = conn.execute(
         "SELECT at, actor, action, delivery_id, from_status, to_status, reason FROM history WHERE notification_id = ? ORDER BY seq",
         (notification_id,),
     ).fetchall()
-    return notification_record(row, [delivery_record(d, attempts.get(d["id"], [])) for d in deliveries], [audit_entry(a) for a in audit])
+    return notification_record(row, [delivery_record(d, attempts.get(d["id"], [])) for d in deliveries], [history_entry(a) for a in history])
 
 
 def deliveries_of(conn: sqlite3.Connection, notification_ids: Iterable[str]) -> dict[str, list[Delivery]]:
@@ -84,13 +84,13 @@ def deliveries_of(conn: sqlite3.Connection, notification_ids: Iterable[str]) -> 
     return found
 
 
-def notification_record(row: sqlite3.Row, deliveries: Sequence[Delivery], audit: Sequence[AuditEntry] | None = None) -> Notification:
+def notification_record(row: sqlite3.Row, deliveries: Sequence[Delivery], history: Sequence[HistoryEntry] | None = None) -> Notification:
     return Notification(
         id=row["id"], status=row["status"], mode=row["mode"], priority=row["priority"], strategy=row["strategy"],
         fallback_after=row["fallback_after"], expires_at=row["expires_at"], template_id=row["template_id"],
         recipient=loads(row["recipient"]), channels=loads(row["channels"]), metadata=loads(row["metadata"]) or {},
         idempotency_key=row["idempotency_key"], created_at=row["created_at"], updated_at=row["updated_at"],
-        deliveries=deliveries, audit=audit,
+        deliveries=deliveries, history=history,
     )
 
 
@@ -113,8 +113,8 @@ def attempt_record(row: sqlite3.Row) -> Attempt:
     )
 
 
-def audit_entry(row: sqlite3.Row) -> AuditEntry:
-    return AuditEntry(
+def history_entry(row: sqlite3.Row) -> HistoryEntry:
+    return HistoryEntry(
         at=row["at"], actor=row["actor"], action=row["action"], delivery_id=row["delivery_id"],
         from_status=row["from_status"], to_status=row["to_status"], reason=row["reason"],
     )

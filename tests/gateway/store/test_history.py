@@ -42,8 +42,8 @@ async def test_a_two_channel_message_leaves_one_row_per_happening(fresh_store: S
     ]
     found = await fresh_store.get_notification("acme", n.id)
     assert found is not None
-    assert found.audit is not None
-    assert [line.action for line in found.audit] == ["accepted", "sent", "sent", "receipt", "receipt"]
+    assert found.history is not None
+    assert [line.action for line in found.history] == ["accepted", "sent", "sent", "receipt", "receipt"]
     assert [e.seq for e in reversed(await fresh_store.list_events(tenant="acme"))] == [row[0] for row in rows]
 
 
@@ -59,8 +59,8 @@ async def test_a_reply_is_on_the_timeline_of_the_message_it_answers(fresh_store:
     await fresh_store.record_inbound((), [reply])
     found = await fresh_store.get_notification("acme", n.id)
     assert found is not None
-    assert found.audit is not None
-    [line] = [line for line in found.audit if line.action == "message.replied"]
+    assert found.history is not None
+    [line] = [line for line in found.history if line.action == "message.replied"]
     assert (line.actor, line.delivery_id) == ("provider:memory", claimed.id)
 
 

@@ -40,7 +40,7 @@ async def test_a_lease_held_by_a_dead_worker_is_reclaimed_only_after_it_expires(
     again = await fresh_store.claim_due("sms", limit=10, owner="other", lease_seconds=60)
     assert [(c.id, c.attempt, c.reclaimed) for c in again] == [(n.deliveries[0].id, 2, True)]
     found = await fresh_store.get_notification("acme", n.id)
-    assert found is not None and "lease_expired" in [entry.action for entry in found.audit or ()]
+    assert found is not None and "lease_expired" in [entry.action for entry in found.history or ()]
 
 
 async def test_high_priority_is_claimed_before_bulk(fresh_store: SqliteStore) -> None:
@@ -62,7 +62,7 @@ async def test_receipts_never_move_a_status_backwards_and_duplicates_change_noth
     await fresh_store.apply_statuses([ReceivedStatus("memory", "m-1", "sent"), ReceivedStatus("memory", "m-1", "delivered")])
     assert await status_of(fresh_store, n) == "delivered"
     found = await fresh_store.get_notification("acme", n.id)
-    assert found is not None and [e.to_status for e in found.audit or () if e.action == "receipt"] == ["delivered"]
+    assert found is not None and [e.to_status for e in found.history or () if e.action == "receipt"] == ["delivered"]
 
 
 async def test_a_receipt_that_arrives_before_the_send_is_recorded_is_held_then_applied(fresh_store: SqliteStore) -> None:
@@ -149,7 +149,7 @@ async def test_a_large_batch_of_results_and_receipts_is_applied_row_by_row_in_or
     found = await fresh_store.get_notification("acme", first.id)
     assert found is not None
     assert (found.status, found.deliveries[0].status) == ("read", "read")
-    assert [(e.from_status, e.to_status) for e in found.audit or () if e.action == "receipt"] == [("sent", "delivered"), ("delivered", "read")]
+    assert [(e.from_status, e.to_status) for e in found.history or () if e.action == "receipt"] == [("sent", "delivered"), ("delivered", "read")]
     page = await fresh_store.list_notifications("acme", NotificationFilter(status="delivered"), limit=1000, cursor=None)
     assert len(page.items) == 649
 
