@@ -160,6 +160,13 @@ class ValidationError(ApiError):
         return cls(message or first.message, code=first.code or cls.default_code, details=details)
 
 
+class ServiceUnavailableError(ApiError):
+    """The gateway cannot take the request right now (its store refuses writes); nothing of it was kept."""
+
+    status = 503
+    default_code = "service_unavailable"
+
+
 class DeliveryError(TidingsError):
     """A provider could not deliver; plugins raise one of the two subclasses."""
 

@@ -17,14 +17,17 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    ServiceUnavailableError,
     UnsupportedMediaTypeError,
     ValidationError,
     error_body,
 )
 from gateway.http.appkeys import SETTINGS
+from gateway.store import StorageUnavailableError
 
 log = logging.getLogger(__name__)
 JSON: Final = "application/json"
+STORAGE_RETRY_AFTER: Final = 5  # seconds a client waits before asking again while the store refuses writes
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -98,6 +101,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as err:
         return error_response(err)
+    except StorageUnavailableError:
+        message = "The gateway cannot write to its store right now (disk full or failing); nothing of this request was kept. Try again."
+        headers = {"Retry-After": str(STORAGE_RETRY_AFTER)}
+        return error_response(ServiceUnavailableError(message, code="storage_unavailable", headers=headers))
     except web.HTTPRequestEntityTooLarge:
         return error_response(PayloadTooLargeError("Request body is too large.", code="payload_too_large"))
     except web.HTTPMethodNotAllowed as err:

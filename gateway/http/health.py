@@ -28,7 +28,8 @@ async def readyz(request: web.Request) -> web.Response:
     holder = app.get(POLICIES)
     dispatcher = app.get(DISPATCHER)
     checks = {
-        "store": store is not None and store.is_open,
+        # A store refusing writes (a full disk) is not ready until a write is kept again: try one.
+        "store": store is not None and store.is_open and (store.writable or await store.probe_writes()),
         "policies": holder is not None,
         "dispatcher": dispatcher is not None and dispatcher.running,
     }

@@ -4,7 +4,7 @@ Everything outside this package annotates with ``Store``; only the code that bui
 (``gateway.app``) names :class:`SqliteStore`.
 """
 
-from gateway.store.protocol import InvalidCursorError, Store
+from gateway.store.protocol import InvalidCursorError, StorageUnavailableError, Store
 from gateway.store.records import (
     Acceptance,
     AttemptResult,
@@ -57,6 +57,7 @@ __all__ = [
     "Replayed",
     "Reply",
     "SqliteStore",
+    "StorageUnavailableError",
     "Store",
     "StoredEvent",
     "StoredInbound",

@@ -258,6 +258,10 @@ MIGRATIONS: Final = (
     DROP TABLE audit_events;
     DROP TABLE events;
     """,
+    # v9: where /readyz writes a page and takes it out again, to learn that a full disk takes writes again.
+    """
+    CREATE TABLE store_probe (id INTEGER PRIMARY KEY, filler BLOB NOT NULL);
+    """,
 )
 
 

@@ -22,6 +22,10 @@ class InvalidCursorError(ValueError):
     """A pagination cursor this store did not hand out for the list it was given to."""
 
 
+class StorageUnavailableError(Exception):
+    """The storage refused a write (disk full, I/O error, read-only, locked too long): none of it was kept; ask again later."""
+
+
 class Store(Protocol):
     """Notifications and their deliveries, attempts, history, callbacks, opt-outs and event webhooks."""
 
@@ -50,6 +54,13 @@ class Store(Protocol):
 
     def is_transient(self, error: BaseException) -> bool:
         """Whether a write that raised ``error`` may succeed if asked again (busy, unavailable), rather than being refused."""
+
+    @property
+    def writable(self) -> bool:
+        """False from a write the storage refused (:class:`StorageUnavailableError`) until a write is kept again."""
+
+    async def probe_writes(self) -> bool:
+        """Make a small write that needs new space, kept nowhere; whether the storage took it (and so :attr:`writable`)."""
 
     # Accepting notifications, and the outbox of their deliveries
 

@@ -18,10 +18,26 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from gateway.store.jobs import STOP, Pending, settle
+from gateway.store.protocol import StorageUnavailableError
 
 T = TypeVar("T")
 MAX_BATCH: Final = 1024
 log = logging.getLogger(__name__)
+
+STORAGE_FAULTS: Final = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
+     sqlite3.SQLITE_NOMEM}
+)
+"""SQLite's primary result codes for a write the storage (not the statement) refused."""
+
+
+def as_storage_fault(error: BaseException) -> BaseException:
+    """``error`` as :class:`StorageUnavailableError` when the storage refused the write, else unchanged."""
+    if isinstance(error, sqlite3.Error) and (error.sqlite_errorcode & 0xFF) in STORAGE_FAULTS:
+        fault = StorageUnavailableError(f"the store refused a write: {error}")
+        fault.__cause__ = error
+        return fault
+    return error
 
 
 def connect(path: Path, synchronous: str) -> sqlite3.Connection:
@@ -45,6 +61,8 @@ class GroupCommitWriter:
         self._on_commit = on_commit
         self.batches = 0
         self.jobs = 0
+        self.refusing: str | None = None
+        """Why the storage refused the last write, until a write that changed something is kept again."""
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -88,16 +106,27 @@ class GroupCommitWriter:
     def _commit_batch(self, batch: list[Pending]) -> None:
         conn = self._conn
         outcomes: list[tuple[Pending, Any, BaseException | None]] = []
+        changes_before = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
             for pending in batch:
                 outcomes.append(self._run_job(conn, pending))
             conn.execute("COMMIT")
         except sqlite3.Error as err:
-            log.exception("store commit failed; %d writes refused", len(batch))
+            failure = as_storage_fault(err)
+            if isinstance(failure, StorageUnavailableError):
+                log.error("store commit failed; %d writes refused: %s", len(batch), err)
+            else:
+                log.exception("store commit failed; %d writes refused", len(batch))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            outcomes = [(pending, None, err) for pending in batch]
+            outcomes = [(pending, None, failure) for pending in batch]
+        else:
+            if conn.total_changes > changes_before:
+                self.refusing = None
+        for _pending, _result, refused in outcomes:
+            if isinstance(refused, StorageUnavailableError):
+                self.refusing = str(refused)
         self.batches += 1
         self.jobs += len(batch)
         assert self._loop is not None
@@ -109,9 +138,11 @@ class GroupCommitWriter:
         try:
             result = pending.job(conn)
         except Exception as err:  # the caller gets it; other jobs in the batch go on
+            if not conn.in_transaction:
+                raise  # SQLite rolled the whole transaction back (a full disk, an I/O error): the batch fails with it
             conn.execute("ROLLBACK TO job")
             conn.execute("RELEASE job")
-            return (pending, None, err)
+            return (pending, None, as_storage_fault(err))
         conn.execute("RELEASE job")
         return (pending, result, None)
 

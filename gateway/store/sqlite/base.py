@@ -13,6 +13,7 @@ import orjson
 from gateway.clock import Clock
 from gateway.store.files import lock_exclusively, prepare_private
 from gateway.store.migrations import migrate
+from gateway.store.protocol import StorageUnavailableError
 from gateway.store.reader import SnapshotReader
 from gateway.store.writer import GroupCommitWriter, connect
 from gateway.watermark import Watermark
@@ -23,6 +24,7 @@ DISPATCHER: Final = "dispatcher"
 FALLBACK: Final = "fallback"
 NEVER: Final = 1e15  # next_attempt_at of a waiting fallback with no deadline (year ~33,000)
 LIVE: Final = "status IN ('queued', 'sending')"
+PROBE_PAGES: Final = 255  # at most this many pages (+1) written by a probe of a store refusing writes
 OPTED_OUT_EVENT: Final = "recipient.opted_out"
 OPTED_IN_EVENT: Final = "recipient.opted_in"
 
@@ -97,8 +99,31 @@ class StoreBase:
 
     @staticmethod
     def is_transient(error: BaseException) -> bool:
-        """Whether a failed write may succeed if tried again (busy, locked, disk I/O), not a bad row."""
-        return isinstance(error, sqlite3.OperationalError)
+        """Whether a failed write may succeed if tried again (busy, locked, disk full or failing), not a bad row."""
+        return isinstance(error, (StorageUnavailableError, sqlite3.OperationalError))
+
+    @property
+    def writable(self) -> bool:
+        return self._writer is not None and self._writer.refusing is None
+
+    async def probe_writes(self) -> bool:
+        """Write into the probe table and take it out again in the same transaction: whether the storage took it.
+
+        The write is one page larger than the free pages the file already has (up to a megabyte),
+        so it needs new space, as the writes that were refused did.
+        """
+
+        def job(conn: sqlite3.Connection) -> None:
+            (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+            (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+            conn.execute("INSERT INTO store_probe (id, filler) VALUES (1, zeroblob(?))", ((min(free, PROBE_PAGES) + 1) * page_size,))
+            conn.execute("DELETE FROM store_probe")
+
+        try:
+            await self._write(job)
+        except StorageUnavailableError:
+            return False
+        return self.writable
 
     @property
     def is_open(self) -> bool:
