@@ -66,6 +66,7 @@ class StoreBase:
         self._reader: SnapshotReader | None = None
         self._commits = Watermark()
         self._lock: IO[bytes] | None = None
+        self._probe: asyncio.Future[bool] | None = None  # the probe in flight, shared by every caller meanwhile
 
     async def open(self) -> None:
         """Open the store, private to this user; raise ``StoreInUseError`` if another process has it open."""
@@ -110,9 +111,15 @@ class StoreBase:
         """Write into the probe table and take it out again in the same transaction: whether the storage took it.
 
         The write is one page larger than the free pages the file already has (up to a megabyte),
-        so it needs new space, as the writes that were refused did.
+        so it needs new space, as the writes that were refused did. Callers asking while a probe
+        runs share it: a flood of ``/readyz`` makes one write at a time.
         """
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(self._probe_once())
+            self._probe.add_done_callback(lambda _done: setattr(self, "_probe", None))
+        return await asyncio.shield(self._probe)
 
+    async def _probe_once(self) -> bool:
         def job(conn: sqlite3.Connection) -> None:
             (page_size,) = conn.execute("PRAGMA page_size").fetchone()
             (free,) = conn.execute("PRAGMA freelist_count").fetchone()

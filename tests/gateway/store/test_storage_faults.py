@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import replace
 
@@ -47,3 +48,11 @@ async def test_a_bad_statement_is_not_a_storage_fault(fresh_store: SqliteStore) 
     with pytest.raises(sqlite3.OperationalError):
         await fresh_store._write(lambda conn: conn.execute("SELECT no_such_column FROM history"))
     assert fresh_store.writable
+
+
+async def test_probes_asked_for_at_once_make_one_write(fresh_store: SqliteStore) -> None:
+    writer = fresh_store._writer
+    assert writer is not None
+    before = writer.jobs
+    assert await asyncio.gather(*(fresh_store.probe_writes() for _ in range(20))) == [True] * 20
+    assert writer.jobs == before + 1, "one write for twenty askers"
