@@ -26,7 +26,7 @@ from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder, ProviderPool
 from gateway.engine.switch import PolicySwitch
-from gateway.http.api import error_middleware
+from gateway.http.api import error_middleware, header_middleware
 from gateway.http.appkeys import (
     CLOCK,
     DISPATCHER,
@@ -64,7 +64,7 @@ USER_AGENT = "Tidings/0.1"
 
 def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, clock: Clock | None = None) -> web.Application:
     """A ready-to-run application; background work starts when the app starts."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, auth_middleware])
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, header_middleware, auth_middleware])
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app[PLUGINS] = plugins if plugins is not None else PluginCatalog.discover()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -25,6 +26,11 @@ from gateway.http.appkeys import SETTINGS
 
 log = logging.getLogger(__name__)
 JSON: Final = "application/json"
+MAX_JSON_DEPTH: Final = 32
+"""How deeply a request body's arrays and objects may nest: far more than any notification needs,
+and well inside what the JSON encoder writes back (an idempotency record, a stored payload)."""
+# aiohttp reads header bytes that are not UTF-8 as lone surrogates (surrogateescape); no text can hold them.
+_UNDECODED: Final = re.compile("[\udc80-\udcff]")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -59,7 +65,25 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise BadRequestError(f"Request body is not valid JSON: {err}", code="invalid_json") from err
     if not isinstance(body, dict):
         raise ValidationError("Request body must be a JSON object.", details=[ErrorDetail("", "must be a JSON object", "validation_failed")])
+    deep = too_deep(body, MAX_JSON_DEPTH)
+    if deep is not None:
+        message = f"nested deeper than {MAX_JSON_DEPTH} levels"
+        raise ValidationError(f"Request body is {message}.", code="validation_failed", details=[ErrorDetail(deep, message, "validation_failed")])
     return body
+
+
+def too_deep(value: Any, limit: int) -> str | None:
+    """The top-level field under which ``value`` nests deeper than ``limit`` arrays and objects, or None."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        item, depth, field = stack.pop()
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        for key, child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return field or str(key)
+                stack.append((child, depth + 1, field or str(key)))
+    return None
 
 
 def parse_model(model: type[Any], body: dict[str, Any]) -> Any:
@@ -89,6 +113,16 @@ def _message(error: Any) -> str:
     return str(error["msg"])
 
 
+
+
+@web.middleware
+async def header_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A header whose value is not UTF-8 is a 400 naming it, before any handler (or key check) reads it."""
+    for name, value in request.headers.items():
+        if _UNDECODED.search(value):
+            message = "is not UTF-8 text"
+            raise BadRequestError(f"Header {name} {message}.", code="invalid_header", details=[ErrorDetail(name, message, "invalid_header")])
+    return await handler(request)
 
 
 @web.middleware
