@@ -31,8 +31,12 @@ log = logging.getLogger(__name__)
 
 # Not kept: cookies and proxy credentials say nothing about the callback, and hop-by-hop headers
 # describe the connection, not the request. Everything else is kept, signature headers included,
-# so a stored callback can be verified again.
+# so a stored callback can be checked again by hand.
 DROPPED_HEADERS: Final = frozenset({"cookie", "proxy-authorization", "connection", "keep-alive", "te", "transfer-encoding", "upgrade"})
+# Headers whose value is a credential by their name alone (Telegram's X-Telegram-Bot-Api-Secret-Token):
+# kept masked. A shared secret sent under any other name (Brevo's Authorization: Bearer) is masked
+# by its value, which is the instance's own secret.
+SECRET_HEADER_WORDS: Final = ("secret", "password", "api-key", "apikey")
 # Query parameters that authenticate a callback by their value alone (Brevo's and Vonage's
 # ``?token=``): kept masked, like a Basic password, since a stored callback is not verified again.
 SECRET_QUERY_PARAMETERS: Final = frozenset({"token", "secret", "password", "api_secret", "access_token"})
@@ -40,11 +44,15 @@ REDACTED: Final = "[redacted]"
 PURGE_EVERY: Final = 3600.0
 
 
-def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The headers stored with a callback: all but :data:`DROPPED_HEADERS`, Basic credentials masked.
+def kept_headers(headers: Iterable[tuple[str, str]], redact: Callable[[str], str] = str) -> dict[str, str]:
+    """The headers stored with a callback: all but :data:`DROPPED_HEADERS`, with no credential in clear.
 
-    A ``Bearer`` authorization is kept: vendors that sign with a JWT (Vonage) put the signature
-    there. A ``Basic`` one is a shared password and is not stored in clear.
+    Masked: a ``Basic`` authorization (a shared password), headers named as secrets
+    (:data:`SECRET_HEADER_WORDS`), and wherever it appears, any secret of the instance's own
+    config (``redact``: the instance's :meth:`~gateway.plugin_api.Provider.redact`), which is
+    what a vendor sends when it authenticates with a token (Brevo's ``Bearer``). A ``Bearer``
+    that is not a configured secret is kept: vendors that sign with a JWT (Vonage) put the
+    signature there.
     """
     kept: dict[str, str] = {}
     for header, value in headers:
@@ -54,6 +62,9 @@ def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
             continue
         if lower == "authorization" and value[:6].lower() == "basic ":
             value = f"Basic {REDACTED}"
+        elif any(word in lower for word in SECRET_HEADER_WORDS):
+            value = REDACTED
+        value = redact(value)
         kept[name] = f"{kept[name]}, {value}" if name in kept else value
     return kept
 

@@ -64,8 +64,8 @@ async def _receive(request: web.Request, provider: Provider, body: bytes) -> web
     policy = policy_of(request)
     name = provider.name
     record = InboundRecord(
-        ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method, kept_target(request.raw_path),
-        kept_headers(request.headers.items()), body,
+        ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method,
+        provider.redact(kept_target(request.raw_path)), kept_headers(request.headers.items(), provider.redact), body,
     )
     instance = policy.provider_instances.get(name)
     tenants = instance_tenants(instance.tenant if instance else None, policy.document.tenants)
