@@ -26,6 +26,7 @@ from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder, ProviderPool
 from gateway.engine.switch import PolicySwitch
+from gateway.engine.throttle import SourceLimits
 from gateway.http.api import error_middleware, header_middleware
 from gateway.http.appkeys import (
     CLOCK,
@@ -33,6 +34,7 @@ from gateway.http.appkeys import (
     EVENT_WEBHOOKS,
     HTTP,
     INBOUND,
+    INBOUND_LIMITS,
     INBOUND_PURGER,
     INTAKE,
     OPT_OUTS,
@@ -121,9 +123,10 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _inbound(app: web.Application) -> AsyncIterator[None]:
-    """Provider callbacks: the processing path, and the retention purge."""
+    """Provider callbacks: the limit per source, the processing path, and the retention purge."""
     store, settings = app[STORE], app[SETTINGS]
-    app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], app[OPT_OUTS])
+    app[INBOUND_LIMITS] = SourceLimits(settings.inbound_rate_per_source, settings.inbound_burst_per_source, clock=app[CLOCK])
+    app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], app[OPT_OUTS], refused_kept=settings.inbound_refused_max_rows)
     policy = app[POLICIES].current
     await inbound.resume(app[PROVIDERS].current.instances, functools.partial(_instance_tenants, policy))
     app[INBOUND_PURGER] = purger = InboundPurger(store, app[CLOCK], settings.inbound_retention_days * 86400)

@@ -5,13 +5,15 @@ instance's plugin to verify it. A verified callback is answered at once (vendors
 answers) and queued here; processing — parse, reconcile receipts through :class:`Outcomes`,
 store replies, record opt-outs, mark the request processed — runs on its own task in batches, so a
 flood of receipts holds up neither the answers nor the sends. A callback that fails
-verification is marked rejected and changes nothing else.
+verification changes nothing: only its summary is kept (:class:`RefusedCallback`: no body, no
+headers), and only the newest so many, since anyone can send one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -25,7 +27,7 @@ from gateway.engine.opt_outs import OptOuts, opt_change
 from gateway.engine.outcomes import Outcomes
 from gateway.errors import WebhookVerificationError
 from gateway.plugin_api import InboundReply, InboundRequest, OptOut, Provider, ProviderReport, StatusUpdate
-from gateway.store import InboundRecord, NewOptOut, NewReply, Store
+from gateway.store import InboundRecord, NewOptOut, NewReply, RefusedCallback, Store
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ SECRET_HEADER_WORDS: Final = ("secret", "password", "api-key", "apikey")
 SECRET_QUERY_PARAMETERS: Final = frozenset({"token", "secret", "password", "api_secret", "access_token"})
 REDACTED: Final = "[redacted]"
 PURGE_EVERY: Final = 3600.0
+MAX_REASON: Final = 500  # characters of a refusal's reason kept
 
 
 def kept_headers(headers: Iterable[tuple[str, str]], redact: Callable[[str], str] = str) -> dict[str, str]:
@@ -91,8 +94,10 @@ class _Verified:
 class Inbound:
     """Receives verified callbacks and processes them on their own path."""
 
-    def __init__(self, store: Store, outcomes: Outcomes, opt_outs: OptOuts) -> None:
+    def __init__(self, store: Store, outcomes: Outcomes, opt_outs: OptOuts, *, refused_kept: int = 10_000) -> None:
+        """``refused_kept``: how many refused callbacks' summaries are kept, the newest."""
         self._store = store
+        self._refused_kept = refused_kept
         self._outcomes = outcomes
         self._opt_outs = opt_outs
         self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound")
@@ -113,23 +118,30 @@ class Inbound:
         self._opt_outs.note(await self._store.record_inbound([], replies, opt_outs))
 
     async def receive(self, record: InboundRecord, provider: Provider, tenants: Sequence[str], request: InboundRequest) -> None:
-        """Store ``record``, verify it, and queue it for processing; raise ``WebhookVerificationError`` if forged.
+        """Verify ``record``, store it, and queue it for processing; raise ``WebhookVerificationError`` if forged.
 
         Returns once the raw request is durable, so a 200 never precedes the write. Verification
-        comes first (it reads nothing but the request), so the one write also says whether the
-        callback was genuine, and a stored ``received`` callback is always safe to process.
+        comes first (it reads nothing but the request), so a stored callback is always genuine
+        and safe to process; a refused one leaves only its summary.
         """
         try:
             await provider.verify_webhook(request)
         except WebhookVerificationError as err:
             err.message = provider.redact(err.message)  # it is stored, and answered to whoever called
-            await self._store.store_inbound(record, rejected=err.message)
+            await self._refuse(record, err.message)
             raise
         except Exception as err:
-            await self._store.store_inbound(record, rejected=f"verification failed in the plugin: {type(err).__name__}")
+            await self._refuse(record, f"verification failed in the plugin: {type(err).__name__}")
             raise
         await self._store.store_inbound(record)
         self._batcher.add(_Verified(record, provider, tuple(tenants), request))
+
+    async def _refuse(self, record: InboundRecord, reason: str) -> None:
+        refused = RefusedCallback(
+            record.id, record.provider, record.received_at, record.source, record.method, len(record.body),
+            hashlib.sha256(record.body).hexdigest(), reason[:MAX_REASON],
+        )
+        await self._store.store_refused(refused, keep=self._refused_kept)
 
     async def resume(self, providers: Mapping[str, Provider], tenants_of: Callable[[str], tuple[str, ...]]) -> int:
         """Queue the callbacks that were acknowledged but not processed when the process last stopped.

@@ -12,11 +12,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from conftest import LIVE_KEY, Api, FakeClock, MemoryProvider, key_entry, serve
-from faults.raw_http import Answer, exchange, request
 
+from faults.raw_http import Answer, exchange, request
 from plugins.mailgun import MailgunProvider
 from plugins.vonage import VonageProvider
 
