@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger is a 413."
     )
+    request_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest a client may take to send a request's headers, and then its body (a 408); an idle keep-alive connection is closed after it too."
+    )
     bulk_max_rows: int = Field(10_000, ge=1, description="Most recipients one bulk request may carry.")
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL", description="SQLite `synchronous` pragma; FULL makes every 202 survive power loss."

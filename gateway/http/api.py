@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -9,6 +10,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.errors import (
@@ -18,6 +20,7 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
     ValidationError,
     error_body,
@@ -53,12 +56,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
             f"Send JSON with Content-Type: application/json (got {request.content_type or 'none'!r}).",
             code="unsupported_media_type",
         )
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as err:
-        raise PayloadTooLargeError(
-            f"Request body is larger than the {request.app[SETTINGS].max_body_bytes} bytes allowed.", code="payload_too_large"
-        ) from err
+    limit = request.app[SETTINGS].max_body_bytes
+    raw = await read_body(request, limit, f"Request body is larger than the {limit} bytes allowed.")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
@@ -70,6 +69,31 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         message = f"nested deeper than {MAX_JSON_DEPTH} levels"
         raise ValidationError(f"Request body is {message}.", code="validation_failed", details=[ErrorDetail(deep, message, "validation_failed")])
     return body
+
+
+async def read_body(request: web.Request, limit: int, too_large: str) -> bytes:
+    """The body as it streams in: 413 (``too_large``) once it passes ``limit``, the rest never read; 408 if it is too slow.
+
+    A declared length over the limit is refused before a byte is read; a chunked body is read
+    no further than ``limit + 1`` bytes. The whole body must arrive within
+    ``TIDINGS_REQUEST_TIMEOUT_SECONDS``. A body whose framing is broken (a bad chunk size) is a
+    400 ``invalid_body``.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(too_large, code="payload_too_large")
+    timeout = request.app[SETTINGS].request_timeout_seconds
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLargeError(too_large, code="payload_too_large")
+    except TimeoutError:
+        raise RequestTimeoutError(f"The request body did not arrive within {timeout:g} s.", code="request_timeout") from None
+    except HttpProcessingError as err:
+        raise BadRequestError(f"The request body is malformed: {err.message}", code="invalid_body") from None
+    return bytes(body)
 
 
 def too_deep(value: Any, limit: int) -> str | None:

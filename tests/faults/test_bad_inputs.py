@@ -8,15 +8,14 @@ values that are not UTF-8). The closing figure is printed: bad inputs tried / 5x
 from __future__ import annotations
 
 import base64
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LIVE_KEY, Api, FakeClock, MemoryProvider, key_entry, serve
+from conftest import LIVE_KEY, Api, FakeClock, MemoryProvider
 
 from faults.raw_http import Answer, exchange, request
-from plugins.mailgun import MailgunProvider
+from faults.servers import gateway
 from plugins.vonage import VonageProvider
 
 SEND = "/api/v1/notifications/send"
@@ -26,29 +25,20 @@ DEEP = 100_000  # deeper than any JSON parser recurses
 
 @pytest.fixture
 async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock, memory_provider: type[MemoryProvider]) -> Api:
-    policy_dir = tmp_path / "policies"
-    (policy_dir / "secrets").mkdir(parents=True)
-    for name in ("mailgun-key", "mailgun-signing", "vonage-secret", "vonage-signature"):
-        (policy_dir / "secrets" / name).write_text(f"{name}-value-0001")
-    (policy_dir / "policy.yaml").write_text(textwrap.dedent(f"""
-        tenants:
-          acme:
-            api_keys: [{key_entry(LIVE_KEY)}]
-        providers:
-          memory: {{plugin: memory}}
-          mail: {{plugin: mailgun, config: {{api_key: {{$file: secrets/mailgun-key}}, domain: mg.example, from: a@mg.example,
-                  webhook_signing_key: {{$file: secrets/mailgun-signing}}}}}}
-          text: {{plugin: vonage, config: {{api_key: abc123, api_secret: {{$file: secrets/vonage-secret}},
-                  signature_secret: {{$file: secrets/vonage-signature}}}}}}
+    providers = """
+        memory: {plugin: memory}
+        text: {plugin: vonage, config: {api_key: abc123, api_secret: {$file: secrets/vonage-secret},
+               signature_secret: {$file: secrets/vonage-signature}}}
+        """
+    policy = """
         channels:
-          sms: {{providers: [memory]}}
+          sms: {providers: [memory]}
         templates:
           short:
             channels:
-              sms: {{body: "Hi {{{{ name | truncate(3) }}}}"}}
-        """))
-    plugins = {"memory": memory_provider, "mailgun": MailgunProvider, "vonage": VonageProvider}
-    return await serve(aiohttp_client, policy_dir, plugins, clock)
+              sms: {body: "Hi {{ name | truncate(3) }}"}
+        """
+    return await gateway(aiohttp_client, tmp_path, clock, {"memory": memory_provider, "vonage": VonageProvider}, providers=providers, policy=policy)
 
 
 def nested(depth: int) -> bytes:

@@ -8,17 +8,16 @@ as summaries only, the newest ``MAX_ROWS`` of them, and each source address is h
 from __future__ import annotations
 
 import sqlite3
-import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
+from conftest import Api, FakeClock
 
+from faults.servers import gateway
 from gateway.http.appkeys import SETTINGS, STORE
-from plugins.mailgun import MailgunProvider
 from plugins.sandbox import SandboxProvider
 
 MAX_ROWS = 50
@@ -29,24 +28,8 @@ BUDGET = 4 * 1024 * 1024  # the whole data directory, WAL included, after the fl
 
 @pytest.fixture
 async def api(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> Api:
-    policy_dir = tmp_path / "policies"
-    (policy_dir / "secrets").mkdir(parents=True)
-    for name in ("mailgun-key", "mailgun-signing"):
-        (policy_dir / "secrets" / name).write_text(f"{name}-value-0001")
-    (policy_dir / "policy.yaml").write_text(textwrap.dedent(f"""
-        tenants:
-          acme:
-            api_keys: [{key_entry(LIVE_KEY)}]
-        providers:
-          sandbox: {{plugin: sandbox}}
-          mail: {{plugin: mailgun, config: {{api_key: {{$file: secrets/mailgun-key}}, domain: mg.example, from: a@mg.example,
-                  webhook_signing_key: {{$file: secrets/mailgun-signing}}}}}}
-        channels:
-          email: {{providers: [mail]}}
-        """))
-    plugins = {"sandbox": SandboxProvider, "mailgun": MailgunProvider}
-    return await serve(
-        aiohttp_client, policy_dir, plugins, clock,
+    return await gateway(
+        aiohttp_client, tmp_path, clock, {"sandbox": SandboxProvider}, providers="sandbox: {plugin: sandbox}\n",
         inbound_refused_max_rows=MAX_ROWS, inbound_rate_per_source=RATE, inbound_burst_per_source=BURST,
     )
 
