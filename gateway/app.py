@@ -26,13 +26,15 @@ from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder, ProviderPool
 from gateway.engine.switch import PolicySwitch
-from gateway.http.api import error_middleware
+from gateway.engine.throttle import SourceLimits
+from gateway.http.api import error_middleware, header_middleware
 from gateway.http.appkeys import (
     CLOCK,
     DISPATCHER,
     EVENT_WEBHOOKS,
     HTTP,
     INBOUND,
+    INBOUND_LIMITS,
     INBOUND_PURGER,
     INTAKE,
     OPT_OUTS,
@@ -60,17 +62,33 @@ from gateway.store import SqliteStore
 
 log = logging.getLogger(__name__)
 USER_AGENT = "Tidings/0.1"
+LINGER_SECONDS = 2.0
 
 
 def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, clock: Clock | None = None) -> web.Application:
     """A ready-to-run application; background work starts when the app starts."""
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware, auth_middleware])
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, header_middleware, auth_middleware],
+        handler_args=connection_limits(settings),
+    )
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app[PLUGINS] = plugins if plugins is not None else PluginCatalog.discover()
     setup_routes(app)
     app.cleanup_ctx.extend([_policies, _store, _http_session, _providers, _inbound, _dispatcher, _event_webhooks, _policy_watcher])
     return app
+
+
+def connection_limits(settings: Settings) -> dict[str, float]:
+    """How long a connection may sit idle or half-sent: passed to aiohttp's server, whoever runs the app.
+
+    ``keepalive_timeout`` closes a connection that has not completed a request's headers that
+    long after it opened or after its last answer (a body is timed by the handlers, see
+    :func:`gateway.http.api.read_body`). ``lingering_time`` is how long the rest of a refused
+    body is read and thrown away, so the client sees the answer before the connection closes.
+    """
+    timeout = settings.request_timeout_seconds
+    return {"keepalive_timeout": timeout, "lingering_time": min(LINGER_SECONDS, timeout)}
 
 
 def policy_loader(settings: Settings, plugins: PluginCatalog) -> Callable[[], PolicySet]:
@@ -121,9 +139,10 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _inbound(app: web.Application) -> AsyncIterator[None]:
-    """Provider callbacks: the processing path, and the retention purge."""
+    """Provider callbacks: the limit per source, the processing path, and the retention purge."""
     store, settings = app[STORE], app[SETTINGS]
-    app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], app[OPT_OUTS])
+    app[INBOUND_LIMITS] = SourceLimits(settings.inbound_rate_per_source, settings.inbound_burst_per_source, clock=app[CLOCK])
+    app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], app[OPT_OUTS], refused_kept=settings.inbound_refused_max_rows)
     policy = app[POLICIES].current
     await inbound.resume(app[PROVIDERS].current.instances, functools.partial(_instance_tenants, policy))
     app[INBOUND_PURGER] = purger = InboundPurger(store, app[CLOCK], settings.inbound_retention_days * 86400)

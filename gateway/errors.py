@@ -9,10 +9,12 @@ The tree::
     │   ├── ForbiddenError            403  suspended tenant
     │   ├── NotFoundError             404  unknown id, or another tenant's
     │   ├── MethodNotAllowedError     405
+    │   ├── RequestTimeoutError       408  a body sent too slowly
     │   ├── ConflictError             409  idempotency key reused with another body
     │   ├── PayloadTooLargeError      413
     │   ├── UnsupportedMediaTypeError 415
-    │   └── ValidationError           422  well-formed but semantically wrong
+    │   ├── ValidationError           422  well-formed but semantically wrong
+    │   └── TooManyRequestsError      429  over a rate; says when to try again
     ├── DeliveryError                 raised by provider plugins from ``send``
     │   ├── TransientDeliveryError    try again later (optionally after ``retry_after``)
     │   └── PermanentDeliveryError    never retry this delivery
@@ -132,6 +134,11 @@ class MethodNotAllowedError(ApiError):
     default_code = "method_not_allowed"
 
 
+class RequestTimeoutError(ApiError):
+    status = 408
+    default_code = "request_timeout"
+
+
 class ConflictError(ApiError):
     status = 409
     default_code = "conflict"
@@ -158,6 +165,11 @@ class ValidationError(ApiError):
         """One error for several problems; its code is the first problem's code."""
         first = details[0]
         return cls(message or first.message, code=first.code or cls.default_code, details=details)
+
+
+class TooManyRequestsError(ApiError):
+    status = 429
+    default_code = "rate_limited"
 
 
 class ServiceUnavailableError(ApiError):

@@ -278,6 +278,16 @@ class Provider(ABC):
         self.config = dict(config)
         self.context = context
 
+    @property
+    def takes_callbacks(self) -> bool:
+        """Whether this instance's webhook URL takes callbacks at all; if not, it answers 404 and stores nothing.
+
+        By default: whether the plugin handles them (overrides :meth:`verify_webhook` or
+        :meth:`handshake`). The sandbox, the log and an outbound-only plugin take none.
+        """
+        cls = type(self)
+        return cls.verify_webhook is not Provider.verify_webhook or cls.handshake is not Provider.handshake
+
     def serves(self, channel: str) -> bool:
         return "*" in self.channels or channel in self.channels
 

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger is a 413."
     )
+    request_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest a client may take to send a request's headers, and then its body (a 408); an idle keep-alive connection is closed after it too."
+    )
     bulk_max_rows: int = Field(10_000, ge=1, description="Most recipients one bulk request may carry.")
     sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL", description="SQLite `synchronous` pragma; FULL makes every 202 survive power loss."
@@ -58,6 +61,15 @@ class Settings(BaseSettings):
     )
     inbound_max_body_bytes: int = Field(
         256 * 1024, ge=1024, description="Largest provider callback body accepted on `/api/v1/webhooks/…`; larger is a 413."
+    )
+    inbound_refused_max_rows: int = Field(
+        10_000, ge=1, description="How many refused provider callbacks (failed verification) are kept, as a summary without body or headers; older ones are dropped."
+    )
+    inbound_rate_per_source: float = Field(
+        100.0, ge=0, description="Provider callbacks accepted per second from one source address (an IPv6 /64 counts as one); more is a 429 with `Retry-After`. `0`: no limit."
+    )
+    inbound_burst_per_source: int = Field(
+        1000, ge=1, description="Provider callbacks one source address may send at once before `TIDINGS_INBOUND_RATE_PER_SOURCE` holds it back."
     )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight sends may finish before they are released."

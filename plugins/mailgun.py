@@ -323,7 +323,7 @@ def _signature_block(body: bytes) -> tuple[str, str, list[str]]:
     """(timestamp, token, signatures offered) of a JSON webhook, or WebhookVerificationError."""
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise WebhookVerificationError("the webhook is not JSON (legacy form-encoded Mailgun webhooks are not supported)") from None
     block = payload.get("signature") if isinstance(payload, dict) else None
     if not isinstance(block, dict):

@@ -382,7 +382,7 @@ def _payload(request: InboundRequest) -> dict[str, str]:
     if content_type == "application/json" or (not content_type and request.body.lstrip().startswith(b"{")):
         try:
             payload = json.loads(request.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise WebhookVerificationError("the callback body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise WebhookVerificationError("the callback body is not a JSON object")

@@ -71,7 +71,8 @@ class Batcher(Generic[T]):
                 log.exception("%s: flushing %d items failed; retrying them", self._name, len(batch))
                 return False
             if len(batch) == 1:
-                log.exception("%s: dropping an item that cannot be written: %r", self._name, batch[0])
+                # By its type only: an item holds recipients, message bodies, idempotency keys.
+                log.exception("%s: dropping an item that cannot be written: %s", self._name, type(batch[0]).__name__)
                 return True
             middle = len(batch) // 2
             return await self._flush_isolating(batch[:middle]) and await self._flush_isolating(batch[middle:])

@@ -5,13 +5,15 @@ instance's plugin to verify it. A verified callback is answered at once (vendors
 answers) and queued here; processing — parse, reconcile receipts through :class:`Outcomes`,
 store replies, record opt-outs, mark the request processed — runs on its own task in batches, so a
 flood of receipts holds up neither the answers nor the sends. A callback that fails
-verification is marked rejected and changes nothing else.
+verification changes nothing: only its summary is kept (:class:`RefusedCallback`: no body, no
+headers), and only the newest so many, since anyone can send one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -25,26 +27,35 @@ from gateway.engine.opt_outs import OptOuts, opt_change
 from gateway.engine.outcomes import Outcomes
 from gateway.errors import WebhookVerificationError
 from gateway.plugin_api import InboundReply, InboundRequest, OptOut, Provider, ProviderReport, StatusUpdate
-from gateway.store import InboundRecord, NewOptOut, NewReply, Store
+from gateway.store import InboundRecord, NewOptOut, NewReply, RefusedCallback, Store
 
 log = logging.getLogger(__name__)
 
 # Not kept: cookies and proxy credentials say nothing about the callback, and hop-by-hop headers
 # describe the connection, not the request. Everything else is kept, signature headers included,
-# so a stored callback can be verified again.
+# so a stored callback can be checked again by hand.
 DROPPED_HEADERS: Final = frozenset({"cookie", "proxy-authorization", "connection", "keep-alive", "te", "transfer-encoding", "upgrade"})
+# Headers whose value is a credential by their name alone (Telegram's X-Telegram-Bot-Api-Secret-Token):
+# kept masked. A shared secret sent under any other name (Brevo's Authorization: Bearer) is masked
+# by its value, which is the instance's own secret.
+SECRET_HEADER_WORDS: Final = ("secret", "password", "api-key", "apikey")
 # Query parameters that authenticate a callback by their value alone (Brevo's and Vonage's
 # ``?token=``): kept masked, like a Basic password, since a stored callback is not verified again.
 SECRET_QUERY_PARAMETERS: Final = frozenset({"token", "secret", "password", "api_secret", "access_token"})
 REDACTED: Final = "[redacted]"
 PURGE_EVERY: Final = 3600.0
+MAX_REASON: Final = 500  # characters of a refusal's reason kept
 
 
-def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """The headers stored with a callback: all but :data:`DROPPED_HEADERS`, Basic credentials masked.
+def kept_headers(headers: Iterable[tuple[str, str]], redact: Callable[[str], str] = str) -> dict[str, str]:
+    """The headers stored with a callback: all but :data:`DROPPED_HEADERS`, with no credential in clear.
 
-    A ``Bearer`` authorization is kept: vendors that sign with a JWT (Vonage) put the signature
-    there. A ``Basic`` one is a shared password and is not stored in clear.
+    Masked: a ``Basic`` authorization (a shared password), headers named as secrets
+    (:data:`SECRET_HEADER_WORDS`), and wherever it appears, any secret of the instance's own
+    config (``redact``: the instance's :meth:`~gateway.plugin_api.Provider.redact`), which is
+    what a vendor sends when it authenticates with a token (Brevo's ``Bearer``). A ``Bearer``
+    that is not a configured secret is kept: vendors that sign with a JWT (Vonage) put the
+    signature there.
     """
     kept: dict[str, str] = {}
     for header, value in headers:
@@ -54,6 +65,9 @@ def kept_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
             continue
         if lower == "authorization" and value[:6].lower() == "basic ":
             value = f"Basic {REDACTED}"
+        elif any(word in lower for word in SECRET_HEADER_WORDS):
+            value = REDACTED
+        value = redact(value)
         kept[name] = f"{kept[name]}, {value}" if name in kept else value
     return kept
 
@@ -80,8 +94,10 @@ class _Verified:
 class Inbound:
     """Receives verified callbacks and processes them on their own path."""
 
-    def __init__(self, store: Store, outcomes: Outcomes, opt_outs: OptOuts) -> None:
+    def __init__(self, store: Store, outcomes: Outcomes, opt_outs: OptOuts, *, refused_kept: int = 10_000) -> None:
+        """``refused_kept``: how many refused callbacks' summaries are kept, the newest."""
         self._store = store
+        self._refused_kept = refused_kept
         self._outcomes = outcomes
         self._opt_outs = opt_outs
         self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound")
@@ -102,23 +118,30 @@ class Inbound:
         self._opt_outs.note(await self._store.record_inbound([], replies, opt_outs))
 
     async def receive(self, record: InboundRecord, provider: Provider, tenants: Sequence[str], request: InboundRequest) -> None:
-        """Store ``record``, verify it, and queue it for processing; raise ``WebhookVerificationError`` if forged.
+        """Verify ``record``, store it, and queue it for processing; raise ``WebhookVerificationError`` if forged.
 
         Returns once the raw request is durable, so a 200 never precedes the write. Verification
-        comes first (it reads nothing but the request), so the one write also says whether the
-        callback was genuine, and a stored ``received`` callback is always safe to process.
+        comes first (it reads nothing but the request), so a stored callback is always genuine
+        and safe to process; a refused one leaves only its summary.
         """
         try:
             await provider.verify_webhook(request)
         except WebhookVerificationError as err:
             err.message = provider.redact(err.message)  # it is stored, and answered to whoever called
-            await self._store.store_inbound(record, rejected=err.message)
+            await self._refuse(record, err.message)
             raise
         except Exception as err:
-            await self._store.store_inbound(record, rejected=f"verification failed in the plugin: {type(err).__name__}")
+            await self._refuse(record, f"verification failed in the plugin: {type(err).__name__}")
             raise
         await self._store.store_inbound(record)
         self._batcher.add(_Verified(record, provider, tuple(tenants), request))
+
+    async def _refuse(self, record: InboundRecord, reason: str) -> None:
+        refused = RefusedCallback(
+            record.id, record.provider, record.received_at, record.source, record.method, len(record.body),
+            hashlib.sha256(record.body).hexdigest(), reason[:MAX_REASON],
+        )
+        await self._store.store_refused(refused, keep=self._refused_kept)
 
     async def resume(self, providers: Mapping[str, Provider], tenants_of: Callable[[str], tuple[str, ...]]) -> int:
         """Queue the callbacks that were acknowledged but not processed when the process last stopped.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -68,7 +69,8 @@ async def check_one(provider: Provider, timeout: float) -> CheckResult:
     except TimeoutError:
         return CheckResult(name, UNREACHABLE, f"no answer within {timeout:g}s")
     except Exception as err:  # noqa: BLE001 - a plugin bug: name it, never print its text (it may hold a secret)
-        log.debug("credentials check of %s raised", name, exc_info=True)
+        trace = provider.redact("".join(traceback.format_exception(err)))  # its text may hold a secret of the instance
+        log.debug("credentials check of %s raised:\n%s", name, trace)
         return CheckResult(name, PLUGIN_ERROR, f"the {type(provider).__name__} plugin raised {type(err).__name__}")
     if confirmed is None:
         return CheckResult(name, NO_CHECK, f"{type(provider).__name__} has no credentials check; send a test message to confirm")

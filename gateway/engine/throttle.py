@@ -18,7 +18,9 @@ Time comes from a :class:`~gateway.clock.Clock`, so tests move it by hand.
 
 from __future__ import annotations
 
+import ipaddress
 import math
+from collections import OrderedDict
 from typing import Final
 
 from gateway.clock import Clock
@@ -109,3 +111,43 @@ class Throttles:
             tokens = None if bucket is None else bucket.available()
             bucket = self._buckets[key] = TokenBucket(per_second, clock=self._clock, tokens=tokens)
         return bucket
+
+
+class SourceLimits:
+    """A token bucket per caller address, for requests that carry no key (provider callbacks).
+
+    An IPv6 address counts by its /64, which one host usually holds whole. The ``max_sources``
+    addresses seen last are remembered; one forgotten starts again with a full bucket, so memory
+    stays bounded however many addresses call. A ``rate`` of 0 limits nothing.
+    """
+
+    def __init__(self, rate: float, burst: float, *, clock: Clock, max_sources: int = 10_000) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._max_sources = max_sources
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+
+    def wait(self, source: str | None) -> float:
+        """Take a token for ``source``: 0.0 if it may go on now, else the seconds until it may (and nothing taken)."""
+        if self._rate <= 0:
+            return 0.0
+        key = source_key(source)
+        bucket = self._buckets.pop(key, None) or TokenBucket(self._rate, self._burst, clock=self._clock)
+        self._buckets[key] = bucket  # the most recently seen last
+        if len(self._buckets) > self._max_sources:
+            self._buckets.popitem(last=False)
+        return 0.0 if bucket.try_take() else bucket.wait_time()
+
+
+def source_key(source: str | None) -> str:
+    """What a caller address counts as: itself, or for IPv6 its /64."""
+    try:
+        address = ipaddress.ip_address(source or "")
+    except ValueError:
+        return source or ""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)

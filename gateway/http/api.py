@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError as PydanticValidationError
 
 from gateway.errors import (
@@ -17,6 +20,7 @@ from gateway.errors import (
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     ServiceUnavailableError,
     UnsupportedMediaTypeError,
     ValidationError,
@@ -28,6 +32,11 @@ from gateway.store import StorageUnavailableError
 log = logging.getLogger(__name__)
 JSON: Final = "application/json"
 STORAGE_RETRY_AFTER: Final = 5  # seconds a client waits before asking again while the store refuses writes
+MAX_JSON_DEPTH: Final = 32
+"""How deeply a request body's arrays and objects may nest: far more than any notification needs,
+and well inside what the JSON encoder writes back (an idempotency record, a stored payload)."""
+# aiohttp reads header bytes that are not UTF-8 as lone surrogates (surrogateescape); no text can hold them.
+_UNDECODED: Final = re.compile("[\udc80-\udcff]")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -50,19 +59,58 @@ async def read_json(request: web.Request) -> dict[str, Any]:
             f"Send JSON with Content-Type: application/json (got {request.content_type or 'none'!r}).",
             code="unsupported_media_type",
         )
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as err:
-        raise PayloadTooLargeError(
-            f"Request body is larger than the {request.app[SETTINGS].max_body_bytes} bytes allowed.", code="payload_too_large"
-        ) from err
+    limit = request.app[SETTINGS].max_body_bytes
+    raw = await read_body(request, limit, f"Request body is larger than the {limit} bytes allowed.")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
         raise BadRequestError(f"Request body is not valid JSON: {err}", code="invalid_json") from err
     if not isinstance(body, dict):
         raise ValidationError("Request body must be a JSON object.", details=[ErrorDetail("", "must be a JSON object", "validation_failed")])
+    deep = too_deep(body, MAX_JSON_DEPTH)
+    if deep is not None:
+        message = f"nested deeper than {MAX_JSON_DEPTH} levels"
+        raise ValidationError(f"Request body is {message}.", code="validation_failed", details=[ErrorDetail(deep, message, "validation_failed")])
     return body
+
+
+async def read_body(request: web.Request, limit: int, too_large: str) -> bytes:
+    """The body as it streams in: 413 (``too_large``) once it passes ``limit``, the rest never read; 408 if it is too slow.
+
+    A declared length over the limit is refused before a byte is read; a chunked body is read
+    no further than ``limit + 1`` bytes. The whole body must arrive within
+    ``TIDINGS_REQUEST_TIMEOUT_SECONDS``. A body whose framing is broken (a bad chunk size) is a
+    400 ``invalid_body``.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(too_large, code="payload_too_large")
+    timeout = request.app[SETTINGS].request_timeout_seconds
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.read(limit + 1 - len(body)):
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLargeError(too_large, code="payload_too_large")
+    except TimeoutError:
+        raise RequestTimeoutError(f"The request body did not arrive within {timeout:g} s.", code="request_timeout") from None
+    except HttpProcessingError as err:
+        raise BadRequestError(f"The request body is malformed: {err.message}", code="invalid_body") from None
+    return bytes(body)
+
+
+def too_deep(value: Any, limit: int) -> str | None:
+    """The top-level field under which ``value`` nests deeper than ``limit`` arrays and objects, or None."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "")]
+    while stack:
+        item, depth, field = stack.pop()
+        children = item.items() if isinstance(item, dict) else enumerate(item) if isinstance(item, list) else ()
+        for key, child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return field or str(key)
+                stack.append((child, depth + 1, field or str(key)))
+    return None
 
 
 def parse_model(model: type[Any], body: dict[str, Any]) -> Any:
@@ -92,6 +140,16 @@ def _message(error: Any) -> str:
     return str(error["msg"])
 
 
+
+
+@web.middleware
+async def header_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A header whose value is not UTF-8 is a 400 naming it, before any handler (or key check) reads it."""
+    for name, value in request.headers.items():
+        if _UNDECODED.search(value):
+            message = "is not UTF-8 text"
+            raise BadRequestError(f"Header {name} {message}.", code="invalid_header", details=[ErrorDetail(name, message, "invalid_header")])
+    return await handler(request)
 
 
 @web.middleware

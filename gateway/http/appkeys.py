@@ -15,6 +15,7 @@ from gateway.engine.intake import Intake
 from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder
+from gateway.engine.throttle import SourceLimits
 from gateway.plugins import PluginCatalog
 from gateway.policy.view import PolicyHolder, PolicySet
 from gateway.policy.watcher import PolicyWatcher
@@ -37,5 +38,6 @@ POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
 INBOUND = web.AppKey("inbound", Inbound)
 OPT_OUTS = web.AppKey("opt_outs", OptOuts)
 INBOUND_PURGER = web.AppKey("inbound_purger", InboundPurger)
+INBOUND_LIMITS = web.AppKey("inbound_limits", SourceLimits)
 EVENT_WEBHOOKS = web.AppKey("event_webhooks", EventWebhooks)
 WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)

@@ -35,7 +35,7 @@ def page_limit(raw: str | None) -> int:
     """``?limit=`` as a page size; absent or empty means the default."""
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:  # isdigit alone takes '²'
         raise bad_parameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
     return int(raw)
 

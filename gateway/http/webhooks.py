@@ -1,11 +1,15 @@
 """``/api/v1/webhooks/{provider_instance}``: delivery receipts and replies from provider vendors.
 
 No API key here: a callback is authenticated by its vendor's signature, which the instance's
-plugin checks. The raw request is stored first (see :mod:`gateway.engine.inbound`); the answer is
-200 once it is durable and verified, before any of it is processed.
+plugin checks. The raw request is verified and stored (see :mod:`gateway.engine.inbound`); the
+answer is 200 once it is durable, before any of it is processed. Since anyone can call, each
+source address is held to a rate (429), an instance that takes no callbacks is a 404 that
+stores nothing, and a refused callback leaves only its summary.
 """
 
 from __future__ import annotations
+
+import math
 
 from aiohttp import web
 
@@ -16,12 +20,12 @@ from gateway.errors import (
     ForbiddenError,
     MethodNotAllowedError,
     NotFoundError,
-    PayloadTooLargeError,
+    TooManyRequestsError,
     UnauthorizedError,
     WebhookVerificationError,
 )
-from gateway.http.api import json_response
-from gateway.http.appkeys import CLOCK, INBOUND, PROVIDERS, SETTINGS, WEBHOOK_SIGNER
+from gateway.http.api import json_response, read_body
+from gateway.http.appkeys import CLOCK, INBOUND, INBOUND_LIMITS, PROVIDERS, SETTINGS, WEBHOOK_SIGNER
 from gateway.http.auth import policy_of, public
 from gateway.plugin_api import InboundRequest, InboundResponse, Provider
 from gateway.store import InboundRecord
@@ -42,7 +46,8 @@ async def public_key(request: web.Request) -> web.Response:
 @routes.post(PATH)
 @public
 async def receive(request: web.Request) -> web.Response:
-    """Store, verify, acknowledge; processing (reconciliation, replies) follows on its own path."""
+    """Verify, store, acknowledge; processing (reconciliation, replies) follows on its own path."""
+    _admit(request)
     provider = _instance(request, request.match_info["provider_instance"])
     return await _receive(request, provider, await _body(request))
 
@@ -51,6 +56,7 @@ async def receive(request: web.Request) -> web.Response:
 @public
 async def handshake(request: web.Request) -> web.Response:
     """A vendor checking the URL before it sends callbacks, or (where the plugin allows it) a callback sent by GET."""
+    _admit(request)
     provider = _instance(request, request.match_info["provider_instance"])
     answer = await provider.handshake(_inbound_request(request, b""))
     if answer is not None:
@@ -64,8 +70,8 @@ async def _receive(request: web.Request, provider: Provider, body: bytes) -> web
     policy = policy_of(request)
     name = provider.name
     record = InboundRecord(
-        ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method, kept_target(request.raw_path),
-        kept_headers(request.headers.items()), body,
+        ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method,
+        provider.redact(kept_target(request.raw_path)), kept_headers(request.headers.items(), provider.redact), body,
     )
     instance = policy.provider_instances.get(name)
     tenants = instance_tenants(instance.tenant if instance else None, policy.document.tenants)
@@ -84,26 +90,29 @@ def _plugin_response(answer: InboundResponse) -> web.Response:
     return web.Response(body=answer.body, status=answer.status, content_type=answer.content_type, headers=dict(answer.headers))
 
 
+def _admit(request: web.Request) -> None:
+    """Hold each source address to its rate of callbacks: 429 with ``Retry-After`` past it."""
+    wait = request.app[INBOUND_LIMITS].wait(request.remote)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise TooManyRequestsError(
+            f"Too many provider callbacks from this address; try again in {seconds} s.", code="rate_limited", headers={"Retry-After": str(seconds)}
+        )
+
+
 def _instance(request: web.Request, name: str) -> Provider:
     provider = request.app[PROVIDERS].current.get(name)
     if provider is None:
         raise NotFoundError(f"No provider instance {name!r}.", code="unknown_provider_instance")
+    if not provider.takes_callbacks:
+        raise NotFoundError(f"Provider instance {name!r} takes no callbacks.", code="instance_takes_no_callbacks")
     return provider
 
 
 async def _body(request: web.Request) -> bytes:
-    """The body, refused (413) past the inbound limit before it is read when the length is declared."""
+    """The body, refused (413) as soon as it passes the inbound limit, which is far below the API's."""
     limit = request.app[SETTINGS].inbound_max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
-    body = await request.read()
-    if len(body) > limit:
-        raise _too_large(limit)
-    return body
-
-
-def _too_large(limit: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"A provider callback may be at most {limit} bytes.", code="payload_too_large")
+    return await read_body(request, limit, f"A provider callback may be at most {limit} bytes.")
 
 
 def _inbound_request(request: web.Request, body: bytes) -> InboundRequest:

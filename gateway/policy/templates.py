@@ -145,7 +145,7 @@ class CompiledContent:
             if self._provider_template is not None:
                 name, language, params = self._provider_template
                 provider_template = ProviderTemplate(name, language, tuple(p.render(data) for p in params))
-        except TemplateError as err:
+        except Exception as err:  # a filter given a value it cannot take (``truncate`` of a number) as much as a TemplateError
             raise TemplateRenderError(str(err)) from err
         return RenderedContent(provider_template=provider_template, **rendered)
 

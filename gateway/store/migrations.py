@@ -258,7 +258,32 @@ MIGRATIONS: Final = (
     DROP TABLE audit_events;
     DROP TABLE events;
     """,
-    # v9: where /readyz writes a page and takes it out again, to learn that a full disk takes writes again.
+    # v9: a callback that fails verification is kept as a summary only — never its body or
+    # headers, and only the newest so many (the store cuts by ``seq``) — so that anyone without
+    # a key cannot fill the disk. Refusals kept whole before now become summaries (their hash
+    # unknown: SQLite has no sha256); verified callbacks a plugin could not parse stay whole.
+    """
+    CREATE TABLE refused_callbacks (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        provider    TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        source      TEXT,
+        method      TEXT NOT NULL,
+        size        INTEGER NOT NULL,
+        sha256      TEXT,
+        reason      TEXT NOT NULL
+    );
+    CREATE INDEX refused_callbacks_by_age ON refused_callbacks (received_at);
+    INSERT INTO refused_callbacks (id, provider, received_at, source, method, size, sha256, reason)
+        SELECT id, provider, received_at, source, method, length(body), NULL, coalesce(reason, '')
+        FROM inbound_requests
+        WHERE outcome = 'rejected' AND coalesce(reason, '') NOT LIKE 'could not be parsed:%'
+          AND coalesce(reason, '') != 'its provider instance is no longer in policy'
+        ORDER BY received_at, id;
+    DELETE FROM inbound_requests WHERE id IN (SELECT id FROM refused_callbacks);
+    """,
+    # v10: where /readyz writes a page and takes it out again, to learn that a full disk takes writes again.
     """
     CREATE TABLE store_probe (id INTEGER PRIMARY KEY, filler BLOB NOT NULL);
     """,

@@ -135,8 +135,14 @@ class Store(Protocol):
 
     # Provider callbacks, replies and opt-outs
 
-    async def store_inbound(self, record: records.InboundRecord, *, rejected: str | None = None) -> None:
-        """Keep a callback as it arrived: to be processed, or refused for the reason ``rejected`` gives."""
+    async def store_inbound(self, record: records.InboundRecord) -> None:
+        """Keep a verified callback as it arrived, to be processed."""
+
+    async def store_refused(self, refused: records.RefusedCallback, *, keep: int) -> None:
+        """Keep the summary of a callback that failed verification; of those, only the newest ``keep`` stay."""
+
+    async def get_refused(self, request_id: str) -> records.RefusedCallback | None:
+        """One refused callback's summary; None if it is not (or no longer) kept."""
 
     async def pending_inbound(self) -> list[records.InboundRecord]:
         """Callbacks kept but not processed nor rejected yet, oldest first."""
@@ -155,7 +161,7 @@ class Store(Protocol):
         """
 
     async def purge_inbound(self, before: float) -> int:
-        """Forget callbacks received before ``before``, and receipts held as long; how many callbacks went."""
+        """Forget callbacks (kept or refused) received before ``before``, and receipts held as long; how many callbacks went."""
 
     async def list_replies(
         self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None

@@ -237,6 +237,25 @@ class InboundRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedCallback:
+    """A callback that failed verification, kept only as far as diagnosing it needs.
+
+    Never its body or headers (anyone can send one, without a key): when and from where it
+    came, to which instance, how large it was and the SHA-256 of its body (to match it against
+    what a vendor says it sent; None for refusals kept before v9), and why it was refused.
+    """
+
+    id: str
+    provider: str
+    received_at: float
+    source: str | None
+    method: str
+    size: int
+    sha256: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class NewReply:
     """A recipient's reply, ready to store and attribute.
 

@@ -306,6 +306,18 @@ async def post_webhook(api: Api, payload: Any, instance: str = "brevo", token: s
     return response.status
 
 
+async def test_a_bearer_token_is_stored_masked_and_nowhere_in_the_data_directory(api: Api, tmp_path: Path) -> None:
+    response = await api.client.post(
+        "/api/v1/webhooks/brevo", data=json.dumps({"event": "delivered", "message-id": "<m1@brevo>"}),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {WEBHOOK_TOKEN}"},
+    )
+    assert response.status == 200
+    await api.app[INBOUND].drain()
+    stored = await api.app[STORE].get_inbound((await response.json())["received"])
+    assert stored is not None and stored.request.headers["Authorization"] == "Bearer ********"
+    assert not any(WEBHOOK_TOKEN.encode() in path.read_bytes() for path in (tmp_path / "data").iterdir() if path.is_file())
+
+
 async def delivery_status(api: Api, notification_id: str) -> str:
     return str((await api.notification(notification_id))["deliveries"][0]["status"])
 

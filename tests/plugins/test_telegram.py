@@ -42,7 +42,7 @@ from gateway import (
 )
 from gateway.app import create_app
 from gateway.conformance import outbound
-from gateway.http.appkeys import INBOUND, OUTCOMES
+from gateway.http.appkeys import INBOUND, OUTCOMES, STORE
 from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
 from plugins.telegram import TelegramProvider
@@ -429,6 +429,17 @@ async def test_a_reply_and_the_stop_start_commands_arrive_through_the_webhook(ap
     await settle(api.app)
     status, _ = await api.send(telegram_body())
     assert status == 202
+
+
+async def test_the_secret_token_header_is_nowhere_in_the_data_directory(api: Api, telegram: FakeTelegram, tmp_path: Path) -> None:
+    await set_webhook(api, telegram)
+    answered = await telegram.deliver(text_update(CHAT, "Leave it at the door"))
+    await settle(api.app)
+    assert answered.status == 200
+    stored = await api.app[STORE].get_inbound(answered.answer["received"])
+    assert stored is not None and stored.outcome == "processed"
+    assert stored.request.headers["X-Telegram-Bot-Api-Secret-Token"] == "[redacted]"
+    assert not any(WEBHOOK_SECRET.encode() in path.read_bytes() for path in (tmp_path / "data").iterdir() if path.is_file())
 
 
 async def test_blocking_the_bot_opts_the_chat_out(api: Api, telegram: FakeTelegram) -> None:

@@ -31,7 +31,7 @@ def encode_seq_cursor(seq: int) -> str:
 def decode_seq_cursor(cursor: str) -> int:
     """The ``seq`` a page of a seq-ordered list ended at."""
     text = decode_text_cursor(cursor)
-    if not (text.startswith("seq:") and text[4:].isdigit()):
+    if not (text.startswith("seq:") and text[4:].isascii() and text[4:].isdigit()):  # isdigit alone takes '²'
         raise InvalidCursorError(cursor)
     return int(text[4:])
 

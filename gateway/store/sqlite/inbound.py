@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from gateway.store.records import InboundRecord, NewEvent, NewOptOut, NewReply, Page
+from gateway.store.records import InboundRecord, NewEvent, NewOptOut, NewReply, Page, RefusedCallback
 from gateway.store.sqlite.base import OPTED_IN_EVENT, OPTED_OUT_EVENT, StoreBase, dumps, loads, select_in
 from gateway.store.sqlite.changes import event_row, insert_events, insert_history
 from gateway.store.sqlite.cursors import decode_seq_cursor, decode_text_cursor, encode_seq_cursor, encode_text_cursor
@@ -16,25 +16,39 @@ from gateway.store.stored import OptOutEntry, Reply, StoredInbound
 class InboundStore(StoreBase):
     """Provider callbacks kept as they arrived, the replies and opt-outs read from them, and opt-out lookups."""
 
-    async def store_inbound(self, record: InboundRecord, *, rejected: str | None = None) -> None:
-        """Keep a provider callback as it arrived, before anything parses it.
-
-        A verified callback is stored ``received`` (to be processed, also after a restart); one
-        that failed verification is stored ``rejected`` with the reason, in the same one write.
-        """
+    async def store_inbound(self, record: InboundRecord) -> None:
+        """Keep a verified provider callback as it arrived, ``received``: to be processed, also after a restart."""
         row = (
             record.id, record.provider, record.received_at, record.source, record.method, record.target,
-            dumps(dict(record.headers)), record.body, "rejected" if rejected is not None else "received", rejected,
+            dumps(dict(record.headers)), record.body, "received",
         )
 
         def job(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO inbound_requests (id, provider, received_at, source, method, target, headers, body, outcome, reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO inbound_requests (id, provider, received_at, source, method, target, headers, body, outcome) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
 
         await self._write(job)
+
+    async def store_refused(self, refused: RefusedCallback, *, keep: int) -> None:
+        """Keep a refused callback's summary, and drop the oldest beyond the newest ``keep``, in one write."""
+        row = (refused.id, refused.provider, refused.received_at, refused.source, refused.method, refused.size, refused.sha256, refused.reason)
+
+        def job(conn: sqlite3.Connection) -> None:
+            seq = conn.execute(
+                "INSERT INTO refused_callbacks (id, provider, received_at, source, method, size, sha256, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            ).lastrowid
+            assert seq is not None
+            conn.execute("DELETE FROM refused_callbacks WHERE seq <= ?", (seq - keep,))  # seq only grows: a range of the primary key
+
+        await self._write(job)
+
+    async def get_refused(self, request_id: str) -> RefusedCallback | None:
+        rows = await self._fetch(f"SELECT {REFUSED_COLUMNS} FROM refused_callbacks WHERE id = ?", (request_id,))
+        return RefusedCallback(*rows[0]) if rows else None
 
     async def pending_inbound(self) -> list[InboundRecord]:
         """Verified callbacks not processed yet (the process stopped in between), oldest first."""
@@ -75,7 +89,8 @@ class InboundStore(StoreBase):
 
         def job(conn: sqlite3.Connection) -> int:
             conn.execute("DELETE FROM held_receipts WHERE received_at < ?", (before,))
-            return conn.execute("DELETE FROM inbound_requests WHERE received_at < ?", (before,)).rowcount
+            refused = conn.execute("DELETE FROM refused_callbacks WHERE received_at < ?", (before,)).rowcount
+            return refused + conn.execute("DELETE FROM inbound_requests WHERE received_at < ?", (before,)).rowcount
 
         purged: int = await self._write(job)
         return purged
@@ -146,6 +161,7 @@ class InboundStore(StoreBase):
 
 
 INBOUND_COLUMNS: Final = "id, provider, received_at, source, method, target, headers, body"  # what inbound_record reads
+REFUSED_COLUMNS: Final = "id, provider, received_at, source, method, size, sha256, reason"  # RefusedCallback's fields, in order
 
 
 def inbound_record(row: sqlite3.Row) -> InboundRecord:

@@ -9,7 +9,7 @@ import pytest
 from conftest import run_cli
 from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider
 
-from gateway.engine.provider_checks import NO_CHECK, OK, REFUSED, UNREACHABLE, check_instances
+from gateway.engine.provider_checks import NO_CHECK, OK, PLUGIN_ERROR, REFUSED, UNREACHABLE, check_instances
 from gateway.plugins import PluginCatalog
 from gateway.policy.loading import load_policies
 
@@ -64,3 +64,18 @@ def test_the_cli_checks_the_shipped_policies_and_refuses_an_unknown_instance(mon
     assert "sandbox" in printed and NO_CHECK in printed
     code, printed = run_cli("providers", "check", "nope")
     assert code == 2 and "no such provider instance: nope" in printed
+
+
+async def test_a_plugin_bug_in_a_check_is_logged_at_debug_with_the_instances_secrets_masked(
+    tmp_path: Path, vendor: FakeVendor, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def leaky(self: FakeVendorProvider) -> str:
+        raise KeyError(f"no account for token {self.config['token']}")
+
+    monkeypatch.setattr(FakeVendorProvider, "check_credentials", leaky)
+    policy = load_policies(policy_with(tmp_path, vendor), catalog())
+    with caplog.at_level("DEBUG", logger="gateway.engine.provider_checks"):
+        [result] = await check_instances(policy, catalog(), ["good"], timeout=5)
+    assert result.verdict == PLUGIN_ERROR and "KeyError" in result.message
+    assert "credentials check of good raised" in caplog.text and "no account for token" in caplog.text
+    assert TOKEN not in caplog.text

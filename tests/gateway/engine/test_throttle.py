@@ -6,7 +6,7 @@ import random
 import pytest
 from conftest import FakeClock
 
-from gateway.engine.throttle import Throttles, TokenBucket
+from gateway.engine.throttle import SourceLimits, Throttles, TokenBucket
 
 
 def test_a_bucket_starts_full_with_one_seconds_worth(clock: FakeClock) -> None:
@@ -166,3 +166,27 @@ def test_lifting_a_limit_and_setting_it_again_starts_a_full_bucket(clock: FakeCl
     assert throttles.get("channel:sms", None) is None
     again = throttles.get("channel:sms", "10/s")
     assert again is not None and again.available() == 10
+
+
+def test_source_limits_count_an_ipv6_64_as_one_caller_and_an_ipv4_mapped_address_as_ipv4(clock: FakeClock) -> None:
+    limits = SourceLimits(1, 2, clock=clock)
+    assert [limits.wait("2001:db8::1"), limits.wait("2001:db8::ffff")] == [0.0, 0.0]
+    assert limits.wait("2001:db8:0:0:1::2") == pytest.approx(1.0)  # the same /64, out of tokens
+    assert limits.wait("2001:db8:0:1::1") == 0.0  # the next /64 is another caller
+    assert [limits.wait("192.0.2.1"), limits.wait("::ffff:192.0.2.1")] == [0.0, 0.0]
+    assert limits.wait("192.0.2.1") > 0
+
+
+def test_source_limits_remember_a_bounded_number_of_callers(clock: FakeClock) -> None:
+    limits = SourceLimits(1, 1, clock=clock, max_sources=2)
+    assert limits.wait("192.0.2.1") == 0.0
+    assert limits.wait("192.0.2.1") > 0
+    limits.wait("192.0.2.2")
+    limits.wait("192.0.2.3")  # the first is forgotten
+    assert limits.wait("192.0.2.1") == 0.0
+    assert len(limits._buckets) == 2
+
+
+def test_a_rate_of_zero_limits_nothing(clock: FakeClock) -> None:
+    limits = SourceLimits(0, 1, clock=clock)
+    assert {limits.wait("192.0.2.1") for _ in range(1000)} == {0.0}

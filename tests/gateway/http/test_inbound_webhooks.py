@@ -141,15 +141,17 @@ async def test_a_receipt_before_the_send_is_recorded_is_held_and_applied_later(a
         ("signed with another tenant's secret", lambda api, payload: post_callback(api, "acme_sms", payload, token=OTHER_TOKEN)),
     ],
 )
-async def test_a_callback_that_fails_verification_is_401_stored_as_rejected_and_changes_nothing(api: Api, how: str, post: Any) -> None:
+async def test_a_callback_that_fails_verification_is_401_kept_as_a_summary_and_changes_nothing(api: Api, how: str, post: Any) -> None:
     notification_id, message_id = await sent_sms(api)
     before = await api.notification(notification_id)
     status, answer = await post(api, receipt(message_id))
     assert status == 401, how
     assert answer["error"]["code"] == "webhook_verification_failed"
     request_id = answer["error"]["message"].rsplit("stored as ", 1)[1].rstrip(").")
-    stored = await api.app[STORE].get_inbound(request_id)
-    assert stored is not None and stored.outcome == "rejected" and stored.reason
+    assert await api.app[STORE].get_inbound(request_id) is None  # neither its body nor its headers are kept
+    refused = await api.app[STORE].get_refused(request_id)
+    assert refused is not None and refused.provider == "acme_sms" and refused.source == "127.0.0.1" and refused.reason
+    assert refused.size > 0 and refused.sha256 is not None and len(refused.sha256) == 64
     assert await api.notification(notification_id) == before
 
 
