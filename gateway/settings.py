@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     inbound_max_body_bytes: int = Field(
         256 * 1024, ge=1024, description="Largest provider callback body accepted on `/api/v1/webhooks/…`; larger is a 413."
     )
+    idempotency_retention_hours: float = Field(
+        24, gt=0, description="How long an Idempotency-Key is remembered; after that, the same key is a new request."
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight sends may finish before they are released."
     )

@@ -89,7 +89,7 @@ def _idempotency(request: web.Request, field: str | None, route: str, body: dict
             details=[ErrorDetail("idempotency_key", "differs from the Idempotency-Key header", "invalid_idempotency_key")],
         )
     key = header or field
-    return IdempotencyClaim(key, body_digest(route, body)) if key else None
+    return IdempotencyClaim(key, body_digest(route, body), caller(request).mode) if key else None
 
 
 def _answer(acceptance: Acceptance) -> web.Response:

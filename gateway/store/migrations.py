@@ -258,6 +258,29 @@ MIGRATIONS: Final = (
     DROP TABLE audit_events;
     DROP TABLE events;
     """,
+    # v9: idempotency keys are scoped by (tenant, mode): a test key's request never answers for a
+    # live one. A key kept from before takes the mode of the notifications it made (live if none).
+    # Kept for a retention window, then purged by age.
+    """
+    CREATE TABLE idempotency_keys_v9 (
+        tenant      TEXT NOT NULL,
+        mode        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status_code INTEGER NOT NULL,
+        response    BLOB NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (tenant, mode, key)
+    ) WITHOUT ROWID;
+    INSERT INTO idempotency_keys_v9 (tenant, mode, key, fingerprint, status_code, response, created_at)
+        SELECT k.tenant,
+               COALESCE((SELECT n.mode FROM notifications n WHERE n.tenant = k.tenant AND n.idempotency_key = k.key LIMIT 1), 'live'),
+               k.key, k.fingerprint, k.status_code, k.response, k.created_at
+        FROM idempotency_keys k;
+    DROP TABLE idempotency_keys;
+    ALTER TABLE idempotency_keys_v9 RENAME TO idempotency_keys;
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+    """,
 )
 
 

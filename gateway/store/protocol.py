@@ -53,15 +53,18 @@ class Store(Protocol):
 
     # Accepting notifications, and the outbox of their deliveries
 
-    async def find_response(self, tenant: str, key: str) -> records.StoredResponse | None:
-        """What the tenant's earlier request with idempotency ``key`` answered; None if no request used the key."""
+    async def find_response(self, tenant: str, mode: str, key: str) -> records.StoredResponse | None:
+        """What the tenant's earlier request in ``mode`` with idempotency ``key`` answered; None if none used the key in that mode."""
+
+    async def purge_idempotency_keys(self, before: float) -> int:
+        """Forget idempotency records made before ``before``; how many went. A key used again after that is a new request."""
 
     async def accept(
         self, notifications: Sequence[records.NewNotification], *, tenant: str, idempotency: records.IdempotencyClaim | None, status: int, body: bytes
     ) -> records.Acceptance:
         """Keep the notifications, their deliveries, their history and the answer (``status``, ``body``) at once.
 
-        With an idempotency claim whose key the tenant already used, nothing is written: the
+        With an idempotency claim whose key the tenant already used in the claim's mode, nothing is written: the
         first answer comes back as ``replayed``, saying whether the fingerprints match.
         Deliveries start queued at ``send_at`` (or now); with strategy ``fallback`` only the
         first channel does, the others wait their turn.

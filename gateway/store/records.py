@@ -43,10 +43,14 @@ class NewNotification:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyClaim:
-    """A request's key and the fingerprint of its body."""
+    """A request's key, the fingerprint of its body and the mode of the key that sent it.
+
+    Keys are scoped by tenant *and* mode: a test key's request never answers for a live one.
+    """
 
     key: str
     fingerprint: str
+    mode: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,12 +18,21 @@ from gateway.store.sqlite.inbound import opt_out_address
 class Outbox(StoreBase):
     """Accepting notifications and claiming their deliveries."""
 
-    async def find_response(self, tenant: str, key: str) -> StoredResponse | None:
-        """What an earlier request with this idempotency key answered, if there was one."""
+    async def find_response(self, tenant: str, mode: str, key: str) -> StoredResponse | None:
+        """What an earlier request in this mode with this idempotency key answered, if there was one."""
         rows = await self._fetch(
-            "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND key = ?", (tenant, key)
+            "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND mode = ? AND key = ?", (tenant, mode, key)
         )
         return StoredResponse(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+
+    async def purge_idempotency_keys(self, before: float) -> int:
+        """Delete idempotency records made before ``before``; how many went."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (before,)).rowcount
+
+        purged: int = await self._write(job)
+        return purged
 
     async def accept(
         self,
@@ -44,17 +53,17 @@ class Outbox(StoreBase):
         def job(conn: sqlite3.Connection) -> Acceptance:
             if idempotency is not None:
                 row = conn.execute(
-                    "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
-                    (tenant, idempotency.key),
+                    "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND mode = ? AND key = ?",
+                    (tenant, idempotency.mode, idempotency.key),
                 ).fetchone()
                 if row is not None:
                     return Acceptance(row[1], bytes(row[2]), replayed=True, fingerprint_matches=row[0] == idempotency.fingerprint)
             insert_notifications(conn, notifications, now)
             if idempotency is not None:
                 conn.execute(
-                    "INSERT INTO idempotency_keys (tenant, key, fingerprint, status_code, response, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (tenant, idempotency.key, idempotency.fingerprint, status, body, now),
+                    "INSERT INTO idempotency_keys (tenant, mode, key, fingerprint, status_code, response, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (tenant, idempotency.mode, idempotency.key, idempotency.fingerprint, status, body, now),
                 )
             return Acceptance(status, body, replayed=False)
 
