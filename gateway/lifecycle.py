@@ -171,13 +171,20 @@ class NotNeeded:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """Its tenant was suspended between the claim and the send: not sent, the attempt not counted, due again once it is active."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Replayed:
     """An operator put a dead letter back in the queue."""
 
     actor: str
 
 
-Happening = Sent | Failover | Retry | Failed | OptedOut | Receipt | Expired | LeaseLost | FallbackDue | NotNeeded | Replayed
+Happening = Sent | Failover | Retry | Failed | OptedOut | Receipt | Expired | LeaseLost | Held | FallbackDue | NotNeeded | Replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +255,10 @@ def step(delivery: Delivery, happening: Happening) -> Transition:
             if current != statuses.SENDING:
                 return unchanged
             return Transition(current, Entry("lease_expired", None, None, LEASE_LOST_MESSAGE))
+        case Held(reason=reason):
+            if current not in statuses.IN_FLIGHT:
+                return unchanged
+            return Transition(current, Entry("held", None, None, reason))
         case FallbackDue(reason=reason):
             if current != statuses.WAITING:
                 return unchanged

@@ -71,19 +71,27 @@ class Store(Protocol):
         """
 
     async def claim_due(
-        self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = ()
+        self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = (),
+        mode: str | None = None, after_tenant: str | None = None, paused: Collection[str] = (),
     ) -> list[records.ClaimedDelivery]:
-        """Lease up to ``limit`` due deliveries of ``channel`` to ``owner`` for ``lease_seconds``, highest priority first.
+        """Lease up to ``limit`` due deliveries of ``channel`` to ``owner`` for ``lease_seconds``, tenants taking turns.
 
         A delivery is due when it is queued and its time has come, or when its lease ran out
         (``reclaimed``), except those in ``holding``: the owner's sends whose outcomes are on
-        their way. Each claim counts an attempt. Waiting fallbacks whose time ran out are
-        queued first; deliveries past ``expires_at`` are dead-lettered instead of claimed.
-        Two owners never hold the same delivery at once.
+        their way. Only deliveries of ``mode`` (either when None), and none of the ``paused``
+        tenants' (suspended: they stay queued, untouched). Tenants with due work give one
+        delivery each per turn, in name order starting after ``after_tenant`` (the last tenant
+        the claimer was given), each its highest priority first, then its longest due; the
+        claims come back in that order. Each claim counts an attempt. Waiting fallbacks whose
+        time ran out are queued first; deliveries past ``expires_at`` are dead-lettered
+        instead of claimed. Two owners never hold the same delivery at once.
         """
 
     async def release(self, delivery_ids: Iterable[str], owner: str) -> None:
         """Give back ``owner``'s leases without an attempt (a shutdown): due again at once, the claim uncounted."""
+
+    async def hold(self, delivery_ids: Sequence[str], owner: str, reason: str) -> None:
+        """Give back ``owner``'s leases of deliveries held unsent (their tenant was suspended), as :meth:`release` does, each with a ``held`` line of history."""
 
     async def record_outcomes(
         self, results: Sequence[records.AttemptResult], receipts: Sequence[records.ReceivedStatus], events: Sequence[records.NewEvent] = ()
