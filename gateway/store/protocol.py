@@ -107,8 +107,11 @@ class Store(Protocol):
 
     # Reading notifications
 
-    async def get_notification(self, tenant: str, notification_id: str) -> stored.Notification | None:
-        """The tenant's notification with its deliveries, their attempts and its history, all as of one moment; None if unknown."""
+    async def get_notification(self, tenant: str, notification_id: str, *, mode: str | None = None) -> stored.Notification | None:
+        """The tenant's notification with its deliveries, their attempts and its history, all as of one moment; None if unknown.
+
+        With ``mode``, only a notification of that mode (``live`` or ``test``) is found.
+        """
 
     async def list_notifications(
         self, tenant: str, where: records.NotificationFilter, *, limit: int, cursor: str | None
@@ -124,13 +127,13 @@ class Store(Protocol):
 
     async def replay(
         self, tenant: str, *, delivery_ids: Sequence[str] | None = None, where: records.DeadLetterFilter | None = None,
-        actor: str, limit: int = 10_000,
+        actor: str, limit: int = 10_000, mode: str | None = None,
     ) -> records.Replayed:
         """Queue dead letters again now, by id or the oldest ``limit`` matching ``where``, with a fresh retry schedule.
 
         The one backward move a delivery makes, entered in the history with ``actor``; its
-        expiry is lifted. Ids that are not the tenant's are ignored; those that are but are not
-        dead-lettered are named in ``not_dead_lettered``.
+        expiry is lifted. Ids that are not the tenant's (or, with ``mode``, not of that mode) are
+        ignored; those that are but are not dead-lettered are named in ``not_dead_lettered``.
         """
 
     # Provider callbacks, replies and opt-outs
@@ -158,9 +161,13 @@ class Store(Protocol):
         """Forget callbacks received before ``before``, and receipts held as long; how many callbacks went."""
 
     async def list_replies(
-        self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None
+        self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None,
+        mode: str | None = None,
     ) -> records.Page[stored.Reply]:
-        """The tenant's replies, filtered by channel and sender, ``limit`` a page."""
+        """The tenant's replies, filtered by channel and sender, ``limit`` a page.
+
+        A reply's mode is that of the message it answers; one that answers none is ``live``.
+        """
 
     async def list_opt_outs(
         self, tenant: str, *, channel: str | None = None, address: str | None = None, limit: int = 100, cursor: str | None = None
@@ -213,15 +220,20 @@ class Store(Protocol):
         """Lift an endpoint's disabling and its failing period, and queue what it held again now; how many were queued."""
 
     async def list_webhook_deliveries(
-        self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None
+        self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None,
+        mode: str | None = None,
     ) -> records.Page[stored.WebhookDelivery]:
-        """The tenant's webhook deliveries, filtered by status and endpoint, ``limit`` a page."""
+        """The tenant's webhook deliveries, filtered by status, endpoint and mode, ``limit`` a page.
 
-    async def webhook_delivery_status(self, tenant: str, delivery_id: str) -> str | None:
-        """The status of one of the tenant's webhook deliveries; None if the tenant has no such delivery."""
+        A webhook delivery's mode is that of the message its event is about; other events (opt-outs, replies, circuits) are ``live``.
+        """
+
+    async def webhook_delivery_status(self, tenant: str, delivery_id: str, *, mode: str | None = None) -> str | None:
+        """The status of one of the tenant's webhook deliveries (of ``mode``, when given); None if the tenant has no such delivery."""
 
     async def replay_webhooks(
-        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None
+        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None,
+        mode: str | None = None,
     ) -> list[str]:
         """Queue dead or disabled webhook deliveries again now with a fresh schedule, oldest event first; their ids.
 

@@ -286,6 +286,7 @@ class NotificationFilter:
     status: str | None = None
     channel: str | None = None
     recipient: str | None = None
+    mode: str | None = None  # ``live`` or ``test``; None: both
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +296,7 @@ class DeadLetterFilter:
     channel: str | None = None
     provider: str | None = None  # the provider instance tried last
     reason: str | None = None  # one of ``statuses.DEAD_REASONS``
+    mode: str | None = None  # ``live`` or ``test``; None: both
 
 
 @dataclass(frozen=True, slots=True)
