@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import POLICY, Api, FakeClock, MemoryProvider, sms_body
+from aiohttp import web
+from conftest import Api, FakeClock, MemoryProvider, sms_body
 
 from gateway.clock import isoformat
 
@@ -66,21 +67,12 @@ async def test_times_within_a_year_are_accepted_and_read_back(api: Api, clock: F
     assert notification["deliveries"][0]["next_attempt_at"] == send_at
 
 
-FAR_TTL_POLICY = POLICY.replace(
-    "  shipped:\n", "  forever:\n    ttl: 100000000d\n    channels:\n      sms: {{body: \"hi\"}}\n  shipped:\n".replace("{{", "{").replace("}}", "}")
-)
-
-
-@pytest.fixture
-def policy_dir(tmp_path: Path) -> Path:
-    directory = tmp_path / "policies"
-    directory.mkdir()
-    (directory / "policy.yaml").write_text(textwrap.dedent(FAR_TTL_POLICY))
-    return directory
-
-
-async def test_a_stored_time_beyond_year_9999_still_renders_in_reads_and_lists(api: Api, memory_provider: type[MemoryProvider]) -> None:
+async def test_a_stored_time_beyond_year_9999_still_renders_in_reads_and_lists(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path, memory_provider: type[MemoryProvider]
+) -> None:
     """A template ``ttl`` of 100,000,000 days puts ``expires_at`` in year ~275,000: reads answer 200, showing the last time ISO 8601 can."""
+    (policy_dir / "forever.yaml").write_text('templates:\n  forever:\n    ttl: 100000000d\n    channels:\n      sms: {body: "hi"}\n')
+    api = Api(await aiohttp_client(make_app()))
     body: dict[str, Any] = {"recipient": {"phone": "+14155550100"}, "notification": {"channels": ["sms"], "template_id": "forever"}}
     status, answer = await api.send(body)
     assert status == 202, answer
