@@ -256,9 +256,12 @@ def step(delivery: Delivery, happening: Happening) -> Transition:
                 return unchanged
             return Transition(current, Entry("lease_expired", None, None, LEASE_LOST_MESSAGE))
         case Held(reason=reason):
-            if current not in statuses.IN_FLIGHT:
+            if current == statuses.QUEUED:
+                return Transition(current, Entry("held", None, None, reason))
+            if current != statuses.SENDING:
                 return unchanged
-            return Transition(current, Entry("held", None, None, reason))
+            # Back to queued: it was claimed, never sent (the one other backward move, besides a replay).
+            return Transition(statuses.QUEUED, Entry("held", current, statuses.QUEUED, reason), settles_notification=True)
         case FallbackDue(reason=reason):
             if current != statuses.WAITING:
                 return unchanged

@@ -159,13 +159,12 @@ class Dispatcher:
             self._claims[channel] += 1
             claim = self._claims[channel]
             want = min(free, self._settings.batch)
-            paused = self._policies.current.suspended_tenants  # their deliveries stay queued until they are active again
             # Test-mode deliveries go to the sandbox: the channel's rate is for live traffic only.
-            sandbox = await self._claim(channel, "test", want, flights, paused)
+            sandbox = await self._claim(channel, "test", want, flights)
             live_want = want - len(sandbox)
             bucket = self._throttles.get(f"channel:{channel}", self._policies.current.channel_throughput(channel))
             granted = bucket.take_up_to(live_want) if bucket is not None else live_want
-            live = await self._claim(channel, "live", granted, flights, paused) if granted else []
+            live = await self._claim(channel, "live", granted, flights) if granted else []
             if bucket is not None:
                 bucket.put_back(granted - len(live))
             for delivery in (*sandbox, *live):  # none of them in flights: never two attempts of one delivery at once
@@ -184,12 +183,15 @@ class Dispatcher:
                 except TimeoutError:
                     pass
 
-    async def _claim(
-        self, channel: str, mode: str, limit: int, flights: dict[str, asyncio.Task[None]], paused: frozenset[str]
-    ) -> list[ClaimedDelivery]:
-        """Up to ``limit`` due deliveries of ``mode``, tenants in turn from where the last claim left off."""
+    async def _claim(self, channel: str, mode: str, limit: int, flights: dict[str, asyncio.Task[None]]) -> list[ClaimedDelivery]:
+        """Up to ``limit`` due deliveries of ``mode``, tenants in turn from where the last claim left off.
+
+        Suspended tenants' deliveries stay queued until they are active again; one suspended
+        after this claim is caught before its send (:class:`Held`).
+        """
         if limit <= 0:
             return []
+        paused = self._policies.current.suspended_tenants
         try:
             claimed = await self._store.claim_due(
                 channel, limit=limit, owner=self.owner, lease_seconds=self._settings.lease_seconds, holding=self._holding(flights),

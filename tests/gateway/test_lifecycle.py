@@ -125,7 +125,7 @@ TABLE = {
     "receipt: failed":                     "failed   failed  failed   failed failed    failed .      .        .     .",
     "expired":                             ".        dead    dead     .     .          .     .       .        .     .",
     "lease lost":                          ".        .       =        .     .          .     .       .        .     .",
-    "held, tenant suspended":              ".        =       =        .     .          .     .       .        .     .",
+    "held, tenant suspended":              ".        =       queued   .     .          .     .       .        .     .",
     "fallback due":                        "queued   .       .        .     .          .     .       .        .     .",
     "not needed":                          "skipped  .       .        .     .          .     .       .        .     .",
     "replayed":                            ".        .       .        .     .          .     .       .        queued .",
@@ -194,7 +194,7 @@ def test_every_status_meets_every_happening(status: str, name: str, cell: str) -
         (Failed("invalid number"), True, Entry("failed", "sending", "failed", "invalid number"), None),
         (Expired(), False, Entry("dead_lettered", "sending", "dead_lettered", "expired: expired before it could be sent", "message.dead_lettered"), "expired"),
         (LeaseLost(), False, Entry("lease_expired", None, None, "worker lost its lease; reclaimed"), None),
-        (Held("tenant acme is suspended"), False, Entry("held", None, None, "tenant acme is suspended"), None),
+        (Held("tenant acme is suspended"), False, Entry("held", "sending", "queued", "tenant acme is suspended"), None),
         (Retry(1060.0, "HTTP 503"), False, Entry("retry_scheduled", None, None, "HTTP 503"), None),
     ],
 )

@@ -145,20 +145,21 @@ class Outbox(StoreBase):
             found = select_in(
                 conn, "SELECT id, notification_id, tenant, status, channel FROM deliveries WHERE lease_owner = ? AND id IN ({})", delivery_ids, owner
             )
+            updates = []
             for delivery_id, notification_id, tenant, status, channel in found:
                 held = lifecycle.step(lifecycle.Delivery(status), lifecycle.Held(reason))
                 changes.apply(held, tenant, notification_id, delivery_id, now, DISPATCHER, strategy="", channel=channel, template_id=None)
-            conn.executemany(RELEASE, [(now, now, row[0], owner) for row in found])
+                updates.append((held.status, now, now, delivery_id, owner))
+            conn.executemany(f"UPDATE deliveries SET status = ?, {RELEASED}", updates)
             changes.flush(conn, now)
 
         await self._write(job)
 
 
 MODES: Final = ("live", "test")
-RELEASE: Final = (
-    "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_attempt_at = ?, "
-    f"attempts = attempts - 1, updated_at = ? WHERE id = ? AND lease_owner = ? AND {LIVE}"
-)
+RELEASED: Final = f"lease_owner = NULL, lease_until = NULL, next_attempt_at = ?, attempts = attempts - 1, updated_at = ? WHERE id = ? AND lease_owner = ? AND {LIVE}"
+"""Given back unattempted: due again at ``next_attempt_at``, the claim's attempt uncounted."""
+RELEASE: Final = f"UPDATE deliveries SET {RELEASED}"
 CLAIM_COLUMNS: Final = (
     "d.id, d.notification_id, d.tenant, d.channel, d.address, d.mode, d.attempts, d.content, "
     "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position, d.provider, n.strategy"
