@@ -20,11 +20,12 @@ from gateway.clock import Clock, SystemClock
 from gateway.engine.attempts import DispatchSettings
 from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.event_webhooks import EventWebhooks
-from gateway.engine.inbound import Inbound, InboundPurger, instance_tenants
+from gateway.engine.inbound import Inbound, instance_tenants
 from gateway.engine.intake import Intake
 from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder, ProviderPool
+from gateway.engine.retention import Purger, Retention
 from gateway.engine.switch import PolicySwitch
 from gateway.engine.throttle import SourceLimits
 from gateway.http.api import error_middleware, header_middleware
@@ -35,7 +36,6 @@ from gateway.http.appkeys import (
     HTTP,
     INBOUND,
     INBOUND_LIMITS,
-    INBOUND_PURGER,
     INTAKE,
     OPT_OUTS,
     OUTCOMES,
@@ -44,6 +44,7 @@ from gateway.http.appkeys import (
     POLICY_LOADER,
     POLICY_WATCHER,
     PROVIDERS,
+    PURGER,
     SETTINGS,
     STORE,
     WEBHOOK_SIGNER,
@@ -139,13 +140,16 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _inbound(app: web.Application) -> AsyncIterator[None]:
-    """Provider callbacks: the limit per source, the processing path, and the retention purge."""
+    """Provider callbacks: the limit per source, the processing path; and the retention purge (raw callbacks, idempotency records)."""
     store, settings = app[STORE], app[SETTINGS]
     app[INBOUND_LIMITS] = SourceLimits(settings.inbound_rate_per_source, settings.inbound_burst_per_source, clock=app[CLOCK])
     app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], app[OPT_OUTS], refused_kept=settings.inbound_refused_max_rows)
     policy = app[POLICIES].current
     await inbound.resume(app[PROVIDERS].current.instances, functools.partial(_instance_tenants, policy))
-    app[INBOUND_PURGER] = purger = InboundPurger(store, app[CLOCK], settings.inbound_retention_days * 86400)
+    app[PURGER] = purger = Purger(app[CLOCK], [
+        Retention("raw provider callbacks", settings.inbound_retention_days * 86400, store.purge_inbound),
+        Retention("idempotency records", settings.idempotency_retention_hours * 3600, store.purge_idempotency_keys),
+    ])
     async with purger.running():
         yield
     await inbound.drain()

@@ -24,9 +24,11 @@ BUILTIN_CHANNELS: Final = (
     ChannelSpec("webhook", ("url",), description="Signed JSON POST to a URL"),
 )
 
-_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
-_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-_URL = re.compile(r"^https?://[^\s/?#]+[^\s]*$")
+# Matched whole (``fullmatch``): ``$`` would also match before a trailing newline. Digits are
+# ``[0-9]``: ``\d`` takes any Unicode digit (Arabic-Indic, Devanagari…), which no vendor dials.
+_EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+_URL = re.compile(r"https?://[^\s/?#]+\S*")
 _FIELD_FORMATS: Final = {
     "email": (_EMAIL, "must be an email address like ada@example.com"),
     "phone": (_E164, "must be an E.164 phone number like +14155550100"),
@@ -79,6 +81,6 @@ def check_recipient_field(name: str, value: str) -> str | None:
     if len(value) > MAX_FIELD_LENGTH:
         return f"must be at most {MAX_FIELD_LENGTH} characters"
     rule = _FIELD_FORMATS.get(name)
-    if rule is not None and not rule[0].match(value):
+    if rule is not None and not rule[0].fullmatch(value):
         return rule[1]
     return None

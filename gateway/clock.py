@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Final, Protocol
+
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+FIRST: Final = (datetime(1, 1, 1, tzinfo=UTC) - EPOCH).total_seconds()
+LAST: Final = (datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC) - EPOCH).total_seconds()
 
 
 class Clock(Protocol):
@@ -29,10 +34,16 @@ class SystemClock:
 
 
 def isoformat(timestamp: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 UTC with milliseconds, as the API shows times."""
-    if timestamp is None:
+    """Epoch seconds as ISO 8601 UTC with milliseconds, as the API shows times.
+
+    Every stored value renders: one beyond what ISO 8601 years (1 to 9999) can say is shown
+    as the first or last moment they can, and a value that is no time at all (NaN) as None.
+    Requests cannot store such times (schedules are bounded); this keeps reads answering
+    whatever a store holds.
+    """
+    if timestamp is None or math.isnan(timestamp):
         return None
-    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    moment = EPOCH + timedelta(seconds=min(max(timestamp, FIRST), LAST))
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -171,13 +171,20 @@ class NotNeeded:
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """Its tenant was suspended between the claim and the send: not sent, the attempt not counted, due again once it is active."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Replayed:
     """An operator put a dead letter back in the queue."""
 
     actor: str
 
 
-Happening = Sent | Failover | Retry | Failed | OptedOut | Receipt | Expired | LeaseLost | FallbackDue | NotNeeded | Replayed
+Happening = Sent | Failover | Retry | Failed | OptedOut | Receipt | Expired | LeaseLost | Held | FallbackDue | NotNeeded | Replayed
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +255,13 @@ def step(delivery: Delivery, happening: Happening) -> Transition:
             if current != statuses.SENDING:
                 return unchanged
             return Transition(current, Entry("lease_expired", None, None, LEASE_LOST_MESSAGE))
+        case Held(reason=reason):
+            if current == statuses.QUEUED:
+                return Transition(current, Entry("held", None, None, reason))
+            if current != statuses.SENDING:
+                return unchanged
+            # Back to queued: it was claimed, never sent (the one other backward move, besides a replay).
+            return Transition(statuses.QUEUED, Entry("held", current, statuses.QUEUED, reason), settles_notification=True)
         case FallbackDue(reason=reason):
             if current != statuses.WAITING:
                 return unchanged

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     inbound_burst_per_source: int = Field(
         1000, ge=1, description="Provider callbacks one source address may send at once before `TIDINGS_INBOUND_RATE_PER_SOURCE` holds it back."
     )
+    idempotency_retention_hours: float = Field(
+        24, gt=0, description="How long an Idempotency-Key is remembered; after that, the same key is a new request."
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight sends may finish before they are released."
     )

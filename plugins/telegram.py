@@ -132,7 +132,7 @@ BY_ERROR_CODE: Final[Mapping[int, str]] = {401: "unauthorized", 403: "forbidden"
 LEFT_STATUSES: Final = frozenset({"kicked", "left"})
 BACK_STATUSES: Final = frozenset({"member", "administrator", "creator"})
 _COMMAND: Final = re.compile(r"^/(start|stop)(?:@[A-Za-z0-9_]+)?(?:\s|$)", re.IGNORECASE)
-_NUMERIC_CHAT: Final = re.compile(r"^-?\d+$")
+_NUMERIC_CHAT: Final = re.compile(r"-?[0-9]+")  # fullmatch: int() would also take "١٢" or "12\n"
 
 
 class TelegramProvider(Provider):
@@ -251,7 +251,7 @@ class TelegramProvider(Provider):
 
 def _chat_id(to: str) -> int | str:
     """A numeric chat id as the integer Telegram uses; ``@channelusername`` as it is."""
-    return int(to) if _NUMERIC_CHAT.match(to) else to
+    return int(to) if _NUMERIC_CHAT.fullmatch(to) else to
 
 
 def _sent(result: Any) -> tuple[int, int, int | None]:

@@ -214,7 +214,7 @@ class TwilioProvider(Provider):
             "api_key_sid": {"type": "string", "pattern": _SID.format("SK"), "description": "An API key SID (SK…) to send with instead of the auth token."},
             "api_key_secret": {"type": "string", "minLength": 1, "x-secret": True},
             "from": {"type": "string", "minLength": 1, "description": "Default sender: an E.164 Twilio number, short code or alphanumeric sender id."},
-            "whatsapp_from": {"type": "string", "pattern": "^(whatsapp:)?\\+[1-9]\\d{1,14}$", "description": "Default WhatsApp sender number (E.164)."},
+            "whatsapp_from": {"type": "string", "pattern": "^(whatsapp:)?\\+[1-9][0-9]{1,14}$", "description": "Default WhatsApp sender number (E.164)."},
             "messaging_service_sid": {"type": "string", "pattern": _SID.format("MG"), "description": "A Messaging Service (MG…) to send SMS and WhatsApp through."},
             "status_callback_url": {
                 **_PUBLIC_URL,

@@ -158,7 +158,7 @@ RECEIPT_STATUSES: Final[Mapping[str, str]] = {
 }
 """Meta's message statuses → Tidings receipt statuses (others, e.g. ``deleted``, are ignored)."""
 
-_DIGITS: Final = re.compile(r"^\d+$")
+_DIGITS: Final = re.compile(r"[0-9]+")  # fullmatch: ASCII digits only, no trailing newline
 
 
 class WhatsAppCloudProvider(Provider):
@@ -256,7 +256,7 @@ class WhatsAppCloudProvider(Provider):
     def _phone_number_id(self, message: OutboundMessage) -> str:
         if message.sender is None:
             return str(self.config["phone_number_id"])
-        if not _DIGITS.match(message.sender.address):
+        if not _DIGITS.fullmatch(message.sender.address):
             raise PermanentDeliveryError(
                 f"the tenant's WhatsApp sender {message.sender.address!r} is not a phone number ID (digits only)", code="invalid_sender"
             )

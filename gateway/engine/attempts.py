@@ -22,7 +22,7 @@ from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import ProviderPool
 from gateway.engine.throttle import Throttles
 from gateway.errors import BODY_TOO_LONG, CredentialsRejectedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from gateway.lifecycle import RetryPlan, RetrySchedule, plan_retry
+from gateway.lifecycle import Held, RetryPlan, RetrySchedule, plan_retry
 from gateway.plugin_api import OutboundMessage, Provider, Sender, SendReceipt
 from gateway.policy.templates import RenderedContent
 from gateway.policy.view import PolicyHolder
@@ -59,7 +59,7 @@ class Attempts:
         self._breakers = BreakerBoard(clock)
         self._backoff = RetrySchedule(settings.max_attempts, base=settings.retry_base)  # for routes with no retry schedule
 
-    async def make(self, delivery: ClaimedDelivery) -> AttemptResult:
+    async def make(self, delivery: ClaimedDelivery) -> AttemptResult | Held:
         """One attempt: the channel's instances in failover order until one takes the message; its final result.
 
         An instance whose plugin declares a ``max_body_chars`` the body exceeds is never tried
@@ -69,7 +69,9 @@ class Attempts:
         unavailable does the delivery wait for its retry schedule.
 
         A failed instance before the next one is recorded here (not final); the final result
-        is the caller's to record.
+        is the caller's to record. When the tenant is suspended by the time a send would start
+        (a policy reload while the delivery waited for a send slot), nothing is sent: the
+        answer is :class:`~gateway.lifecycle.Held`, for the caller to give the delivery back.
         """
         if delivery.reclaimed:
             log.warning("delivery %s reclaimed after a lost lease (attempt %d)", delivery.id, delivery.attempt)
@@ -97,6 +99,8 @@ class Attempts:
                 break
             if last is not None:  # the instance before this one failed: record it, not final
                 self._outcomes.record(self._failure(delivery, *last, final=False))
+            if delivery.tenant in self._policies.current.suspended_tenants:
+                return Held(f"tenant {delivery.tenant!r} is suspended; sent once it is active again")
             started = self._clock.now()
             outcome = await self._send(provider, message)
             self._note_health(breaker, outcome)

@@ -21,6 +21,7 @@ from gateway.engine.attempts import Attempts, DispatchSettings
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import ProviderPool
 from gateway.engine.throttle import Throttles
+from gateway.lifecycle import Held
 from gateway.policy.view import PolicyHolder
 from gateway.store import AttemptResult, ClaimedDelivery, Store
 from gateway.watermark import Watermark
@@ -59,6 +60,7 @@ class Dispatcher:
         self._claims: dict[str, int] = {}  # claims begun, per channel
         self._quiet: dict[str, Watermark] = {}  # per channel, the number of the latest claim that found nothing more due
         self._claimed = 0  # deliveries claimed since start, over all channels
+        self._turns: dict[tuple[str, str], str] = {}  # per channel and mode, the tenant the last claim ended on
 
     @property
     def running(self) -> bool:
@@ -157,33 +159,51 @@ class Dispatcher:
             self._claims[channel] += 1
             claim = self._claims[channel]
             want = min(free, self._settings.batch)
+            # Test-mode deliveries go to the sandbox: the channel's rate is for live traffic only.
+            sandbox = await self._claim(channel, "test", want, flights)
+            live_want = want - len(sandbox)
             bucket = self._throttles.get(f"channel:{channel}", self._policies.current.channel_throughput(channel))
+            granted = bucket.take_up_to(live_want) if bucket is not None else live_want
+            live = await self._claim(channel, "live", granted, flights) if granted else []
             if bucket is not None:
-                want = bucket.take_up_to(want)
-                if want == 0:  # throttled: the deliveries wait in the store, unleased, until a token is due
-                    self._quiet[channel].raise_to(claim)
-                    await self._pause(wakeup, bucket.wait_time())
-                    continue
-            try:
-                claimed = await self._store.claim_due(
-                    channel, limit=want, owner=self.owner, lease_seconds=self._settings.lease_seconds, holding=self._holding(flights)
-                )
-            except Exception:
-                log.exception("claiming %s deliveries failed", channel)
-                claimed = []
-            if bucket is not None:
-                bucket.put_back(want - len(claimed))
-            self._claimed += len(claimed)
-            for delivery in claimed:  # none of them in flights: never two attempts of one delivery at once
+                bucket.put_back(granted - len(live))
+            for delivery in (*sandbox, *live):  # none of them in flights: never two attempts of one delivery at once
                 task = asyncio.create_task(self._deliver(delivery))
                 flights[delivery.id] = task
                 task.add_done_callback(functools.partial(self._finished, channel, delivery.id))
-            if len(claimed) < want:  # nothing more is due now: sleep until woken or the next poll
-                self._quiet[channel].raise_to(claim)
+            if len(sandbox) + len(live) == want:
+                continue  # there may be more due: claim again
+            self._quiet[channel].raise_to(claim)
+            if bucket is not None and granted < live_want and len(live) == granted:
+                # Throttled: live deliveries wait in the store, unleased, until a token is due.
+                await self._pause(wakeup, bucket.wait_time())
+            else:  # nothing more is due now: sleep until woken or the next poll
                 try:
                     await asyncio.wait_for(wakeup.wait(), IDLE_POLL)
                 except TimeoutError:
                     pass
+
+    async def _claim(self, channel: str, mode: str, limit: int, flights: dict[str, asyncio.Task[None]]) -> list[ClaimedDelivery]:
+        """Up to ``limit`` due deliveries of ``mode``, tenants in turn from where the last claim left off.
+
+        Suspended tenants' deliveries stay queued until they are active again; one suspended
+        after this claim is caught before its send (:class:`Held`).
+        """
+        if limit <= 0:
+            return []
+        paused = self._policies.current.suspended_tenants
+        try:
+            claimed = await self._store.claim_due(
+                channel, limit=limit, owner=self.owner, lease_seconds=self._settings.lease_seconds, holding=self._holding(flights),
+                mode=mode, after_tenant=self._turns.get((channel, mode)), paused=paused,
+            )
+        except Exception:
+            log.exception("claiming %s deliveries failed", channel)
+            return []
+        if claimed:
+            self._turns[(channel, mode)] = claimed[-1].tenant
+        self._claimed += len(claimed)
+        return claimed
 
     def _holding(self, flights: dict[str, asyncio.Task[None]]) -> set[str]:
         """Deliveries this dispatcher still answers for: sends in flight, and outcomes not yet in the store.
@@ -213,5 +233,16 @@ class Dispatcher:
         self._slot_freed[channel].set()
 
     async def _deliver(self, delivery: ClaimedDelivery) -> None:
-        """Make one attempt and queue its final result; until it is in the store, claims leave the delivery out (:meth:`_holding`)."""
-        self._record(await self._attempts.make(delivery))
+        """Make one attempt and queue its final result; until it is in the store, claims leave the delivery out (:meth:`_holding`).
+
+        An attempt held back because the tenant was suspended meanwhile gives the delivery back
+        unsent and uncounted; it is claimed again once the tenant is active.
+        """
+        outcome = await self._attempts.make(delivery)
+        if isinstance(outcome, Held):
+            try:
+                await self._store.hold([delivery.id], self.owner, outcome.reason)
+            except Exception:  # its lease runs out, and it is claimed again then
+                log.exception("holding delivery %s of suspended tenant %s failed", delivery.id, delivery.tenant)
+            return
+        self._record(outcome)

@@ -11,17 +11,14 @@ headers), and only the newest so many, since anyone can send one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import traceback
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from gateway.clock import Clock
 from gateway.engine.batching import Batcher
 from gateway.engine.opt_outs import OptOuts, opt_change
 from gateway.engine.outcomes import Outcomes
@@ -43,7 +40,6 @@ SECRET_HEADER_WORDS: Final = ("secret", "password", "api-key", "apikey")
 # ``?token=``): kept masked, like a Basic password, since a stored callback is not verified again.
 SECRET_QUERY_PARAMETERS: Final = frozenset({"token", "secret", "password", "api_secret", "access_token"})
 REDACTED: Final = "[redacted]"
-PURGE_EVERY: Final = 3600.0
 MAX_REASON: Final = 500  # characters of a refusal's reason kept
 
 
@@ -214,43 +210,6 @@ def _new_reply(request_id: str | None, provider: str, tenants: tuple[str, ...], 
         detail=reply.detail,
         opt=opt_change(reply),
     )
-
-
-class InboundPurger:
-    """Deletes raw callbacks older than the retention period, at start and then every hour of ``clock``."""
-
-    def __init__(self, store: Store, clock: Clock, retention_seconds: float) -> None:
-        self._store = store
-        self._clock = clock
-        self._retention = retention_seconds
-        self.runs = 0
-        self.purged = 0
-
-    async def purge(self) -> int:
-        count = await self._store.purge_inbound(self._clock.now() - self._retention)
-        self.runs += 1
-        self.purged += count
-        if count:
-            log.info("purged %d raw provider callbacks older than %g days", count, self._retention / 86400)
-        return count
-
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.purge()
-            except Exception:
-                log.exception("purging old provider callbacks failed; trying again later")
-            await self._clock.sleep(min(PURGE_EVERY, self._retention))
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.run(), name="inbound-purge")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 def stored_request(record: InboundRecord) -> InboundRequest:

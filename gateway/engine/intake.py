@@ -86,7 +86,7 @@ class Intake:
         """The answer given before under this key, if there was one (a cheap read before any work)."""
         if claim is None:
             return None
-        stored = await self._store.find_response(tenant, claim.key)
+        stored = await self._store.find_response(tenant, claim.mode, claim.key)
         if stored is None:
             return None
         return _checked(Acceptance(stored.status, stored.body, replayed=True, fingerprint_matches=stored.fingerprint == claim.fingerprint))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
@@ -25,6 +25,8 @@ from gateway.policy.templates import CompiledTemplate, RenderedContent, Template
 from gateway.policy.view import PolicySet
 from gateway.store import NewDelivery, NewNotification
 
+MAX_SCHEDULE_AHEAD: Final = 365 * 86400.0
+"""How far ``send_at``, ``expires_at`` and ``fallback_after`` may reach: a year (``send_at`` also no more than a year ago)."""
 Priority = Literal["high", "normal", "bulk"]
 Strategy = Literal["all", "fallback"]
 
@@ -161,8 +163,10 @@ class Submission:
         self, content: NotificationContent, template: CompiledTemplate | None, prefix: str, problems: list[ErrorDetail]
     ) -> tuple[float | None, float | None]:
         """When the first attempt may run, and after when to give up (``expires_at`` or the template's ttl)."""
-        send_at = _timestamp(content.send_at, f"{prefix}send_at", problems)
-        expires_at = _timestamp(content.expires_at, f"{prefix}expires_at", problems)
+        send_at = self._within_a_year(_timestamp(content.send_at, f"{prefix}send_at", problems), f"{prefix}send_at", problems)
+        expires_at = self._within_a_year(_timestamp(content.expires_at, f"{prefix}expires_at", problems), f"{prefix}expires_at", problems)
+        if content.fallback_after is not None and float(content.fallback_after) > MAX_SCHEDULE_AHEAD:
+            problems.append(ErrorDetail(f"{prefix}fallback_after", "must be at most a year (365d)", "invalid_schedule"))
         start = send_at if send_at is not None else self.now
         if expires_at is None and template is not None and template.ttl is not None:
             expires_at = start + template.ttl
@@ -171,6 +175,14 @@ class Submission:
         if content.fallback_after is not None and content.strategy != "fallback":
             problems.append(ErrorDetail(f"{prefix}fallback_after", "applies only with strategy: fallback", "invalid_strategy"))
         return send_at, expires_at
+
+    def _within_a_year(self, moment: float | None, field: str, problems: list[ErrorDetail]) -> float | None:
+        """``moment`` if it is less than a year from now either way; otherwise a problem, and None."""
+        if moment is None or abs(moment - self.now) <= MAX_SCHEDULE_AHEAD:
+            return moment
+        ahead = moment > self.now
+        problems.append(ErrorDetail(field, f"must be at most a year {'ahead' if ahead else 'ago'}", "invalid_schedule"))
+        return None
 
     def build(
         self,

@@ -10,11 +10,12 @@ from aiohttp import web
 from gateway.clock import Clock
 from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.event_webhooks import EventWebhooks
-from gateway.engine.inbound import Inbound, InboundPurger
+from gateway.engine.inbound import Inbound
 from gateway.engine.intake import Intake
 from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder
+from gateway.engine.retention import Purger
 from gateway.engine.throttle import SourceLimits
 from gateway.plugins import PluginCatalog
 from gateway.policy.view import PolicyHolder, PolicySet
@@ -37,7 +38,7 @@ INTAKE = web.AppKey("intake", Intake)
 POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
 INBOUND = web.AppKey("inbound", Inbound)
 OPT_OUTS = web.AppKey("opt_outs", OptOuts)
-INBOUND_PURGER = web.AppKey("inbound_purger", InboundPurger)
 INBOUND_LIMITS = web.AppKey("inbound_limits", SourceLimits)
+PURGER = web.AppKey("purger", Purger)
 EVENT_WEBHOOKS = web.AppKey("event_webhooks", EventWebhooks)
 WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)

@@ -1,7 +1,8 @@
 """``/api/v1/dead-letters``: the deliveries the engine gave up on, and sending them again.
 
-A tenant's keys (live and test alike) see and replay all of the tenant's dead letters: replay
-is an operator's tool, and an operator fixing a provider wants the whole backlog. The
+A live key sees and replays all of the tenant's dead letters (replay is an operator's tool, and
+an operator fixing a provider wants the whole backlog); a test key only test-mode ones, which
+go to the sandbox: a live dead letter it names is a 404, as another tenant's is. The
 ``channel`` and ``provider`` filters are not checked against the policy: a channel or provider
 instance dropped since keeps its dead letters, and an unknown name simply matches none.
 """
@@ -51,6 +52,7 @@ async def list_dead_letters(request: web.Request) -> web.Response:
         channel=query.get("channel") or None,
         provider=query.get("provider") or None,
         reason=one_of("reason", query.get("reason"), statuses.DEAD_REASONS),
+        mode=principal.scope,
     )
     store = request.app[STORE]
     return await page_response(
@@ -64,7 +66,7 @@ async def replay_matching(request: web.Request) -> web.Response:
     principal = caller(request)
     payload: ReplayRequest = parse_model(ReplayRequest, await read_json(request))
     where = DeadLetterFilter(channel=payload.channel, provider=payload.provider, reason=payload.reason)
-    replayed = await request.app[STORE].replay(principal.tenant, where=where, actor=principal.actor, limit=MAX_REPLAY)
+    replayed = await request.app[STORE].replay(principal.tenant, where=where, actor=principal.actor, limit=MAX_REPLAY, mode=principal.scope)
     _wake(request, replayed)
     body = {"replayed": len(replayed.delivery_ids), "delivery_ids": replayed.delivery_ids, "more": replayed.more}
     return json_response(body, 202)
@@ -77,7 +79,7 @@ async def replay_one(request: web.Request) -> web.Response:
     delivery_id = request.match_info["delivery_id"]
     if not ids.has_prefix(delivery_id, ids.DELIVERY):
         raise NotFoundError(f"No delivery {delivery_id!r}.", code="delivery_not_found")
-    replayed = await request.app[STORE].replay(principal.tenant, delivery_ids=[delivery_id], actor=principal.actor)
+    replayed = await request.app[STORE].replay(principal.tenant, delivery_ids=[delivery_id], actor=principal.actor, mode=principal.scope)
     if replayed.not_dead_lettered:
         raise ConflictError(f"Delivery {delivery_id!r} is not dead-lettered; only dead letters can be replayed.", code="not_dead_lettered")
     if not replayed.delivery_ids:

@@ -89,7 +89,7 @@ def _idempotency(request: web.Request, field: str | None, route: str, body: dict
             details=[ErrorDetail("idempotency_key", "differs from the Idempotency-Key header", "invalid_idempotency_key")],
         )
     key = header or field
-    return IdempotencyClaim(key, body_digest(route, body)) if key else None
+    return IdempotencyClaim(key, body_digest(route, body), caller(request).mode) if key else None
 
 
 def _answer(acceptance: Acceptance) -> web.Response:
@@ -104,7 +104,7 @@ async def get_notification(request: web.Request) -> web.Response:
     notification_id = request.match_info["notification_id"]
     found = None
     if ids.has_prefix(notification_id, ids.NOTIFICATION):
-        found = await request.app[STORE].get_notification(principal.tenant, notification_id)
+        found = await request.app[STORE].get_notification(principal.tenant, notification_id, mode=principal.scope)
     if found is None:
         raise NotFoundError(f"No notification {notification_id!r}.", code="notification_not_found")
     return json_response(notification_view(found, full=True))
@@ -119,7 +119,8 @@ async def list_notifications(request: web.Request) -> web.Response:
     channel = query.get("channel") or None
     if channel is not None and channel not in policy.channels:
         raise bad_parameter("channel", f"unknown channel {channel!r}")
-    where, store = NotificationFilter(status=status, channel=channel, recipient=query.get("recipient") or None), request.app[STORE]
+    recipient = query.get("recipient") or None
+    where, store = NotificationFilter(status=status, channel=channel, recipient=recipient, mode=principal.scope), request.app[STORE]
     return await page_response(
         request, lambda limit, cursor: store.list_notifications(principal.tenant, where, limit=limit, cursor=cursor),
         lambda item: notification_view(item, full=False),

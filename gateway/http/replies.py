@@ -4,6 +4,10 @@ Replies arrive through provider callbacks (or a plugin's own reports) and are li
 message they answer when the vendor says which. Opt-outs come from STOP replies and vendors'
 opt-out signals; a tenant's own system may record one too (an unsubscribe page, a support
 request). Only the recipient lifts an opt-out, by replying START: the API cannot.
+
+A test key sees only replies to test-mode messages. Opt-outs are about real people, whatever
+the mode of the message they came through, and apply to test sends too: reading or adding
+them takes a live key.
 """
 
 from __future__ import annotations
@@ -38,13 +42,16 @@ async def list_replies(request: web.Request) -> web.Response:
     principal, store, query = caller(request), request.app[STORE], request.query
     channel, sender = query.get("channel") or None, query.get("from") or None
     return await page_response(
-        request, lambda limit, cursor: store.list_replies(principal.tenant, channel=channel, sender=sender, limit=limit, cursor=cursor), reply_view
+        request,
+        lambda limit, cursor: store.list_replies(principal.tenant, channel=channel, sender=sender, limit=limit, cursor=cursor, mode=principal.scope),
+        reply_view,
     )
 
 
 @routes.get("/api/v1/opt-outs")
 async def list_opt_outs(request: web.Request) -> web.Response:
     principal, store, query = caller(request), request.app[STORE], request.query
+    principal.require_live("The opt-out list")
     channel, address = query.get("channel") or None, query.get("address") or None
     return await page_response(
         request, lambda limit, cursor: store.list_opt_outs(principal.tenant, channel=channel, address=address, limit=limit, cursor=cursor),
@@ -56,6 +63,7 @@ async def list_opt_outs(request: web.Request) -> web.Response:
 async def add_opt_out(request: web.Request) -> web.Response:
     """Record an opt-out from the tenant's own system; 201 when new, 200 when it was already there."""
     policy, principal = policy_of(request), caller(request)
+    principal.require_live("Recording an opt-out")
     body: NewOptOut = parse_model(NewOptOut, await read_json(request))
     if policy.channels.get(body.channel) is None:
         known = ", ".join(sorted(policy.channels.specs))

@@ -2,7 +2,9 @@
 
 A delivery that ran out of retries (``dead``) or went to an endpoint that answered 410
 (``disabled``) stays listed; replaying it, one or all of an endpoint's since a time, queues it
-again with a fresh schedule and lifts the endpoint's disabling.
+again with a fresh schedule and lifts the endpoint's disabling. A test key sees and replays
+only the deliveries of events about test-mode messages; replaying an endpoint's whole backlog
+(which also enables it) takes a live key.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ async def list_webhook_deliveries(request: web.Request) -> web.Response:
     store, status, endpoint = request.app[STORE], one_of("status", request.query.get("status"), STATUSES), request.query.get("endpoint") or None
     return await page_response(
         request,
-        lambda limit, cursor: store.list_webhook_deliveries(principal.tenant, status=status, endpoint=endpoint, limit=limit, cursor=cursor),
+        lambda limit, cursor: store.list_webhook_deliveries(
+            principal.tenant, status=status, endpoint=endpoint, limit=limit, cursor=cursor, mode=principal.scope
+        ),
         webhook_delivery_view,
     )
 
@@ -53,9 +57,9 @@ async def replay_one(request: web.Request) -> web.Response:
     store = request.app[STORE]
     if not ids.has_prefix(delivery_id, ids.WEBHOOK):
         raise NotFoundError(f"No webhook delivery {delivery_id!r}.", code="webhook_delivery_not_found")
-    replayed = await store.replay_webhooks(principal.tenant, delivery_ids=[delivery_id])
+    replayed = await store.replay_webhooks(principal.tenant, delivery_ids=[delivery_id], mode=principal.scope)
     if not replayed:
-        status = await store.webhook_delivery_status(principal.tenant, delivery_id)
+        status = await store.webhook_delivery_status(principal.tenant, delivery_id, mode=principal.scope)
         if status is None:
             raise NotFoundError(f"No webhook delivery {delivery_id!r}.", code="webhook_delivery_not_found")
         raise ConflictError(f"Webhook delivery {delivery_id!r} is {status}, not dead or disabled.", code="not_replayable")
@@ -66,6 +70,7 @@ async def replay_one(request: web.Request) -> web.Response:
 async def replay_since(request: web.Request) -> web.Response:
     """Replay an endpoint's dead or disabled deliveries since a time (all of them without one)."""
     principal = caller(request)
+    principal.require_live("Replaying an endpoint's deliveries")
     body: ReplaySince = parse_model(ReplaySince, await read_json(request))
     since = _since(body.since)
     replayed = await request.app[STORE].replay_webhooks(principal.tenant, endpoint=body.endpoint, since=since)

@@ -32,6 +32,7 @@ async def list_endpoints(request: web.Request) -> web.Response:
 async def enable(request: web.Request) -> web.Response:
     """Enable a disabled endpoint and send what it held back; enabling an active one changes nothing."""
     principal = caller(request)
+    principal.require_live("Enabling an endpoint")
     name, endpoint = _endpoint(request, principal.tenant)
     store = request.app[STORE]
     requeued = await store.enable_webhook_endpoint(principal.tenant, name)

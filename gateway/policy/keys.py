@@ -31,6 +31,16 @@ class Principal:
     def is_test(self) -> bool:
         return self.mode == "test"
 
+    @property
+    def scope(self) -> str | None:
+        """The one mode whose data this key sees and touches: ``test`` for a test key; None (every mode) for a live key."""
+        return "test" if self.is_test else None
+
+    def require_live(self, what: str) -> None:
+        """Refuse a test key what reaches real recipients or real endpoints (403 ``live_key_required``)."""
+        if self.is_test:
+            raise ForbiddenError(f"{what} is for live keys: it reaches real recipients or endpoints.", code="live_key_required")
+
 
 @dataclass(frozen=True, slots=True)
 class NewKey:

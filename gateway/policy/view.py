@@ -87,6 +87,11 @@ class PolicySet:
     def tenant(self, name: str) -> TenantPolicy | None:
         return self.document.tenants.get(name)
 
+    @property
+    def suspended_tenants(self) -> frozenset[str]:
+        """Tenants whose policy says ``status: suspended``: their keys are refused and their deliveries held."""
+        return frozenset(name for name, tenant in self.document.tenants.items() if tenant.status == "suspended")
+
     def template(self, tenant: str, template_id: str) -> CompiledTemplate | None:
         """The tenant's own template of that id, else the shared one."""
         return self.templates.get((tenant, template_id)) or self.templates.get((None, template_id))

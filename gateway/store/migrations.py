@@ -287,6 +287,32 @@ MIGRATIONS: Final = (
     """
     CREATE TABLE store_probe (id INTEGER PRIMARY KEY, filler BLOB NOT NULL);
     """,
+    # v11: idempotency keys are scoped by (tenant, mode): a test key's request never answers for a
+    # live one. A key kept from before takes the mode of the notifications it made (live if none).
+    # Kept for a retention window, then purged by age. And an index for claims that take tenants in turn.
+    """
+    CREATE TABLE idempotency_keys_v9 (
+        tenant      TEXT NOT NULL,
+        mode        TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status_code INTEGER NOT NULL,
+        response    BLOB NOT NULL,
+        created_at  REAL NOT NULL,
+        PRIMARY KEY (tenant, mode, key)
+    ) WITHOUT ROWID;
+    INSERT INTO idempotency_keys_v9 (tenant, mode, key, fingerprint, status_code, response, created_at)
+        SELECT k.tenant,
+               COALESCE((SELECT n.mode FROM notifications n WHERE n.tenant = k.tenant AND n.idempotency_key = k.key LIMIT 1), 'live'),
+               k.key, k.fingerprint, k.status_code, k.response, k.created_at
+        FROM idempotency_keys k;
+    DROP TABLE idempotency_keys;
+    ALTER TABLE idempotency_keys_v9 RENAME TO idempotency_keys;
+    CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);
+    -- Claims take tenants in turn, each from its own queue: due work by (channel, mode, tenant).
+    CREATE INDEX deliveries_due_by_tenant ON deliveries (channel, mode, tenant, priority_rank, next_attempt_at)
+        WHERE status IN ('queued', 'sending');
+    """,
 )
 
 

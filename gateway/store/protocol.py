@@ -64,34 +64,45 @@ class Store(Protocol):
 
     # Accepting notifications, and the outbox of their deliveries
 
-    async def find_response(self, tenant: str, key: str) -> records.StoredResponse | None:
-        """What the tenant's earlier request with idempotency ``key`` answered; None if no request used the key."""
+    async def find_response(self, tenant: str, mode: str, key: str) -> records.StoredResponse | None:
+        """What the tenant's earlier request in ``mode`` with idempotency ``key`` answered; None if none used the key in that mode."""
+
+    async def purge_idempotency_keys(self, before: float) -> int:
+        """Forget idempotency records made before ``before``; how many went. A key used again after that is a new request."""
 
     async def accept(
         self, notifications: Sequence[records.NewNotification], *, tenant: str, idempotency: records.IdempotencyClaim | None, status: int, body: bytes
     ) -> records.Acceptance:
         """Keep the notifications, their deliveries, their history and the answer (``status``, ``body``) at once.
 
-        With an idempotency claim whose key the tenant already used, nothing is written: the
+        With an idempotency claim whose key the tenant already used in the claim's mode, nothing is written: the
         first answer comes back as ``replayed``, saying whether the fingerprints match.
         Deliveries start queued at ``send_at`` (or now); with strategy ``fallback`` only the
         first channel does, the others wait their turn.
         """
 
     async def claim_due(
-        self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = ()
+        self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = (),
+        mode: str | None = None, after_tenant: str | None = None, paused: Collection[str] = (),
     ) -> list[records.ClaimedDelivery]:
-        """Lease up to ``limit`` due deliveries of ``channel`` to ``owner`` for ``lease_seconds``, highest priority first.
+        """Lease up to ``limit`` due deliveries of ``channel`` to ``owner`` for ``lease_seconds``, tenants taking turns.
 
         A delivery is due when it is queued and its time has come, or when its lease ran out
         (``reclaimed``), except those in ``holding``: the owner's sends whose outcomes are on
-        their way. Each claim counts an attempt. Waiting fallbacks whose time ran out are
-        queued first; deliveries past ``expires_at`` are dead-lettered instead of claimed.
-        Two owners never hold the same delivery at once.
+        their way. Only deliveries of ``mode`` (either when None), and none of the ``paused``
+        tenants' (suspended: they stay queued, untouched). Tenants with due work give one
+        delivery each per turn, in name order starting after ``after_tenant`` (the last tenant
+        the claimer was given), each its highest priority first, then its longest due; the
+        claims come back in that order. Each claim counts an attempt. Waiting fallbacks whose
+        time ran out are queued first; deliveries past ``expires_at`` are dead-lettered
+        instead of claimed. Two owners never hold the same delivery at once.
         """
 
     async def release(self, delivery_ids: Iterable[str], owner: str) -> None:
         """Give back ``owner``'s leases without an attempt (a shutdown): due again at once, the claim uncounted."""
+
+    async def hold(self, delivery_ids: Sequence[str], owner: str, reason: str) -> None:
+        """Give back ``owner``'s leases of deliveries held unsent (their tenant was suspended), as :meth:`release` does, each with a ``held`` line of history."""
 
     async def record_outcomes(
         self, results: Sequence[records.AttemptResult], receipts: Sequence[records.ReceivedStatus], events: Sequence[records.NewEvent] = ()
@@ -107,8 +118,11 @@ class Store(Protocol):
 
     # Reading notifications
 
-    async def get_notification(self, tenant: str, notification_id: str) -> stored.Notification | None:
-        """The tenant's notification with its deliveries, their attempts and its history, all as of one moment; None if unknown."""
+    async def get_notification(self, tenant: str, notification_id: str, *, mode: str | None = None) -> stored.Notification | None:
+        """The tenant's notification with its deliveries, their attempts and its history, all as of one moment; None if unknown.
+
+        With ``mode``, only a notification of that mode (``live`` or ``test``) is found.
+        """
 
     async def list_notifications(
         self, tenant: str, where: records.NotificationFilter, *, limit: int, cursor: str | None
@@ -124,13 +138,13 @@ class Store(Protocol):
 
     async def replay(
         self, tenant: str, *, delivery_ids: Sequence[str] | None = None, where: records.DeadLetterFilter | None = None,
-        actor: str, limit: int = 10_000,
+        actor: str, limit: int = 10_000, mode: str | None = None,
     ) -> records.Replayed:
         """Queue dead letters again now, by id or the oldest ``limit`` matching ``where``, with a fresh retry schedule.
 
         The one backward move a delivery makes, entered in the history with ``actor``; its
-        expiry is lifted. Ids that are not the tenant's are ignored; those that are but are not
-        dead-lettered are named in ``not_dead_lettered``.
+        expiry is lifted. Ids that are not the tenant's (or, with ``mode``, not of that mode) are
+        ignored; those that are but are not dead-lettered are named in ``not_dead_lettered``.
         """
 
     # Provider callbacks, replies and opt-outs
@@ -164,9 +178,13 @@ class Store(Protocol):
         """Forget callbacks (kept or refused) received before ``before``, and receipts held as long; how many callbacks went."""
 
     async def list_replies(
-        self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None
+        self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None,
+        mode: str | None = None,
     ) -> records.Page[stored.Reply]:
-        """The tenant's replies, filtered by channel and sender, ``limit`` a page."""
+        """The tenant's replies, filtered by channel and sender, ``limit`` a page.
+
+        A reply's mode is that of the message it answers; one that answers none is ``live``.
+        """
 
     async def list_opt_outs(
         self, tenant: str, *, channel: str | None = None, address: str | None = None, limit: int = 100, cursor: str | None = None
@@ -219,15 +237,20 @@ class Store(Protocol):
         """Lift an endpoint's disabling and its failing period, and queue what it held again now; how many were queued."""
 
     async def list_webhook_deliveries(
-        self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None
+        self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None,
+        mode: str | None = None,
     ) -> records.Page[stored.WebhookDelivery]:
-        """The tenant's webhook deliveries, filtered by status and endpoint, ``limit`` a page."""
+        """The tenant's webhook deliveries, filtered by status, endpoint and mode, ``limit`` a page.
 
-    async def webhook_delivery_status(self, tenant: str, delivery_id: str) -> str | None:
-        """The status of one of the tenant's webhook deliveries; None if the tenant has no such delivery."""
+        A webhook delivery's mode is that of the message its event is about; other events (opt-outs, replies, circuits) are ``live``.
+        """
+
+    async def webhook_delivery_status(self, tenant: str, delivery_id: str, *, mode: str | None = None) -> str | None:
+        """The status of one of the tenant's webhook deliveries (of ``mode``, when given); None if the tenant has no such delivery."""
 
     async def replay_webhooks(
-        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None
+        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None,
+        mode: str | None = None,
     ) -> list[str]:
         """Queue dead or disabled webhook deliveries again now with a fresh schedule, oldest event first; their ids.
 

@@ -43,10 +43,14 @@ class NewNotification:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyClaim:
-    """A request's key and the fingerprint of its body."""
+    """A request's key, the fingerprint of its body and the mode of the key that sent it.
+
+    Keys are scoped by tenant *and* mode: a test key's request never answers for a live one.
+    """
 
     key: str
     fingerprint: str
+    mode: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +305,7 @@ class NotificationFilter:
     status: str | None = None
     channel: str | None = None
     recipient: str | None = None
+    mode: str | None = None  # ``live`` or ``test``; None: both
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +315,7 @@ class DeadLetterFilter:
     channel: str | None = None
     provider: str | None = None  # the provider instance tried last
     reason: str | None = None  # one of ``statuses.DEAD_REASONS``
+    mode: str | None = None  # ``live`` or ``test``; None: both
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from gateway.lifecycle import (
     Failover,
     FallbackDue,
     Happening,
+    Held,
     LeaseLost,
     NotNeeded,
     OptedOut,
@@ -124,6 +125,7 @@ TABLE = {
     "receipt: failed":                     "failed   failed  failed   failed failed    failed .      .        .     .",
     "expired":                             ".        dead    dead     .     .          .     .       .        .     .",
     "lease lost":                          ".        .       =        .     .          .     .       .        .     .",
+    "held, tenant suspended":              ".        =       queued   .     .          .     .       .        .     .",
     "fallback due":                        "queued   .       .        .     .          .     .       .        .     .",
     "not needed":                          "skipped  .       .        .     .          .     .       .        .     .",
     "replayed":                            ".        .       .        .     .          .     .       .        queued .",
@@ -145,6 +147,7 @@ HAPPENINGS = {
     "receipt: failed": (Receipt(statuses.FAILED, "carrier rejected"), False),
     "expired": (Expired(), False),
     "lease lost": (LeaseLost(), False),
+    "held, tenant suspended": (Held("tenant acme is suspended"), False),
     "fallback due": (FallbackDue("the channel before it failed"), False),
     "not needed": (NotNeeded(), False),
     "replayed": (Replayed("key:ops"), False),
@@ -160,7 +163,7 @@ CELLS = [
 def test_the_table_covers_every_status_and_every_kind_of_happening() -> None:
     assert set(ORDER) == statuses.ALL
     kinds = {type(happening) for happening, _waits in HAPPENINGS.values()}
-    assert kinds == {Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, FallbackDue, NotNeeded, Replayed}
+    assert kinds == {Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, Held, FallbackDue, NotNeeded, Replayed}
     assert HAPPENINGS.keys() == TABLE.keys()
 
 
@@ -191,11 +194,12 @@ def test_every_status_meets_every_happening(status: str, name: str, cell: str) -
         (Failed("invalid number"), True, Entry("failed", "sending", "failed", "invalid number"), None),
         (Expired(), False, Entry("dead_lettered", "sending", "dead_lettered", "expired: expired before it could be sent", "message.dead_lettered"), "expired"),
         (LeaseLost(), False, Entry("lease_expired", None, None, "worker lost its lease; reclaimed"), None),
+        (Held("tenant acme is suspended"), False, Entry("held", "sending", "queued", "tenant acme is suspended"), None),
         (Retry(1060.0, "HTTP 503"), False, Entry("retry_scheduled", None, None, "HTTP 503"), None),
     ],
 )
 def test_each_line_of_history_says_what_happened_and_what_tenants_are_told(
-    happening: Failed | Sent | Receipt | Expired | LeaseLost | Retry, fallback_waiting: bool, entry: Entry, dead_reason: str | None
+    happening: Failed | Sent | Receipt | Expired | LeaseLost | Held | Retry, fallback_waiting: bool, entry: Entry, dead_reason: str | None
 ) -> None:
     transition = step(Delivery(statuses.SENDING, fallback_waiting), happening)
     assert transition.entry == entry

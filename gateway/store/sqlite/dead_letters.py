@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Final
 
 from gateway import ids, lifecycle, statuses
@@ -40,6 +41,7 @@ class DeadLetters(StoreBase):
         where: DeadLetterFilter | None = None,
         actor: str,
         limit: int = 10_000,
+        mode: str | None = None,
     ) -> Replayed:
         """Queue the tenant's dead letters again, by id or all that match ``where`` (oldest first, up to ``limit``).
 
@@ -53,9 +55,10 @@ class DeadLetters(StoreBase):
 
         def job(conn: sqlite3.Connection) -> Replayed:
             if delivery_ids is not None:
-                rows, more = dead_letter_candidates(conn, tenant, delivery_ids), False
+                rows, more = dead_letter_candidates(conn, tenant, delivery_ids, mode), False
             else:
-                rows, more = matching_dead_letters(conn, tenant, where or DeadLetterFilter(), limit)
+                matching = where or DeadLetterFilter()
+                rows, more = matching_dead_letters(conn, tenant, matching if mode is None else replace(matching, mode=mode), limit)
             dead = [row for row in rows if row[2] == statuses.DEAD_LETTERED]
             changes = Changes()
             requeue(conn, tenant, dead, actor, now, changes)
@@ -86,18 +89,19 @@ def dead_letter_clauses(tenant: str, where: DeadLetterFilter) -> tuple[list[str]
     """WHERE clauses (and their parameters) for the tenant's dead letters that match ``where``."""
     clauses = ["d.tenant = ?", "d.status = 'dead_lettered'"]
     params: list[Any] = [tenant]
-    for column, value in (("channel", where.channel), ("provider", where.provider), ("dead_reason", where.reason)):
+    for column, value in (("channel", where.channel), ("provider", where.provider), ("dead_reason", where.reason), ("mode", where.mode)):
         if value is not None:
             clauses.append(f"d.{column} = ?")
             params.append(value)
     return clauses, params
 
 
-def dead_letter_candidates(conn: sqlite3.Connection, tenant: str, delivery_ids: Iterable[str]) -> list[Any]:
-    """(id, notification id, status, channel) of those of ``delivery_ids`` that are the tenant's."""
-    return select_in(
-        conn, "SELECT id, notification_id, status, channel FROM deliveries WHERE tenant = ? AND id IN ({}) ORDER BY id", delivery_ids, tenant
+def dead_letter_candidates(conn: sqlite3.Connection, tenant: str, delivery_ids: Iterable[str], mode: str | None = None) -> list[Any]:
+    """(id, notification id, status, channel) of those of ``delivery_ids`` that are the tenant's (and of ``mode``, when given)."""
+    rows = select_in(
+        conn, "SELECT id, notification_id, status, channel, mode FROM deliveries WHERE tenant = ? AND id IN ({}) ORDER BY id", delivery_ids, tenant
     )
+    return [row[:4] for row in rows if mode is None or row[4] == mode]
 
 
 def matching_dead_letters(conn: sqlite3.Connection, tenant: str, where: DeadLetterFilter, limit: int) -> tuple[list[Any], bool]:

@@ -101,11 +101,13 @@ class InboundStore(StoreBase):
         return StoredInbound(inbound_record(rows[0]), rows[0]["outcome"], rows[0]["reason"]) if rows else None
 
     async def list_replies(
-        self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None
+        self, tenant: str, *, channel: str | None = None, sender: str | None = None, limit: int = 100, cursor: str | None = None,
+        mode: str | None = None,
     ) -> Page[Reply]:
-        """The tenant's replies, newest first, ``limit`` at a time."""
+        """The tenant's replies, newest first, ``limit`` at a time; a reply has the mode of the message it answers (``live`` if none)."""
         clauses, params = ["tenant = ?"], list[Any]([tenant])
-        for column, value in (("channel", channel), ("sender", sender)):
+        reply_mode = "COALESCE((SELECT n.mode FROM notifications n WHERE n.id = replies.notification_id), 'live')"
+        for column, value in (("channel", channel), ("sender", sender), (reply_mode, mode)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -18,12 +18,21 @@ from gateway.store.sqlite.inbound import opt_out_address
 class Outbox(StoreBase):
     """Accepting notifications and claiming their deliveries."""
 
-    async def find_response(self, tenant: str, key: str) -> StoredResponse | None:
-        """What an earlier request with this idempotency key answered, if there was one."""
+    async def find_response(self, tenant: str, mode: str, key: str) -> StoredResponse | None:
+        """What an earlier request in this mode with this idempotency key answered, if there was one."""
         rows = await self._fetch(
-            "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND key = ?", (tenant, key)
+            "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND mode = ? AND key = ?", (tenant, mode, key)
         )
         return StoredResponse(rows[0][0], rows[0][1], bytes(rows[0][2])) if rows else None
+
+    async def purge_idempotency_keys(self, before: float) -> int:
+        """Delete idempotency records made before ``before``; how many went."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (before,)).rowcount
+
+        purged: int = await self._write(job)
+        return purged
 
     async def accept(
         self,
@@ -44,17 +53,17 @@ class Outbox(StoreBase):
         def job(conn: sqlite3.Connection) -> Acceptance:
             if idempotency is not None:
                 row = conn.execute(
-                    "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND key = ?",
-                    (tenant, idempotency.key),
+                    "SELECT fingerprint, status_code, response FROM idempotency_keys WHERE tenant = ? AND mode = ? AND key = ?",
+                    (tenant, idempotency.mode, idempotency.key),
                 ).fetchone()
                 if row is not None:
                     return Acceptance(row[1], bytes(row[2]), replayed=True, fingerprint_matches=row[0] == idempotency.fingerprint)
             insert_notifications(conn, notifications, now)
             if idempotency is not None:
                 conn.execute(
-                    "INSERT INTO idempotency_keys (tenant, key, fingerprint, status_code, response, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (tenant, idempotency.key, idempotency.fingerprint, status, body, now),
+                    "INSERT INTO idempotency_keys (tenant, mode, key, fingerprint, status_code, response, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (tenant, idempotency.mode, idempotency.key, idempotency.fingerprint, status, body, now),
                 )
             return Acceptance(status, body, replayed=False)
 
@@ -62,29 +71,25 @@ class Outbox(StoreBase):
         return result
 
     async def claim_due(
-        self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = ()
+        self, channel: str, *, limit: int, owner: str, lease_seconds: float, holding: Collection[str] = (),
+        mode: str | None = None, after_tenant: str | None = None, paused: Collection[str] = (),
     ) -> list[ClaimedDelivery]:
-        """Reserve up to ``limit`` due deliveries of ``channel`` for ``owner``, highest priority first.
+        """Reserve up to ``limit`` due deliveries of ``channel`` for ``owner``: tenants in turn, each's highest priority first.
 
         A delivery whose lease expired (its worker died) is due again and is reclaimed, but never
         one of ``holding``: those the claimer is still working on, its send over but its outcome
-        not recorded yet. Reclaiming one of those would send it a second time.
+        not recorded yet. Reclaiming one of those would send it a second time. Only ``mode``'s
+        deliveries (both modes when None); none of the ``paused`` tenants'. See :func:`due_rows`
+        for the turns.
         """
         now = self.clock.now()
         held = orjson.dumps(sorted(holding)).decode()
+        modes = (mode,) if mode is not None else MODES
 
         def job(conn: sqlite3.Connection) -> list[ClaimedDelivery]:
             changes = Changes()
             activate_overdue_fallbacks(conn, channel, now, changes)
-            rows = conn.execute(
-                "SELECT d.id, d.notification_id, d.tenant, d.channel, d.address, d.mode, d.attempts, d.content, "
-                "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position, d.provider, n.strategy "
-                "FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
-                f"WHERE d.channel = ? AND d.{LIVE} AND d.next_attempt_at <= ? "
-                "AND (d.lease_until IS NULL OR d.lease_until <= ?) AND d.id NOT IN (SELECT value FROM json_each(?)) "
-                "ORDER BY d.priority_rank, d.next_attempt_at LIMIT ?",
-                (channel, now, now, held, limit),
-            ).fetchall()
+            rows = due_rows(conn, channel, modes, now, held, limit, after_tenant, paused)
             expired = [row for row in rows if row[13] is not None and row[13] <= now]
             rows = [row for row in rows if row[13] is None or row[13] > now]
             dead_letter_expired(conn, [(row[0], row[1], row[2], row[8]) for row in expired], now, changes)
@@ -129,15 +134,86 @@ class Outbox(StoreBase):
         """Give back leases without an attempt (shutdown): the deliveries are due again at once."""
         now = self.clock.now()
         params = [(now, now, delivery_id, owner) for delivery_id in delivery_ids]
+        await self._write(lambda conn: conn.executemany(RELEASE, params))
+
+    async def hold(self, delivery_ids: Sequence[str], owner: str, reason: str) -> None:
+        """Give back leases of deliveries held unsent (their tenant was suspended), each with its line of history; the claims uncounted."""
+        now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL, next_attempt_at = ?, "
-                f"attempts = attempts - 1, updated_at = ? WHERE id = ? AND lease_owner = ? AND {LIVE}",
-                params,
+            changes = Changes()
+            found = select_in(
+                conn, "SELECT id, notification_id, tenant, status, channel FROM deliveries WHERE lease_owner = ? AND id IN ({})", delivery_ids, owner
             )
+            updates = []
+            for delivery_id, notification_id, tenant, status, channel in found:
+                held = lifecycle.step(lifecycle.Delivery(status), lifecycle.Held(reason))
+                changes.apply(held, tenant, notification_id, delivery_id, now, DISPATCHER, strategy="", channel=channel, template_id=None)
+                updates.append((held.status, now, now, delivery_id, owner))
+            conn.executemany(f"UPDATE deliveries SET status = ?, {RELEASED}", updates)
+            changes.flush(conn, now)
 
         await self._write(job)
+
+
+MODES: Final = ("live", "test")
+RELEASED: Final = f"lease_owner = NULL, lease_until = NULL, next_attempt_at = ?, attempts = attempts - 1, updated_at = ? WHERE id = ? AND lease_owner = ? AND {LIVE}"
+"""Given back unattempted: due again at ``next_attempt_at``, the claim's attempt uncounted."""
+RELEASE: Final = f"UPDATE deliveries SET {RELEASED}"
+CLAIM_COLUMNS: Final = (
+    "d.id, d.notification_id, d.tenant, d.channel, d.address, d.mode, d.attempts, d.content, "
+    "d.status, d.lease_until, n.recipient, n.template_id, n.metadata, d.expires_at, d.position, d.provider, n.strategy"
+)
+
+
+def due_rows(
+    conn: sqlite3.Connection, channel: str, modes: Sequence[str], now: float, held: str, limit: int,
+    after_tenant: str | None, paused: Collection[str],
+) -> list[Any]:
+    """Up to ``limit`` due rows (:data:`CLAIM_COLUMNS`) of ``channel``, one tenant's at a time in turn.
+
+    A channel's rate is shared fairly: each tenant with due work gives one delivery per turn
+    (its highest priority, then its longest due), tenants in name order starting after
+    ``after_tenant`` (the last one served, which the claimer carries from claim to claim), so a
+    tenant's backlog never holds up another tenant's first message by more than one turn. Each
+    tenant's rows are read lazily from an index, so a backlog of millions costs what is taken.
+    """
+    cursors = []
+    for mode in modes:
+        tenants = [tenant for (tenant,) in conn.execute(TENANTS_WITH_WORK, (channel, mode)) if tenant not in paused]
+        for tenant in tenants:
+            cursors.append((tenant, mode, conn.execute(TENANT_DUE, (channel, mode, tenant, now, now, held, limit))))
+    cursors.sort(key=lambda unit: (after_tenant is not None and unit[0] <= after_tenant, unit[0], unit[1]))
+    picked: list[Any] = []
+    turn = cursors
+    while turn and len(picked) < limit:
+        still = []
+        for unit in turn:
+            if len(picked) == limit:
+                break
+            row = unit[2].fetchone()
+            if row is not None:
+                picked.append(row)
+                still.append(unit)
+        turn = still
+    for unit in cursors:
+        unit[2].close()
+    return picked
+
+
+# The distinct tenants with queued work on a channel in a mode: one index seek each, however long their queues.
+TENANTS_WITH_WORK: Final = (
+    "WITH RECURSIVE t(tenant) AS ("
+    f"SELECT (SELECT MIN(tenant) FROM deliveries WHERE channel = ?1 AND mode = ?2 AND {LIVE}) "
+    f"UNION ALL SELECT (SELECT MIN(tenant) FROM deliveries WHERE channel = ?1 AND mode = ?2 AND {LIVE} AND tenant > t.tenant) "
+    "FROM t WHERE t.tenant IS NOT NULL) SELECT tenant FROM t WHERE tenant IS NOT NULL"
+)
+TENANT_DUE: Final = (
+    f"SELECT {CLAIM_COLUMNS} FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
+    f"WHERE d.channel = ? AND d.mode = ? AND d.tenant = ? AND d.{LIVE} AND d.next_attempt_at <= ? "
+    "AND (d.lease_until IS NULL OR d.lease_until <= ?) AND d.id NOT IN (SELECT value FROM json_each(?)) "
+    "ORDER BY d.priority_rank, d.next_attempt_at LIMIT ?"
+)
 
 
 def refuse_opted_out(conn: sqlite3.Connection, rows: Sequence[Any], now: float, changes: Changes) -> set[str]:

@@ -24,13 +24,13 @@ class Reads(StoreBase):
         params: tuple[Any, ...] = (tenant, limit) if tenant is not None else (limit,)
         return [event_record(row) for row in await self._fetch(f"SELECT {EVENT_COLUMNS} FROM history e{where} ORDER BY e.seq DESC LIMIT ?", params)]
 
-    async def get_notification(self, tenant: str, notification_id: str) -> Notification | None:
+    async def get_notification(self, tenant: str, notification_id: str, *, mode: str | None = None) -> Notification | None:
         """A notification with its deliveries, attempts and history; None if not the tenant's.
 
         All of it from one snapshot: never its own status from before a commit and its
         deliveries' from after.
         """
-        return await self._read(lambda conn: read_notification(conn, tenant, notification_id))
+        return await self._read(lambda conn: read_notification(conn, tenant, notification_id, mode))
 
     async def list_notifications(
         self, tenant: str, where: NotificationFilter, *, limit: int, cursor: str | None
@@ -41,9 +41,10 @@ class Reads(StoreBase):
         if cursor is not None:
             clauses.append("n.id < ?")
             params.append(decode_cursor(cursor))
-        if where.status is not None:
-            clauses.append("n.status = ?")
-            params.append(where.status)
+        for column, value in (("n.status", where.status), ("n.mode", where.mode)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
         if where.channel is not None:
             clauses.append("EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.channel = ?)")
             params.append(where.channel)
@@ -61,9 +62,9 @@ class Reads(StoreBase):
         return Page(items, encode_cursor(items[-1].id) if more else None)
 
 
-def read_notification(conn: sqlite3.Connection, tenant: str, notification_id: str) -> Notification | None:
+def read_notification(conn: sqlite3.Connection, tenant: str, notification_id: str, mode: str | None = None) -> Notification | None:
     row = conn.execute("SELECT * FROM notifications WHERE id = ? AND tenant = ?", (notification_id, tenant)).fetchone()
-    if row is None:
+    if row is None or (mode is not None and row["mode"] != mode):
         return None
     attempts: dict[str, list[Attempt]] = {}
     for found in conn.execute("SELECT * FROM attempts WHERE notification_id = ? ORDER BY started_at, number", (notification_id,)):

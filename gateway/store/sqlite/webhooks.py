@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from gateway import ids
 from gateway.clock import isoformat
@@ -158,11 +158,12 @@ class WebhookStore(StoreBase):
         await self._write(job)
 
     async def list_webhook_deliveries(
-        self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None
+        self, tenant: str, *, status: str | None = None, endpoint: str | None = None, limit: int = 100, cursor: str | None = None,
+        mode: str | None = None,
     ) -> Page[WebhookDelivery]:
         """The tenant's webhook deliveries, newest first, with the type of their event, ``limit`` at a time."""
         clauses, params = ["w.tenant = ?"], list[Any]([tenant])
-        for column, value in (("w.status", status), ("w.endpoint", endpoint)):
+        for column, value in (("w.status", status), ("w.endpoint", endpoint), (WEBHOOK_MODE, mode)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
@@ -177,13 +178,14 @@ class WebhookStore(StoreBase):
         items = [webhook_delivery_record(row) for row in rows[:limit]]
         return Page(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
-    async def webhook_delivery_status(self, tenant: str, delivery_id: str) -> str | None:
-        """The status of one of the tenant's webhook deliveries; None if it has no such delivery."""
-        rows = await self._fetch("SELECT status FROM webhook_deliveries WHERE id = ? AND tenant = ?", (delivery_id, tenant))
-        return str(rows[0][0]) if rows else None
+    async def webhook_delivery_status(self, tenant: str, delivery_id: str, *, mode: str | None = None) -> str | None:
+        """The status of one of the tenant's webhook deliveries (of ``mode``, when given); None if it has no such delivery."""
+        rows = await self._fetch(f"SELECT status, {WEBHOOK_MODE} FROM webhook_deliveries w WHERE id = ? AND tenant = ?", (delivery_id, tenant))
+        return str(rows[0][0]) if rows and mode in (None, rows[0][1]) else None
 
     async def replay_webhooks(
-        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None
+        self, tenant: str, *, delivery_ids: Sequence[str] | None = None, endpoint: str | None = None, since: float | None = None,
+        mode: str | None = None,
     ) -> list[str]:
         """Send dead or disabled webhook deliveries again now, with a fresh schedule; their ids.
 
@@ -200,7 +202,10 @@ class WebhookStore(StoreBase):
             if endpoint is not None:
                 where += ["endpoint = ?", "created_at >= ?"]
                 params += [endpoint, since if since is not None else 0.0]
-            rows = conn.execute(f"SELECT id, endpoint FROM webhook_deliveries WHERE {' AND '.join(where)} ORDER BY event_seq", params).fetchall()
+            if mode is not None:
+                where.append(f"{WEBHOOK_MODE} = ?")
+                params.append(mode)
+            rows = conn.execute(f"SELECT id, endpoint FROM webhook_deliveries w WHERE {' AND '.join(where)} ORDER BY event_seq", params).fetchall()
             conn.executemany(
                 "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, lease_until = NULL, "
                 "last_error = 'replayed', updated_at = ? WHERE id = ?",
@@ -213,6 +218,12 @@ class WebhookStore(StoreBase):
 
         replayed: list[str] = await self._write(job)
         return replayed
+
+
+WEBHOOK_MODE: Final = (
+    "COALESCE((SELECT n.mode FROM history h JOIN notifications n ON n.id = h.notification_id WHERE h.seq = w.event_seq), 'live')"
+)
+"""The mode of webhook delivery ``w``: its event's message's, or ``live`` for events about no message."""
 
 
 def webhook_delivery_record(row: sqlite3.Row) -> WebhookDelivery:

@@ -16,7 +16,7 @@ from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, key_entry, serve
 from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider, signed_headers
 
 from gateway import InboundReply, OptOut, ids
-from gateway.http.appkeys import INBOUND, INBOUND_PURGER, OUTCOMES, PROVIDERS, STORE
+from gateway.http.appkeys import INBOUND, OUTCOMES, PROVIDERS, PURGER, STORE
 from gateway.store import InboundRecord
 
 ACME_TOKEN = "acme-vendor-token"
@@ -239,7 +239,7 @@ async def outcome_of(api: Api, request_id: str) -> str | None:
 
 
 async def test_the_retention_purge_removes_old_raw_requests_and_keeps_new_ones(api: Api, clock: FakeClock) -> None:
-    purger = api.app[INBOUND_PURGER]
+    purger = api.app[PURGER]
     _, old = await post_callback(api, "acme_sms", receipt("msg_x"))
     clock.advance(29 * 86400)
     _, new = await post_callback(api, "acme_sms", receipt("msg_y"))

@@ -155,10 +155,10 @@ async def test_a_large_batch_of_results_and_receipts_is_applied_row_by_row_in_or
 
 
 async def test_an_idempotency_key_is_recorded_with_the_accept_and_replayed_after(fresh_store: SqliteStore) -> None:
-    claim = IdempotencyClaim("k1", "fp1")
+    claim = IdempotencyClaim("k1", "fp1", "live")
     first = await fresh_store.accept([notification()], tenant="acme", idempotency=claim, status=202, body=b'{"n": 1}')
     again = await fresh_store.accept([notification()], tenant="acme", idempotency=claim, status=202, body=b'{"n": 2}')
-    other = await fresh_store.accept([notification()], tenant="acme", idempotency=IdempotencyClaim("k1", "fp2"), status=202, body=b"{}")
+    other = await fresh_store.accept([notification()], tenant="acme", idempotency=IdempotencyClaim("k1", "fp2", "live"), status=202, body=b"{}")
     assert (first.replayed, again.replayed, again.body) == (False, True, b'{"n": 1}')
     assert other.replayed and not other.fingerprint_matches
     page = await fresh_store.list_notifications("acme", NotificationFilter(), limit=10, cursor=None)
