@@ -1,0 +1,124 @@
+"""Faults on the way out: where the gateway connects for a tenant, and endpoints that fail or hang.
+
+Each case drives the real HTTP API of a gateway on loopback over a real SQLite file, and
+asserts what a user sees: the delivery's status and attempt error, what a receiver got. Time is
+a FakeClock; every case is bounded by the suite's timeout and by ``wait_for``'s five seconds.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
+
+from plugins.webhook import WebhookProvider
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+REFUSED = "the url is not on a public address; only an instance with allow_private: true sends there"
+
+
+class Inside:
+    """Something on the gateway's own host that a tenant must not reach: it keeps every request."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(await request.read())
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def inside(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> tuple[Inside, int]:
+    found = Inside()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", found.handle)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return found, int(server.port)
+
+
+def write_policy(policy_dir: Path, *, allow_private: bool) -> None:
+    (policy_dir / "policy.yaml").write_text(textwrap.dedent(f"""
+        tenants:
+          acme:
+            api_keys: [{key_entry(LIVE_KEY)}]
+        providers:
+          hook:
+            plugin: webhook
+            config: {{secret: {SECRET}, allow_private: {str(allow_private).lower()}}}
+        channels:
+          webhook: {{providers: [hook]}}
+    """))
+
+
+@pytest.fixture
+def gateway(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> Callable[..., Awaitable[Api]]:
+    async def build(*, allow_private: bool = False) -> Api:
+        policy_dir = tmp_path / "policies"
+        policy_dir.mkdir(exist_ok=True)
+        write_policy(policy_dir, allow_private=allow_private)
+        return await serve(aiohttp_client, policy_dir, {"webhook": WebhookProvider}, clock)
+
+    return build
+
+
+async def send_to(api: Api, url: str) -> dict[str, Any]:
+    """Send one webhook-channel message to ``url`` with the live key; its delivery once it has an attempt."""
+    status, body = await api.send({"recipient": {"url": url}, "notification": {"channels": ["webhook"], "body": "hi"}})
+    assert status == 202, body
+    found = await api.wait_for(body["notification_id"], lambda n: bool(n["deliveries"][0]["attempts"]))
+    return found["deliveries"][0]  # type: ignore[no-any-return]
+
+
+def ssrf_targets(port: int) -> list[str]:
+    """The issue's list: the gateway's host in every spelling, its network, the cloud's metadata services."""
+    return [
+        f"http://127.0.0.1:{port}/", f"http://[::1]:{port}/", f"http://localhost:{port}/", f"http://[::ffff:127.0.0.1]:{port}/",
+        f"http://0.0.0.0:{port}/", "http://169.254.169.254/latest/meta-data/", "http://100.100.100.200/latest/meta-data/",
+        "http://100.64.0.1/", "http://10.0.0.1/", "http://172.16.0.1/", "http://192.168.0.1/", "http://[fd00::1]/",
+        "http://[fe80::1]/", "http://[2002:7f00:1::]/",
+    ]
+
+
+async def test_a_live_key_cannot_make_the_webhook_channel_post_inside(
+    gateway: Callable[..., Awaitable[Api]], inside: tuple[Inside, int]
+) -> None:
+    found, port = inside
+    api = await gateway()
+    for url in ssrf_targets(port):
+        delivery = await send_to(api, url)
+        [attempt] = delivery["attempts"]
+        assert delivery["status"] == "dead_lettered" and delivery["dead_reason"] == "permanent", url
+        assert (attempt["error"], attempt["detail"]) == (REFUSED, {"code": "address_not_allowed"}), url
+    assert found.requests == [], "nothing inside was reached"
+
+
+async def test_an_open_and_a_closed_port_inside_look_the_same(
+    gateway: Callable[..., Awaitable[Api]], inside: tuple[Inside, int], unused_tcp_port: int
+) -> None:
+    """No port scanner: the attempt says the same whether something listens there or not."""
+    _found, port = inside
+    api = await gateway()
+    opened, closed = await send_to(api, f"http://127.0.0.1:{port}/"), await send_to(api, f"http://127.0.0.1:{unused_tcp_port}/")
+    assert [(a["outcome"], a["error"], a["detail"]) for a in opened["attempts"]] == [
+        (a["outcome"], a["error"], a["detail"]) for a in closed["attempts"]
+    ]
+
+
+async def test_with_allow_private_the_instance_reaches_loopback_and_a_closed_port_reads_generically(
+    gateway: Callable[..., Awaitable[Api]], inside: tuple[Inside, int], unused_tcp_port: int
+) -> None:
+    found, port = inside
+    api = await gateway(allow_private=True)
+    delivery = await send_to(api, f"http://127.0.0.1:{port}/hook")
+    assert delivery["status"] == "sent" and len(found.requests) == 1
+    closed = await send_to(api, f"http://127.0.0.1:{unused_tcp_port}/hook")
+    [attempt] = closed["attempts"]
+    assert (attempt["outcome"], attempt["error"]) == ("transient", "could not connect to the endpoint")
+    assert str(unused_tcp_port) not in str(closed["attempts"]), "no address, port or errno in what the attempt says"
