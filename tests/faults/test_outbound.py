@@ -7,6 +7,7 @@ a FakeClock; every case is bounded by the suite's timeout and by ``wait_for``'s 
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from conftest import LIVE_KEY, Api, FakeClock, key_entry, serve
+from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, MemoryProvider, key_entry, serve
 
+from gateway.http.appkeys import STORE
+from gateway.store import WebhookDelivery
 from plugins.webhook import WebhookProvider
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -43,29 +46,65 @@ async def inside(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> tuple[
     return found, int(server.port)
 
 
-def write_policy(policy_dir: Path, *, allow_private: bool) -> None:
+def write_policy(policy_dir: Path, *, allow_private: bool, webhooks: str) -> None:
     (policy_dir / "policy.yaml").write_text(textwrap.dedent(f"""
         tenants:
           acme:
             api_keys: [{key_entry(LIVE_KEY)}]
+          other:
+            api_keys: [{key_entry(OTHER_KEY)}]
         providers:
           hook:
             plugin: webhook
             config: {{secret: {SECRET}, allow_private: {str(allow_private).lower()}}}
+          memory: {{plugin: memory}}
         channels:
           webhook: {{providers: [hook]}}
-    """))
+          sms: {{providers: [memory]}}
+    """) + webhooks)
 
 
 @pytest.fixture
-def gateway(aiohttp_client: Any, tmp_path: Path, clock: FakeClock) -> Callable[..., Awaitable[Api]]:
-    async def build(*, allow_private: bool = False) -> Api:
+def gateway(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock, memory_provider: type[MemoryProvider]
+) -> Callable[..., Awaitable[Api]]:
+    async def build(*, allow_private: bool = False, webhooks: str = "") -> Api:
         policy_dir = tmp_path / "policies"
         policy_dir.mkdir(exist_ok=True)
-        write_policy(policy_dir, allow_private=allow_private)
-        return await serve(aiohttp_client, policy_dir, {"webhook": WebhookProvider}, clock)
+        write_policy(policy_dir, allow_private=allow_private, webhooks=webhooks)
+        return await serve(aiohttp_client, policy_dir, {"webhook": WebhookProvider, "memory": memory_provider}, clock)
 
     return build
+
+
+def endpoints(tenant: str, urls: dict[str, str], *, allow_private: bool = False, events: str = "[message.queued]") -> str:
+    """A tenant's event webhook endpoints, by name, as policy."""
+    lines = [f"  {tenant}:"]
+    for name, url in urls.items():
+        lines += [f"    {name}:", f"      url: {url}", f"      events: {events}", f"      secret: {SECRET}",
+                  f"      allow_private: {str(allow_private).lower()}"]
+    return "\n".join(lines) + "\n"
+
+
+async def send_sms(api: Api, key: str = LIVE_KEY) -> str:
+    status, body = await api.send({"recipient": {"phone": "+14155550100"}, "notification": {"channels": ["sms"], "body": "hi"}}, key=key)
+    assert status == 202, body
+    return str(body["notification_id"])
+
+
+async def webhook_deliveries(api: Api, predicate: Callable[[list[WebhookDelivery]], bool], key: str = LIVE_KEY) -> list[dict[str, Any]]:
+    """The tenant's webhook deliveries as ``GET /api/v1/webhook-deliveries`` shows them, once ``predicate`` holds of the stored rows."""
+    tenant = "acme" if key == LIVE_KEY else "other"
+    store = api.app[STORE]
+
+    async def settled() -> None:
+        while not predicate((await store.list_webhook_deliveries(tenant)).items):
+            await store.wait_for_commit(store.commits)
+
+    await asyncio.wait_for(settled(), 5)
+    status, body = await api.get("/api/v1/webhook-deliveries", key=key)
+    assert status == 200, body
+    return body["items"]  # type: ignore[no-any-return]
 
 
 async def send_to(api: Api, url: str) -> dict[str, Any]:
@@ -122,3 +161,32 @@ async def test_with_allow_private_the_instance_reaches_loopback_and_a_closed_por
     [attempt] = closed["attempts"]
     assert (attempt["outcome"], attempt["error"]) == ("transient", "could not connect to the endpoint")
     assert str(unused_tcp_port) not in str(closed["attempts"]), "no address, port or errno in what the attempt says"
+
+
+async def test_event_endpoints_inside_are_refused_and_say_so_without_a_port_scan(
+    gateway: Callable[..., Awaitable[Api]], inside: tuple[Inside, int], unused_tcp_port: int
+) -> None:
+    found, port = inside
+    targets = {
+        "loopback": f"http://127.0.0.1:{port}/", "localhost": f"http://localhost:{port}/", "mapped": f"http://[::ffff:127.0.0.1]:{port}/",
+        "unspecified": f"http://0.0.0.0:{port}/", "closed": f"http://127.0.0.1:{unused_tcp_port}/",
+        "metadata": "http://169.254.169.254/", "alibaba": "http://100.100.100.200/", "sixtofour": "http://[2002:7f00:1::]/",
+    }
+    api = await gateway(webhooks="webhooks:\n" + endpoints("acme", targets))
+    await send_sms(api)
+    items = await webhook_deliveries(api, lambda rows: len(rows) == len(targets) and all(r.status == "dead" for r in rows))
+    assert {item["endpoint"] for item in items} == set(targets)
+    errors = {item["last_error"] for item in items}
+    assert errors == {"refused: the url is not on a public address; set allow_private on the endpoint to send there"}
+    assert found.requests == []
+
+
+async def test_an_event_endpoint_that_cannot_be_reached_says_so_in_the_same_words_whatever_the_cause(
+    gateway: Callable[..., Awaitable[Api]], unused_tcp_port: int
+) -> None:
+    api = await gateway(webhooks="webhooks:\n" + endpoints("acme", {"closed": f"http://127.0.0.1:{unused_tcp_port}/"}, allow_private=True))
+    await send_sms(api)
+    [item] = await webhook_deliveries(api, lambda rows: len(rows) == 1 and rows[0].last_error is not None)
+    assert (item["status"], item["last_error"]) == ("pending", "could not connect to the endpoint")
+    _status, listed = await api.get("/api/v1/webhook-endpoints")
+    assert [endpoint["last_error"] for endpoint in listed["items"]] == ["could not connect to the endpoint"]
