@@ -4,20 +4,22 @@ Fan-out happens here, not where events are written: the worker reads the ``event
 ``seq`` past a cursor kept in the store and adds one ``webhook_deliveries`` row per endpoint
 subscribed to the event's type in the policy in force *then* (a ``tenant``-less event goes to
 every tenant's subscribed endpoints). The write paths stay one cheap INSERT per event and never
-need the policy; moving the cursor and adding the rows is one transaction, so a crash neither
-loses nor doubles a fan-out.
+need the policy; moving the cursor and adding the rows is one
+transaction, so a crash neither loses nor doubles a fan-out.
 
-Delivery: due rows are claimed oldest event first with a lease; each endpoint's share of a
-batch is sent one at a time in creation order (endpoints run side by side). Failing
-continuously for the endpoint's ``disable_after`` (5 days by default) disables it, until the
-tenant enables it again. What one attempt does with the answer, and the SSRF guard, is
-:mod:`gateway.engine.webhook_attempts`.
+Delivery: each (tenant, endpoint) is a lane of its own. A lane sends its endpoint's due
+deliveries one at a time in creation order and records each outcome as soon as it has it;
+lanes run side by side, so an endpoint that is slow or never answers holds up only itself.
+When a delivery fails and waits for its retry, the deliveries behind it wait too: a failing
+endpoint backs off as a whole, and the others are not affected. What one attempt does with the
+answer (and the SSRF guard) is :mod:`gateway.engine.webhook_attempts`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Sequence
 from typing import Final
@@ -26,15 +28,20 @@ import aiohttp
 
 from gateway import signing
 from gateway.clock import Clock
-from gateway.engine.webhook_attempts import DISABLED, WebhookPoster
+from gateway.engine.webhook_attempts import DISABLED, PENDING, WebhookPoster
 from gateway.policy.models import WebhookEndpointPolicy
 from gateway.policy.view import PolicyHolder, PolicySet
-from gateway.store import ClaimedWebhook, Store, StoredEvent, WebhookResult, WebhookTarget
+from gateway.store import ClaimedWebhook, Store, StoredEvent, WebhookTarget
 from gateway.watermark import Watermark
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL: Final = 1.0
+PER_LANE: Final = 20
+"""Deliveries a lane takes at one claim; it gives back what its lease would not cover."""
+
+Lane = tuple[str, str]
+"""(tenant, endpoint)"""
 
 
 def subscribed(endpoint: WebhookEndpointPolicy, event_type: str) -> bool:
@@ -53,7 +60,7 @@ def targets_of(event: StoredEvent, policy: PolicySet, disabled: dict[tuple[str, 
 
 
 class EventWebhooks:
-    """Fans events out to subscribed endpoints and delivers them until told to stop."""
+    """Fans events out to subscribed endpoints and runs a lane per endpoint with deliveries due, until told to stop."""
 
     def __init__(
         self, store: Store, policies: PolicyHolder, session: aiohttp.ClientSession, clock: Clock, signer: signing.Ed25519Signer,
@@ -66,9 +73,10 @@ class EventWebhooks:
         self._lease = lease_seconds
         self._poster = WebhookPoster(policies, session, clock, signer, timeout=timeout)
         self._task: asyncio.Task[None] | None = None
+        self._lanes: dict[Lane, asyncio.Task[None]] = {}  # endpoints being sent to
         self._in_hand: set[str] = set()  # claimed, outcome not recorded yet
         self._passes = 0  # passes begun
-        self._quiet = Watermark()  # the number of the latest pass that found nothing to do
+        self._quiet = Watermark()  # the number of the latest pass that found nothing to do and no lane running
         self._wakeup = asyncio.Event()
 
     def start(self) -> None:
@@ -76,11 +84,13 @@ class EventWebhooks:
 
     async def stop(self) -> None:
         """Stop at once, giving back the leases of sends cut short so the next start sends them again."""
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [task for task in (self._task, *self._lanes.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._task = None
         if self._in_hand:
             log.info("event webhooks: %d sends cut short by the shutdown are due again", len(self._in_hand))
             await self._store.release_webhooks(sorted(self._in_hand))
@@ -88,7 +98,8 @@ class EventWebhooks:
         await self._poster.aclose()
 
     async def until_idle(self) -> None:
-        """Return once a pass begun after this call found no event to fan out and nothing due at the clock's time.
+        """Return once a pass begun after this call found no event to fan out, nothing due at the clock's time
+        and no endpoint being sent to.
 
         Tests wait on this rather than on time, so "not sent yet" is a finding.
         """
@@ -109,13 +120,15 @@ class EventWebhooks:
                 busy = False
                 await self._clock.sleep(IDLE_POLL)
             if not busy:
-                self._quiet.raise_to(number)
+                if not self._lanes:
+                    self._quiet.raise_to(number)
                 await self._idle(seen)
 
     async def _idle(self, seen: int) -> None:
-        """Wait for a commit (new events), the next retry or a wake-up, whichever comes first."""
-        due = await self._store.next_webhook_due()
-        delay = IDLE_POLL if due is None else min(IDLE_POLL, due - self._clock.now())
+        """Wait for a commit (new events, a lane's outcome), the next retry, a lane ending or a wake-up, whichever comes first."""
+        due, now = await self._store.next_webhook_due(), self._clock.now()
+        # Due already, yet nothing was claimed: its lane is still running, and wakes us when it ends.
+        delay = IDLE_POLL if due is None or due <= now else min(IDLE_POLL, due - now)
         waits = [
             asyncio.ensure_future(self._store.wait_for_commit(seen)),
             asyncio.ensure_future(self._clock.sleep(delay)),
@@ -138,26 +151,47 @@ class EventWebhooks:
         return True
 
     async def deliver_due(self) -> bool:
-        """Send one batch of due deliveries; whether there was one."""
+        """Start a lane for every endpoint with deliveries due and no lane running; whether any started."""
         due = await self._store.next_webhook_due()
         if due is None or due > self._clock.now():
             return False
-        claimed = await self._store.claim_webhooks(limit=self._batch, lease_seconds=self._lease)
+        claimed = await self._store.claim_webhooks(limit=self._batch, lease_seconds=self._lease, per_endpoint=PER_LANE, busy=set(self._lanes))
+        leased_until = self._clock.now() + self._lease
         self._in_hand.update(item.id for item in claimed)
-        by_endpoint: dict[tuple[str, str], list[ClaimedWebhook]] = {}
+        by_endpoint: dict[Lane, list[ClaimedWebhook]] = {}
         for item in claimed:
             by_endpoint.setdefault((item.tenant, item.endpoint), []).append(item)
-        results = await asyncio.gather(*(self._send_in_order(items) for items in by_endpoint.values()))
-        await self._store.record_webhooks([result for batch in results for result in batch])
-        self._in_hand.difference_update(item.id for item in claimed)
+        for lane, items in by_endpoint.items():
+            task = asyncio.create_task(self._send_in_order(items, leased_until), name=f"event-webhooks {lane[0]}/{lane[1]}")
+            self._lanes[lane] = task
+            task.add_done_callback(functools.partial(self._lane_ended, lane))
         return bool(claimed)
 
-    async def _send_in_order(self, items: Sequence[ClaimedWebhook]) -> list[WebhookResult]:
-        """One endpoint's deliveries, one at a time in creation order; after a 410 the rest stay for the store to disable."""
-        results: list[WebhookResult] = []
-        for item in items:
+    def _lane_ended(self, lane: Lane, task: asyncio.Task[None]) -> None:
+        if self._lanes.get(lane) is task:
+            del self._lanes[lane]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("event webhooks: lane %s/%s stopped: %r; its deliveries are due again when their lease ends", *lane, error)
+        self._wakeup.set()
+
+    async def _send_in_order(self, items: Sequence[ClaimedWebhook], leased_until: float) -> None:
+        """One endpoint's deliveries, one at a time in creation order, each recorded as it ends.
+
+        After a failure that will be retried the rest wait behind it (the endpoint backs off);
+        after a 410 the store disables them. What the lease would not cover is given back.
+        """
+        for index, item in enumerate(items):
+            if self._clock.now() + self._poster.timeout > leased_until:
+                await self._give_back(items[index:])
+                return
             result = await self._poster.send(item)
-            results.append(result)
-            if result.status == DISABLED:
-                break
-        return results
+            await self._store.record_webhooks([result])
+            self._in_hand.discard(item.id)
+            if result.status in (PENDING, DISABLED):
+                await self._give_back(items[index + 1:])
+                return
+
+    async def _give_back(self, items: Sequence[ClaimedWebhook]) -> None:
+        if items:
+            await self._store.release_webhooks([item.id for item in items])
+            self._in_hand.difference_update(item.id for item in items)

@@ -258,6 +258,10 @@ MIGRATIONS: Final = (
     DROP TABLE audit_events;
     DROP TABLE events;
     """,
+    # v9: each endpoint's pending event webhooks are a lane, sent in order: found by endpoint, oldest first.
+    """
+    CREATE INDEX webhook_deliveries_lanes ON webhook_deliveries (tenant, endpoint, event_seq) WHERE status = 'pending';
+    """,
 )
 
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, MemoryProvider, key_entry, serve
 
-from gateway.http.appkeys import STORE
+from gateway.http.appkeys import EVENT_WEBHOOKS, STORE
 from gateway.store import WebhookDelivery
 from plugins.webhook import WebhookProvider
 
@@ -190,3 +191,91 @@ async def test_an_event_endpoint_that_cannot_be_reached_says_so_in_the_same_word
     assert (item["status"], item["last_error"]) == ("pending", "could not connect to the endpoint")
     _status, listed = await api.get("/api/v1/webhook-endpoints")
     assert [endpoint["last_error"] for endpoint in listed["items"]] == ["could not connect to the endpoint"]
+
+
+class Endpoint:
+    """A tenant's event endpoint: keeps each event; answers from ``script`` (then 204), or never while ``hang``."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.script: list[int] = []
+        self.hang = hang
+        self.release = asyncio.Event()
+        self._arrived = asyncio.Condition()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.events.append(orjson.loads(await request.read()))
+        async with self._arrived:
+            self._arrived.notify_all()
+        if self.hang:
+            await self.release.wait()
+        return web.Response(status=self.script.pop(0) if self.script else 204)
+
+    async def until(self, count: int) -> None:
+        """Wait, request by request, until ``count`` events have arrived (5 s at most)."""
+
+        async def arrived() -> None:
+            async with self._arrived:
+                await self._arrived.wait_for(lambda: len(self.events) >= count)
+
+        await asyncio.wait_for(arrived(), 5)
+
+
+@pytest.fixture
+def endpoint(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Iterator[Callable[..., Awaitable[tuple[Endpoint, str]]]]:
+    made: list[Endpoint] = []
+
+    async def start(*, hang: bool = False) -> tuple[Endpoint, str]:
+        found = Endpoint(hang=hang)
+        app = web.Application()
+        app.router.add_post("/events", found.handle)
+        server = await aiohttp_server(app, host="127.0.0.1")
+        made.append(found)
+        return found, str(server.make_url("/events"))
+
+    yield start
+    for found in made:
+        found.release.set()  # let a held request end, so its server closes at once
+
+
+async def test_an_endpoint_that_never_answers_holds_up_no_other_tenants_events(
+    gateway: Callable[..., Awaitable[Api]], endpoint: Callable[..., Awaitable[tuple[Endpoint, str]]]
+) -> None:
+    stuck, stuck_url = await endpoint(hang=True)
+    healthy, healthy_url = await endpoint()
+    policy = "webhooks:\n" + endpoints("other", {"stuck": stuck_url}, allow_private=True) + endpoints("acme", {"main": healthy_url}, allow_private=True)
+    api = await gateway(webhooks=policy)
+    await send_sms(api, OTHER_KEY)
+    await stuck.until(1)  # in flight, and it will not answer
+    first, second = await send_sms(api), await send_sms(api)
+    await healthy.until(2)
+    assert [event["data"]["notification_id"] for event in healthy.events] == [first, second], "in order"
+    items = await webhook_deliveries(api, lambda rows: [r.status for r in rows] == ["succeeded", "succeeded"])
+    assert [item["status"] for item in items] == ["succeeded", "succeeded"], "recorded as they finished, not with the stuck one"
+    [held] = await webhook_deliveries(api, lambda rows: len(rows) == 1, key=OTHER_KEY)
+    assert (held["status"], held["attempt_count"]) == ("pending", 1)
+    assert len(stuck.events) == 1
+
+
+async def test_a_failing_endpoint_backs_off_on_its_own_and_keeps_its_order(
+    gateway: Callable[..., Awaitable[Api]], endpoint: Callable[..., Awaitable[tuple[Endpoint, str]]], clock: FakeClock
+) -> None:
+    failing, failing_url = await endpoint()
+    healthy, healthy_url = await endpoint()
+    failing.script = [503, 503]
+    policy = "webhooks:\n" + endpoints("other", {"failing": failing_url}, allow_private=True) + endpoints("acme", {"main": healthy_url}, allow_private=True)
+    api = await gateway(webhooks=policy)
+    others = [await send_sms(api, OTHER_KEY) for _ in range(3)]
+    await failing.until(1)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    assert len(failing.events) == 1, "the events behind the failed one wait for its retry"
+    mine = [await send_sms(api) for _ in range(2)]
+    await healthy.until(2)
+    assert [event["data"]["notification_id"] for event in healthy.events] == mine
+    clock.advance(5)  # the schedule's first retry: the failed event again, alone, and it fails again
+    await failing.until(2)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    assert len(failing.events) == 2
+    clock.advance(300)  # the next retry succeeds, and the rest follow in creation order
+    await failing.until(5)
+    assert [event["data"]["notification_id"] for event in failing.events] == [others[0], others[0], others[0], others[1], others[2]]
