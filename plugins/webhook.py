@@ -35,7 +35,13 @@ class WebhookProvider(Provider):
         "type": "object",
         "required": ["secret"],
         "properties": {
-            "secret": {"type": "string", "pattern": "^whsec_[A-Za-z0-9+/=]{16,}$", "x-secret": True},
+            "secret": {
+                "type": "string",
+                # whsec_ and base64 that decodes (length a multiple of 4, padding only at the end), 12 bytes or more
+                "pattern": "^whsec_(?=.{16})(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+                "description": "must be whsec_ then the key in base64 (at least 12 bytes), such as whsec_ followed by `openssl rand -base64 32`",
+                "x-secret": True,
+            },
             "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 10},
             "allow_private": {
                 "type": "boolean",

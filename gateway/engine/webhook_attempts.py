@@ -10,6 +10,10 @@ publicly routable addresses (:mod:`gateway.egress`): its url resolving to a loop
 link-local, private or otherwise non-public address, or naming one, is refused on the socket,
 before anything is sent, and the delivery is ``dead``. Network failures read the same whatever
 their cause, so ``last_error`` does not map a network.
+
+An attempt never raises: a bug in signing or sending one delivery (say, a secret that does not
+decode, which policy validation should have refused) is logged and retried as that delivery's
+failure, and the other deliveries carry on.
 """
 
 from __future__ import annotations
@@ -100,12 +104,16 @@ class WebhookPoster:
         return self._public
 
     async def send(self, item: ClaimedWebhook) -> WebhookResult:
-        """One attempt at one delivery, and what it means for the delivery and its endpoint."""
+        """One attempt at one delivery, and what it means for the delivery and its endpoint; never raises."""
         policy = self._policies.current
         endpoint = policy.document.webhooks.get(item.tenant, {}).get(item.endpoint)
         if endpoint is None:
             return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, last_error="endpoint no longer in policy")
-        result = await self._attempt(item, policy, endpoint)
+        try:
+            result = await self._attempt(item, policy, endpoint)
+        except Exception as err:  # noqa: BLE001 - one delivery's bug is that delivery's failure, not its lane's
+            log.exception("event webhook %s to %s/%s failed unexpectedly", item.id, item.tenant, item.endpoint)
+            result = self._retry(item, policy, None, f"internal error: {type(err).__name__}", None)
         return replace(result, url=endpoint.url, disable_after=disable_after(endpoint))
 
     async def _attempt(self, item: ClaimedWebhook, policy: PolicySet, endpoint: WebhookEndpointPolicy) -> WebhookResult:

@@ -19,7 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, MemoryProvider, key_entry, serve
 
+from gateway import signing
+from gateway.engine import webhook_attempts
 from gateway.http.appkeys import EVENT_WEBHOOKS, STORE
+from gateway.policy.models import WebhookEndpointPolicy
 from gateway.store import WebhookDelivery
 from plugins.webhook import WebhookProvider
 
@@ -279,3 +282,30 @@ async def test_a_failing_endpoint_backs_off_on_its_own_and_keeps_its_order(
     clock.advance(300)  # the next retry succeeds, and the rest follow in creation order
     await failing.until(5)
     assert [event["data"]["notification_id"] for event in failing.events] == [others[0], others[0], others[0], others[1], others[2]]
+
+
+async def test_a_bug_signing_one_delivery_is_that_deliverys_failure_and_the_others_go_out(
+    gateway: Callable[..., Awaitable[Api]], endpoint: Callable[..., Awaitable[tuple[Endpoint, str]]],
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A secret that got past validation (or any bug in signing) must not take the batch down with it."""
+    broken, broken_url = await endpoint()
+    healthy, healthy_url = await endpoint()
+    sign = webhook_attempts.signed_headers
+
+    def signed_headers(endpoint: WebhookEndpointPolicy, *args: Any) -> dict[str, str]:
+        if endpoint.url == broken_url:
+            signing.secret_bytes("whsec_AAAAA")  # what a secret that does not decode raises
+        return sign(endpoint, *args)
+
+    monkeypatch.setattr(webhook_attempts, "signed_headers", signed_headers)
+    policy = "webhooks:\n" + endpoints("other", {"broken": broken_url}, allow_private=True) + endpoints("acme", {"main": healthy_url}, allow_private=True)
+    api = await gateway(webhooks=policy)
+    await send_sms(api, OTHER_KEY)
+    [failed] = await webhook_deliveries(api, lambda rows: len(rows) == 1 and rows[0].last_error is not None, key=OTHER_KEY)
+    assert (failed["status"], failed["last_error"]) == ("pending", "internal error: SignatureError"), "retried on its schedule"
+    mine = [await send_sms(api) for _ in range(2)]
+    await healthy.until(2)
+    assert [event["data"]["notification_id"] for event in healthy.events] == mine
+    assert broken.events == []
+    assert "failed unexpectedly" in caplog.text and SECRET not in caplog.text
