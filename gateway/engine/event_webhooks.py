@@ -127,7 +127,9 @@ class EventWebhooks:
     async def _idle(self, seen: int) -> None:
         """Wait for a commit (new events, a lane's outcome), the next retry, a lane ending or a wake-up, whichever comes first."""
         due, now = await self._store.next_webhook_due(), self._clock.now()
-        # Due already, yet nothing was claimed: its lane is still running, and wakes us when it ends.
+        if due is not None and due <= now and not self._lanes:
+            return  # came due since the pass looked
+        # Due already with a lane running: that lane holds it, and wakes us when it ends.
         delay = IDLE_POLL if due is None or due <= now else min(IDLE_POLL, due - now)
         waits = [
             asyncio.ensure_future(self._store.wait_for_commit(seen)),
