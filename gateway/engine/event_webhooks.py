@@ -2,9 +2,9 @@
 
 Fan-out happens here, not where events are written: the worker reads the ``events`` table by
 ``seq`` past a cursor kept in the store and adds one ``webhook_deliveries`` row per endpoint
-subscribed to the event's type in the policy in force *then* (a ``tenant``-less event goes to
-every tenant's subscribed endpoints). The write paths stay one cheap INSERT per event and never
-need the policy; moving the cursor and adding the rows is one
+subscribed to the event's type in the policy in force *then*. Every event belongs to a tenant;
+one without (written by an older version) goes to no endpoint. The write paths stay one cheap
+INSERT per event and never need the policy; moving the cursor and adding the rows is one
 transaction, so a crash neither loses nor doubles a fan-out.
 
 Delivery: each (tenant, endpoint) is a lane of its own. A lane sends its endpoint's due
@@ -49,12 +49,13 @@ def subscribed(endpoint: WebhookEndpointPolicy, event_type: str) -> bool:
 
 
 def targets_of(event: StoredEvent, policy: PolicySet, disabled: dict[tuple[str, str], str]) -> list[WebhookTarget]:
-    """The endpoints ``event`` goes to under ``policy``: its tenant's, or every tenant's when it has none."""
-    tenants = [event.tenant] if event.tenant is not None else sorted(policy.document.webhooks)
+    """The endpoints of the event's tenant under ``policy`` that subscribe to its type."""
+    if event.tenant is None:
+        return []
+    endpoints = policy.document.webhooks.get(event.tenant, {})
     return [
-        WebhookTarget(event, tenant, name, disabled=disabled.get((tenant, name)) == endpoint.url)
-        for tenant in tenants
-        for name, endpoint in policy.document.webhooks.get(tenant, {}).items()
+        WebhookTarget(event, event.tenant, name, disabled=disabled.get((event.tenant, name)) == endpoint.url)
+        for name, endpoint in endpoints.items()
         if subscribed(endpoint, event.type)
     ]
 
