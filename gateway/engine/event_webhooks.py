@@ -28,17 +28,16 @@ import aiohttp
 
 from gateway import signing
 from gateway.clock import Clock
+from gateway.engine.batching import Batcher
 from gateway.engine.webhook_attempts import DISABLED, PENDING, WebhookPoster
 from gateway.policy.models import WebhookEndpointPolicy
 from gateway.policy.view import PolicyHolder, PolicySet
-from gateway.store import ClaimedWebhook, Store, StoredEvent, WebhookTarget
+from gateway.store import ClaimedWebhook, Store, StoredEvent, WebhookResult, WebhookTarget
 from gateway.watermark import Watermark
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL: Final = 1.0
-PER_LANE: Final = 20
-"""Deliveries a lane takes at one claim; it gives back what its lease would not cover."""
 
 Lane = tuple[str, str]
 """(tenant, endpoint)"""
@@ -73,12 +72,15 @@ class EventWebhooks:
         self._batch = batch
         self._lease = lease_seconds
         self._poster = WebhookPoster(policies, session, clock, signer, timeout=timeout)
+        self._results: Batcher[WebhookResult] = Batcher(self._record, name="event-webhooks", retryable=store.is_transient)
         self._task: asyncio.Task[None] | None = None
         self._lanes: dict[Lane, asyncio.Task[None]] = {}  # endpoints being sent to
         self._in_hand: set[str] = set()  # claimed, outcome not recorded yet
         self._passes = 0  # passes begun
         self._quiet = Watermark()  # the number of the latest pass that found nothing to do and no lane running
         self._wakeup = asyncio.Event()
+        self._recheck = True  # whether deliveries may have come due since the worker last looked
+        self._next_due: float | None = None  # when the next one is due, as of that look
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-webhooks")
@@ -92,11 +94,17 @@ class EventWebhooks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._task = None
+        await self._results.drain()
         if self._in_hand:
             log.info("event webhooks: %d sends cut short by the shutdown are due again", len(self._in_hand))
             await self._store.release_webhooks(sorted(self._in_hand))
             self._in_hand.clear()
         await self._poster.aclose()
+
+    def wake(self) -> None:
+        """Look for due deliveries now: a replay or an enabled endpoint has queued some."""
+        self._recheck = True
+        self._wakeup.set()
 
     async def until_idle(self) -> None:
         """Return once a pass begun after this call found no event to fan out, nothing due at the clock's time
@@ -105,43 +113,55 @@ class EventWebhooks:
         Tests wait on this rather than on time, so "not sent yet" is a finding.
         """
         mark = self._passes
-        self._wakeup.set()
+        self.wake()
         if self._task is not None and not self._task.done():
             await self._quiet.wait_past(mark)
 
     async def _run(self) -> None:
+        """Fan out after every commit; look for due deliveries only when some may have come due.
+
+        That is after a fan-out, a lane's end, the next retry's time, or a wake-up: not after
+        every commit, of which a busy gateway makes hundreds a second.
+        """
         while True:
             self._wakeup.clear()
             self._passes += 1
             number, seen = self._passes, self._store.commits
+            looked, self._recheck = self._recheck, False
             try:
-                busy = await self.fan_out() | await self.deliver_due()
+                fanned = await self.fan_out()
+                looked = looked or fanned
+                busy = fanned | (await self.deliver_due() if looked else False)
             except Exception:  # noqa: BLE001 - the worker outlives any one bad batch
                 log.exception("event webhooks: batch failed; trying again")
-                busy = False
+                busy, self._recheck = False, True
                 await self._clock.sleep(IDLE_POLL)
             if not busy:
-                if not self._lanes:
+                if not self._lanes and (looked or not self._due_by_last_look()):
                     self._quiet.raise_to(number)
                 await self._idle(seen)
 
+    def _due_by_last_look(self) -> bool:
+        """Whether a delivery was due by what the worker last read; good until ``_recheck`` says otherwise."""
+        return self._next_due is not None and self._next_due <= self._clock.now()
+
     async def _idle(self, seen: int) -> None:
         """Wait for a commit (new events, a lane's outcome), the next retry, a lane ending or a wake-up, whichever comes first."""
-        due, now = await self._store.next_webhook_due(), self._clock.now()
-        if due is not None and due <= now and not self._lanes:
+        due, now = self._next_due, self._clock.now()
+        if self._due_by_last_look() and not self._lanes:
+            self._recheck = True
             return  # came due since the pass looked
         # Due already with a lane running: that lane holds it, and wakes us when it ends.
         delay = IDLE_POLL if due is None or due <= now else min(IDLE_POLL, due - now)
-        waits = [
-            asyncio.ensure_future(self._store.wait_for_commit(seen)),
-            asyncio.ensure_future(self._clock.sleep(delay)),
-            asyncio.ensure_future(self._wakeup.wait()),
-        ]
+        committed = asyncio.ensure_future(self._store.wait_for_commit(seen))
+        waits = [committed, asyncio.ensure_future(self._clock.sleep(delay)), asyncio.ensure_future(self._wakeup.wait())]
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            done, _pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()
+        if done != {committed}:
+            self._recheck = True
 
     async def fan_out(self) -> bool:
         """Turn new events into webhook deliveries; whether there were any."""
@@ -155,10 +175,10 @@ class EventWebhooks:
 
     async def deliver_due(self) -> bool:
         """Start a lane for every endpoint with deliveries due and no lane running; whether any started."""
-        due = await self._store.next_webhook_due()
+        self._next_due = due = await self._store.next_webhook_due()
         if due is None or due > self._clock.now():
             return False
-        claimed = await self._store.claim_webhooks(limit=self._batch, lease_seconds=self._lease, per_endpoint=PER_LANE, busy=set(self._lanes))
+        claimed = await self._store.claim_webhooks(limit=self._batch, lease_seconds=self._lease, per_endpoint=self._batch, busy=set(self._lanes))
         leased_until = self._clock.now() + self._lease
         self._in_hand.update(item.id for item in claimed)
         by_endpoint: dict[Lane, list[ClaimedWebhook]] = {}
@@ -175,24 +195,34 @@ class EventWebhooks:
             del self._lanes[lane]
         if not task.cancelled() and (error := task.exception()) is not None:
             log.error("event webhooks: lane %s/%s stopped: %r; its deliveries are due again when their lease ends", *lane, error)
-        self._wakeup.set()
+        self.wake()
 
     async def _send_in_order(self, items: Sequence[ClaimedWebhook], leased_until: float) -> None:
         """One endpoint's deliveries, one at a time in creation order, each recorded as it ends.
 
-        After a failure that will be retried the rest wait behind it (the endpoint backs off);
-        after a 410 the store disables them. What the lease would not cover is given back.
+        Outcomes are written in shared batches while the next delivery is sent; the lane ends
+        once its own are written. After a failure that will be retried the rest wait behind it
+        (the endpoint backs off); after a 410 the store disables them. What the lease would not
+        cover is given back.
         """
-        for index, item in enumerate(items):
-            if self._clock.now() + self._poster.timeout > leased_until:
-                await self._give_back(items[index:])
-                return
-            result = await self._poster.send(item)
-            await self._store.record_webhooks([result])
-            self._in_hand.discard(item.id)
-            if result.status in (PENDING, DISABLED):
-                await self._give_back(items[index + 1:])
-                return
+        ticket = 0
+        try:
+            for index, item in enumerate(items):
+                if self._clock.now() + self._poster.timeout > leased_until:
+                    await self._give_back(items[index:])
+                    return
+                result = await self._poster.send(item)
+                ticket = self._results.add(result)
+                if result.status in (PENDING, DISABLED):
+                    await self._results.written(ticket)
+                    await self._give_back(items[index + 1:])
+                    return
+        finally:
+            await self._results.written(ticket)
+
+    async def _record(self, results: list[WebhookResult]) -> None:
+        await self._store.record_webhooks(results)
+        self._in_hand.difference_update(result.id for result in results)
 
     async def _give_back(self, items: Sequence[ClaimedWebhook]) -> None:
         if items:
