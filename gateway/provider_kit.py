@@ -19,7 +19,10 @@ rows and lets :func:`failure` turn a code (or, failing that, an HTTP status) int
 It also has what plugins would otherwise each write again: :func:`json_answer` and
 :func:`json_object` (a vendor's answer as a JSON object, or nothing), :func:`retry_after_seconds`
 (both forms of ``Retry-After``), :func:`same_secret`, :func:`form_value`, :func:`utc_time`,
-:func:`isoformat`, and :func:`signature_headers` (Standard Webhooks signatures). A plugin
+:func:`isoformat`, :func:`signature_headers` (Standard Webhooks signatures), and for a plugin
+that sends where its caller says (a tenant's url) the SSRF guard: :func:`public_connector`
+for its client session, which connects to publicly routable addresses only, and
+:func:`refused_as_private` to tell that refusal from a failure to connect. A plugin
 imports from ``gateway``, ``gateway.plugin_api`` and this module only; an ``InboundRequest``'s
 headers are read in any case already.
 
@@ -46,6 +49,7 @@ from typing import Any, Final
 import aiohttp
 
 from gateway.clock import isoformat
+from gateway.egress import public_connector, refused_as_private
 from gateway.errors import CredentialsRejectedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from gateway.signing import signature_headers
 
@@ -58,6 +62,8 @@ __all__ = [
     "isoformat",
     "json_answer",
     "json_object",
+    "public_connector",
+    "refused_as_private",
     "retry_after_seconds",
     "same_secret",
     "signature_headers",

@@ -4,6 +4,13 @@ Signed the Standard Webhooks way (``webhook-id``, ``webhook-timestamp``, ``webho
 with the instance's ``whsec_`` secret; ``webhook-id`` is the delivery id, the same on every
 retry, so receivers can drop duplicates. 2xx is success; 408, 429 (honouring Retry-After) and
 5xx are retried; redirects are not followed; any other answer is a permanent failure.
+
+The url is the tenant's to choose, so it is held to public addresses (SSRF): the connection
+is made through the kit's :func:`~gateway.provider_kit.public_connector`, which refuses
+loopback, link-local, private and other non-public addresses on the socket itself, whatever
+the url's name resolves to. Such a url fails for good (code ``address_not_allowed``) unless the
+instance sets ``allow_private: true``. A url that cannot be reached fails in the same words
+whatever the reason (refused, reset, unresolvable), so attempts do not map a network.
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ import aiohttp
 import orjson
 
 from gateway import OutboundMessage, PermanentDeliveryError, Provider, ProviderLimits, SendReceipt, TransientDeliveryError
-from gateway.provider_kit import isoformat, retry_after_seconds, signature_headers
+from gateway.provider_kit import isoformat, public_connector, refused_as_private, retry_after_seconds, signature_headers
 
 TRANSIENT_STATUSES: Final = frozenset({408, 425, 429})
+ADDRESS_NOT_ALLOWED: Final = "address_not_allowed"
 
 
 class WebhookProvider(Provider):
@@ -27,12 +35,39 @@ class WebhookProvider(Provider):
         "type": "object",
         "required": ["secret"],
         "properties": {
-            "secret": {"type": "string", "pattern": "^whsec_[A-Za-z0-9+/=]{16,}$", "x-secret": True},
+            "secret": {
+                "type": "string",
+                # whsec_ and base64 that decodes (length a multiple of 4, padding only at the end), 12 bytes or more
+                "pattern": "^whsec_(?=.{16})(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$",
+                "description": "must be whsec_ then the key in base64 (at least 12 bytes), such as whsec_ followed by `openssl rand -base64 32`",
+                "x-secret": True,
+            },
             "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "default": 10},
+            "allow_private": {
+                "type": "boolean",
+                "default": False,
+                "description": "Also send to urls on loopback, link-local and private addresses (refused otherwise: SSRF).",
+            },
         },
         "additionalProperties": False,
     }
     limits = ProviderLimits(idempotency=True)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._public: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The gateway's shared client with ``allow_private``; otherwise this instance's own, public addresses only."""
+        if self.config.get("allow_private", False):
+            return self.context.session
+        if self._public is None:
+            self._public = aiohttp.ClientSession(connector=public_connector(), headers=self.context.session.headers)
+        return self._public
+
+    async def aclose(self) -> None:
+        if self._public is not None:
+            await self._public.close()
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
         now = self.context.clock.now()
@@ -54,13 +89,17 @@ class WebhookProvider(Provider):
         headers |= {"Content-Type": "application/json", "Idempotency-Key": message.idempotency_key}
         timeout = aiohttp.ClientTimeout(total=float(self.config.get("timeout_seconds", 10)))
         try:
-            async with self.context.session.post(
-                message.to, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            ) as response:
+            async with self._session().post(message.to, data=body, headers=headers, timeout=timeout, allow_redirects=False) as response:
                 await response.read()
                 return self._classify(message, response.status, response.headers)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as err:
-            raise TransientDeliveryError(f"could not reach {message.to}: {type(err).__name__}: {err}") from err
+        except asyncio.TimeoutError as err:
+            raise TransientDeliveryError("the endpoint did not answer in time", code="unreachable") from err
+        except (aiohttp.ClientError, OSError) as err:
+            if refused_as_private(err):
+                raise PermanentDeliveryError(
+                    "the url is not on a public address; only an instance with allow_private: true sends there", code=ADDRESS_NOT_ALLOWED
+                ) from err
+            raise TransientDeliveryError("could not connect to the endpoint", code="unreachable") from err
 
     def _classify(self, message: OutboundMessage, status: int, headers: Mapping[str, str]) -> SendReceipt:
         if 200 <= status < 300:

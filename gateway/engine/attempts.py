@@ -103,7 +103,7 @@ class Attempts:
                 return Held(f"tenant {delivery.tenant!r} is suspended; sent once it is active again")
             started = self._clock.now()
             outcome = await self._send(provider, message)
-            self._note_health(breaker, outcome)
+            self._note_health(breaker, outcome, delivery.tenant)
             if isinstance(outcome, SendReceipt):
                 return self._success(delivery, provider, started, outcome)
             last = (provider.name, started, outcome)
@@ -131,14 +131,21 @@ class Attempts:
             log.error("provider %s raised unexpectedly for delivery %s:\n%s", provider.name, message.delivery_id, trace)
             return TransientDeliveryError(provider.redact(f"provider plugin error: {type(err).__name__}: {err}"))
 
-    def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError) -> None:
-        """Feed the instance's breaker: the provider's own failures count against it, any answer about the message for it."""
+    def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError, tenant: str) -> None:
+        """Feed the instance's breaker: the provider's own failures count against it, any answer about the message for it.
+
+        A change of circuit is an event for the tenants it affects, each told apart: the
+        instance's owner, or every tenant the policy routes to a shared one (and ``tenant``,
+        whose delivery this was, should a reload have routed it elsewhere since).
+        """
         transition = breaker.record_failure() if _provider_fault(outcome) else breaker.record_success()
         if transition is None:
             return
         log.warning("provider instance %s: circuit %s (%s)", transition.name, transition.to_state, transition.reason)
         data = {"instance": transition.name, "from": transition.from_state, "to": transition.to_state, "reason": transition.reason}
-        self._outcomes.event(NewEvent(transition.event, transition.name, transition.at, data))
+        served = self._policies.current.tenants_served_by(transition.name)
+        for told in sorted({*served, tenant}):
+            self._outcomes.event(NewEvent(transition.event, transition.name, transition.at, data, told))
 
     def _success(self, delivery: ClaimedDelivery, provider: Provider, started: float, receipt: SendReceipt) -> AttemptResult:
         return AttemptResult(

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from gateway.watermark import Watermark
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class Batcher(Generic[T]):
         self._pending: list[T] = []
         self._task: asyncio.Task[None] | None = None
         self._added = 0  # items added so far
-        self._settled = 0  # of those, how many are written (or dropped): always the oldest, as batches keep their order
+        self._settled = Watermark()  # of those, how many are written (or dropped): always the oldest, as batches keep their order
 
     def add(self, item: T) -> int:
         """Queue ``item``; its ticket: the item is written once :attr:`settled_through` reaches it."""
@@ -48,7 +50,11 @@ class Batcher(Generic[T]):
     @property
     def settled_through(self) -> int:
         """The ticket of the newest item written, or dropped as one that never can be; every older one is too."""
-        return self._settled
+        return self._settled.value
+
+    async def written(self, ticket: int) -> None:
+        """Return once the item with ``ticket``, and so every older one, is written (or dropped as one that never can be)."""
+        await self._settled.wait_past(ticket - 1)
 
     async def _run(self) -> None:
         try:
@@ -58,7 +64,7 @@ class Batcher(Generic[T]):
                     self._pending[:0] = batch
                     await asyncio.sleep(self._retry_pause)
                     continue
-                self._settled += len(batch)
+                self._settled.raise_to(self._settled.value + len(batch))
         finally:
             self._task = None
 

@@ -2,75 +2,45 @@
 
 Fan-out happens here, not where events are written: the worker reads the ``events`` table by
 ``seq`` past a cursor kept in the store and adds one ``webhook_deliveries`` row per endpoint
-subscribed to the event's type in the policy in force *then* (a ``tenant``-less event goes to
-every tenant's subscribed endpoints). The write paths stay one cheap INSERT per event and never
-need the policy; moving the cursor and adding the rows is one transaction, so a crash neither
-loses nor doubles a fan-out.
+subscribed to the event's type in the policy in force *then*. Every event belongs to a tenant;
+one without (written by an older version) goes to no endpoint. The write paths stay one cheap
+INSERT per event and never need the policy; moving the cursor and adding the rows is one
+transaction, so a crash neither loses nor doubles a fan-out.
 
-Delivery: due rows are claimed oldest event first with a lease; each endpoint's share of a
-batch is sent one at a time in creation order (endpoints run side by side), so one slow
-endpoint never holds back another. 2xx succeeds; 410 disables the endpoint (while its url stays
-the same), and so does failing continuously for the endpoint's ``disable_after`` (5 days by
-default), until the tenant enables it again; 429, 5xx, timeouts and network errors retry on the ``webhooks`` retry schedule
-(honouring ``Retry-After``) and go ``dead`` when it runs out; any other status — a 3xx included,
-redirects are never followed — is ``dead`` at once, since sending it again would get the same.
-A url resolving to a loopback, link-local or private address is refused unless the endpoint
-sets ``allow_private`` (SSRF).
+Delivery: each (tenant, endpoint) is a lane of its own. A lane sends its endpoint's due
+deliveries one at a time in creation order and records each outcome as soon as it has it;
+lanes run side by side, so an endpoint that is slow or never answers holds up only itself.
+When a delivery fails and waits for its retry, the deliveries behind it wait too: a failing
+endpoint backs off as a whole, and the others are not affected. What one attempt does with the
+answer (and the SSRF guard) is :mod:`gateway.engine.webhook_attempts`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
+import functools
 import logging
-import socket
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Final
-from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 
 from gateway import signing
-from gateway.clock import Clock, isoformat
-from gateway.lifecycle import RetrySchedule, plan_retry
-from gateway.policy.durations import parse_duration
+from gateway.clock import Clock
+from gateway.engine.batching import Batcher
+from gateway.engine.webhook_attempts import DISABLED, PENDING, WebhookPoster
 from gateway.policy.models import WebhookEndpointPolicy
-from gateway.policy.view import PolicyHolder, PolicySet, retry_schedule_of
-from gateway.provider_kit import retry_after_seconds
+from gateway.policy.view import PolicyHolder, PolicySet
 from gateway.store import ClaimedWebhook, Store, StoredEvent, WebhookResult, WebhookTarget
 from gateway.watermark import Watermark
 
 log = logging.getLogger(__name__)
 
-SCHEDULE_NAME: Final = "webhooks"
-DEFAULT_SCHEDULE: Final = RetrySchedule(8, (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0))
-"""Immediately, then 5s, 5m, 30m, 2h, 5h, 10h, 10h: eight attempts over about 28 hours."""
 IDLE_POLL: Final = 1.0
 
-PENDING: Final = "pending"
-SUCCEEDED: Final = "succeeded"
-DEAD: Final = "dead"
-DISABLED: Final = "disabled"
-
-
-class RefusedUrlError(ValueError):
-    """An endpoint url that resolves to an address the policy does not allow (SSRF guard)."""
-
-
-def retry_schedule(policy: PolicySet) -> RetrySchedule:
-    """The policy's ``webhooks`` retry schedule, else the Standard Webhooks-style default."""
-    found = policy.document.retry_schedules.get(SCHEDULE_NAME)
-    if found is None:
-        return DEFAULT_SCHEDULE
-    return retry_schedule_of(found)
-
-
-def disable_after(endpoint: WebhookEndpointPolicy) -> float | None:
-    """Seconds of continuous failure after which the endpoint is disabled; None: never."""
-    return parse_duration(endpoint.disable_after) if endpoint.disable_after is not None else None
+Lane = tuple[str, str]
+"""(tenant, endpoint)"""
 
 
 def subscribed(endpoint: WebhookEndpointPolicy, event_type: str) -> bool:
@@ -78,127 +48,120 @@ def subscribed(endpoint: WebhookEndpointPolicy, event_type: str) -> bool:
 
 
 def targets_of(event: StoredEvent, policy: PolicySet, disabled: dict[tuple[str, str], str]) -> list[WebhookTarget]:
-    """The endpoints ``event`` goes to under ``policy``: its tenant's, or every tenant's when it has none."""
-    tenants = [event.tenant] if event.tenant is not None else sorted(policy.document.webhooks)
+    """The endpoints of the event's tenant under ``policy`` that subscribe to its type."""
+    if event.tenant is None:
+        return []
+    endpoints = policy.document.webhooks.get(event.tenant, {})
     return [
-        WebhookTarget(event, tenant, name, disabled=disabled.get((tenant, name)) == endpoint.url)
-        for tenant in tenants
-        for name, endpoint in policy.document.webhooks.get(tenant, {}).items()
+        WebhookTarget(event, event.tenant, name, disabled=disabled.get((event.tenant, name)) == endpoint.url)
+        for name, endpoint in endpoints.items()
         if subscribed(endpoint, event.type)
     ]
 
 
-def is_private(address: str) -> bool:
-    """Loopback, link-local, private, unspecified, multicast or reserved: nothing a tenant's endpoint should be."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or ip.is_link_local or ip.is_private or ip.is_unspecified or ip.is_multicast or ip.is_reserved
-
-
-async def check_url(url: str) -> None:
-    """Raise :class:`RefusedUrlError` when any address ``url``'s host resolves to is private.
-
-    Every address is checked, not only the first, so a name with one public and one private
-    record cannot be used to reach the private one.
-    """
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    for *_rest, sockaddr in infos:
-        if is_private(str(sockaddr[0])):
-            raise RefusedUrlError(f"{host} resolves to {sockaddr[0]}, a private address; set allow_private to send there")
-
-
-def event_body(event: StoredEvent) -> bytes:
-    """The JSON body: type, creation time, and the data with the event's ``seq`` so receivers can order."""
-    return orjson.dumps({"type": event.type, "timestamp": isoformat(event.at), "data": {**event.data, "seq": event.seq}})
-
-
-def signed_headers(
-    endpoint: WebhookEndpointPolicy, event: StoredEvent, timestamp: int, body: bytes, signer: signing.Ed25519Signer
-) -> dict[str, str]:
-    """The Standard Webhooks headers: ``v1`` with the secret and every previous one still in rotation, plus ``v1a`` for ed25519 endpoints."""
-    secrets = [secret for secret in (endpoint.secret, *endpoint.previous_secrets) if secret]
-    asymmetric = signer if endpoint.signing == "ed25519" else None
-    return {"content-type": "application/json", **signing.signature_headers(secrets, event.id, timestamp, body, signer=asymmetric)}
-
-
 class EventWebhooks:
-    """Fans events out to subscribed endpoints and delivers them until told to stop."""
+    """Fans events out to subscribed endpoints and runs a lane per endpoint with deliveries due, until told to stop."""
 
     def __init__(
         self, store: Store, policies: PolicyHolder, session: aiohttp.ClientSession, clock: Clock, signer: signing.Ed25519Signer,
         *, batch: int = 200, lease_seconds: float = 60.0, timeout: float = 10.0,
     ) -> None:
         self._store = store
-        self._signer = signer
         self._policies = policies
-        self._session = session
         self._clock = clock
         self._batch = batch
         self._lease = lease_seconds
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._poster = WebhookPoster(policies, session, clock, signer, timeout=timeout)
+        self._results: Batcher[WebhookResult] = Batcher(self._record, name="event-webhooks", retryable=store.is_transient)
         self._task: asyncio.Task[None] | None = None
+        self._lanes: dict[Lane, asyncio.Task[None]] = {}  # endpoints being sent to
         self._in_hand: set[str] = set()  # claimed, outcome not recorded yet
         self._passes = 0  # passes begun
-        self._quiet = Watermark()  # the number of the latest pass that found nothing to do
+        self._quiet = Watermark()  # the number of the latest pass that found nothing to do and no lane running
         self._wakeup = asyncio.Event()
+        self._recheck = True  # whether deliveries may have come due since the worker last looked
+        self._next_due: float | None = None  # when the next one is due, as of that look
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-webhooks")
 
     async def stop(self) -> None:
         """Stop at once, giving back the leases of sends cut short so the next start sends them again."""
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [task for task in (self._task, *self._lanes.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._task = None
+        await self._results.drain()
         if self._in_hand:
             log.info("event webhooks: %d sends cut short by the shutdown are due again", len(self._in_hand))
             await self._store.release_webhooks(sorted(self._in_hand))
             self._in_hand.clear()
+        await self._poster.aclose()
+
+    def wake(self) -> None:
+        """Look for due deliveries now: a replay or an enabled endpoint has queued some."""
+        self._recheck = True
+        self._wakeup.set()
 
     async def until_idle(self) -> None:
-        """Return once a pass begun after this call found no event to fan out and nothing due at the clock's time.
+        """Return once a pass begun after this call found no event to fan out, nothing due at the clock's time
+        and no endpoint being sent to.
 
         Tests wait on this rather than on time, so "not sent yet" is a finding.
         """
         mark = self._passes
-        self._wakeup.set()
+        self.wake()
         if self._task is not None and not self._task.done():
             await self._quiet.wait_past(mark)
 
     async def _run(self) -> None:
+        """Fan out after every commit; look for due deliveries only when some may have come due.
+
+        That is after a fan-out, a lane's end, the next retry's time, or a wake-up: not after
+        every commit, of which a busy gateway makes hundreds a second.
+        """
         while True:
             self._wakeup.clear()
             self._passes += 1
             number, seen = self._passes, self._store.commits
+            looked, self._recheck = self._recheck, False
             try:
-                busy = await self.fan_out() | await self.deliver_due()
+                fanned = await self.fan_out()
+                looked = looked or fanned
+                busy = fanned | (await self.deliver_due() if looked else False)
             except Exception:  # noqa: BLE001 - the worker outlives any one bad batch
                 log.exception("event webhooks: batch failed; trying again")
-                busy = False
+                busy, self._recheck = False, True
                 await self._clock.sleep(IDLE_POLL)
             if not busy:
-                self._quiet.raise_to(number)
+                if not self._lanes and (looked or not self._due_by_last_look()):
+                    self._quiet.raise_to(number)
                 await self._idle(seen)
 
+    def _due_by_last_look(self) -> bool:
+        """Whether a delivery was due by what the worker last read; good until ``_recheck`` says otherwise."""
+        return self._next_due is not None and self._next_due <= self._clock.now()
+
     async def _idle(self, seen: int) -> None:
-        """Wait for a commit (new events), the next retry or a wake-up, whichever comes first."""
-        due = await self._store.next_webhook_due()
-        delay = IDLE_POLL if due is None else min(IDLE_POLL, due - self._clock.now())
-        waits = [
-            asyncio.ensure_future(self._store.wait_for_commit(seen)),
-            asyncio.ensure_future(self._clock.sleep(delay)),
-            asyncio.ensure_future(self._wakeup.wait()),
-        ]
+        """Wait for a commit (new events, a lane's outcome), the next retry, a lane ending or a wake-up, whichever comes first."""
+        due, now = self._next_due, self._clock.now()
+        if self._due_by_last_look() and not self._lanes:
+            self._recheck = True
+            return  # came due since the pass looked
+        # Due already with a lane running: that lane holds it, and wakes us when it ends.
+        delay = IDLE_POLL if due is None or due <= now else min(IDLE_POLL, due - now)
+        committed = asyncio.ensure_future(self._store.wait_for_commit(seen))
+        waits = [committed, asyncio.ensure_future(self._clock.sleep(delay)), asyncio.ensure_future(self._wakeup.wait())]
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            done, _pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for wait in waits:
                 wait.cancel()
+        if done != {committed}:
+            self._recheck = True
 
     async def fan_out(self) -> bool:
         """Turn new events into webhook deliveries; whether there were any."""
@@ -211,71 +174,57 @@ class EventWebhooks:
         return True
 
     async def deliver_due(self) -> bool:
-        """Send one batch of due deliveries; whether there was one."""
-        due = await self._store.next_webhook_due()
+        """Start a lane for every endpoint with deliveries due and no lane running; whether any started."""
+        self._next_due = due = await self._store.next_webhook_due()
         if due is None or due > self._clock.now():
             return False
-        claimed = await self._store.claim_webhooks(limit=self._batch, lease_seconds=self._lease)
+        claimed = await self._store.claim_webhooks(limit=self._batch, lease_seconds=self._lease, per_endpoint=self._batch, busy=set(self._lanes))
+        leased_until = self._clock.now() + self._lease
         self._in_hand.update(item.id for item in claimed)
-        by_endpoint: dict[tuple[str, str], list[ClaimedWebhook]] = {}
+        by_endpoint: dict[Lane, list[ClaimedWebhook]] = {}
         for item in claimed:
             by_endpoint.setdefault((item.tenant, item.endpoint), []).append(item)
-        results = await asyncio.gather(*(self._send_in_order(items) for items in by_endpoint.values()))
-        await self._store.record_webhooks([result for batch in results for result in batch])
-        self._in_hand.difference_update(item.id for item in claimed)
+        for lane, items in by_endpoint.items():
+            task = asyncio.create_task(self._send_in_order(items, leased_until), name=f"event-webhooks {lane[0]}/{lane[1]}")
+            self._lanes[lane] = task
+            task.add_done_callback(functools.partial(self._lane_ended, lane))
         return bool(claimed)
 
-    async def _send_in_order(self, items: Sequence[ClaimedWebhook]) -> list[WebhookResult]:
-        """One endpoint's deliveries, one at a time in creation order; after a 410 the rest stay for the store to disable."""
-        results: list[WebhookResult] = []
-        for item in items:
-            result = await self.send(item)
-            results.append(result)
-            if result.status == DISABLED:
-                break
-        return results
+    def _lane_ended(self, lane: Lane, task: asyncio.Task[None]) -> None:
+        if self._lanes.get(lane) is task:
+            del self._lanes[lane]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("event webhooks: lane %s/%s stopped: %r; its deliveries are due again when their lease ends", *lane, error)
+        self.wake()
 
-    async def send(self, item: ClaimedWebhook) -> WebhookResult:
-        """One attempt at one delivery, and what it means for the delivery and its endpoint."""
-        policy = self._policies.current
-        endpoint = policy.document.webhooks.get(item.tenant, {}).get(item.endpoint)
-        if endpoint is None:
-            return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, last_error="endpoint no longer in policy")
-        result = await self._attempt(item, policy, endpoint)
-        return replace(result, url=endpoint.url, disable_after=disable_after(endpoint))
+    async def _send_in_order(self, items: Sequence[ClaimedWebhook], leased_until: float) -> None:
+        """One endpoint's deliveries, one at a time in creation order, each recorded as it ends.
 
-    async def _attempt(self, item: ClaimedWebhook, policy: PolicySet, endpoint: WebhookEndpointPolicy) -> WebhookResult:
+        Outcomes are written in shared batches while the next delivery is sent; the lane ends
+        once its own are written. After a failure that will be retried the rest wait behind it
+        (the endpoint backs off); after a 410 the store disables them. What the lease would not
+        cover is given back.
+        """
+        ticket = 0
         try:
-            if not endpoint.allow_private:
-                await check_url(endpoint.url)
-            status, wait = await self._post(endpoint, item.event)
-        except RefusedUrlError as err:
-            log.warning("event webhook %s/%s refused: %s", item.tenant, item.endpoint, err)
-            return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, last_error=f"refused: {err}")
-        except (aiohttp.ClientError, OSError, TimeoutError) as err:
-            return self._retry(item, policy, None, f"{type(err).__name__}: {err}", None)
-        return self._judge(item, policy, status, wait)
+            for index, item in enumerate(items):
+                if self._clock.now() + self._poster.timeout > leased_until:
+                    await self._give_back(items[index:])
+                    return
+                result = await self._poster.send(item)
+                ticket = self._results.add(result)
+                if result.status in (PENDING, DISABLED):
+                    await self._results.written(ticket)
+                    await self._give_back(items[index + 1:])
+                    return
+        finally:
+            await self._results.written(ticket)
 
-    async def _post(self, endpoint: WebhookEndpointPolicy, event: StoredEvent) -> tuple[int, float | None]:
-        body = event_body(event)
-        headers = signed_headers(endpoint, event, int(self._clock.now()), body, self._signer)
-        async with self._session.post(endpoint.url, data=body, headers=headers, allow_redirects=False, timeout=self._timeout) as response:
-            await response.read()
-            return response.status, retry_after_seconds(response.headers.get("Retry-After"), now=self._clock.now())
+    async def _record(self, results: list[WebhookResult]) -> None:
+        await self._store.record_webhooks(results)
+        self._in_hand.difference_update(result.id for result in results)
 
-    def _judge(self, item: ClaimedWebhook, policy: PolicySet, status: int, wait: float | None) -> WebhookResult:
-        if 200 <= status < 300:
-            return WebhookResult(item.id, item.tenant, item.endpoint, SUCCEEDED, last_status=status)
-        if status == 410:
-            log.warning("event webhook endpoint %s/%s answered 410 Gone: disabled", item.tenant, item.endpoint)
-            return WebhookResult(item.id, item.tenant, item.endpoint, DISABLED, status, "410 Gone: endpoint disabled")
-        if status == 429 or status >= 500:
-            return self._retry(item, policy, status, f"HTTP {status}", wait)
-        return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, status, f"HTTP {status} (not retried; redirects are not followed)")
-
-    def _retry(self, item: ClaimedWebhook, policy: PolicySet, status: int | None, error: str, wait: float | None) -> WebhookResult:
-        """Try again on the schedule (later when ``Retry-After`` asks for longer), or give up when it has run out."""
-        plan = plan_retry(retry_schedule(policy), item.attempt, self._clock.now(), error, retry_after=wait)
-        if plan.retry_at is None:
-            return WebhookResult(item.id, item.tenant, item.endpoint, DEAD, status, f"retries exhausted: {error}")
-        return WebhookResult(item.id, item.tenant, item.endpoint, PENDING, status, error, plan.retry_at)
+    async def _give_back(self, items: Sequence[ClaimedWebhook]) -> None:
+        if items:
+            await self._store.release_webhooks([item.id for item in items])
+            self._in_hand.difference_update(item.id for item in items)

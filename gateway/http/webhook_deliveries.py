@@ -18,7 +18,7 @@ from gateway import ids
 from gateway.clock import parse_timestamp
 from gateway.errors import ConflictError, ErrorDetail, NotFoundError, ValidationError
 from gateway.http.api import json_response, parse_model, read_json
-from gateway.http.appkeys import STORE
+from gateway.http.appkeys import EVENT_WEBHOOKS, STORE
 from gateway.http.auth import caller
 from gateway.http.paging import one_of, page_response
 from gateway.http.views import webhook_delivery_view
@@ -58,6 +58,7 @@ async def replay_one(request: web.Request) -> web.Response:
     if not ids.has_prefix(delivery_id, ids.WEBHOOK):
         raise NotFoundError(f"No webhook delivery {delivery_id!r}.", code="webhook_delivery_not_found")
     replayed = await store.replay_webhooks(principal.tenant, delivery_ids=[delivery_id], mode=principal.scope)
+    request.app[EVENT_WEBHOOKS].wake()
     if not replayed:
         status = await store.webhook_delivery_status(principal.tenant, delivery_id, mode=principal.scope)
         if status is None:
@@ -74,6 +75,7 @@ async def replay_since(request: web.Request) -> web.Response:
     body: ReplaySince = parse_model(ReplaySince, await read_json(request))
     since = _since(body.since)
     replayed = await request.app[STORE].replay_webhooks(principal.tenant, endpoint=body.endpoint, since=since)
+    request.app[EVENT_WEBHOOKS].wake()
     return json_response({"replayed": len(replayed), "webhook_delivery_ids": replayed}, 202)
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway.errors import NotFoundError
 from gateway.http.api import json_response
-from gateway.http.appkeys import STORE
+from gateway.http.appkeys import EVENT_WEBHOOKS, STORE
 from gateway.http.auth import caller, policy_of
 from gateway.http.views import webhook_endpoint_view
 from gateway.policy.models import WebhookEndpointPolicy
@@ -36,6 +36,7 @@ async def enable(request: web.Request) -> web.Response:
     name, endpoint = _endpoint(request, principal.tenant)
     store = request.app[STORE]
     requeued = await store.enable_webhook_endpoint(principal.tenant, name)
+    request.app[EVENT_WEBHOOKS].wake()
     state = (await store.webhook_endpoint_states(principal.tenant)).get(name)
     return json_response({"endpoint": webhook_endpoint_view(name, endpoint, state), "requeued": requeued})
 

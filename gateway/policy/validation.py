@@ -13,6 +13,7 @@ from typing import Any, Final
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaValidationError
 
+from gateway import signing
 from gateway.channels import ChannelCatalog
 from gateway.plugins import PluginCatalog
 from gateway.policy import schema
@@ -28,6 +29,7 @@ from gateway.policy.models import (
     RoutePolicy,
     TemplateContentPolicy,
     TemplatePolicy,
+    WebhookEndpointPolicy,
 )
 from gateway.policy.sources import Path_, Sources
 from gateway.policy.templates import CompiledContent, CompiledTemplate, template_syntax_error
@@ -113,8 +115,25 @@ def check_references(document: PolicyDocument, plugins: PluginCatalog, channels:
         for name, endpoint in endpoints.items():
             if endpoint.signing == "hmac" and endpoint.secret is None:
                 sources.issue(("webhooks", tenant, name, "secret"), "hmac signing needs a secret (whsec_…)")
+            _check_webhook_secrets(endpoint, ("webhooks", tenant, name), sources)
     for event, event_route in document.routes.items():
         _check_event_route(event, event_route, document, channels, sources)
+
+
+def _check_webhook_secrets(endpoint: WebhookEndpointPolicy, base: Path_, sources: Sources) -> None:
+    """Each secret decodes to the key it signs with: refused now, not found out when every send of the endpoint fails."""
+    secrets = [((*base, "secret"), endpoint.secret)]
+    secrets += [((*base, "previous_secrets", index), secret) for index, secret in enumerate(endpoint.previous_secrets)]
+    for path, secret in secrets:
+        if secret is not None and not _decodes(secret):
+            sources.issue(path, "must be whsec_ followed by the key in base64, as Standard Webhooks libraries make them")
+
+
+def _decodes(secret: str) -> bool:
+    try:
+        return bool(signing.secret_bytes(secret))
+    except signing.SignatureError:
+        return False
 
 
 def _check_name(name: str | None, known: Collection[str], kind: str, path: Path_, sources: Sources) -> None:

@@ -147,6 +147,16 @@ class PolicySet:
         route = route or self.document.channels.get(channel)
         return tuple(route.providers) if route else ()
 
+    def tenants_served_by(self, instance: str) -> tuple[str, ...]:
+        """The tenants whose deliveries ``instance`` carries: its owner, or those a route sends to it (shared)."""
+        found = self.provider_instances.get(instance)
+        if found is not None and found.tenant is not None:
+            return (found.tenant,)
+        channels = set(self.document.channels).union(*(policy.channels for policy in self.document.tenants.values()))
+        return tuple(
+            tenant for tenant in self.document.tenants if any(instance in self.providers_for(tenant, channel) for channel in channels)
+        )
+
     def max_body_chars(self, tenant: str, channel: str) -> int | None:
         """The longest body any instance serving ``channel`` for ``tenant`` takes; None: no limit (or no instance)."""
         limits = [self.instance_limits.get(name, ProviderLimits()).max_body_chars for name in self.providers_for(tenant, channel)]

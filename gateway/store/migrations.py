@@ -313,6 +313,10 @@ MIGRATIONS: Final = (
     CREATE INDEX deliveries_due_by_tenant ON deliveries (channel, mode, tenant, priority_rank, next_attempt_at)
         WHERE status IN ('queued', 'sending');
     """,
+    # v12: each endpoint's pending event webhooks are a lane, sent in order: found by endpoint, oldest first.
+    """
+    CREATE INDEX webhook_deliveries_lanes ON webhook_deliveries (tenant, endpoint, event_seq) WHERE status = 'pending';
+    """,
 )
 
 

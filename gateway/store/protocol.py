@@ -212,10 +212,15 @@ class Store(Protocol):
         """Add one webhook delivery per target (once, however often asked) and mark events through ``through_seq`` fanned out, at once."""
 
     async def next_webhook_due(self) -> float | None:
-        """When the earliest pending webhook delivery is due, counting a lease as not due before it ends; None if none is pending."""
+        """When the next delivery of any endpoint is due: the oldest pending one of each endpoint counts (the rest wait
+        behind it), a lease as not due before it ends; None if none is pending."""
 
-    async def claim_webhooks(self, *, limit: int, lease_seconds: float) -> list[records.ClaimedWebhook]:
-        """Lease up to ``limit`` due webhook deliveries for ``lease_seconds``, oldest event first, each with its event.
+    async def claim_webhooks(
+        self, *, limit: int, lease_seconds: float, per_endpoint: int = 20, busy: Collection[tuple[str, str]] = ()
+    ) -> list[records.ClaimedWebhook]:
+        """Lease due webhook deliveries for ``lease_seconds``, each with its event: per (tenant, endpoint) the oldest
+        pending ones in creation order, up to ``per_endpoint`` and up to the first that is not due or already leased,
+        none for ``busy`` endpoints; endpoints with the oldest events first, ``limit`` in all.
 
         Each claim counts an attempt.
         """

@@ -131,7 +131,10 @@ class AttemptResult:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """Something to tell tenants about (``provider.circuit_opened``…); ``tenant`` None means all."""
+    """Something to tell a tenant about (``message.replied``, ``provider.circuit_opened``…): one row per tenant told.
+
+    ``tenant`` None is told to no one (only events written by older versions have none).
+    """
 
     type: str
     subject: str

@@ -97,7 +97,7 @@ def start_gateway(tmp_path: Path, port: int, secret: str) -> subprocess.Popen[by
     policies.mkdir(exist_ok=True)
     (policies / "policy.yaml").write_text(
         f"tenants:\n  acme:\n    api_keys: [{key_entry(LIVE_KEY)}]\n"
-        f"providers:\n  hook: {{plugin: webhook, config: {{secret: {secret}}}}}\n"
+        f"providers:\n  hook: {{plugin: webhook, config: {{secret: {secret}, allow_private: true}}}}\n"
         "channels:\n  webhook: {providers: [hook]}\n"
     )
     env = os.environ | {

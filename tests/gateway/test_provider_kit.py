@@ -21,7 +21,7 @@ def test_the_kit_exports_exactly_what_plugins_are_given() -> None:
     assert provider_kit.__all__ == sorted(provider_kit.__all__)
     assert set(provider_kit.__all__) == {
         "DEFAULT_TIMEOUT", "TIMEOUT_PROPERTY", "VendorError", "failure", "form_value", "isoformat", "json_answer", "json_object",
-        "retry_after_seconds", "same_secret", "signature_headers", "timeout_of", "utc_time", "vendor_call",
+        "public_connector", "refused_as_private", "retry_after_seconds", "same_secret", "signature_headers", "timeout_of", "utc_time", "vendor_call",
     }
 
 

@@ -40,11 +40,26 @@ async def receiver() -> Any:
     await server.close()
 
 
-@pytest.fixture
-async def provider() -> Any:
+async def webhook_provider(**config: Any) -> Any:
     # Real time: the receiver checks the signature's timestamp against its own clock.
     async with aiohttp.ClientSession() as session:
-        yield WebhookProvider("hook", {"secret": SECRET}, ProviderContext(session=session, clock=SystemClock(), report=lambda _u: None))
+        found = WebhookProvider("hook", {"secret": SECRET, **config}, ProviderContext(session=session, clock=SystemClock(), report=lambda _u: None))
+        yield found
+        await found.aclose()
+
+
+@pytest.fixture
+async def provider() -> Any:
+    """An instance that may send to the loopback receiver: ``allow_private: true``."""
+    async for found in webhook_provider(allow_private=True):
+        yield found
+
+
+@pytest.fixture
+async def guarded() -> Any:
+    """An instance as configured by default: public addresses only."""
+    async for found in webhook_provider():
+        yield found
 
 
 def message(url: str) -> OutboundMessage:
@@ -88,9 +103,37 @@ async def test_answers_are_classified_transient_or_permanent(
     assert len(receiver.received) == 1, "redirects are not followed"
 
 
-async def test_an_unreachable_endpoint_is_transient(provider: WebhookProvider, unused_tcp_port: int) -> None:
-    with pytest.raises(TransientDeliveryError, match="could not reach"):
+async def test_an_unreachable_endpoint_is_transient_in_words_that_do_not_map_the_network(provider: WebhookProvider, unused_tcp_port: int) -> None:
+    with pytest.raises(TransientDeliveryError) as caught:
         await provider.send(message(f"http://127.0.0.1:{unused_tcp_port}/hook"))
+    assert caught.value.message == "could not connect to the endpoint" and caught.value.code == "unreachable"
+    assert str(unused_tcp_port) not in str(caught.value.detail)
+
+
+def ssrf_targets(port: int) -> list[str]:
+    """Where a tenant's url must not lead: the gateway's own host, its network, the cloud's metadata service."""
+    return [
+        f"http://127.0.0.1:{port}/hook", f"http://127.9.9.9:{port}/hook", f"http://localhost:{port}/hook", f"http://[::1]:{port}/hook",
+        f"http://[::ffff:127.0.0.1]:{port}/hook", f"http://0.0.0.0:{port}/hook", f"http://[::]:{port}/hook",
+        "http://169.254.169.254/latest/meta-data/", "http://100.100.100.200/latest/meta-data/", "http://100.64.0.1/",
+        "http://10.0.0.1/", "http://172.16.0.1/", "http://192.168.1.1/", "http://[fd00::1]/", "http://[fe80::1]/",
+        "http://[2002:7f00:1::]/", "http://[64:ff9b::a9fe:a9fe]/",
+    ]
+
+
+async def test_without_allow_private_every_non_public_address_is_refused_before_connecting(guarded: WebhookProvider, receiver: Any) -> None:
+    port = int(receiver.url.rsplit(":", 1)[1].split("/")[0])
+    for url in ssrf_targets(port):
+        with pytest.raises(PermanentDeliveryError) as caught:
+            await guarded.send(message(url))
+        assert caught.value.code == "address_not_allowed", url
+        assert "allow_private" in caught.value.message and url not in caught.value.message
+    assert receiver.received == [], "nothing reached the loopback receiver"
+
+
+async def test_allow_private_is_off_unless_the_instance_sets_it() -> None:
+    properties = WebhookProvider.config_schema["properties"]
+    assert properties["allow_private"] == {**properties["allow_private"], "type": "boolean", "default": False}
 
 
 def test_the_secret_is_masked_in_repr(provider: WebhookProvider) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
 from gateway import ids
@@ -13,6 +13,13 @@ from gateway.store.sqlite.base import StoreBase
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
 from gateway.store.sqlite.reads import EVENT_COLUMNS, event_record
 from gateway.store.stored import WebhookDelivery
+
+LANE_HEADS: Final = (
+    "SELECT w.tenant, w.endpoint, w.event_seq, w.next_attempt_at, w.lease_until FROM webhook_deliveries w "
+    "JOIN (SELECT tenant, endpoint, MIN(event_seq) AS seq FROM webhook_deliveries WHERE status = 'pending' GROUP BY tenant, endpoint) h "
+    "ON w.tenant = h.tenant AND w.endpoint = h.endpoint AND w.event_seq = h.seq AND w.status = 'pending'"
+)
+"""The oldest pending delivery of each endpoint: the head of its lane, which the rest wait behind."""
 
 
 class WebhookStore(StoreBase):
@@ -50,29 +57,43 @@ class WebhookStore(StoreBase):
         await self._write(job)
 
     async def next_webhook_due(self) -> float | None:
-        """When the earliest pending webhook delivery is due (its lease's end if it is out), or None."""
-        rows = await self._fetch(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM webhook_deliveries WHERE status = 'pending'"
-        )
+        """When the earliest endpoint's next pending delivery is due (its lease's end if it is out), or None.
+
+        Only the head of each endpoint's queue counts: the ones behind it wait for it.
+        """
+        rows = await self._fetch(f"SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM ({LANE_HEADS})")
         return rows[0][0] if rows else None
 
-    async def claim_webhooks(self, *, limit: int, lease_seconds: float) -> list[ClaimedWebhook]:
-        """Reserve up to ``limit`` due webhook deliveries, oldest event first, with their events."""
+    async def claim_webhooks(
+        self, *, limit: int, lease_seconds: float, per_endpoint: int = 20, busy: Collection[tuple[str, str]] = ()
+    ) -> list[ClaimedWebhook]:
+        """Reserve due webhook deliveries, each endpoint's in creation order, with their events.
+
+        An endpoint gives the deliveries at the front of its queue that are due and not out on
+        a lease, up to ``per_endpoint``: none while its oldest pending one waits for a retry or
+        is being sent. ``busy`` endpoints (being sent to) give none. Endpoints whose oldest
+        event is oldest go first, up to ``limit`` deliveries in all.
+        """
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> list[ClaimedWebhook]:
-            rows = conn.execute(
-                f"SELECT w.id, w.tenant, w.endpoint, w.attempts, {EVENT_COLUMNS} "
-                "FROM webhook_deliveries w JOIN history e ON e.seq = w.event_seq "
-                "WHERE w.status = 'pending' AND w.next_attempt_at <= ? AND (w.lease_until IS NULL OR w.lease_until <= ?) "
-                "ORDER BY w.event_seq, w.id LIMIT ?",
-                (now, now, limit),
+            heads = conn.execute(
+                f"SELECT tenant, endpoint FROM ({LANE_HEADS}) WHERE next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) "
+                "ORDER BY event_seq",
+                (now, now),
             ).fetchall()
+            rows: list[Any] = []
+            for tenant, endpoint in heads:
+                if (tenant, endpoint) in busy:
+                    continue
+                if len(rows) >= limit:
+                    break
+                rows += due_prefix(conn, tenant, endpoint, min(per_endpoint, limit - len(rows)), now)
             conn.executemany(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id = ?",
                 [(now + lease_seconds, now, row[0]) for row in rows],
             )
-            return [ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, event_record(r[4:])) for r in rows]
+            return [ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, event_record(r[6:])) for r in rows]
 
         claimed: list[ClaimedWebhook] = await self._write(job)
         return claimed
@@ -224,6 +245,22 @@ WEBHOOK_MODE: Final = (
     "COALESCE((SELECT n.mode FROM history h JOIN notifications n ON n.id = h.notification_id WHERE h.seq = w.event_seq), 'live')"
 )
 """The mode of webhook delivery ``w``: its event's message's, or ``live`` for events about no message."""
+
+
+def due_prefix(conn: sqlite3.Connection, tenant: str, endpoint: str, limit: int, now: float) -> list[Any]:
+    """The endpoint's oldest pending deliveries, up to the first that is not due or is out on a lease."""
+    rows = conn.execute(
+        f"SELECT w.id, w.tenant, w.endpoint, w.attempts, w.next_attempt_at, w.lease_until, {EVENT_COLUMNS} "
+        "FROM webhook_deliveries w JOIN history e ON e.seq = w.event_seq "
+        "WHERE w.tenant = ? AND w.endpoint = ? AND w.status = 'pending' ORDER BY w.event_seq LIMIT ?",
+        (tenant, endpoint, limit),
+    ).fetchall()
+    prefix: list[Any] = []
+    for row in rows:
+        if row[4] > now or (row[5] is not None and row[5] > now):
+            break
+        prefix.append(row)
+    return prefix
 
 
 def webhook_delivery_record(row: sqlite3.Row) -> WebhookDelivery:

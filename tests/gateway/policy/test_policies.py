@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import base64
+import os
 from pathlib import Path
 
 import pytest
+from conftest import LIVE_KEY, key_entry, run_cli
 
+from gateway import signing
 from gateway.errors import PolicyError
 from gateway.plugins import PluginCatalog
 from gateway.policy.loading import load_policies
@@ -189,3 +193,38 @@ def test_a_retry_schedule_is_taken_from_the_most_specific_level_that_names_one(
     shared = 3.0 if "shared_route" in present else 4.0 if "default" in present else None
     other = policy.retry_schedule("other", "sms")  # another tenant never gets acme's route or defaults
     assert (other.delays[0] if other else None) == shared
+
+
+BAD_SECRETS = ["whsec_AAAAA", "whsec_c2VjcmV0!!!!", "whsec_"]
+"""Secrets that look like whsec_ ones but do not decode to a key: base64 of a wrong length, not base64, nothing."""
+
+
+@pytest.mark.parametrize("secret", BAD_SECRETS)
+def test_check_refuses_an_event_webhook_secret_that_does_not_decode_naming_where_it_is(tmp_path: Path, secret: str) -> None:
+    good = signing.new_secret()
+    write(tmp_path, "tenants.yaml", f"tenants:\n  acme:\n    api_keys: [{key_entry(LIVE_KEY)}]\n")
+    write(
+        tmp_path, "webhooks.yaml",
+        "webhooks:\n  acme:\n    main:\n      url: https://hooks.example.com/tidings\n      events: ['*']\n"
+        f"      secret: '{secret}'\n      previous_secrets: ['{good}', '{secret}']\n",
+    )
+    code, out = run_cli("check", str(tmp_path))
+    assert code == 1
+    assert "webhooks.yaml:6: webhooks.acme.main.secret: must be whsec_ followed by the key in base64" in out
+    assert "webhooks.yaml:7: webhooks.acme.main.previous_secrets[1]: must be whsec_" in out
+    assert "previous_secrets[0]" not in out, "a good secret is not reported"
+    assert secret == "whsec_" or secret not in out, "values are never echoed"
+
+
+@pytest.mark.parametrize("secret", ["whsec_AAAAAAAAAAAAAAAAA", "whsec_AAAAAAAAAAAAAAAA=AAA", *BAD_SECRETS])
+def test_check_refuses_a_webhook_plugin_secret_that_does_not_decode(tmp_path: Path, secret: str) -> None:
+    write(tmp_path, "a.yaml", f"providers:\n  hook: {{plugin: webhook, config: {{secret: '{secret}'}}}}\n")
+    code, out = run_cli("check", str(tmp_path))
+    assert code == 1 and "a.yaml:2: providers.hook.config.secret: must be whsec_ then the key in base64" in out, out
+
+
+def test_a_webhook_plugin_secret_that_decodes_passes(tmp_path: Path, plugin_catalog: PluginCatalog) -> None:
+    for size in range(12, 33):  # keys of every length from 12 bytes: each padding base64 has
+        secret = "whsec_" + base64.b64encode(os.urandom(size)).decode()
+        write(tmp_path, "a.yaml", f"providers:\n  hook: {{plugin: webhook, config: {{secret: '{secret}'}}}}\n")
+        assert load_policies(tmp_path, plugin_catalog).provider_instances["hook"].config["secret"] == secret
