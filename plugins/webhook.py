@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Final
 import aiohttp
 import orjson
 
-from gateway import OutboundMessage, PermanentDeliveryError, Provider, ProviderLimits, SendReceipt, TransientDeliveryError
+from gateway import RECIPIENT_UNAVAILABLE, OutboundMessage, PermanentDeliveryError, Provider, ProviderLimits, SendReceipt, TransientDeliveryError
 from gateway.provider_kit import isoformat, public_connector, refused_as_private, retry_after_seconds, signature_headers
 
 TRANSIENT_STATUSES: Final = frozenset({408, 425, 429})
@@ -93,20 +93,21 @@ class WebhookProvider(Provider):
                 await response.read()
                 return self._classify(message, response.status, response.headers)
         except asyncio.TimeoutError as err:
-            raise TransientDeliveryError("the endpoint did not answer in time", code="unreachable") from err
+            raise TransientDeliveryError("the endpoint did not answer in time", code=RECIPIENT_UNAVAILABLE) from err
         except (aiohttp.ClientError, OSError) as err:
             if refused_as_private(err):
                 raise PermanentDeliveryError(
                     "the url is not on a public address; only an instance with allow_private: true sends there", code=ADDRESS_NOT_ALLOWED
                 ) from err
-            raise TransientDeliveryError("could not connect to the endpoint", code="unreachable") from err
+            raise TransientDeliveryError("could not connect to the endpoint", code=RECIPIENT_UNAVAILABLE) from err
 
     def _classify(self, message: OutboundMessage, status: int, headers: Mapping[str, str]) -> SendReceipt:
         if 200 <= status < 300:
             return SendReceipt(provider_message_id=message.delivery_id, detail={"http_status": status})
         if status in TRANSIENT_STATUSES or status >= 500:
             raise TransientDeliveryError(
-                f"endpoint answered {status}", retry_after=retry_after_seconds(headers.get("Retry-After"), now=self.context.clock.now()), detail={"http_status": status}
+                f"endpoint answered {status}", retry_after=retry_after_seconds(headers.get("Retry-After"), now=self.context.clock.now()),
+                code=RECIPIENT_UNAVAILABLE, detail={"http_status": status},
             )
         if 300 <= status < 400:
             raise PermanentDeliveryError(f"endpoint answered a redirect ({status}); redirects are not followed", detail={"http_status": status})

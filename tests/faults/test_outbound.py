@@ -309,3 +309,28 @@ async def test_a_bug_signing_one_delivery_is_that_deliverys_failure_and_the_othe
     assert [event["data"]["notification_id"] for event in healthy.events] == mine
     assert broken.events == []
     assert "failed unexpectedly" in caplog.text and SECRET not in caplog.text
+
+
+async def test_one_tenants_dead_url_never_opens_the_shared_webhook_instance_for_another(
+    aiohttp_client: Any, tmp_path: Path, clock: FakeClock, memory_provider: type[MemoryProvider],
+    inside: tuple[Inside, int], unused_tcp_port: int,
+) -> None:
+    """The webhook channel's recipient is the url: its failures are the recipient's, so they never trip the instance's breaker."""
+    found, port = inside
+    policy_dir = tmp_path / "policies"
+    policy_dir.mkdir()
+    write_policy(policy_dir, allow_private=True, webhooks="")
+    text = (policy_dir / "policy.yaml").read_text()
+    (policy_dir / "policy.yaml").write_text(text.replace(
+        "allow_private: true}\n", "allow_private: true}\n    circuit_breaker: {failures: 2, window: 60s, cooldown: 1h}\n"
+    ))
+    api = await serve(aiohttp_client, policy_dir, {"webhook": WebhookProvider, "memory": memory_provider}, clock)
+    for _ in range(3):
+        dead = await send_to(api, f"http://127.0.0.1:{unused_tcp_port}/gone")
+        assert dead["attempts"][0]["error"] == "could not connect to the endpoint"
+    status, body = await api.send({"recipient": {"url": f"http://127.0.0.1:{port}/hook"}, "notification": {"channels": ["webhook"], "body": "hi"}},
+                                  key=OTHER_KEY)
+    assert status == 202
+    await api.wait_for(body["notification_id"], lambda n: n["status"] == "sent", key=OTHER_KEY)
+    assert len(found.requests) == 1
+    assert "provider.circuit_opened" not in [event.type for event in await api.app[STORE].list_events()]
