@@ -106,7 +106,8 @@ async def test_answers_are_classified_transient_or_permanent(
 async def test_an_unreachable_endpoint_is_transient_in_words_that_do_not_map_the_network(provider: WebhookProvider, unused_tcp_port: int) -> None:
     with pytest.raises(TransientDeliveryError) as caught:
         await provider.send(message(f"http://127.0.0.1:{unused_tcp_port}/hook"))
-    assert caught.value.message == "could not connect to the endpoint" and caught.value.code == "unreachable"
+    assert caught.value.message == "could not connect to the endpoint" and caught.value.code == "recipient_unavailable"
+    assert caught.value.recipient_fault, "the url is the recipient: its failures never count against the instance"
     assert str(unused_tcp_port) not in str(caught.value.detail)
 
 
