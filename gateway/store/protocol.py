@@ -41,7 +41,7 @@ class Store(Protocol):
 
     @property
     def commits(self) -> int:
-        """How many writes have become durable since :meth:`open`; a count to hand to :meth:`wait_for_commit`."""
+        """How many writes that changed something have become durable since :meth:`open`; a count for :meth:`wait_for_commit`."""
 
     async def open(self) -> None:
         """Make the store ready, creating or upgrading what it keeps; raise ``StoreInUseError`` if another process has it."""

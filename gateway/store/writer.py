@@ -107,6 +107,7 @@ class GroupCommitWriter:
         conn = self._conn
         outcomes: list[tuple[Pending, Any, BaseException | None]] = []
         changes_before = conn.total_changes
+        changed = False  # whether a commit changed something: an idle claim that found nothing wakes nobody
         try:
             conn.execute("BEGIN IMMEDIATE")
             for pending in batch:
@@ -122,7 +123,8 @@ class GroupCommitWriter:
                 conn.execute("ROLLBACK")
             outcomes = [(pending, None, failure) for pending in batch]
         else:
-            if conn.total_changes > changes_before:
+            changed = conn.total_changes > changes_before
+            if changed:
                 self.refusing = None
         for _pending, _result, refused in outcomes:
             if isinstance(refused, StorageUnavailableError):
@@ -130,7 +132,7 @@ class GroupCommitWriter:
         self.batches += 1
         self.jobs += len(batch)
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._resolve, outcomes)
+        self._loop.call_soon_threadsafe(self._resolve, outcomes, changed)
 
     @staticmethod
     def _run_job(conn: sqlite3.Connection, pending: Pending) -> tuple[Pending, Any, BaseException | None]:
@@ -146,8 +148,8 @@ class GroupCommitWriter:
         conn.execute("RELEASE job")
         return (pending, result, None)
 
-    def _resolve(self, outcomes: list[tuple[Pending, Any, BaseException | None]]) -> None:
+    def _resolve(self, outcomes: list[tuple[Pending, Any, BaseException | None]], changed: bool) -> None:
         for pending, result, error in outcomes:
             settle(pending.future, result, error)
-        if self._on_commit is not None:
+        if changed and self._on_commit is not None:
             self._on_commit()

@@ -141,7 +141,7 @@ class StoreBase:
 
     @property
     def commits(self) -> int:
-        """How many write transactions have committed since open; see :meth:`wait_for_commit`."""
+        """How many write transactions that changed something have committed since open; see :meth:`wait_for_commit`."""
         return self._commits.value
 
     async def wait_for_commit(self, after: int) -> None:
