@@ -76,10 +76,27 @@ class MemoryProvider(Provider):
     config_schema: Mapping[str, Any] = {"type": "object", "properties": {"token": {"type": "string", "x-secret": True}}}
     sent: list[OutboundMessage] = []
     script: dict[str, list[str]] = {}
+    waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    @classmethod
+    async def wait_for_sends(cls, count: int) -> None:
+        """Wait until ``count`` messages have reached the provider in all (5 s at most), woken by each send.
+
+        A send's outcome may not be in the store yet (it may never be, when a test holds it
+        back), so this waits on the provider, not on commits.
+        """
+        if len(cls.sent) < count:
+            reached: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            cls.waiters.append((count, reached))
+            await asyncio.wait_for(reached, 5)
 
     async def send(self, message: OutboundMessage) -> SendReceipt:
         outcome = self.script.get(message.to, ["ok"]).pop(0) if self.script.get(message.to) else "ok"
-        type(self).sent.append(message)
+        cls = type(self)
+        cls.sent.append(message)
+        for count, reached in cls.waiters:
+            if len(cls.sent) >= count and not reached.done():
+                reached.set_result(None)
         if outcome == "transient":
             raise TransientDeliveryError("provider hiccup", retry_after=None)
         if outcome == "permanent":
@@ -154,6 +171,7 @@ def clock() -> FakeClock:
 def memory_provider() -> type[MemoryProvider]:
     MemoryProvider.sent = []
     MemoryProvider.script = {}
+    MemoryProvider.waiters = []
     return MemoryProvider
 
 
@@ -230,16 +248,6 @@ class Api:
                 await store.wait_for_commit(seen)
 
         return await asyncio.wait_for(poll(), 5)
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Wait, commit by commit, until ``predicate`` holds (5 s at most)."""
-        store = self.app[STORE]
-
-        async def poll() -> None:
-            while not predicate():
-                await store.wait_for_commit(store.commits)
-
-        await asyncio.wait_for(poll(), 5)
 
     def wake(self) -> None:
         self.app[DISPATCHER].wake()

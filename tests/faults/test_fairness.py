@@ -28,7 +28,7 @@ async def test_another_tenants_first_message_goes_out_within_its_fair_share_of_a
     api = await throttled_api(aiohttp_client, make_app, policy_dir, "1/s")
     status, _ = await api.send_bulk(flood(60, priority="bulk"))  # tenant acme: a minute's worth at 1/s
     assert status == 202
-    await api.wait_until(lambda: len(memory_provider.sent) == 1)
+    await memory_provider.wait_for_sends(1)
     status, theirs = await api.send(sms_body("+14155559999", priority="bulk"), key=OTHER_KEY)  # same priority, queued later
     assert status == 202
     for _ in range(2):  # two tokens: acme's turn, then the other tenant's

@@ -56,7 +56,7 @@ async def test_a_send_waiting_for_a_slot_when_the_tenant_is_suspended_is_held_an
     rows = [{"phone": "+14155550101"}, {"phone": "+14155550102"}]
     _, accepted = await api.send_bulk({"channels": ["sms"], "template_id": "otp", "data": {"code": "1"}, "recipients": rows})
     second = accepted["notifications"][1]  # claimed with the first, in one claim
-    await api.wait_until(lambda: len(memory_provider.sent) == 1)  # the second waits for the instance's next token
+    await memory_provider.wait_for_sends(1)  # the second waits for the instance's next token
     assert (await api.notification(second["notification_id"]))["deliveries"][0]["status"] == "sending"
 
     await set_status(api, policy_dir, "suspended")

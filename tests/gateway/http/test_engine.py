@@ -209,11 +209,11 @@ async def test_high_priority_goes_first_through_a_throttled_channel_whatever_the
     rows = [{"phone": f"+1415555030{i}"} for i in range(4)]
     status, _ = await api.send_bulk({"channels": ["sms"], "body": "Spring sale", "recipients": rows})
     assert status == 202
-    await api.wait_until(lambda: len(memory_provider.sent) == 1)  # one token: the first bulk row
+    await memory_provider.wait_for_sends(1)  # one token: the first bulk row
     _, otp = await api.send(sms_body("+14155559999"), key=OTHER_KEY)
     for expected in range(2, 6):
         await settle(api, clock, 1)
-        await api.wait_until(lambda n=expected: len(memory_provider.sent) == n)
+        await memory_provider.wait_for_sends(expected)
     assert [m.to for m in memory_provider.sent][:2] == ["+14155550300", "+14155559999"], "the other tenant's OTP is next"
     assert len(memory_provider.sent) == 5
 
@@ -227,11 +227,11 @@ async def test_a_throttled_channel_goes_on_as_tokens_refill_without_waiting_to_b
     policy.write_text(policy.read_text().replace("sms: {providers: [memory]}", "sms: {providers: [memory], throughput: 2/s}"))
     api = Api(await aiohttp_client(make_app()))
     await api.send_bulk({"channels": ["sms"], "body": "Spring sale", "recipients": [{"phone": f"+1415555040{i}"} for i in range(6)]})
-    await api.wait_until(lambda: len(memory_provider.sent) == 2)
+    await memory_provider.wait_for_sends(2)
     clock.advance(1)
-    await api.wait_until(lambda: len(memory_provider.sent) == 4)
+    await memory_provider.wait_for_sends(4)
     clock.advance(1)
-    await api.wait_until(lambda: len(memory_provider.sent) == 6)
+    await memory_provider.wait_for_sends(6)
 
 
 async def test_a_send_whose_outcome_is_not_yet_recorded_when_its_lease_runs_out_is_not_sent_again(
@@ -256,12 +256,14 @@ async def test_a_send_whose_outcome_is_not_yet_recorded_when_its_lease_runs_out_
     monkeypatch.setattr(store, "record_outcomes", slow_record)
     monkeypatch.setattr(store, "claim_due", watched_claim)
     _, body = await api.send({"recipient": {"phone": SMS}, "notification": {"channels": ["sms"], "body": "hi"}})
-    await api.wait_until(lambda: len(memory_provider.sent) == 1)
+    await memory_provider.wait_for_sends(1)
     stalled_since = clock.now()
     clock.advance(api.app[SETTINGS].lease_seconds + 1)
     api.wake()
-    await asyncio.wait_for(claimed_again.wait(), 5)  # the dispatcher has looked for due work with the lease run out
-    stalled.set()
+    try:
+        await asyncio.wait_for(claimed_again.wait(), 5)  # the dispatcher has looked for due work with the lease run out
+    finally:
+        stalled.set()  # even when that fails: a held-back record would hold up the app's shutdown for good
     await api.idle()
     assert len(memory_provider.sent) == 1, "sent once: the delivery was still this process's, its outcome on the way"
     delivery = (await api.notification(body["notification_id"]))["deliveries"][0]
