@@ -102,8 +102,11 @@ async def webhook_deliveries(api: Api, predicate: Callable[[list[WebhookDelivery
     store = api.app[STORE]
 
     async def settled() -> None:
-        while not predicate((await store.list_webhook_deliveries(tenant)).items):
-            await store.wait_for_commit(store.commits)
+        while True:
+            seen = store.commits  # before the read: a commit landing during it still wakes the wait
+            if predicate((await store.list_webhook_deliveries(tenant)).items):
+                return
+            await store.wait_for_commit(seen)
 
     await asyncio.wait_for(settled(), 5)
     status, body = await api.get("/api/v1/webhook-deliveries", key=key)
