@@ -142,7 +142,7 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
 async def _inbound(app: web.Application) -> AsyncIterator[None]:
     """Provider callbacks: the limit per source, the processing path; and the retention purge (raw callbacks, idempotency records)."""
     store, settings = app[STORE], app[SETTINGS]
-    app[INBOUND_LIMITS] = SourceLimits(settings.inbound_rate_per_source, settings.inbound_burst_per_source, clock=app[CLOCK])
+    app[INBOUND_LIMITS] = SourceLimits(settings.inbound_refused_rate_per_source, settings.inbound_refused_burst_per_source, clock=app[CLOCK])
     app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], app[OPT_OUTS], refused_kept=settings.inbound_refused_max_rows)
     policy = app[POLICIES].current
     await inbound.resume(app[PROVIDERS].current.instances, functools.partial(_instance_tenants, policy))

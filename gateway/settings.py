@@ -65,11 +65,11 @@ class Settings(BaseSettings):
     inbound_refused_max_rows: int = Field(
         10_000, ge=1, description="How many refused provider callbacks (failed verification) are kept, as a summary without body or headers; older ones are dropped."
     )
-    inbound_rate_per_source: float = Field(
-        100.0, ge=0, description="Provider callbacks accepted per second from one source address (an IPv6 /64 counts as one); more is a 429 with `Retry-After`. `0`: no limit."
+    inbound_refused_rate_per_source: float = Field(
+        10.0, ge=0, description="Callbacks failing verification one source address may send per second (an IPv6 /64 counts as one); past its budget every callback from it is a 429 with `Retry-After`. Verified callbacks never spend it. `0`: no limit."
     )
-    inbound_burst_per_source: int = Field(
-        1000, ge=1, description="Provider callbacks one source address may send at once before `TIDINGS_INBOUND_RATE_PER_SOURCE` holds it back."
+    inbound_refused_burst_per_source: int = Field(
+        100, ge=1, description="Callbacks failing verification one source address may send at once before `TIDINGS_INBOUND_REFUSED_RATE_PER_SOURCE` holds it back."
     )
     idempotency_retention_hours: float = Field(
         24, gt=0, description="How long an Idempotency-Key is remembered; after that, the same key is a new request."

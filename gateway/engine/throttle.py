@@ -114,11 +114,14 @@ class Throttles:
 
 
 class SourceLimits:
-    """A token bucket per caller address, for requests that carry no key (provider callbacks).
+    """A budget of refusals per caller address, for requests that carry no key (provider callbacks).
 
-    An IPv6 address counts by its /64, which one host usually holds whole. The ``max_sources``
-    addresses seen last are remembered; one forgotten starts again with a full bucket, so memory
-    stays bounded however many addresses call. A ``rate`` of 0 limits nothing.
+    Only callbacks that fail verification spend it: a vendor's genuine callbacks are never held
+    back, however many it sends, while a source sending forgeries is told to wait once it has
+    spent ``burst`` and then ``rate`` a second. An IPv6 address counts by its /64, which one
+    host usually holds whole. The ``max_sources`` addresses seen last are remembered; one
+    forgotten starts again with a full budget, so memory stays bounded however many addresses
+    call. A ``rate`` of 0 limits nothing.
     """
 
     def __init__(self, rate: float, burst: float, *, clock: Clock, max_sources: int = 10_000) -> None:
@@ -129,15 +132,22 @@ class SourceLimits:
         self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
 
     def wait(self, source: str | None) -> float:
-        """Take a token for ``source``: 0.0 if it may go on now, else the seconds until it may (and nothing taken)."""
+        """0.0 if ``source`` may call now, else the seconds until its budget of refusals allows one more."""
         if self._rate <= 0:
             return 0.0
+        bucket = self._buckets.get(source_key(source))
+        return 0.0 if bucket is None or bucket.available() >= 1 else bucket.wait_time()
+
+    def refused(self, source: str | None) -> None:
+        """Spend one of ``source``'s refusals: it sent a callback that failed verification."""
+        if self._rate <= 0:
+            return
         key = source_key(source)
         bucket = self._buckets.pop(key, None) or TokenBucket(self._rate, self._burst, clock=self._clock)
-        self._buckets[key] = bucket  # the most recently seen last
+        self._buckets[key] = bucket  # the most recently refused last
         if len(self._buckets) > self._max_sources:
             self._buckets.popitem(last=False)
-        return 0.0 if bucket.try_take() else bucket.wait_time()
+        bucket.try_take()
 
 
 def source_key(source: str | None) -> str:

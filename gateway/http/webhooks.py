@@ -79,6 +79,7 @@ async def _receive(request: web.Request, provider: Provider, body: bytes) -> web
     try:
         await request.app[INBOUND].receive(record, provider, tenants, inbound)
     except WebhookVerificationError as err:
+        request.app[INBOUND_LIMITS].refused(request.remote)
         raise _refusal(err, record.id) from err
     answer = await provider.answer_webhook(inbound)
     if answer is not None:
@@ -91,12 +92,12 @@ def _plugin_response(answer: InboundResponse) -> web.Response:
 
 
 def _admit(request: web.Request) -> None:
-    """Hold each source address to its rate of callbacks: 429 with ``Retry-After`` past it."""
+    """Hold a source address that sent callbacks failing verification to its budget: 429 with ``Retry-After`` past it."""
     wait = request.app[INBOUND_LIMITS].wait(request.remote)
     if wait > 0:
         seconds = max(1, math.ceil(wait))
         raise TooManyRequestsError(
-            f"Too many provider callbacks from this address; try again in {seconds} s.", code="rate_limited", headers={"Retry-After": str(seconds)}
+            f"Too many refused provider callbacks from this address; try again in {seconds} s.", code="rate_limited", headers={"Retry-After": str(seconds)}
         )
 
 

@@ -168,25 +168,40 @@ def test_lifting_a_limit_and_setting_it_again_starts_a_full_bucket(clock: FakeCl
     assert again is not None and again.available() == 10
 
 
+def spend(limits: SourceLimits, source: str, times: int = 1) -> float:
+    """Refuse ``times`` callbacks from ``source``; how long it must then wait."""
+    for _ in range(times):
+        limits.refused(source)
+    return limits.wait(source)
+
+
 def test_source_limits_count_an_ipv6_64_as_one_caller_and_an_ipv4_mapped_address_as_ipv4(clock: FakeClock) -> None:
     limits = SourceLimits(1, 2, clock=clock)
-    assert [limits.wait("2001:db8::1"), limits.wait("2001:db8::ffff")] == [0.0, 0.0]
-    assert limits.wait("2001:db8:0:0:1::2") == pytest.approx(1.0)  # the same /64, out of tokens
+    assert [spend(limits, "2001:db8::1"), limits.wait("2001:db8::ffff")] == [0.0, 0.0]
+    assert spend(limits, "2001:db8::ffff") == pytest.approx(1.0)  # the same /64, its refusals spent
+    assert limits.wait("2001:db8:0:0:1::2") == pytest.approx(1.0)
     assert limits.wait("2001:db8:0:1::1") == 0.0  # the next /64 is another caller
-    assert [limits.wait("192.0.2.1"), limits.wait("::ffff:192.0.2.1")] == [0.0, 0.0]
-    assert limits.wait("192.0.2.1") > 0
+    assert spend(limits, "192.0.2.1") == 0.0
+    assert spend(limits, "::ffff:192.0.2.1") > 0
+
+
+def test_only_refusals_spend_a_source_budget(clock: FakeClock) -> None:
+    limits = SourceLimits(1, 2, clock=clock)
+    assert {limits.wait("192.0.2.1") for _ in range(1000)} == {0.0}, "asking never spends: verified callbacks are free"
+    assert spend(limits, "192.0.2.1", 2) == pytest.approx(1.0)
+    clock.advance(1)
+    assert limits.wait("192.0.2.1") == 0.0
 
 
 def test_source_limits_remember_a_bounded_number_of_callers(clock: FakeClock) -> None:
     limits = SourceLimits(1, 1, clock=clock, max_sources=2)
-    assert limits.wait("192.0.2.1") == 0.0
-    assert limits.wait("192.0.2.1") > 0
-    limits.wait("192.0.2.2")
-    limits.wait("192.0.2.3")  # the first is forgotten
+    assert spend(limits, "192.0.2.1") > 0
+    limits.refused("192.0.2.2")
+    limits.refused("192.0.2.3")  # the first is forgotten
     assert limits.wait("192.0.2.1") == 0.0
     assert len(limits._buckets) == 2
 
 
 def test_a_rate_of_zero_limits_nothing(clock: FakeClock) -> None:
     limits = SourceLimits(0, 1, clock=clock)
-    assert {limits.wait("192.0.2.1") for _ in range(1000)} == {0.0}
+    assert {spend(limits, "192.0.2.1") for _ in range(1000)} == {0.0}
