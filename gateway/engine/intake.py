@@ -74,7 +74,7 @@ class Intake:
         if (replay := await self._replay(principal.tenant, claim)) is not None:
             return replay
         submission = Submission(policy, principal, self._clock.now())
-        plan = submission.plan(request.content(), default_priority="bulk", prefix="")
+        plan = submission.plan(request, default_priority="bulk", prefix="")
         accepted, refused = build_rows(submission, plan, request, claim)
         accepted, refused = await self._without_opted_out(principal.tenant, accepted, refused)
         if not accepted:

@@ -69,28 +69,12 @@ class SendRequest(_Body):
     metadata: dict[str, StrictStr | StrictInt | float | bool] | None = Field(None, max_length=32)
 
 
-class BulkRequest(_Body):
-    channels: list[StrictStr] = Field(min_length=1, max_length=16)
-    template_id: StrictStr | None = Field(None, min_length=1, max_length=200)
-    subject: StrictStr | None = None
-    body: StrictStr | None = None
-    html: StrictStr | None = None
-    data: dict[str, Any] = {}
-    priority: Priority | None = None
-    strategy: Strategy | None = None
-    fallback_after: Duration | None = None
-    send_at: StrictStr | None = None
-    expires_at: StrictStr | None = None
+class BulkRequest(NotificationContent):
+    """One notification's content for every row of ``recipients``: the content fields are the send's, at the top level."""
+
     recipients: list[dict[str, Any]] = Field(min_length=1)
     idempotency_key: StrictStr | None = Field(None, min_length=1, max_length=255)
     metadata: dict[str, StrictStr | StrictInt | float | bool] | None = Field(None, max_length=32)
-
-    def content(self) -> NotificationContent:
-        return NotificationContent(
-            channels=self.channels, template_id=self.template_id, subject=self.subject, body=self.body,
-            html=self.html, data=self.data, priority=self.priority, strategy=self.strategy,
-            fallback_after=self.fallback_after, send_at=self.send_at, expires_at=self.expires_at,
-        )
 
 
 def _seconds(duration: str | None) -> float | None:

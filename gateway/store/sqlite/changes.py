@@ -100,9 +100,12 @@ class Changes:
 
     def apply(
         self, transition: lifecycle.Transition, tenant: str, notification_id: str, delivery_id: str, at: float, actor: str, *,
-        strategy: str, channel: str, template_id: str | None,
+        strategy: str, channel: str = "", template_id: str | None = None,
     ) -> None:
-        """Note what ``transition`` did to a delivery, and mark its notification to roll up (and move on, with fallback)."""
+        """Note what ``transition`` did to a delivery, and mark its notification to roll up (and move on, with fallback).
+
+        ``channel`` and ``template_id`` go into the event, for a transition that is told as one.
+        """
         if transition.entry is None:
             return
         if transition.entry.event is not None:
@@ -181,7 +184,7 @@ def activate(
         "UPDATE deliveries SET status = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND status = 'waiting'",
         (transition.status, now, now, delivery_id),
     )
-    changes.apply(transition, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=FALLBACK, channel="", template_id=None)
+    changes.apply(transition, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=FALLBACK)
     # The channel after this one now gets its own deadline, counted from now.
     conn.execute(
         "UPDATE deliveries SET next_attempt_at = ? + COALESCE((SELECT fallback_after FROM notifications WHERE id = ?), ?) "
@@ -214,6 +217,6 @@ def settle_fallbacks(conn: sqlite3.Connection, changes: Changes, now: float) -> 
                 continue
             transition = lifecycle.step(lifecycle.Delivery(status), happening)
             skips.append((transition.status, now, delivery_id))
-            changes.apply(transition, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=FALLBACK, channel="", template_id=None)
+            changes.apply(transition, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=FALLBACK)
     conn.executemany("UPDATE deliveries SET status = ?, updated_at = ? WHERE id = ? AND status = 'waiting'", skips)
     changes.fallbacks.clear()  # activations above need no second pass: the activated channel is now in flight

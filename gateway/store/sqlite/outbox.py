@@ -148,7 +148,7 @@ class Outbox(StoreBase):
             updates = []
             for delivery_id, notification_id, tenant, status, channel in found:
                 held = lifecycle.step(lifecycle.Delivery(status), lifecycle.Held(reason))
-                changes.apply(held, tenant, notification_id, delivery_id, now, DISPATCHER, strategy="", channel=channel, template_id=None)
+                changes.apply(held, tenant, notification_id, delivery_id, now, DISPATCHER, strategy="", channel=channel)
                 updates.append((held.status, now, now, delivery_id, owner))
             conn.executemany(f"UPDATE deliveries SET status = ?, {RELEASED}", updates)
             changes.flush(conn, now)
