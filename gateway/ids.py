@@ -9,6 +9,7 @@ more time than the rest of the id work together.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
@@ -52,8 +53,23 @@ _next = _Monotonic().next
 
 def new_ulid() -> str:
     """A new 26-character ULID, greater than every one this process made before."""
-    value = _next()
+    return _encode(_next())
+
+
+def _encode(value: int) -> str:
     return "".join([_PAIRS[value >> shift & 1023] for shift in _SHIFTS])
+
+
+def derived_id(prefix: str, at: float, number: int, salt: bytes) -> str:
+    """The id of the ``number``-th thing a store keeps (an event, an attempt), made at ``at`` (Unix seconds).
+
+    It is a ULID like :func:`new_id`'s: the time, then 80 bits of a keyed hash of ``number``
+    (``salt`` is the store's own, so ids do not reveal how many there were and differ between
+    stores). The same (at, number, salt) always gives the same id, so the id need not be stored.
+    """
+    ms = max(0, min(int(at * 1000), (1 << 48) - 1))
+    random = int.from_bytes(hashlib.blake2b(number.to_bytes(8, "big", signed=True), digest_size=10, key=salt).digest(), "big")
+    return f"{prefix}_{_encode(ms << 80 | random)}"
 
 
 def new_id(prefix: str) -> str:

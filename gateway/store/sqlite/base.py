@@ -67,6 +67,7 @@ class StoreBase:
         self._commits = Watermark()
         self._lock: IO[bytes] | None = None
         self._probe: asyncio.Future[bool] | None = None  # the probe in flight, shared by every caller meanwhile
+        self._salt = b""  # keys the ids derived from seq (events, attempts): the store's own, read at open
 
     async def open(self) -> None:
         """Open the store, private to this user; raise ``StoreInUseError`` if another process has it open."""
@@ -85,6 +86,7 @@ class StoreBase:
     def _connect_and_migrate(self) -> sqlite3.Connection:
         conn = connect(self.path, self._synchronous)
         migrate(conn)
+        (self._salt,) = conn.execute("SELECT value FROM store_meta WHERE name = 'id_salt'").fetchone()
         return conn
 
     async def close(self) -> None:

@@ -3,22 +3,54 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
-from gateway import ids, lifecycle, statuses
-from gateway.store.records import NewEvent
+from gateway import lifecycle, statuses
+from gateway.store.records import AttemptResult, NewEvent
 from gateway.store.sqlite.base import DISPATCHER, FALLBACK, NEVER, dumps, select_in
 
-HISTORY_COLUMNS = (
-    "tenant, subject, notification_id, delivery_id, at, actor, action, from_status, to_status, reason, event_id, event_type, data"
+HISTORY_COLUMNS: Final = (
+    "tenant, subject, notification_id, delivery_id, at, actor, action, from_status, to_status, reason, event_type, data, "
+    "attempt, provider, started_at, finished_at, outcome, provider_message_id, error, detail"
 )
+ATTEMPT_ONLY: Final = "attempt"
+"""The action of a line that only records an attempt (one whose result changed nothing): not shown in the timeline."""
+NO_ATTEMPT: Final = (None,) * 8
+ACCEPTED: Final = "accepted"
+FAILED: Final = "failed"
+
+
+def notification_event(
+    tenant: str | None, notification_id: str, delivery_id: str | None, action: str, status: str | None, reason: str | None, *,
+    channel: str | None, template_id: str | None, channels: list[str] | None,
+) -> dict[str, Any]:
+    """The payload of an event that is a notification's own line of history (:meth:`Changes.note` keeps none).
+
+    Accepted: its channels. A delivery's change: its channel, status and reason. The whole
+    message failing: its status and why the last channel failed.
+    """
+    if action == ACCEPTED:
+        own: dict[str, Any] = {"delivery_id": None, "channels": channels, "status": status, "reason": None}
+    elif delivery_id is not None:
+        own = {"delivery_id": delivery_id, "channel": channel, "status": status, "reason": reason}
+    else:
+        own = {"status": status, "reason": reason}
+    return {"notification_id": notification_id, "tenant": tenant, **own, "template_id": template_id}
 
 
 def insert_history(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Append rows of :data:`HISTORY_COLUMNS`; ``seq`` orders them, per notification and per tenant as overall."""
     if rows:
-        conn.executemany(f"INSERT INTO history ({HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany(f"INSERT INTO history ({HISTORY_COLUMNS}) VALUES ({', '.join('?' * 20)})", rows)
+
+
+def attempt_columns(result: AttemptResult, provider: str) -> tuple[Any, ...]:
+    """The attempt part of a line of history (``provider`` "" when no instance could be tried)."""
+    return (
+        result.attempt, provider, result.started_at, result.finished_at, result.outcome, result.provider_message_id, result.error,
+        dumps(result.detail) if result.detail else None,
+    )
 
 
 def event_row(
@@ -28,9 +60,10 @@ def event_row(
 
     With ``notification_id`` it is a line of that notification's timeline too.
     """
+    subject = None if event.subject == notification_id else event.subject
     return (
-        event.tenant, event.subject, notification_id, delivery_id, event.at, actor, event.type, None, None, None,
-        ids.new_id(ids.EVENT), event.type, dumps(dict(event.data)),
+        event.tenant, subject, notification_id, delivery_id, event.at, actor, event.type, None, None, None,
+        event.type, dumps(dict(event.data)), *NO_ATTEMPT,
     )
 
 
@@ -47,7 +80,7 @@ def refresh_notifications(conn: sqlite3.Connection, notification_ids: Iterable[s
     found: dict[str, list[Any]] = {}
     for row in select_in(
         conn,
-        "SELECT d.notification_id, d.status, n.status, n.tenant, n.template_id, d.dead_reason, d.last_error "
+        "SELECT d.notification_id, d.status, n.status, n.tenant, d.dead_reason, d.last_error "
         "FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE d.notification_id IN ({}) ORDER BY d.position",
         notification_ids,
     ):
@@ -56,11 +89,10 @@ def refresh_notifications(conn: sqlite3.Connection, notification_ids: Iterable[s
     for notification_id, rows in found.items():
         status = statuses.aggregate(row[1] for row in rows)
         updates.append((status, now, notification_id, status))
-        previous, tenant, template_id = rows[0][2], rows[0][3], rows[0][4]
+        previous, tenant = rows[0][2], rows[0][3]
         if status in statuses.TERMINAL_FAILURES and previous not in statuses.TERMINAL_FAILURES:
             reason = failure_reason(rows)
-            entry = lifecycle.Entry("failed", previous, status, reason, "message.failed")
-            changes.note(tenant, notification_id, None, now, DISPATCHER, entry, {"status": status, "reason": reason, "template_id": template_id})
+            changes.note(tenant, notification_id, None, now, DISPATCHER, lifecycle.Entry(FAILED, previous, status, reason, "message.failed"))
     conn.executemany("UPDATE notifications SET status = ?, updated_at = ? WHERE id = ? AND status != ?", updates)
 
 
@@ -86,33 +118,30 @@ class Changes:
 
     def note(
         self, tenant: str, notification_id: str, delivery_id: str | None, at: float, actor: str, entry: lifecycle.Entry,
-        data: Mapping[str, Any] = {},
+        attempt: tuple[Any, ...] = NO_ATTEMPT,
     ) -> None:
-        """A line of the notification's history; told as ``entry.event`` (``data`` adding to the common fields) when it has one."""
-        event_id = body = None
-        if entry.event is not None:
-            event_id = ids.new_id(ids.EVENT)
-            body = dumps({"notification_id": notification_id, "tenant": tenant} | dict(data))
+        """A line of the notification's history, told as ``entry.event`` when it has one (see :func:`notification_event`).
+
+        ``attempt``: the :func:`attempt_columns` of the attempt that made it, if one did.
+        """
         self.history.append(
-            (tenant, notification_id, notification_id, delivery_id, at, actor, entry.action, entry.from_status, entry.to_status, entry.reason,
-             event_id, entry.event, body)
+            (tenant, None, notification_id, delivery_id, at, actor, entry.action, entry.from_status, entry.to_status, entry.reason,
+             entry.event, None, *attempt)
         )
 
     def apply(
         self, transition: lifecycle.Transition, tenant: str, notification_id: str, delivery_id: str, at: float, actor: str, *,
-        strategy: str, channel: str = "", template_id: str | None = None,
+        strategy: str, attempt: tuple[Any, ...] = NO_ATTEMPT,
     ) -> None:
         """Note what ``transition`` did to a delivery, and mark its notification to roll up (and move on, with fallback).
 
-        ``channel`` and ``template_id`` go into the event, for a transition that is told as one.
+        An attempt whose result changed nothing still gets its line, one the timeline does not show.
         """
         if transition.entry is None:
+            if attempt is not NO_ATTEMPT:
+                self.note(tenant, notification_id, delivery_id, at, actor, lifecycle.Entry(ATTEMPT_ONLY, None, None, None), attempt)
             return
-        if transition.entry.event is not None:
-            data = {"delivery_id": delivery_id, "channel": channel, "status": transition.status, "reason": transition.entry.reason, "template_id": template_id}
-        else:
-            data = {}
-        self.note(tenant, notification_id, delivery_id, at, actor, transition.entry, data)
+        self.note(tenant, notification_id, delivery_id, at, actor, transition.entry, attempt)
         if transition.settles_notification:
             self.moved(notification_id, strategy)
 
@@ -146,7 +175,7 @@ def dead_letter_expired(conn: sqlite3.Connection, rows: Sequence[tuple[str, str,
         row[0]: row[1:]
         for row in select_in(
             conn,
-            "SELECT d.id, n.strategy, d.channel, n.template_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
+            "SELECT d.id, n.strategy FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
             "WHERE d.id IN ({})",
             (row[0] for row in rows),
         )
@@ -156,9 +185,9 @@ def dead_letter_expired(conn: sqlite3.Connection, rows: Sequence[tuple[str, str,
         transition = lifecycle.step(lifecycle.Delivery(status), lifecycle.Expired())
         if transition.entry is None:
             continue
-        strategy, channel, template_id = found[delivery_id]
+        (strategy,) = found[delivery_id]
         moves.append((transition.status, transition.dead_reason, lifecycle.EXPIRED_MESSAGE, now, delivery_id))
-        changes.apply(transition, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=strategy, channel=channel, template_id=template_id)
+        changes.apply(transition, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=strategy)
     conn.executemany(
         "UPDATE deliveries SET status = ?, dead_reason = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
         moves,

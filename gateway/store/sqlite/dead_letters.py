@@ -124,4 +124,4 @@ def requeue(conn: sqlite3.Connection, tenant: str, rows: Sequence[Any], actor: s
         [(transition.status, now, now, row[0]) for row, transition in replayed],
     )
     for (delivery_id, notification_id, _status, channel), transition in replayed:
-        changes.apply(transition, tenant, notification_id, delivery_id, now, actor, strategy="", channel=channel)
+        changes.apply(transition, tenant, notification_id, delivery_id, now, actor, strategy="")

@@ -11,7 +11,7 @@ import orjson
 from gateway import lifecycle, statuses
 from gateway.store.records import PRIORITY_RANK, Acceptance, ClaimedDelivery, IdempotencyClaim, NewNotification, StoredResponse
 from gateway.store.sqlite.base import DISPATCHER, FALLBACK, LIVE, NEVER, StoreBase, dumps, loads, select_in
-from gateway.store.sqlite.changes import Changes, activate_overdue_fallbacks, dead_letter_expired, has_fallback, insert_history
+from gateway.store.sqlite.changes import ACCEPTED, Changes, activate_overdue_fallbacks, dead_letter_expired, has_fallback, insert_history
 from gateway.store.sqlite.inbound import opt_out_address
 
 
@@ -105,7 +105,7 @@ class Outbox(StoreBase):
                     changes.touched.add(row[1])
                 elif row[9] is not None:
                     lost = lifecycle.step(lifecycle.Delivery(row[8]), lifecycle.LeaseLost())
-                    changes.apply(lost, row[2], row[1], row[0], now, DISPATCHER, strategy="", channel=channel, template_id=row[11])
+                    changes.apply(lost, row[2], row[1], row[0], now, DISPATCHER, strategy="")
             changes.flush(conn, now)
             return [
                 ClaimedDelivery(
@@ -148,7 +148,7 @@ class Outbox(StoreBase):
             updates = []
             for delivery_id, notification_id, tenant, status, channel in found:
                 held = lifecycle.step(lifecycle.Delivery(status), lifecycle.Held(reason))
-                changes.apply(held, tenant, notification_id, delivery_id, now, DISPATCHER, strategy="", channel=channel)
+                changes.apply(held, tenant, notification_id, delivery_id, now, DISPATCHER, strategy="")
                 updates.append((held.status, now, now, delivery_id, owner))
             conn.executemany(f"UPDATE deliveries SET status = ?, {RELEASED}", updates)
             changes.flush(conn, now)
@@ -238,7 +238,7 @@ def refuse_opted_out(conn: sqlite3.Connection, rows: Sequence[Any], now: float, 
             delivery = lifecycle.Delivery(row[8], fallback_waiting=has_fallback(conn, notification_id, row[14], row[16]))
             refused = lifecycle.step(delivery, lifecycle.OptedOut(channel))
             updates.append((refused.status, refused.dead_reason, refused.error, now, delivery_id))
-            changes.apply(refused, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=row[16], channel=channel, template_id=row[11])
+            changes.apply(refused, tenant, notification_id, delivery_id, now, DISPATCHER, strategy=row[16])
     conn.executemany(
         "UPDATE deliveries SET status = ?, dead_reason = ?, last_error = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
         updates,
@@ -273,9 +273,8 @@ def insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewNo
     )
     changes = Changes()
     for n in notifications:
-        entry = lifecycle.Entry("accepted", None, statuses.QUEUED, f"channels: {', '.join(n.channels)}", "message.queued")
-        data = {"delivery_id": None, "channels": list(n.channels), "status": statuses.QUEUED, "reason": None, "template_id": n.template_id}
-        changes.note(n.tenant, n.id, None, now, n.created_by, entry, data)
+        entry = lifecycle.Entry(ACCEPTED, None, statuses.QUEUED, f"channels: {', '.join(n.channels)}", "message.queued")
+        changes.note(n.tenant, n.id, None, now, n.created_by, entry)
     insert_history(conn, changes.history)
 
 

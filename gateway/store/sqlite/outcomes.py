@@ -6,10 +6,10 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from gateway import ids, lifecycle
+from gateway import lifecycle
 from gateway.store.records import AttemptResult, NewEvent, ReceivedStatus
-from gateway.store.sqlite.base import DISPATCHER, StoreBase, dumps, select_in
-from gateway.store.sqlite.changes import Changes, has_fallback, insert_events
+from gateway.store.sqlite.base import DISPATCHER, StoreBase, select_in
+from gateway.store.sqlite.changes import Changes, attempt_columns, has_fallback, insert_events
 from gateway.store.sqlite.inbound import set_opt_out
 from gateway.store.sqlite.receipts import apply_held_receipts, reconcile
 
@@ -53,12 +53,11 @@ def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], n
         row[0]: list(row[1:])
         for row in select_in(
             conn,
-            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy, d.channel, n.template_id, d.address, d.provider "
+            "SELECT d.id, d.notification_id, d.tenant, d.status, d.position, n.strategy, d.channel, d.address, d.provider "
             "FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE d.id IN ({})",
             (r.delivery_id for r in results),
         )
     }
-    attempts: list[tuple[Any, ...]] = []
     retries: list[tuple[Any, ...]] = []
     finals: list[tuple[Any, ...]] = []
     changes = Changes()
@@ -67,15 +66,8 @@ def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], n
         found = current.get(result.delivery_id)
         if found is None:
             continue
-        notification_id, tenant, status, position, strategy, channel, template_id, address, tried_before = found
+        notification_id, tenant, status, position, strategy, channel, address, tried_before = found
         provider = result.provider or tried_before or ""  # "": no instance was ever tried
-        attempts.append(
-            (
-                ids.new_id(ids.ATTEMPT), result.delivery_id, notification_id, result.attempt, provider,
-                result.started_at, result.finished_at, result.outcome, result.provider_message_id, result.error,
-                dumps(result.detail) if result.detail else None,
-            )
-        )
         happening = result.happening()
         waiting = isinstance(happening, lifecycle.Failed) and has_fallback(conn, notification_id, position, strategy)
         transition = lifecycle.step(lifecycle.Delivery(status, fallback_waiting=waiting), happening)
@@ -84,17 +76,12 @@ def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], n
             if set_opt_out(conn, tenant, channel, address, True, source, now):
                 opted_out.add(tenant)
         actor = f"provider:{provider}" if provider else DISPATCHER
-        changes.apply(transition, tenant, notification_id, result.delivery_id, now, actor, strategy=strategy, channel=channel, template_id=template_id)
+        changes.apply(transition, tenant, notification_id, result.delivery_id, now, actor, strategy=strategy, attempt=attempt_columns(result, provider))
         if transition.retry_at is not None:
             retries.append((transition.retry_at, provider or None, transition.error, now, result.delivery_id))
         elif transition.status != status:
             finals.append((transition.status, provider or None, result.provider_message_id, transition.error, transition.dead_reason, now, result.delivery_id))
             found[2] = transition.status
-    conn.executemany(
-        "INSERT INTO attempts (id, delivery_id, notification_id, number, provider, started_at, finished_at, outcome, "
-        "provider_message_id, error, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        attempts,
-    )
     conn.executemany(
         "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, provider = ?, "
         "last_error = ?, updated_at = ? WHERE id = ?",

@@ -6,13 +6,19 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from gateway import statuses
+from gateway import ids, statuses
 from gateway.store.records import NotificationFilter, Page, StoredEvent
 from gateway.store.sqlite.base import StoreBase, loads, select_in
+from gateway.store.sqlite.changes import ATTEMPT_ONLY, notification_event
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
 from gateway.store.stored import Attempt, Delivery, HistoryEntry, Notification
 
-EVENT_COLUMNS: Final = "e.seq, e.event_id, e.tenant, e.event_type, e.data, e.at, e.subject"  # what event_record reads, from ``history e``
+EVENT_COLUMNS: Final = (  # what event_record reads, from ``history e``: a notification's own event is built from its line and its notification
+    "e.seq, e.event_id, e.tenant, e.event_type, e.data, e.at, e.subject, e.notification_id, e.delivery_id, e.action, e.to_status, e.reason, "
+    "CASE WHEN e.data IS NULL THEN (SELECT channel FROM deliveries WHERE id = e.delivery_id) END, "
+    "CASE WHEN e.data IS NULL THEN (SELECT template_id FROM notifications WHERE id = e.notification_id) END, "
+    "CASE WHEN e.data IS NULL AND e.action = 'accepted' THEN (SELECT channels FROM notifications WHERE id = e.notification_id) END"
+)
 
 
 class Reads(StoreBase):
@@ -22,7 +28,8 @@ class Reads(StoreBase):
         """The newest events, for everyone (``tenant`` None: provider-wide ones included) or one tenant."""
         where = " WHERE e.event_type IS NOT NULL" + (" AND (e.tenant = ? OR e.tenant IS NULL)" if tenant is not None else "")
         params: tuple[Any, ...] = (tenant, limit) if tenant is not None else (limit,)
-        return [event_record(row) for row in await self._fetch(f"SELECT {EVENT_COLUMNS} FROM history e{where} ORDER BY e.seq DESC LIMIT ?", params)]
+        rows = await self._fetch(f"SELECT {EVENT_COLUMNS} FROM history e{where} ORDER BY e.seq DESC LIMIT ?", params)
+        return [event_record(row, self._salt) for row in rows]
 
     async def get_notification(self, tenant: str, notification_id: str, *, mode: str | None = None) -> Notification | None:
         """A notification with its deliveries, attempts and history; None if not the tenant's.
@@ -30,7 +37,7 @@ class Reads(StoreBase):
         All of it from one snapshot: never its own status from before a commit and its
         deliveries' from after.
         """
-        return await self._read(lambda conn: read_notification(conn, tenant, notification_id, mode))
+        return await self._read(lambda conn: read_notification(conn, tenant, notification_id, mode, self._salt))
 
     async def list_notifications(
         self, tenant: str, where: NotificationFilter, *, limit: int, cursor: str | None
@@ -62,19 +69,19 @@ class Reads(StoreBase):
         return Page(items, encode_cursor(items[-1].id) if more else None)
 
 
-def read_notification(conn: sqlite3.Connection, tenant: str, notification_id: str, mode: str | None = None) -> Notification | None:
+def read_notification(
+    conn: sqlite3.Connection, tenant: str, notification_id: str, mode: str | None, salt: bytes
+) -> Notification | None:
     row = conn.execute("SELECT * FROM notifications WHERE id = ? AND tenant = ?", (notification_id, tenant)).fetchone()
     if row is None or (mode is not None and row["mode"] != mode):
         return None
-    attempts: dict[str, list[Attempt]] = {}
-    for found in conn.execute("SELECT * FROM attempts WHERE notification_id = ? ORDER BY started_at, number", (notification_id,)):
-        attempts.setdefault(found["delivery_id"], []).append(attempt_record(found))
     deliveries = conn.execute("SELECT * FROM deliveries WHERE notification_id = ? ORDER BY position", (notification_id,)).fetchall()
-    history = conn.execute(
-        "SELECT at, actor, action, delivery_id, from_status, to_status, reason FROM history WHERE notification_id = ? ORDER BY seq",
-        (notification_id,),
-    ).fetchall()
-    return notification_record(row, [delivery_record(d, attempts.get(d["id"], [])) for d in deliveries], [history_entry(a) for a in history])
+    lines = conn.execute("SELECT * FROM history WHERE notification_id = ? ORDER BY seq", (notification_id,)).fetchall()
+    attempts: dict[str, list[Attempt]] = {}
+    for line in sorted((line for line in lines if line["attempt"] is not None), key=lambda line: (line["started_at"], line["attempt"])):
+        attempts.setdefault(line["delivery_id"], []).append(attempt_record(line, salt))
+    timeline = [history_entry(line) for line in lines if line["action"] != ATTEMPT_ONLY]
+    return notification_record(row, [delivery_record(d, attempts.get(d["id"], [])) for d in deliveries], timeline)
 
 
 def deliveries_of(conn: sqlite3.Connection, notification_ids: Iterable[str]) -> dict[str, list[Delivery]]:
@@ -106,9 +113,11 @@ def delivery_record(row: sqlite3.Row, attempts: Sequence[Attempt] | None = None)
     )
 
 
-def attempt_record(row: sqlite3.Row) -> Attempt:
+def attempt_record(row: sqlite3.Row, salt: bytes) -> Attempt:
+    """The attempt a line of history records (its ``attempt`` set)."""
     return Attempt(
-        id=row["id"], number=row["number"], provider=row["provider"] or None,  # "": no instance could be tried
+        id=ids.derived_id(ids.ATTEMPT, row["started_at"], row["seq"], salt), number=row["attempt"],
+        provider=row["provider"] or None,  # "": no instance could be tried
         started_at=row["started_at"], finished_at=row["finished_at"], outcome=row["outcome"], error=row["error"],
         provider_message_id=row["provider_message_id"], detail=loads(row["detail"]) or {},
     )
@@ -121,7 +130,16 @@ def history_entry(row: sqlite3.Row) -> HistoryEntry:
     )
 
 
-def event_record(row: Sequence[Any]) -> StoredEvent:
+def event_record(row: Sequence[Any], salt: bytes) -> StoredEvent:
     """An event from the columns :data:`EVENT_COLUMNS` names, in that order."""
-    seq, event_id, tenant, type_, data, at, subject = row
-    return StoredEvent(seq=seq, id=event_id, tenant=tenant, type=type_, data=loads(data) or {}, at=at, subject=subject)
+    seq, event_id, tenant, type_, data, at, subject, notification_id, delivery_id, action, status, reason, channel, template_id, channels = row
+    if data is None and notification_id is not None:
+        payload = notification_event(
+            tenant, notification_id, delivery_id, action, status, reason, channel=channel, template_id=template_id, channels=loads(channels)
+        )
+    else:
+        payload = loads(data) or {}
+    return StoredEvent(
+        seq=seq, id=event_id or ids.derived_id(ids.EVENT, at, seq, salt), tenant=tenant, type=type_, data=payload, at=at,
+        subject=subject or notification_id,
+    )

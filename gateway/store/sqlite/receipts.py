@@ -11,7 +11,7 @@ from gateway.store.records import AttemptResult, ReceivedStatus
 from gateway.store.sqlite.base import dumps, loads, select_in
 from gateway.store.sqlite.changes import Changes
 
-RECEIPT_COLUMNS: Final = "d.id, d.notification_id, d.tenant, d.status, n.strategy, d.channel, n.template_id"
+RECEIPT_COLUMNS: Final = "d.id, d.notification_id, d.tenant, d.status, n.strategy"
 
 
 def reconcile(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus], now: float) -> None:
@@ -67,15 +67,15 @@ def found_by_delivery(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus
         for row in select_in(
             conn,
             f"SELECT {RECEIPT_COLUMNS}, d.provider_message_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id "
-            "WHERE EXISTS (SELECT 1 FROM attempts a WHERE a.notification_id = d.notification_id AND a.delivery_id = d.id "
-            "AND a.provider = ?) AND d.id IN ({})",
+            "WHERE EXISTS (SELECT 1 FROM history a WHERE a.notification_id = d.notification_id AND a.delivery_id = d.id "
+            "AND a.attempt IS NOT NULL AND a.provider = ?) AND d.id IN ({})",
             (delivery_id for named, delivery_id in hinted if named == provider),
             provider,
         ):
-            update, known = hinted[(provider, row[0])], row[7]
+            update, known = hinted[(provider, row[0])], row[5]
             if known not in (None, update.provider_message_id):
                 continue  # it already has another message id: this receipt is about a second send
-            found[(provider, update.provider_message_id)] = list(row[:7])
+            found[(provider, update.provider_message_id)] = list(row[:5])
             if known is None:
                 conn.execute("UPDATE deliveries SET provider = ?, provider_message_id = ? WHERE id = ?", (provider, update.provider_message_id, row[0]))
     return found
@@ -83,12 +83,12 @@ def found_by_delivery(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus
 
 def transition(row: Sequence[Any], update: ReceivedStatus, now: float, changes: Changes) -> tuple[Any, ...] | None:
     """The delivery update a receipt makes (None when it would move the status back), noting its line of history."""
-    delivery_id, notification_id, tenant, current, strategy, channel, template_id = row
+    delivery_id, notification_id, tenant, current, strategy = row
     moved = lifecycle.step(lifecycle.Delivery(current), lifecycle.Receipt(update.status, update.error or describe(update.detail)))
     if moved.entry is None:
         return None
     at = update.occurred_at or now
-    changes.apply(moved, tenant, notification_id, delivery_id, at, f"provider:{update.provider}", strategy=strategy, channel=channel, template_id=template_id)
+    changes.apply(moved, tenant, notification_id, delivery_id, at, f"provider:{update.provider}", strategy=strategy)
     return (moved.status, update.error, now, delivery_id)
 
 

@@ -32,7 +32,7 @@ class WebhookStore(StoreBase):
             "ORDER BY e.seq LIMIT ?",
             (limit,),
         )
-        return [event_record(row) for row in rows]
+        return [event_record(row, self._salt) for row in rows]
 
     async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
         """(tenant, endpoint) → the url that answered 410."""
@@ -93,7 +93,7 @@ class WebhookStore(StoreBase):
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id = ?",
                 [(now + lease_seconds, now, row[0]) for row in rows],
             )
-            return [ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, event_record(r[6:])) for r in rows]
+            return [ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, event_record(r[6:], self._salt)) for r in rows]
 
         claimed: list[ClaimedWebhook] = await self._write(job)
         return claimed

@@ -114,3 +114,61 @@ async def test_the_migrated_store_opens_and_fans_out_after_its_last_event(tmp_pa
         assert (queued.type, queued.seq > 7) == ("message.queued", True)
     finally:
         await store.close()
+
+
+def test_a_store_from_before_v13_keeps_its_attempts_and_event_ids(tmp_path: Path) -> None:
+    """Attempts become lines of history (not on the timeline); stored event ids and payloads stay as they were."""
+    path = tmp_path / "v12.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:12], start=1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    conn.execute(
+        "INSERT INTO notifications (id, tenant, status, mode, priority, strategy, recipient, channels, created_by, created_at, updated_at) "
+        "VALUES ('ntf_1', 'acme', 'sent', 'live', 'normal', 'all', '{}', '[\"sms\"]', 'key:k', 1, 2)"
+    )
+    conn.execute(
+        "INSERT INTO deliveries (id, notification_id, tenant, channel, position, address, mode, priority_rank, status, content, "
+        "next_attempt_at, created_at, updated_at) VALUES ('dlv_1', 'ntf_1', 'acme', 'sms', 0, '+1', 'live', 1, 'sent', '{}', 0, 1, 2)"
+    )
+    conn.execute(
+        "INSERT INTO history (seq, at, tenant, subject, notification_id, delivery_id, actor, action, event_id, event_type, data) "
+        "VALUES (5, 2.0, 'acme', 'ntf_1', 'ntf_1', 'dlv_1', 'provider:memory', 'sent', 'evt_b', 'message.sent', '{\"kept\": true}')"
+    )
+    conn.executemany(
+        "INSERT INTO attempts (id, delivery_id, notification_id, number, provider, started_at, finished_at, outcome, provider_message_id, error, detail) "
+        "VALUES (?, 'dlv_1', 'ntf_1', ?, 'memory', ?, ?, ?, ?, ?, NULL)",
+        [("att_1", 1, 1.0, 1.1, "transient", None, "timed out"), ("att_2", 2, 1.5, 2.0, "sent", "m-1", None)],
+    )
+    assert migrate(conn) == len(MIGRATIONS)
+    conn.close()
+    store_rows = sqlite3.connect(path).execute(
+        "SELECT seq, action, attempt, provider, outcome, provider_message_id, error, event_id, subject FROM history ORDER BY seq"
+    ).fetchall()
+    assert store_rows == [
+        (5, "sent", None, None, None, None, None, "evt_b", None),
+        (6, "attempt", 1, "memory", "transient", None, "timed out", None, None),
+        (7, "attempt", 2, "memory", "sent", "m-1", None, None, None),
+    ]
+
+
+async def test_the_ids_a_store_derives_are_the_same_at_every_read(fresh_store: SqliteStore) -> None:
+    """Events and attempts keep no id of their own: it is derived from seq, and never changes or repeats."""
+    first, second = notification(), notification()
+    await fresh_store.accept([first, second], tenant="acme", idempotency=None, status=202, body=b"{}")
+    claimed = await fresh_store.claim_due("sms", limit=5, owner="w", lease_seconds=60)
+    await fresh_store.record_attempts([AttemptResult(c.id, 1, "memory", 1.0, 1.0, "sent", "sent", provider_message_id=f"m-{c.id}") for c in claimed])
+    listed = await fresh_store.list_events(tenant="acme")
+    fanned = await fresh_store.events_to_fan_out(limit=10)
+    assert {e.seq: e.id for e in listed} == {e.seq: e.id for e in fanned}
+    assert len({e.id for e in listed}) == len(listed) == 4
+    assert all(ids.has_prefix(e.id, ids.EVENT) for e in listed)
+    sent = [e for e in listed if e.type == "message.sent"]
+    assert {e.data["delivery_id"] for e in sent} == {c.id for c in claimed}
+    assert all(e.data["channel"] == "sms" and e.data["status"] == "sent" and e.subject in (first.id, second.id) for e in sent)
+    found = await fresh_store.get_notification("acme", first.id)
+    again = await fresh_store.get_notification("acme", first.id)
+    assert found is not None and again is not None
+    [attempt] = found.deliveries[0].attempts or ()
+    assert ids.has_prefix(attempt.id, ids.ATTEMPT)
+    assert attempt.id == (again.deliveries[0].attempts or ())[0].id
+    assert (attempt.number, attempt.provider, attempt.outcome) == (1, "memory", "sent")
