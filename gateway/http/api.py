@@ -84,6 +84,11 @@ async def read_body(request: web.Request, limit: int, too_large: str) -> bytes:
     """
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLargeError(too_large, code="payload_too_large")
+    if request.content.is_eof():  # the usual small body came whole with its headers: nothing to wait for
+        whole = request.content.read_nowait(limit + 1)
+        if len(whole) > limit:
+            raise PayloadTooLargeError(too_large, code="payload_too_large")
+        return whole
     timeout = request.app[SETTINGS].request_timeout_seconds
     body = bytearray()
     try:
