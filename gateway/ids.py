@@ -60,7 +60,15 @@ class _Monotonic:
 
 _monotonic = _Monotonic()
 _next = _monotonic.next
-os.register_at_fork(after_in_child=_monotonic.__init__)  # a forked child must not repeat its parent's bits
+
+
+def _reseed_after_fork() -> None:
+    global _monotonic, _next  # a forked child must not repeat its parent's bits
+    _monotonic = _Monotonic()
+    _next = _monotonic.next
+
+
+os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
 def new_ulid() -> str:

@@ -150,10 +150,15 @@ class Changes:
         if strategy == FALLBACK:
             self.fallbacks.add(notification_id)
 
+    def write_lines(self, conn: sqlite3.Connection) -> None:
+        """Write the lines noted so far (later ones, and the roll-up's, follow at :meth:`flush`)."""
+        insert_history(conn, self.history)
+        self.history = []
+
     def flush(self, conn: sqlite3.Connection, now: float) -> None:
         settle_fallbacks(conn, self, now)
         refresh_notifications(conn, self.touched, now, self)
-        insert_history(conn, self.history)
+        self.write_lines(conn)
 
 
 def has_fallback(conn: sqlite3.Connection, notification_id: str, position: int, strategy: str) -> bool:

@@ -37,9 +37,12 @@ class OutcomeWrites(StoreBase):
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> set[str]:
-            changed = write_attempts(conn, results, now)
-            reconcile(conn, receipts, now)
-            apply_held_receipts(conn, results, now)
+            changes = Changes()  # one roll-up for the lot: a message sent and delivered in one batch is refreshed once
+            changed = write_attempts(conn, results, now, changes)
+            changes.write_lines(conn)  # a held receipt that names its delivery is taken once an attempt's line shows the instance tried it
+            reconcile(conn, receipts, now, changes)
+            apply_held_receipts(conn, results, now, changes)
+            changes.flush(conn, now)
             insert_events(conn, events)
             return changed
 
@@ -47,7 +50,7 @@ class OutcomeWrites(StoreBase):
         return changed
 
 
-def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> set[str]:
+def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float, changes: Changes) -> set[str]:
     """Record attempts and move their deliveries on; the tenants whose opt-outs a refusal (``opted_out``) changed."""
     current = {
         row[0]: list(row[1:])
@@ -60,7 +63,6 @@ def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], n
     }
     retries: list[tuple[Any, ...]] = []
     finals: list[tuple[Any, ...]] = []
-    changes = Changes()
     opted_out: set[str] = set()
     for result in results:
         found = current.get(result.delivery_id)
@@ -92,5 +94,4 @@ def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], n
         "last_error = ?, dead_reason = ?, updated_at = ? WHERE id = ?",
         finals,
     )
-    changes.flush(conn, now)
     return opted_out

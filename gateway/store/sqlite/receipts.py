@@ -14,7 +14,7 @@ from gateway.store.sqlite.changes import Changes
 RECEIPT_COLUMNS: Final = "d.id, d.notification_id, d.tenant, d.status, n.strategy"
 
 
-def reconcile(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus], now: float) -> None:
+def reconcile(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus], now: float, changes: Changes) -> None:
     """Apply receipts in order; hold the ones whose message this store does not know yet.
 
     A receipt is matched by the provider's message id, else by the delivery id the vendor
@@ -32,7 +32,6 @@ def reconcile(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus], now: 
             found[(provider, row[0])] = list(row[1:])
     found |= found_by_delivery(conn, [u for u in updates if (u.provider, u.provider_message_id) not in found])
     held: list[tuple[Any, ...]] = []
-    changes = Changes()
     moves: list[tuple[Any, ...]] = []
     for update in updates:
         row = found.get((update.provider, update.provider_message_id))
@@ -50,7 +49,6 @@ def reconcile(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus], now: 
         held,
     )
     move_deliveries(conn, moves)
-    changes.flush(conn, now)
 
 
 def found_by_delivery(conn: sqlite3.Connection, updates: Sequence[ReceivedStatus]) -> dict[tuple[str, str], list[Any]]:
@@ -100,7 +98,7 @@ def describe(detail: Mapping[str, Any]) -> str | None:
     return ", ".join(f"{key}={value}" for key, value in detail.items()) or None
 
 
-def apply_held_receipts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float) -> None:
+def apply_held_receipts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float, changes: Changes) -> None:
     """Apply the held receipts of messages whose attempts were just recorded, in arrival order.
 
     Those of a message now known by its id, and those naming a delivery that was just tried
@@ -128,4 +126,5 @@ def apply_held_receipts(conn: sqlite3.Connection, results: Sequence[AttemptResul
         [ReceivedStatus(provider, message_id, status, occurred_at, error, loads(detail) or {}, delivery_id)
          for _seq, provider, message_id, status, occurred_at, error, detail, delivery_id in rows],
         now,
+        changes,
     )
