@@ -100,10 +100,13 @@ class Outbox(StoreBase):
                 "lease_until = ?, updated_at = ? WHERE id = ?",
                 [(owner, now + lease_seconds, now, row[0]) for row in rows],
             )
+            # A message with a delivery on its way is sending, whatever its others are (statuses.aggregate): no need to read them.
+            conn.executemany(
+                "UPDATE notifications SET status = 'sending', updated_at = ? WHERE id = ? AND status != 'sending'",
+                [(now, notification_id) for notification_id in dict.fromkeys(row[1] for row in rows if row[8] == statuses.QUEUED)],
+            )
             for row in rows:  # the claim itself is no line of history: its attempt records it
-                if row[8] == statuses.QUEUED:
-                    changes.touched.add(row[1])
-                elif row[9] is not None:
+                if row[9] is not None and row[8] != statuses.QUEUED:
                     lost = lifecycle.step(lifecycle.Delivery(row[8]), lifecycle.LeaseLost())
                     changes.apply(lost, row[2], row[1], row[0], now, DISPATCHER, strategy="")
             changes.flush(conn, now)
