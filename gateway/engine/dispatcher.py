@@ -53,6 +53,7 @@ class Dispatcher:
         self._in_flight: dict[str, dict[str, asyncio.Task[None]]] = {}
         self._unrecorded: dict[str, int] = {}  # delivery id → ticket of its final outcome, on its way to the store
         self._slot_freed: dict[str, asyncio.Event] = {}
+        self._sending: dict[str, asyncio.Semaphore] = {}  # per channel: sends at once, of the deliveries in hand
         self._outcomes = outcomes
         self._throttles = Throttles(clock)
         self._attempts = Attempts(outcomes, policies, pool, clock, settings, self._throttles)
@@ -60,7 +61,7 @@ class Dispatcher:
         self._claims: dict[str, int] = {}  # claims begun, per channel
         self._quiet: dict[str, Watermark] = {}  # per channel, the number of the latest claim that found nothing more due
         self._claimed = 0  # deliveries claimed since start, over all channels
-        self._turns: dict[tuple[str, str], str] = {}  # per channel and mode, the tenant the last claim ended on
+        self._turns: dict[tuple[str, str | None], str] = {}  # per channel and mode (None: both), the tenant the last claim ended on
 
     @property
     def running(self) -> bool:
@@ -115,6 +116,7 @@ class Dispatcher:
         self._quiet[channel] = Watermark()
         self._wakeups[channel] = asyncio.Event()
         self._slot_freed[channel] = asyncio.Event()
+        self._sending[channel] = asyncio.Semaphore(self._settings.concurrency)
         self._in_flight[channel] = {}
         self._loops[channel] = asyncio.create_task(self._claim_loop(channel), name=f"dispatch-{channel}")
 
@@ -146,26 +148,38 @@ class Dispatcher:
         await self._outcomes.drain()
         self._loops.clear()
 
+    def _has_enough_in_hand(self, held: int) -> bool:
+        """Whether to wait for sends to finish before claiming again, holding ``held`` deliveries.
+
+        A channel holds up to twice its concurrency: the sends in flight and as many claimed
+        ahead, so a finished send's slot takes the next delivery at once instead of waiting for
+        a claim's commit. It claims again once half the deliveries ahead have gone, not for every
+        slot that frees, so each claim's transaction carries many deliveries.
+        """
+        concurrency = self._settings.concurrency
+        return held >= 2 * concurrency or (held >= concurrency and 2 * concurrency - held < max(1, concurrency // 2))
+
     async def _claim_loop(self, channel: str) -> None:
         wakeup = self._wakeups[channel]
         flights = self._in_flight[channel]
         while not self._stopping:
-            free = self._settings.concurrency - len(flights)
-            if free <= 0:
+            if self._has_enough_in_hand(len(flights)):
                 self._slot_freed[channel].clear()
                 await self._slot_freed[channel].wait()
                 continue
             wakeup.clear()
             self._claims[channel] += 1
             claim = self._claims[channel]
-            want = min(free, self._settings.batch)
-            # Test-mode deliveries go to the sandbox: the channel's rate is for live traffic only.
-            sandbox = await self._claim(channel, "test", want, flights)
-            live_want = want - len(sandbox)
+            want = min(2 * self._settings.concurrency - len(flights), self._settings.batch)
             bucket = self._throttles.get(f"channel:{channel}", self._policies.current.channel_throughput(channel))
-            granted = bucket.take_up_to(live_want) if bucket is not None else live_want
-            live = await self._claim(channel, "live", granted, flights) if granted else []
-            if bucket is not None:
+            if bucket is None:  # both modes in one claim: one transaction, not two
+                sandbox, live_want, granted = [], want, want
+                live = await self._claim(channel, None, want, flights)
+            else:  # test-mode deliveries go to the sandbox: the channel's rate is for live traffic only
+                sandbox = await self._claim(channel, "test", want, flights)
+                live_want = want - len(sandbox)
+                granted = bucket.take_up_to(live_want)
+                live = await self._claim(channel, "live", granted, flights) if granted else []
                 bucket.put_back(granted - len(live))
             for delivery in (*sandbox, *live):  # none of them in flights: never two attempts of one delivery at once
                 task = asyncio.create_task(self._deliver(delivery))
@@ -183,8 +197,8 @@ class Dispatcher:
                 except TimeoutError:
                     pass
 
-    async def _claim(self, channel: str, mode: str, limit: int, flights: dict[str, asyncio.Task[None]]) -> list[ClaimedDelivery]:
-        """Up to ``limit`` due deliveries of ``mode``, tenants in turn from where the last claim left off.
+    async def _claim(self, channel: str, mode: str | None, limit: int, flights: dict[str, asyncio.Task[None]]) -> list[ClaimedDelivery]:
+        """Up to ``limit`` due deliveries of ``mode`` (None: either), tenants in turn from where the last claim left off.
 
         Suspended tenants' deliveries stay queued until they are active again; one suspended
         after this claim is caught before its send (:class:`Held`).
@@ -238,7 +252,8 @@ class Dispatcher:
         An attempt held back because the tenant was suspended meanwhile gives the delivery back
         unsent and uncounted; it is claimed again once the tenant is active.
         """
-        outcome = await self._attempts.make(delivery)
+        async with self._sending[delivery.channel]:  # claimed ahead: waits here for a send slot
+            outcome = await self._attempts.make(delivery)
         if isinstance(outcome, Held):
             try:
                 await self._store.hold([delivery.id], self.owner, outcome.reason)
