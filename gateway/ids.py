@@ -50,15 +50,27 @@ class _Monotonic:
 _next = _Monotonic().next
 
 
+def _encode(value: int) -> str:
+    return "".join([_PAIRS[value >> shift & 1023] for shift in _SHIFTS])
+
+
 def new_ulid() -> str:
     """A new 26-character ULID, greater than every one this process made before."""
-    value = _next()
-    return "".join([_PAIRS[value >> shift & 1023] for shift in _SHIFTS])
+    return _encode(_next())
 
 
 def new_id(prefix: str) -> str:
     """A new id such as ``ntf_01J9Z3…``; later ids sort after earlier ones."""
     return f"{prefix}_{new_ulid()}"
+
+
+def first_id_at(prefix: str, timestamp: float) -> str:
+    """The lowest id of kind ``prefix`` that can be made at ``timestamp`` (epoch seconds).
+
+    Every id made before that millisecond sorts below it, so it bounds a range of ids by
+    creation time (an index on the id serves the range; no index on a time column is needed).
+    """
+    return f"{prefix}_{_encode(max(int(timestamp * 1000), 0) << 80)}"
 
 
 def has_prefix(value: str, prefix: str) -> bool:
