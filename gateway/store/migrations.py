@@ -317,6 +317,13 @@ MIGRATIONS: Final = (
     """
     CREATE INDEX webhook_deliveries_lanes ON webhook_deliveries (tenant, endpoint, event_seq) WHERE status = 'pending';
     """,
+    # v13: retention purges. Deleting a delivery checks its foreign key in attempts, a full scan of
+    # them per delivery without an index by delivery; and a tenant's history lines about no
+    # notification (opt-outs, replies, circuits) are found by age.
+    """
+    CREATE INDEX attempts_by_delivery ON attempts (delivery_id);
+    CREATE INDEX history_lines_by_age ON history (tenant, at) WHERE notification_id IS NULL;
+    """,
 )
 
 

@@ -41,13 +41,50 @@ def as_storage_fault(error: BaseException) -> BaseException:
 
 
 def connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    """A connection tuned for the store: WAL, the chosen durability, autocommit off by hand."""
+    """A connection tuned for the store: WAL, the chosen durability, autocommit off by hand.
+
+    ``auto_vacuum`` comes first: on a new database it only holds if set before anything is
+    written, and switching to WAL writes the first page. An existing database keeps the mode it
+    was made with until :func:`ensure_incremental_vacuum` converts it.
+    """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
+
+
+def ensure_incremental_vacuum(conn: sqlite3.Connection) -> bool:
+    """Make a database made without auto-vacuum give freed pages back on request (``PRAGMA incremental_vacuum``).
+
+    Once per database: ``auto_vacuum`` was set when the connection opened, and a database that
+    already has tables takes it only through a ``VACUUM``, which rewrites the whole file (it
+    needs as much free disk again, and time in proportion to its size). ``VACUUM`` is one
+    transaction: if it fails (a full disk) the database is as it was, the store opens all the
+    same, and the next start tries again. Returns whether the database reclaims pages now.
+    Run outside any transaction, before the readers and the writer start.
+    """
+    (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+    if mode != 0:  # 1 full, 2 incremental: pages are given back already
+        return True
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    log.info(
+        "store: converting the database (%.1f MB) to incremental auto-vacuum, once, so that purged pages shrink the file; "
+        "this rewrites it and needs as much free disk again", pages * page_size / 1e6,
+    )
+    try:
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("VACUUM")
+    except sqlite3.Error as err:
+        log.error("store: the conversion to incremental auto-vacuum failed (%s); the file will not shrink until it succeeds, "
+                  "tried again at the next start", err)
+        return False
+    (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+    log.info("store: the database now reclaims purged pages (auto_vacuum=%s)", "incremental" if mode == 2 else mode)
+    return bool(mode)
 
 
 class GroupCommitWriter:

@@ -15,7 +15,7 @@ from gateway.store.files import lock_exclusively, prepare_private
 from gateway.store.migrations import migrate
 from gateway.store.protocol import StorageUnavailableError
 from gateway.store.reader import SnapshotReader
-from gateway.store.writer import GroupCommitWriter, connect
+from gateway.store.writer import GroupCommitWriter, connect, ensure_incremental_vacuum
 from gateway.watermark import Watermark
 
 T = TypeVar("T")
@@ -84,6 +84,7 @@ class StoreBase:
 
     def _connect_and_migrate(self) -> sqlite3.Connection:
         conn = connect(self.path, self._synchronous)
+        ensure_incremental_vacuum(conn)
         migrate(conn)
         return conn
 
