@@ -4,6 +4,12 @@ Callers hand the writer a function of a ``sqlite3.Connection``. The thread takes
 waiting, runs each inside its own savepoint (one failing job rolls back only its own writes),
 commits once, and only then resolves the callers' futures, so an answer never precedes
 durability. With ``synchronous=FULL`` the one fsync per commit is shared by the whole batch.
+
+Background jobs (retention purges, giving pages back: large, and nobody waits on them for an
+answer) never share a transaction: each commits alone, and one runs only after the jobs that
+were waiting beside it have committed. A send that arrives while a purge runs thus waits for
+one background job at most, never for a queue of them; and a steady stream of sends does not
+starve the purge either, which gets one job in after each batch.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from gateway.store.protocol import StorageUnavailableError
 
 T = TypeVar("T")
 MAX_BATCH: Final = 1024
+NUDGE: Final = object()
+"""Put on the queue with each background job, so that a writer waiting for work wakes for it."""
 log = logging.getLogger(__name__)
 
 STORAGE_FAULTS: Final = frozenset(
@@ -93,6 +101,7 @@ class GroupCommitWriter:
     def __init__(self, conn: sqlite3.Connection, on_commit: Callable[[], None] | None = None) -> None:
         self._conn = conn
         self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
+        self._background: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tidings-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_commit = on_commit
@@ -105,11 +114,15 @@ class GroupCommitWriter:
         self._loop = asyncio.get_running_loop()
         self._thread.start()
 
-    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``job`` in the next transaction; return its result once that transaction commits."""
+    async def run(self, job: Callable[[sqlite3.Connection], T], *, background: bool = False) -> T:
+        """Run ``job`` in the next transaction (``background``: in one of its own, after the jobs waiting now); its result once committed."""
         assert self._loop is not None, "writer not started"
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(Pending(job, future))
+        if background:
+            self._background.put(Pending(job, future))
+            self._queue.put(NUDGE)
+        else:
+            self._queue.put(Pending(job, future))
         return await future
 
     async def stop(self) -> None:
@@ -120,25 +133,47 @@ class GroupCommitWriter:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is STOP:
-                break
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit_batch(batch)  # type: ignore[arg-type]
-            if stop:
-                break
+        stop = False
+        while not stop:
+            batch, stop = self._take()
+            if batch:
+                self._commit_batch(batch)
+            self._commit_background()
+        while self._commit_background():  # stopping: the background jobs still asked for are done too
+            pass
         self._conn.close()
+
+    def _take(self) -> tuple[list[Pending], bool]:
+        """The jobs waiting, up to a batch; whether the writer is to stop after them.
+
+        With no background job left it first waits for anything to arrive. (A nudge comes with
+        each background job, but one take may swallow the nudges of several.)
+        """
+        batch: list[Pending] = []
+        try:
+            item = self._queue.get(block=self._background.empty())
+        except queue.Empty:
+            return batch, False
+        while True:
+            if item is STOP:
+                return batch, True
+            if isinstance(item, Pending):
+                batch.append(item)
+                if len(batch) >= MAX_BATCH:
+                    return batch, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _commit_background(self) -> bool:
+        """Commit the next background job, alone; whether there was one."""
+        try:
+            pending = self._background.get_nowait()
+        except queue.Empty:
+            return False
+        self._commit_batch([pending])
+        return True
 
     def _commit_batch(self, batch: list[Pending]) -> None:
         conn = self._conn

@@ -149,9 +149,9 @@ class StoreBase:
         """Return once more than ``after`` transactions have committed."""
         await self._commits.wait_past(after)
 
-    async def _write(self, job: Any) -> Any:
+    async def _write(self, job: Any, *, background: bool = False) -> Any:
         assert self._writer is not None, "store is not open"
-        return await self._writer.run(job)
+        return await self._writer.run(job, background=background)
 
     async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
         assert self._reader is not None, "store is not open"

@@ -1,9 +1,9 @@
 """Retention: forgetting a tenant's finished notifications and history lines past its retention, and giving the pages back.
 
 Every statement the purge runs is in this module, so a change of schema is adapted in one place.
-A batch is one write job (one short stay in the writer's group commit, never a transaction held
-across batches): the caller runs batches until one says there is nothing left, and sends are
-written between them.
+A batch is one background write job (a transaction of its own, never shared with sends nor
+held across batches; see :mod:`gateway.store.writer`): the caller runs batches until one says
+there is nothing left, and sends are written between them.
 
 A notification goes with its deliveries, their attempts, its lines of history and the event
 webhook deliveries of those lines. It stays while
@@ -94,7 +94,7 @@ class RetentionStore(StoreBase):
             delete_all(conn, PURGE_NOTIFICATIONS, doomed)
             return PurgedBatch(len(doomed), rows[-1][0] if len(rows) == limit else None)
 
-        purged: PurgedBatch = await self._write(job)
+        purged: PurgedBatch = await self._write(job, background=True)
         return purged
 
     async def purge_history_lines(self, tenant: str | None, before: float, *, limit: int) -> int:
@@ -113,7 +113,7 @@ class RetentionStore(StoreBase):
             delete_all(conn, PURGE_LINES, seqs)
             return len(seqs)
 
-        purged: int = await self._write(job)
+        purged: int = await self._write(job, background=True)
         return purged
 
     async def reclaim_space(self, *, pages: int) -> int:
@@ -130,7 +130,7 @@ class RetentionStore(StoreBase):
             (left,) = conn.execute("PRAGMA freelist_count").fetchone()
             return int(free - left)
 
-        freed: int = await self._write(job)
+        freed: int = await self._write(job, background=True)
         return freed
 
 
