@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiohttp import web
@@ -20,8 +20,11 @@ from aiohttp.test_utils import TestServer
 from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, MemoryProvider, key_entry, serve, sms_body
 
 from gateway.clock import isoformat
+from gateway.engine.retention import Retention, TenantRetentions, interval
 from gateway.http.appkeys import EVENT_WEBHOOKS, POLICY_WATCHER, PURGER, SETTINGS, STORE
-from gateway.store import PurgedBatch
+from gateway.policy.loading import load_policies
+from gateway.policy.view import PolicyHolder
+from gateway.store import PurgedBatch, Store
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -281,3 +284,33 @@ async def test_a_reload_applies_from_the_next_round_and_a_tenant_taken_out_of_po
 
     assert await found(api, acme) == 404, "purged under the new retention"
     assert rows(api, "SELECT count(*) FROM notifications WHERE id = ?", other) == 1, "a tenant no longer in policy keeps its data"
+
+
+@pytest.mark.parametrize(
+    ("keeper", "no_tenant"), [("0", None), ("7d", 90 * DAY)]
+)
+def test_each_tenant_in_policy_has_its_retentions_and_lines_of_no_tenant_follow_the_longest(
+    tmp_path: Path, plugin_catalog: Any, keeper: str, no_tenant: float | None
+) -> None:
+    (tmp_path / "policy.yaml").write_text(policy(keeper=keeper))
+    holder = PolicyHolder(load_policies(tmp_path, plugin_catalog))
+    found = {retention.what: retention.keep_seconds for retention in TenantRetentions(cast(Store, None), holder, batch=10)()}
+    expected = {
+        "notifications of tenant 'acme'": DAY, "history lines of tenant 'acme'": DAY,
+        "notifications of tenant 'other'": 90 * DAY, "history lines of tenant 'other'": 90 * DAY,
+    }
+    if no_tenant is not None:
+        expected |= {"notifications of tenant 'keeper'": 7 * DAY, "history lines of tenant 'keeper'": 7 * DAY}
+        expected["history lines of no tenant"] = no_tenant
+    assert found == expected
+
+
+@pytest.mark.parametrize(
+    ("shortest", "every"), [(30 * DAY, HOUR), (HOUR, 360.0), (20.0, 2.0), (0.5, 1.0)]
+)
+def test_rounds_come_every_tenth_of_the_shortest_retention_within_a_second_and_an_hour(shortest: float, every: float) -> None:
+    async def nothing(_before: float) -> int:
+        return 0
+
+    retentions = [Retention("long", 90 * DAY, nothing), Retention("short", shortest, nothing)]
+    assert interval(retentions) == every
