@@ -116,8 +116,12 @@ class Purger:
         self._reclaim = reclaim
         self.runs = 0
         self.purged = 0
-        self.asleep = False
-        """Whether it waits for its next round on the clock (a test moves a fake clock only then)."""
+        self._waiting: asyncio.Future[None] | None = None
+
+    @property
+    def asleep(self) -> bool:
+        """Whether it waits on the clock for its next round and has not been woken (a test moves a fake clock only then)."""
+        return self._waiting is not None and not self._waiting.done()
 
     def retentions(self) -> list[Retention]:
         """The fixed retentions, then the tenants' under the policy in force now."""
@@ -163,12 +167,8 @@ class Purger:
         while True:
             retentions = self.retentions()
             await self._round(retentions)
-            waiting = self._clock.sleep(interval(retentions))
-            self.asleep = True
-            try:
-                await waiting
-            finally:
-                self.asleep = False
+            self._waiting = asyncio.ensure_future(self._clock.sleep(interval(retentions)))
+            await self._waiting
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
