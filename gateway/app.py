@@ -1,8 +1,8 @@
 """The aiohttp application: routes, middleware, and background work in ``cleanup_ctx``.
 
 Startup order (shutdown runs it backwards): policies → store → HTTP client session →
-outcome sink and provider instances → inbound callbacks (opt-outs, processing, purge) →
-dispatcher → event webhooks → policy watcher. On SIGTERM the watcher stops
+outcome sink and provider instances → inbound callbacks (opt-outs, processing) → retention
+purges → dispatcher → event webhooks → policy watcher. On SIGTERM the watcher stops
 first, then the dispatcher stops claiming, in-flight sends finish or are released, queued writes
 commit, and only then the store closes.
 """
@@ -25,7 +25,7 @@ from gateway.engine.intake import Intake
 from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder, ProviderPool
-from gateway.engine.retention import Purger, Retention
+from gateway.engine.retention import Purger, Retention, TenantRetentions
 from gateway.engine.switch import PolicySwitch
 from gateway.engine.throttle import SourceLimits
 from gateway.http.api import error_middleware, header_middleware
@@ -76,7 +76,9 @@ def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, cloc
     app[CLOCK] = clock or SystemClock()
     app[PLUGINS] = plugins if plugins is not None else PluginCatalog.discover()
     setup_routes(app)
-    app.cleanup_ctx.extend([_policies, _store, _http_session, _providers, _inbound, _dispatcher, _event_webhooks, _policy_watcher])
+    app.cleanup_ctx.extend(
+        [_policies, _store, _http_session, _providers, _inbound, _retention, _dispatcher, _event_webhooks, _policy_watcher]
+    )
     return app
 
 
@@ -140,19 +142,30 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _inbound(app: web.Application) -> AsyncIterator[None]:
-    """Provider callbacks: the limit per source, the processing path; and the retention purge (raw callbacks, idempotency records)."""
+    """Provider callbacks: the limit per source, the processing path."""
     store, settings = app[STORE], app[SETTINGS]
     app[INBOUND_LIMITS] = SourceLimits(settings.inbound_refused_rate_per_source, settings.inbound_refused_burst_per_source, clock=app[CLOCK])
     app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], app[OPT_OUTS], refused_kept=settings.inbound_refused_max_rows)
     policy = app[POLICIES].current
     await inbound.resume(app[PROVIDERS].current.instances, functools.partial(_instance_tenants, policy))
-    app[PURGER] = purger = Purger(app[CLOCK], [
-        Retention("raw provider callbacks", settings.inbound_retention_days * 86400, store.purge_inbound),
-        Retention("idempotency records", settings.idempotency_retention_hours * 3600, store.purge_idempotency_keys),
-    ])
+    yield
+    await inbound.drain()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    """Purges by age: raw callbacks and idempotency records (settings), each tenant's notifications (its policy)."""
+    store, settings = app[STORE], app[SETTINGS]
+    app[PURGER] = purger = Purger(
+        app[CLOCK],
+        [
+            Retention("raw provider callbacks", settings.inbound_retention_days * 86400, store.purge_inbound),
+            Retention("idempotency records", settings.idempotency_retention_hours * 3600, store.purge_idempotency_keys),
+        ],
+        tenants=TenantRetentions(store, app[POLICIES], batch=settings.retention_batch),
+        reclaim=store.reclaim_space,
+    )
     async with purger.running():
         yield
-    await inbound.drain()
 
 
 def _instance_tenants(policy: PolicySet, name: str) -> tuple[str, ...]:

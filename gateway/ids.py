@@ -71,13 +71,13 @@ def _reseed_after_fork() -> None:
 os.register_at_fork(after_in_child=_reseed_after_fork)
 
 
+def _encode(value: int) -> str:
+    return "".join([_PAIRS[value >> shift & 1023] for shift in _SHIFTS])
+
+
 def new_ulid() -> str:
     """A new 26-character ULID, greater than every one this process made before."""
     return _encode(_next())
-
-
-def _encode(value: int) -> str:
-    return "".join([_PAIRS[value >> shift & 1023] for shift in _SHIFTS])
 
 
 def derived_id(prefix: str, at: float, number: int, salt: bytes) -> str:
@@ -95,6 +95,15 @@ def derived_id(prefix: str, at: float, number: int, salt: bytes) -> str:
 def new_id(prefix: str) -> str:
     """A new id such as ``ntf_01J9Z3…``; later ids sort after earlier ones."""
     return f"{prefix}_{new_ulid()}"
+
+
+def first_id_at(prefix: str, timestamp: float) -> str:
+    """The lowest id of kind ``prefix`` that can be made at ``timestamp`` (epoch seconds).
+
+    Every id made before that millisecond sorts below it, so it bounds a range of ids by
+    creation time (an index on the id serves the range; no index on a time column is needed).
+    """
+    return f"{prefix}_{_encode(max(int(timestamp * 1000), 0) << 80)}"
 
 
 def has_prefix(value: str, prefix: str) -> bool:

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     idempotency_retention_hours: float = Field(
         24, gt=0, description="How long an Idempotency-Key is remembered; after that, the same key is a new request."
     )
+    retention_batch: int = Field(
+        500, ge=1, description="Notifications one write of a retention purge deletes at most; sends are written between batches, so a purge never holds them up for longer than one."
+    )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight sends may finish before they are released."
     )

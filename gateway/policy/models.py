@@ -35,6 +35,21 @@ Duration = Annotated[str, Field(pattern=DURATION_PATTERN, description="A duratio
 Rate = Annotated[str, Field(pattern=RATE_PATTERN, description="A rate such as 10/s or 600/m.")]
 
 
+KEEP_FOREVER: Final = 0
+DEFAULT_RETENTION: Final = "30d"
+
+RetentionPeriod = Annotated[
+    Duration | Literal[0],
+    WithJsonSchema(
+        {
+            "description": "A duration such as 30d, 12h or 90m, or 0 to keep forever.",
+            "anyOf": [{"type": "string", "pattern": DURATION_PATTERN}, {"const": KEEP_FOREVER}],
+        }
+    ),
+]
+"""How long something is kept: a duration, or 0 (also ``0s``, ``0d``) for ever."""
+
+
 SecretText = Annotated[
     str,
     WithJsonSchema(
@@ -143,6 +158,7 @@ class TenantPolicy(_Model):
     templates: dict[Name, TemplatePolicy] = Field(default_factory=dict, description="Templates only this tenant can use.")
     senders: dict[str, SenderPolicy] = Field(default_factory=dict, description="Sender identity per channel.")
     defaults: TenantDefaults = Field(default_factory=TenantDefaults)
+    retention: RetentionPeriod = DEFAULT_RETENTION
 
 
 class CircuitBreakerPolicy(_Model):

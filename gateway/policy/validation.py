@@ -54,6 +54,9 @@ def _schema_issues(error: SchemaValidationError) -> list[tuple[Path_, str]]:
         unknown = sorted(set(error.instance) - set(known))
         hint = f" (known: {', '.join(known)})" if known else ""
         return [((*path, name), f"unknown field{hint}") for name in unknown]
+    described = error.schema.get("description") if isinstance(error.schema, Mapping) else None
+    if error.validator == "anyOf" and isinstance(described, str) and "such as" in described:
+        return [(path, described)]  # a value of several shapes (a duration, or 0): say what it may be, not which shape it missed
     if error.validator == "anyOf" and error.context:
         best = min(error.context, key=lambda e: len(list(e.absolute_path)))
         return _schema_issues(best) if best.validator != "type" else [(path, "has the wrong type")]

@@ -63,6 +63,12 @@ def retry_schedule_of(policy: RetrySchedulePolicy) -> RetrySchedule:
     return RetrySchedule(policy.max_attempts or len(delays) + 1, delays)
 
 
+def retention_seconds(retention: str | int) -> float | None:
+    """A ``retention`` from policy in seconds; None when it keeps for ever (``0``, ``0s``, ``0d``…)."""
+    seconds = parse_duration(retention) if isinstance(retention, str) else float(retention)
+    return seconds or None
+
+
 @dataclass(frozen=True)
 class KeyEntry:
     tenant: str
@@ -156,6 +162,11 @@ class PolicySet:
         return tuple(
             tenant for tenant in self.document.tenants if any(instance in self.providers_for(tenant, channel) for channel in channels)
         )
+
+    @property
+    def retentions(self) -> dict[str, float | None]:
+        """How long each tenant in policy keeps its notifications, in seconds; None: for ever (``retention: 0``)."""
+        return {name: retention_seconds(tenant.retention) for name, tenant in self.document.tenants.items()}
 
     def max_body_chars(self, tenant: str, channel: str) -> int | None:
         """The longest body any instance serving ``channel`` for ``tenant`` takes; None: no limit (or no instance)."""

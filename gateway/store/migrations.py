@@ -370,6 +370,12 @@ MIGRATIONS: Final = (
     CREATE TABLE store_meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
     INSERT INTO store_meta (name, value) VALUES ('id_salt', randomblob(16));
     """,
+    # v14: retention purges find a tenant's history lines about no notification (opt-outs,
+    # replies, circuits) by age, and the event webhook deliveries of the lines they purge.
+    """
+    CREATE INDEX history_lines_by_age ON history (tenant, at) WHERE notification_id IS NULL;
+    CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_seq);
+    """,
 )
 
 

@@ -200,6 +200,28 @@ class Store(Protocol):
     async def opted_out(self, tenant: str, targets: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Those (channel, address) pairs of ``targets`` that opted out of the tenant (email addresses in any case)."""
 
+    # Retention
+
+    async def purge_notifications(self, tenant: str, before: float, *, limit: int, after: str | None = None) -> records.PurgedBatch:
+        """Forget some of the tenant's notifications made and last changed before ``before``: one small write.
+
+        Looks at up to ``limit`` of them, oldest first, from after the id ``after``. Of those, a
+        notification goes only when it is finished (no delivery queued, sending or waiting) and
+        none of its events is still to be fanned out or sent to an endpoint; it goes with its
+        deliveries, attempts, history and its events' webhook deliveries. Says how many went
+        and where the next batch starts (None: no more to look at).
+        """
+
+    async def purge_history_lines(self, tenant: str | None, before: float, *, limit: int) -> int:
+        """Forget up to ``limit`` of the tenant's history lines about no notification made before ``before``; how many went.
+
+        ``tenant`` None: lines of no tenant (from older versions). A line whose event is still to
+        be fanned out or sent to an endpoint stays; its webhook deliveries that are done go with it.
+        """
+
+    async def reclaim_space(self, *, pages: int) -> int:
+        """Give up to ``pages`` of the storage's free pages back to the file system; how many it gave (0 where it has no such thing)."""
+
     # Event webhooks
 
     async def events_to_fan_out(self, *, limit: int) -> list[records.StoredEvent]:

@@ -337,6 +337,14 @@ class Replayed:
 
 
 @dataclass(frozen=True, slots=True)
+class PurgedBatch:
+    """One batch of a retention purge: how many notifications went, and the id to go on after (None: nothing left to look at)."""
+
+    purged: int
+    resume_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     """One page of a list; ``next_cursor`` asks for the page after it, None on the last page."""
 

@@ -4,6 +4,12 @@ Callers hand the writer a function of a ``sqlite3.Connection``. The thread takes
 waiting, runs each inside its own savepoint (one failing job rolls back only its own writes),
 commits once, and only then resolves the callers' futures, so an answer never precedes
 durability. With ``synchronous=FULL`` the one fsync per commit is shared by the whole batch.
+
+Background jobs (retention purges, giving pages back: large, and nobody waits on them for an
+answer) never share a transaction: each commits alone, and one runs only after the jobs that
+were waiting beside it have committed. A send that arrives while a purge runs thus waits for
+one background job at most, never for a queue of them; and a steady stream of sends does not
+starve the purge either, which gets one job in after each batch.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from gateway.store.protocol import StorageUnavailableError
 
 T = TypeVar("T")
 MAX_BATCH: Final = 1024
+NUDGE: Final = object()
+"""Put on the queue with each background job, so that a writer waiting for work wakes for it."""
 log = logging.getLogger(__name__)
 
 STORAGE_FAULTS: Final = frozenset(
@@ -41,13 +49,50 @@ def as_storage_fault(error: BaseException) -> BaseException:
 
 
 def connect(path: Path, synchronous: str) -> sqlite3.Connection:
-    """A connection tuned for the store: WAL, the chosen durability, autocommit off by hand."""
+    """A connection tuned for the store: WAL, the chosen durability, autocommit off by hand.
+
+    ``auto_vacuum`` comes first: on a new database it only holds if set before anything is
+    written, and switching to WAL writes the first page. An existing database keeps the mode it
+    was made with until :func:`ensure_incremental_vacuum` converts it.
+    """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
+
+
+def ensure_incremental_vacuum(conn: sqlite3.Connection) -> bool:
+    """Make a database made without auto-vacuum give freed pages back on request (``PRAGMA incremental_vacuum``).
+
+    Once per database: ``auto_vacuum`` was set when the connection opened, and a database that
+    already has tables takes it only through a ``VACUUM``, which rewrites the whole file (it
+    needs as much free disk again, and time in proportion to its size). ``VACUUM`` is one
+    transaction: if it fails (a full disk) the database is as it was, the store opens all the
+    same, and the next start tries again. Returns whether the database reclaims pages now.
+    Run outside any transaction, before the readers and the writer start.
+    """
+    (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+    if mode != 0:  # 1 full, 2 incremental: pages are given back already
+        return True
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+    log.info(
+        "store: converting the database (%.1f MB) to incremental auto-vacuum, once, so that purged pages shrink the file; "
+        "this rewrites it and needs as much free disk again", pages * page_size / 1e6,
+    )
+    try:
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("VACUUM")
+    except sqlite3.Error as err:
+        log.error("store: the conversion to incremental auto-vacuum failed (%s); the file will not shrink until it succeeds, "
+                  "tried again at the next start", err)
+        return False
+    (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+    log.info("store: the database now reclaims purged pages (auto_vacuum=%s)", "incremental" if mode == 2 else mode)
+    return bool(mode)
 
 
 class GroupCommitWriter:
@@ -56,6 +101,7 @@ class GroupCommitWriter:
     def __init__(self, conn: sqlite3.Connection, on_commit: Callable[[], None] | None = None) -> None:
         self._conn = conn
         self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
+        self._background: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tidings-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_commit = on_commit
@@ -68,11 +114,15 @@ class GroupCommitWriter:
         self._loop = asyncio.get_running_loop()
         self._thread.start()
 
-    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``job`` in the next transaction; return its result once that transaction commits."""
+    async def run(self, job: Callable[[sqlite3.Connection], T], *, background: bool = False) -> T:
+        """Run ``job`` in the next transaction (``background``: in one of its own, after the jobs waiting now); its result once committed."""
         assert self._loop is not None, "writer not started"
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(Pending(job, future))
+        if background:
+            self._background.put(Pending(job, future))
+            self._queue.put(NUDGE)
+        else:
+            self._queue.put(Pending(job, future))
         return await future
 
     async def stop(self) -> None:
@@ -83,25 +133,47 @@ class GroupCommitWriter:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is STOP:
-                break
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit_batch(batch)  # type: ignore[arg-type]
-            if stop:
-                break
+        stop = False
+        while not stop:
+            batch, stop = self._take()
+            if batch:
+                self._commit_batch(batch)
+            self._commit_background()
+        while self._commit_background():  # stopping: the background jobs still asked for are done too
+            pass
         self._conn.close()
+
+    def _take(self) -> tuple[list[Pending], bool]:
+        """The jobs waiting, up to a batch; whether the writer is to stop after them.
+
+        With no background job left it first waits for anything to arrive. (A nudge comes with
+        each background job, but one take may swallow the nudges of several.)
+        """
+        batch: list[Pending] = []
+        try:
+            item = self._queue.get(block=self._background.empty())
+        except queue.Empty:
+            return batch, False
+        while True:
+            if item is STOP:
+                return batch, True
+            if isinstance(item, Pending):
+                batch.append(item)
+                if len(batch) >= MAX_BATCH:
+                    return batch, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _commit_background(self) -> bool:
+        """Commit the next background job, alone; whether there was one."""
+        try:
+            pending = self._background.get_nowait()
+        except queue.Empty:
+            return False
+        self._commit_batch([pending])
+        return True
 
     def _commit_batch(self, batch: list[Pending]) -> None:
         conn = self._conn

@@ -22,7 +22,7 @@ async def until(predicate: Callable[[], bool]) -> None:
 async def purge_after(api: Api, clock: FakeClock, seconds: float) -> None:
     """Move the clock ``seconds`` on and wait for the purge that wakes for it."""
     purger = api.app[PURGER]
-    await until(lambda: purger.runs > 0 and bool(clock._sleepers))  # the first round ran; it sleeps on the clock
+    await until(lambda: purger.asleep)  # its last round is over; it sleeps on the clock
     runs = purger.runs
     clock.advance(seconds)
     await until(lambda: purger.runs > runs)

@@ -15,7 +15,7 @@ from gateway.store.files import lock_exclusively, prepare_private
 from gateway.store.migrations import migrate
 from gateway.store.protocol import StorageUnavailableError
 from gateway.store.reader import SnapshotReader
-from gateway.store.writer import GroupCommitWriter, connect
+from gateway.store.writer import GroupCommitWriter, connect, ensure_incremental_vacuum
 from gateway.watermark import Watermark
 
 T = TypeVar("T")
@@ -85,6 +85,7 @@ class StoreBase:
 
     def _connect_and_migrate(self) -> sqlite3.Connection:
         conn = connect(self.path, self._synchronous)
+        ensure_incremental_vacuum(conn)
         migrate(conn)
         (self._salt,) = conn.execute("SELECT value FROM store_meta WHERE name = 'id_salt'").fetchone()
         return conn
@@ -150,9 +151,9 @@ class StoreBase:
         """Return once more than ``after`` transactions have committed."""
         await self._commits.wait_past(after)
 
-    async def _write(self, job: Any) -> Any:
+    async def _write(self, job: Any, *, background: bool = False) -> Any:
         assert self._writer is not None, "store is not open"
-        return await self._writer.run(job)
+        return await self._writer.run(job, background=background)
 
     async def _read(self, read: Callable[[sqlite3.Connection], T]) -> T:
         assert self._reader is not None, "store is not open"

@@ -243,7 +243,7 @@ async def test_the_retention_purge_removes_old_raw_requests_and_keeps_new_ones(a
     _, old = await post_callback(api, "acme_sms", receipt("msg_x"))
     clock.advance(29 * 86400)
     _, new = await post_callback(api, "acme_sms", receipt("msg_y"))
-    await wait_until(lambda: bool(clock._sleepers))  # the purger is asleep again, on the new time
+    await wait_until(lambda: purger.asleep)  # the purger is asleep again, on the new time
     runs = purger.runs
     clock.advance(2 * 86400)
     await wait_until(lambda: purger.runs > runs)

@@ -99,6 +99,7 @@ def test_hidden_files_and_folders_are_skipped(tmp_path: Path, plugin_catalog: Pl
             {"a.yaml": "templates:\n  t:\n    variables: [code]\n    channels: {sms: {body: '{{ code }} {{ name }}'}}\n"},
             "a.yaml:3: templates.t.variables: placeholders not listed in variables: name",
         ),
+        ({"a.yaml": "tenants:\n  a:\n    retention: -5d\n"}, "a.yaml:3: tenants.a.retention: A duration such as 30d, 12h or 90m, or 0 to keep forever"),
     ],
 )
 def test_every_problem_names_file_line_and_path(tmp_path: Path, plugin_catalog: PluginCatalog, files: dict[str, str], expected: str) -> None:
@@ -228,3 +229,22 @@ def test_a_webhook_plugin_secret_that_decodes_passes(tmp_path: Path, plugin_cata
         secret = "whsec_" + base64.b64encode(os.urandom(size)).decode()
         write(tmp_path, "a.yaml", f"providers:\n  hook: {{plugin: webhook, config: {{secret: '{secret}'}}}}\n")
         assert load_policies(tmp_path, plugin_catalog).provider_instances["hook"].config["secret"] == secret
+
+
+@pytest.mark.parametrize("value", ["-5d", "-1", "'thirty days'", "7", "1w", "null", "true"])
+def test_check_refuses_a_retention_that_is_not_a_duration_or_zero(tmp_path: Path, value: str) -> None:
+    write(tmp_path, "tenants.yaml", f"tenants:\n  acme:\n    api_keys: [{key_entry(LIVE_KEY)}]\n    retention: {value}\n")
+    code, out = run_cli("check", str(tmp_path))
+    assert code == 1
+    assert "tenants.yaml:4: tenants.acme.retention: A duration such as 30d, 12h or 90m, or 0 to keep forever." in out, out
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("", 30 * 86400.0), ("90d", 90 * 86400.0), ("12h", 43200.0), ("20s", 20.0), ("0", None), ("0s", None), ("0d", None)]
+)
+def test_a_retention_is_seconds_or_none_for_ever_and_thirty_days_unless_set(
+    tmp_path: Path, plugin_catalog: PluginCatalog, value: str, seconds: float | None
+) -> None:
+    setting = f"\n    retention: {value}" if value else ""
+    write(tmp_path, "tenants.yaml", f"tenants:\n  acme:\n    api_keys: [{key_entry(LIVE_KEY)}]{setting}\n")
+    assert load_policies(tmp_path, plugin_catalog).retentions == {"acme": seconds}
