@@ -46,9 +46,10 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.perf.contention import Mark, others_cores
 from tests.perf.dispatch import (
     DELIVERY_TIMEOUT,
     SINGLE_CONNECTIONS,
@@ -100,6 +101,7 @@ class Row:
     measured: str = ""
     target: str = ""
     ok: bool | None = None  # None: informational
+    steps: tuple[int, ...] = ()  # the steps it was measured in, for the noise column
 
     @property
     def verdict(self) -> str:
@@ -108,6 +110,13 @@ class Row:
 
 def section(title: str) -> Row:
     return Row(f"== {title}")
+
+
+def tag(rows: list[Row], *steps: int) -> list[Row]:
+    """Mark ``rows`` as measured in ``steps`` (rows already marked keep theirs)."""
+    for row in rows:
+        row.steps = row.steps or steps
+    return rows
 
 
 def machine() -> str:
@@ -178,8 +187,28 @@ class Durable:
     kept: Footprint
 
 
-def step(number: int, text: str) -> None:
-    print(f"[{number}/{STEPS}] {text} ...", flush=True)
+@dataclass
+class StepLog:
+    """Prints each step's heading, and measures how busy the rest of the machine was during it."""
+
+    number: int = 0
+    started: Mark | None = None
+    others: dict[int, float] = field(default_factory=dict)  # step → cores other processes kept busy
+
+    def begin(self, number: int, text: str) -> None:
+        self.end()
+        print(f"[{number}/{STEPS}] {text} ...", flush=True)
+        self.number, self.started = number, Mark.now()
+
+    def end(self) -> None:
+        if self.started is not None:
+            self.others[self.number] = cores = others_cores(self.started)
+            note(f"(other processes on this machine kept {cores:.2f} cores busy during this step)")
+            self.started = None
+
+    def noise(self, row: Row) -> str:
+        cores = [self.others[s] for s in row.steps if s in self.others]
+        return f"{max(cores):.2f}" if cores else ""
 
 
 def note(text: str) -> None:
@@ -224,8 +253,9 @@ def run_sandbox_bulk(deliveries: int) -> SandboxBulk:
         return SandboxBulk(accepted, accepted_at, bulk_times, delivered, all_done, server.rss_mb())
 
 
-def bench(args: argparse.Namespace) -> list[Row]:
+def bench(args: argparse.Namespace, log: StepLog) -> list[Row]:
     n = args.connections
+    step = log.begin
     step(1, f"tidings serve: start-up, idle RSS, {n} clients x {args.seconds:.0f}s of README sends (2 channels), "
             "then wait until all are delivered")
     durable = run_durable(args)
@@ -284,17 +314,18 @@ def bench(args: argparse.Namespace) -> list[Row]:
     with receiver_server() as receiver:
         drain = measure_throttled_drain(receiver)
     note(f"{drain.sent:,}/{drain.accepted:,} sent at {drain.rate:,.1f}/s; busiest second {drain.busiest_second}")
+    log.end()
     print("Done; servers stopped, temp dirs removed.\n", flush=True)
 
     rows = [Row("Load generator", durable.load.tool)]
     rows += [section("Issue 16 (Step 9 - Speed)")]
     rows += _accept_rows(durable, bare, n)
-    rows += _single_rows(single)
-    rows += _bulk_rows(dispatch)
+    rows += tag(_single_rows(single), 5)
+    rows += tag(_bulk_rows(dispatch), 6)
     rows += _store_rows(writes, durable)
-    rows += _receipt_rows(inbound)
-    rows += _event_rows(events)
-    rows += _keepup_rows(keepup, args.keepup_seconds, n)
+    rows += tag(_receipt_rows(inbound), 8)
+    rows += tag(_event_rows(events), 7)
+    rows += tag(_keepup_rows(keepup, args.keepup_seconds, n), 4)
     rows += [section("Earlier targets")]
     rows += _earlier_rows(durable, sandbox, reload, drain)
     return rows
@@ -305,16 +336,16 @@ def _accept_rows(durable: Durable, bare: LoadResult, n: int) -> list[Row]:
     ratio = load.rate() / bare.rate() if bare.rate() else 0.0
     non202 = sum(v for k, v in load.statuses.items() if k != 202)
     ok = load.count(202) > 0 and durable.stored >= load.count(202) and non202 == 0 and load.errors == 0
-    return [
+    return tag([
         Row(f"1. Durable accepts / bare aiohttp handler (README send, {n} clients, {load.duration:.0f}s)",
-            f"{ratio:.2f} ({load.rate():,.0f} vs {bare.rate():,.0f}/s)", f">= {RATIO_TARGET:.2f}", ratio >= RATIO_TARGET),
+            f"{ratio:.2f} ({load.rate():,.0f} vs {bare.rate():,.0f}/s)", f">= {RATIO_TARGET:.2f}", ratio >= RATIO_TARGET, (1, 2)),
         Row("   durable: 202s / notifications stored meanwhile / non-202 / socket errors",
             f"{load.count(202):,} / {durable.stored:,} / {non202} / {load.errors}", "stored >= 202s, 0, 0", ok),
         Row("   server CPU: cores busy / per durable accept", _cpu(load)),
-        Row("   bare: p50 / p99; CPU cores busy / per 202", f"{bare.p50_ms:.1f} / {bare.p99_ms:.1f} ms; {_cpu(bare)}"),
+        Row("   bare: p50 / p99; CPU cores busy / per 202", f"{bare.p50_ms:.1f} / {bare.p99_ms:.1f} ms; {_cpu(bare)}", steps=(2,)),
         Row("2. Accept latency p99 (p50)", f"{load.p99_ms:.1f} ms ({load.p50_ms:.1f})", f"< {P99_TARGET_MS:.0f} ms",
             load.p99_ms < P99_TARGET_MS),
-    ]
+    ], 1)
 
 
 def _single_rows(single: SingleSends | None) -> list[Row]:
@@ -356,15 +387,15 @@ def _store_rows(writes: RowWrites, durable: Durable) -> list[Row]:
     rows = []
     if writes.counted:
         counted = "" if writes.drained else " (NOT all delivered)"
-        rows += [
+        rows += tag([
             Row("5. Rows written per 2-channel notification, accept -> delivered: inserts",
                 f"{writes.total('insert'):.2f} (+ {writes.total('update'):.2f} updates, {writes.total('delete'):.2f} deletes){counted}",
                 f"<= {INSERTS_TARGET:.0f} inserts", writes.drained and writes.total("insert") <= INSERTS_TARGET),
             Row("   inserts by table", _tables(writes.per.get("insert", {}))),
             Row("   updates by table", _tables(writes.per.get("update", {}))),
-        ]
+        ], 3)
         if writes.per.get("delete"):
-            rows.append(Row("   deletes by table", _tables(writes.per["delete"])))
+            rows.append(Row("   deletes by table", _tables(writes.per["delete"]), steps=(3,)))
         rows.append(Row(f"   rows kept per notification, step 1 ({kept.notifications:,}){drained}", f"{kept.rows_per_notification:.2f}"))
     else:  # the counting wrapper saw nothing: fall back to rows kept (inserts minus deletes)
         rows.append(Row(f"5. Rows kept per 2-channel notification, accept -> delivered ({kept.notifications:,}; inserts only){drained}",
@@ -378,7 +409,7 @@ def _store_rows(writes: RowWrites, durable: Durable) -> list[Row]:
         Row("   bytes by table, indexes included" if kept.by_table else "   (no dbstat: pages in use, one total)",
             _tables(kept.bytes, "{:,.0f}")),
     ]
-    return rows
+    return tag(rows, 1)
 
 
 def _receipt_rows(inbound: InboundRun | None) -> list[Row]:
@@ -416,17 +447,19 @@ def _earlier_rows(durable: Durable, sandbox: SandboxBulk, reload: ReloadResult, 
     timed_out = "" if sandbox.delivered >= sandbox.accepted else f" (TIMED OUT: {sandbox.delivered}/{sandbox.accepted})"
     rows = [
         Row(f"10. Sandbox deliveries/s end to end ({sandbox.accepted:,} in bulk)", f"{e2e:,.0f}/s{timed_out}", ">= 3,000/s",
-            sandbox.delivered >= sandbox.accepted and e2e >= 3000),
-        Row(f"11. Bulk accept, one {BULK_ROWS:,}-row request", f"{sandbox.bulk_times[0]:.2f} s", "< 2 s", sandbox.bulk_times[0] < 2.0),
-        Row("12. Idle RSS after start", f"{durable.idle_rss:.1f} MB", "< 80 MB", durable.idle_rss < 80),
-        Row("    RSS after send load / after bulk run", f"{durable.loaded_rss:.1f} / {sandbox.rss:.1f} MB"),
-        Row("13. Process start to /readyz 200", f"{durable.ready_after:.2f} s", "< 1 s", durable.ready_after < 1.0),
+            sandbox.delivered >= sandbox.accepted and e2e >= 3000, (9,)),
+        Row(f"11. Bulk accept, one {BULK_ROWS:,}-row request", f"{sandbox.bulk_times[0]:.2f} s", "< 2 s", sandbox.bulk_times[0] < 2.0, (9,)),
+        Row("12. Idle RSS after start", f"{durable.idle_rss:.1f} MB", "< 80 MB", durable.idle_rss < 80, (1,)),
+        Row("    RSS after send load / after bulk run", f"{durable.loaded_rss:.1f} / {sandbox.rss:.1f} MB", steps=(1, 9)),
+        Row("13. Process start to /readyz 200", f"{durable.ready_after:.2f} s", "< 1 s", durable.ready_after < 1.0, (1,)),
     ]
-    rows += _reload_rows(reload)
-    rows.append(Row(f"15. {THROTTLE_ROWS:,}-row bulk through a {THROTTLE_RATE:g}/s instance: drained at",
-                    f"{drain.rate:,.1f}/s ({drain.sent:,} sent)", f"{THROTTLE_RATE:g}/s ±3%", drain.exact and drain.sent == drain.accepted))
-    rows.append(Row("    most provider calls in any 1 s window", f"{drain.busiest_second}", f"<= {drain.ceiling:g} (rate+burst+3%)",
-                    drain.busiest_second <= drain.ceiling))
+    rows += tag(_reload_rows(reload), 10)
+    rows += tag([
+        Row(f"15. {THROTTLE_ROWS:,}-row bulk through a {THROTTLE_RATE:g}/s instance: drained at",
+            f"{drain.rate:,.1f}/s ({drain.sent:,} sent)", f"{THROTTLE_RATE:g}/s ±3%", drain.exact and drain.sent == drain.accepted),
+        Row("    most provider calls in any 1 s window", f"{drain.busiest_second}", f"<= {drain.ceiling:g} (rate+burst+3%)",
+            drain.busiest_second <= drain.ceiling),
+    ], 11)
     return rows
 
 
@@ -463,9 +496,9 @@ def _cpu(result: LoadResult) -> str:
     return f"{result.server_cpu / result.duration:.2f} / {result.server_cpu / accepted * 1e6:.0f} us"
 
 
-def print_table(rows: list[Row]) -> None:
-    headers = ("Measurement", "Measured", "Target", "Result")
-    table = [(r.metric, r.measured, r.target, r.verdict) for r in rows]
+def print_table(rows: list[Row], log: StepLog) -> None:
+    headers = ("Measurement", "Measured", "Target", "Result", "Others")
+    table = [(r.metric, r.measured, r.target, r.verdict, log.noise(r)) for r in rows]
     widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(headers)]
     line = "  ".join("-" * w for w in widths)
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
@@ -494,8 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Load generator: {using}" + ("" if using == "wrk" else " (wrk not installed; Python client may be the bottleneck)"))
     print("All servers on 127.0.0.1, fresh temp data dirs, sandbox delivery delay 0, channel throughput caps off "
           "(no sms 50/s), log level WARNING.\n", flush=True)
-    rows = bench(args)
-    print_table(rows)
+    log = StepLog()
+    rows = bench(args, log)
+    print_table(rows, log)
+    print("Others: cores that other processes on this machine kept busy during the step(s) a row comes from "
+          f"(the most of them), of {os.cpu_count()}. Well above 0, that row's figure is low for this machine.")
     missed = [r.metric.strip() for r in rows if r.ok is False]
     print(f"\n{len(missed)} target(s) missed" + (": " + "; ".join(missed) if missed else "") + ".")
     if args.profile:
