@@ -328,6 +328,7 @@ def bench(args: argparse.Namespace, log: StepLog) -> list[Row]:
     rows += tag(_keepup_rows(keepup, args.keepup_seconds, n), 4)
     rows += [section("Earlier targets")]
     rows += _earlier_rows(durable, sandbox, reload, drain)
+    rows += tag(_delay_rows(dispatch), 6)
     return rows
 
 
@@ -372,13 +373,18 @@ def _bulk_rows(runs: list[DispatchRun]) -> list[Row]:
                             f"{run.rate:,.0f}/s{done}", f">= {BULK_TARGET:,.0f}/s", run.complete and run.rate >= BULK_TARGET))
         else:
             rows.append(Row(f"   the same at dispatch concurrency {run.label}", f"{run.rate:,.0f}/s{done}"))
-        rows += [
-            Row("   provider calls/s first to last / connections opened / CPU per delivery",
-                f"{run.call_rate:,.0f}/s / {run.connections} / {run.cpu_per_delivery_us:,.0f} us"),
-            Row(f"   engine delay due -> provider call p50 / p99 ({TRICKLE_RATE:.0f}/s trickle, no backlog)",
-                f"{run.delay_ms(50):.1f} / {run.delay_ms(99):.1f} ms", "p99 < 50 ms", run.delay_ms(99) < 50.0),
-        ]
+        rows.append(Row("   provider calls/s first to last / connections opened / CPU per delivery",
+                        f"{run.call_rate:,.0f}/s / {run.connections} / {run.cpu_per_delivery_us:,.0f} us"))
     return rows
+
+
+def _delay_rows(runs: list[DispatchRun]) -> list[Row]:
+    return [
+        Row(f"{'16.' if number == 0 else '   '} Engine delay due -> webhook call p50 / p99, {TRICKLE_RATE:.0f}/s trickle, "
+            f"dispatch concurrency {run.label}", f"{run.delay_ms(50):.1f} / {run.delay_ms(99):.1f} ms", "p99 < 50 ms",
+            run.delay_ms(99) < 50.0)
+        for number, run in enumerate(runs)
+    ]
 
 
 def _store_rows(writes: RowWrites, durable: Durable) -> list[Row]:
