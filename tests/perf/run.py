@@ -30,6 +30,9 @@ Then the earlier steps' targets, kept as regression checks:
 11. A 10,000-row bulk through a provider instance limited to 500/s: the pace the receiver saw.
 Idle RSS and process start to ``/readyz`` come from step 1's server.
 
+The machine may be shared: each step also reports how many cores other processes kept busy
+meanwhile (tests.perf.contention), shown per row in the table's Others column.
+
 Options: ``--seconds``, ``--keepup-seconds``, ``--connections``, ``--deliveries``,
 ``--load-tool {auto,wrk,aiohttp}``, ``--profile FILE`` (py-spy of the server during step 1's
 measured load: ``.svg`` a flame graph, ``.json`` speedscope, anything else raw collapsed stacks;
