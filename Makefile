@@ -42,8 +42,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/python -m mypy
 
-bench: $(VENV)/.installed-test
-	$(BIN)/python -m tests.perf.run $(ARGS)
+# `make bench PROFILE=FILE` also profiles the server under the durable send load with py-spy
+# (installed with the dev extras): FILE.svg a flame graph, FILE.json speedscope, else raw stacks.
+bench: $(VENV)/.installed-test $(if $(PROFILE),$(VENV)/.installed-dev)
+	$(BIN)/python -m tests.perf.run $(if $(PROFILE),--profile $(abspath $(PROFILE))) $(ARGS)
 
 # After changing the policy models: regenerate the shipped and the published schema.
 schema: $(VENV)/.installed

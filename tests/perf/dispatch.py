@@ -1,19 +1,23 @@
-"""Deliveries end to end: bulk-accept, then wait until the store says they went out.
+"""Deliveries end to end: accept, then wait until the store says they went out and the receiver got them.
 
-:func:`accept_in_bulk` and :func:`wait_for_status` serve both delivery steps of ``make bench``:
-the sandbox one (step 3) and :func:`measure_dispatch` (step 8), which sends through a real HTTP
-provider — the built-in ``webhook`` plugin, as the demo tenant's ``demo-webhook`` instance —
-to a loopback receiver in its own process (tests.perf.receiver). For each
-``TIDINGS_DISPATCH_CONCURRENCY`` in ``CONCURRENCIES``, one ``tidings serve`` with a live key
-(test keys would go to the sandbox):
+:func:`accept_in_bulk` and :func:`wait_for_status` serve every delivery step of ``make bench``.
+The webhook steps send through a real HTTP provider — the built-in ``webhook`` plugin, as the
+demo tenant's ``demo-webhook`` instance — to a loopback receiver in its own process
+(tests.perf.receiver), with a live key (test keys would go to the sandbox):
 
-- throughput: bulk-accept N webhook notifications, time from the first bulk request until every
-  delivery is ``sent``; also the rate between the first and last provider call as the receiver
-  saw them, and how many connections the gateway's shared HTTP pool opened to it;
-- engine delay: once that backlog is gone, an open-loop trickle of single sends
-  (``TRICKLE_RATE``/s for ``TRICKLE_SECONDS``); per delivery, the receiver's arrival time minus
-  the notification's ``created_at``. Measured on a backlog it would be queueing behind the
-  backlog; the trickle shows the engine's own delay: commit, wake-up, claim, one loopback call.
+- :func:`measure_single_sends`: ``SINGLE_SENDS`` single sends by wrk at ``SINGLE_CONNECTIONS``
+  clients, the same body each time (no idempotency key, so each is a new notification); msg/s
+  from just before wrk starts to the last arrival at the receiver;
+- :func:`measure_dispatch`, for each ``TIDINGS_DISPATCH_CONCURRENCY`` in ``CONCURRENCIES``
+  (``None``: the server's default), one ``tidings serve``:
+  - throughput: one ``BULK_ROWS``-row bulk request of webhook notifications; deliveries/s from
+    just before the request to the last arrival at the receiver (accept → all received); also
+    the rate between the first and last provider call as the receiver saw them, and how many
+    connections the gateway's shared HTTP pool opened to it;
+  - engine delay: once that backlog is gone, an open-loop trickle of single sends
+    (``TRICKLE_RATE``/s for ``TRICKLE_SECONDS``); per delivery, the receiver's arrival time minus
+    the notification's ``created_at``. Measured on a backlog it would be queueing behind the
+    backlog; the trickle shows the engine's own delay: commit, wake-up, claim, one loopback call.
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ from dataclasses import dataclass, field
 import aiohttp
 import orjson
 
-from tests.perf.load import HEADERS
+from tests.perf.load import HEADERS, LoadResult, run_wrk
+from tests.perf.progress import WEBHOOK_DONE, wait_until_done
 from tests.perf.servers import BULK_PATH, BULK_ROWS, SEND_PATH, Server, post_json, query_rows, receiver_server, tidings_server
 
-CONCURRENCIES = (50, 200)
+CONCURRENCIES: tuple[int | None, ...] = (None, 200)  # None: the server's default
+SINGLE_SENDS = 3_000
+SINGLE_CONNECTIONS = 64
 TRICKLE_RATE = 200.0
 TRICKLE_SECONDS = 5.0
 DELIVERY_TIMEOUT = 120.0
@@ -72,10 +79,11 @@ def bulk_sizes(total: int) -> list[int]:
 class DispatchRun:
     """One ``tidings serve`` at one dispatch concurrency: the bulk drain, then the trickle."""
 
-    concurrency: int
+    concurrency: int | None  # None: the server's default
     accepted: int = 0
-    sent: int = 0
-    elapsed: float = math.nan  # first bulk request → last delivery sent
+    sent: int = 0  # bulk deliveries ``sent`` in the store
+    received: int = 0  # bulk deliveries the receiver got
+    elapsed: float = math.nan  # just before the bulk request → the receiver's last arrival of the bulk
     calls: int = 0  # provider calls the receiver saw during the bulk drain
     calls_span: float = math.nan  # from the first of them to the last
     connections: int = 0  # distinct client ports the receiver saw during the bulk drain
@@ -85,8 +93,16 @@ class DispatchRun:
     trickle_refused: int = 0
 
     @property
+    def label(self) -> str:
+        return "default" if self.concurrency is None else str(self.concurrency)
+
+    @property
+    def complete(self) -> bool:
+        return self.accepted > 0 and self.received >= self.accepted
+
+    @property
     def rate(self) -> float:
-        return self.sent / self.elapsed if self.elapsed > 0 else 0.0
+        return self.received / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def call_rate(self) -> float:
@@ -103,32 +119,33 @@ class DispatchRun:
 
     def describe(self) -> str:
         return (
-            f"concurrency {self.concurrency}: {self.sent}/{self.accepted} sent in {self.elapsed:.2f}s; "
+            f"concurrency {self.label}: {self.received:,}/{self.accepted:,} received, all after {self.elapsed:.2f}s; "
             f"trickle {self.trickle_sent} sent, {self.trickle_refused} refused; max delay "
             f"{max(self.delays, default=math.nan) * 1000:.1f} ms"
         )
 
 
-def measure_dispatch(deliveries: int) -> list[DispatchRun]:
+def measure_dispatch(rows: int = BULK_ROWS) -> list[DispatchRun]:
     with receiver_server() as receiver:
-        return [_measure_one(receiver, concurrency, deliveries) for concurrency in CONCURRENCIES]
+        return [_measure_one(receiver, concurrency, rows) for concurrency in CONCURRENCIES]
 
 
-def _measure_one(receiver: Server, concurrency: int, deliveries: int) -> DispatchRun:
+def _measure_one(receiver: Server, concurrency: int | None, deliveries: int) -> DispatchRun:
     run = DispatchRun(concurrency)
-    hook = receiver.base_url + f"/hook/c{concurrency}"
-    with tidings_server({"TIDINGS_DISPATCH_CONCURRENCY": str(concurrency)}, live_key=True) as server:
+    hook = receiver.base_url + f"/hook/c{run.label}"
+    env = {} if concurrency is None else {"TIDINGS_DISPATCH_CONCURRENCY": str(concurrency)}
+    with tidings_server(env, live_key=True) as server:
         assert server.live_key is not None
         headers = HEADERS | {"X-API-Key": server.live_key}
-        started, cpu = time.perf_counter(), server.cpu_seconds()
+        started, cpu = time.time(), server.cpu_seconds()
         run.accepted, _ = accept_in_bulk(server, [webhook_bulk_body(hook, rows) for rows in bulk_sizes(deliveries)], headers)
-        run.sent = wait_for_status(server, "sent", run.accepted, started + DELIVERY_TIMEOUT)
-        run.elapsed, run.server_cpu = time.perf_counter() - started, server.cpu_seconds() - cpu
+        run.sent = wait_for_status(server, "sent", run.accepted, time.perf_counter() + DELIVERY_TIMEOUT)
+        run.server_cpu = server.cpu_seconds() - cpu
         trickle, run.trickle_refused = asyncio.run(trickle_sends(server.base_url + SEND_PATH, headers, hook))
         expected = run.sent + len(trickle)
         run.trickle_sent = wait_for_status(server, "sent", expected, time.perf_counter() + DELIVERY_TIMEOUT) - run.sent
         created = dict(query_rows(server.database, _CREATED_AT))
-    _record_arrivals(run, fetch_arrivals(receiver), created, set(trickle))
+    _record_arrivals(run, fetch_arrivals(receiver), created, set(trickle), started)
     return run
 
 
@@ -171,13 +188,70 @@ def fetch_arrivals(receiver: Server) -> dict[str, tuple[float, int]]:
     return {delivery_id: (at, int(port)) for delivery_id, (at, port) in first.items()}
 
 
-def _record_arrivals(run: DispatchRun, arrivals: Mapping[str, tuple[float, int]], created: Mapping[str, float], trickle: set[str]) -> None:
+def _record_arrivals(
+    run: DispatchRun, arrivals: Mapping[str, tuple[float, int]], created: Mapping[str, float], trickle: set[str], started: float
+) -> None:
     bulk = [arrivals[d] for d in created if d not in trickle and d in arrivals]
     if bulk:
         times = [at for at, _port in bulk]
+        run.received, run.elapsed = len(times), max(times) - started
         run.calls, run.calls_span = len(times), max(times) - min(times)
         run.connections = len({port for _at, port in bulk})
     run.delays = [arrivals[d][0] - created[d] for d in trickle if d in arrivals and d in created]
+
+
+@dataclass
+class SingleSends:
+    """``SINGLE_SENDS`` single webhook sends at ``SINGLE_CONNECTIONS`` clients, to the last arrival."""
+
+    load: LoadResult | None = None
+    accepted: int = 0  # deliveries in the store (wrk stops after SINGLE_SENDS answers; a few more were in flight)
+    received: int = 0  # of them, how many the receiver got
+    elapsed: float = math.nan  # just before wrk started → the receiver's last arrival
+    server_cpu: float = 0.0  # CPU seconds tidings used over the same span (to all sent)
+
+    @property
+    def rate(self) -> float:
+        return self.received / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.accepted > 0 and self.received >= self.accepted
+
+    def describe(self) -> str:
+        load = self.load.describe() if self.load else "no load"
+        return (f"{load}; {self.received:,}/{self.accepted:,} received, the last {self.elapsed:.2f}s after the first send; "
+                f"server CPU {self.server_cpu:.2f}s")
+
+
+def measure_single_sends(receiver: Server) -> SingleSends:
+    run = SingleSends()
+    hook = receiver.base_url + "/hook/single"
+    body = {"recipient": {"url": hook}, "notification": {"channels": ["webhook"], "body": "bench single send"}}
+    with tidings_server(live_key=True) as server:
+        assert server.live_key is not None
+        headers = HEADERS | {"X-API-Key": server.live_key}
+        time.sleep(0.5)  # start-up work settles
+        started, cpu = time.time(), server.cpu_seconds()
+        run.load = run_wrk(server.base_url + SEND_PATH, body, SINGLE_CONNECTIONS, DELIVERY_TIMEOUT, headers=headers, responses=SINGLE_SENDS)
+        # Sends in flight when wrk stopped may commit a moment later: all done and no new row for 0.2 s is settled.
+        for _ in range(10):
+            wait_until_done(server.database, WEBHOOK_DONE, DELIVERY_TIMEOUT)
+            if _settled(server):
+                break
+        run.server_cpu = server.cpu_seconds() - cpu
+        ids = {row[0] for row in query_rows(server.database, "SELECT id FROM deliveries")}
+    times = [at for delivery_id, (at, _port) in fetch_arrivals(receiver).items() if delivery_id in ids]
+    run.accepted, run.received = len(ids), len(times)
+    if times:
+        run.elapsed = max(times) - started
+    return run
+
+
+def _settled(server: Server) -> bool:
+    before = query_rows(server.database, "SELECT count(*) FROM deliveries")[0][0]
+    time.sleep(0.2)
+    return bool(query_rows(server.database, "SELECT count(*) FROM deliveries")[0][0] == before)
 
 
 THROTTLE_RATE = 500.0  # per second, set on the demo-webhook instance

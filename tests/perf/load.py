@@ -3,6 +3,9 @@
 Both run a fixed number of connections for a fixed time against one URL on 127.0.0.1, count
 responses by status and report latency percentiles. On a 2-core machine a Python load
 generator competes with the server for CPU and usually saturates first, so wrk is preferred.
+``run_wrk(..., responses=N)`` stops once N responses have come back instead (a fixed number of
+sends; the requests still in flight then are sent but not counted). Every request posts the same
+body: without an idempotency key, each one is a new notification.
 """
 
 from __future__ import annotations
@@ -10,15 +13,21 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 HEADERS = {"Content-Type": "application/json", "X-API-Key": "tdk_demo_sandbox_key_for_local_use"}
-SEND_BODY = {
+README_SEND = {  # the README's send: one notification, two deliveries (email and sms)
+    "recipient": {"email": "ada@example.com", "phone": "+14155550100"},
+    "notification": {"channels": ["email", "sms"], "template_id": "order_shipped", "data": {"order_id": "1001"}},
+}
+SEND_BODY = {  # one sms delivery with the otp template (the policy-reload step rewrites that template)
     "recipient": {"phone": "+14155550100"},
     "notification": {"channels": ["sms"], "template_id": "otp", "data": {"code": "123456", "product": "Acme"}},
 }
@@ -57,7 +66,16 @@ wrk.body = %(body)s
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) statuses = {} end
-function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+local limit, seen = %(limit)d, 0
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+  seen = seen + 1
+  if limit > 0 and seen == limit then
+    wrk.thread:stop()
+    local marker = io.open(%(marker)s, "w")  -- tells run_wrk to interrupt wrk, which would sleep out -d
+    marker:close()
+  end
+end
 function done(summary, latency, requests)
   local merged = {}
   for _, t in ipairs(threads) do
@@ -78,21 +96,26 @@ def _lua_string(text: str) -> str:
     return json.dumps(text)  # a JSON string literal is a valid Lua string literal for ASCII text
 
 
-def run_wrk(url: str, body: dict, connections: int, seconds: float, threads: int = 1) -> LoadResult:
+def run_wrk(
+    url: str, body: dict, connections: int, seconds: float, threads: int = 1, *,
+    headers: Mapping[str, str] = HEADERS, responses: int = 0,
+) -> LoadResult:
+    """``responses``: stop after that many (one wrk thread only); ``seconds`` is then only a limit."""
     assert urlsplit(url).hostname == "127.0.0.1", url
-    headers = "\n".join(f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in HEADERS.items())
-    script = _LUA % {"body": _lua_string(json.dumps(body, separators=(",", ":"))), "headers": headers}
+    assert responses == 0 or threads == 1, "a response limit is counted per wrk thread"
+    lines = "\n".join(f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items())
     with tempfile.TemporaryDirectory(prefix="tidings-perf-wrk-") as tmp:
-        path = Path(tmp) / "post.lua"
-        path.write_text(script)
+        path, marker = Path(tmp) / "post.lua", Path(tmp) / "limit-reached"
+        body_text = _lua_string(json.dumps(body, separators=(",", ":")))
+        path.write_text(_LUA % {"body": body_text, "headers": lines, "limit": responses, "marker": _lua_string(str(marker))})
         cmd = [
             wrk_path() or "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--timeout", "5s", "-s", str(path), url,
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
-    if proc.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        stdout, stderr, code = _run_until(cmd, marker, seconds + 60)
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+    if code != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({code}):\n{stdout}\n{stderr}")
     data = json.loads(line[len("WRKJSON "):])
     return LoadResult(
         tool=f"wrk -t{threads} -c{connections}",
@@ -105,7 +128,19 @@ def run_wrk(url: str, body: dict, connections: int, seconds: float, threads: int
     )
 
 
-async def _aiohttp_load(url: str, body: dict, connections: int, seconds: float) -> LoadResult:
+def _run_until(cmd: list[str], marker: Path, timeout: float) -> tuple[str, str, int]:
+    """Run wrk to its end, or interrupt it (SIGINT: it still reports) once ``marker`` exists."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+        return stdout, stderr, proc.returncode
+
+
+async def _aiohttp_load(url: str, body: dict, connections: int, seconds: float, headers: Mapping[str, str]) -> LoadResult:
     import aiohttp
     import orjson
 
@@ -115,7 +150,7 @@ async def _aiohttp_load(url: str, body: dict, connections: int, seconds: float) 
     errors = 0
     timeout = aiohttp.ClientTimeout(total=5)
     connector = aiohttp.TCPConnector(limit=connections, force_close=False)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=HEADERS) as session:
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=dict(headers)) as session:
         start = time.perf_counter()
         deadline = start + seconds
 
@@ -144,18 +179,20 @@ async def _aiohttp_load(url: str, body: dict, connections: int, seconds: float) 
     )
 
 
-def run_aiohttp(url: str, body: dict, connections: int, seconds: float) -> LoadResult:
+def run_aiohttp(url: str, body: dict, connections: int, seconds: float, headers: Mapping[str, str] = HEADERS) -> LoadResult:
     assert urlsplit(url).hostname == "127.0.0.1", url
     try:
         import uvloop
 
-        return uvloop.run(_aiohttp_load(url, body, connections, seconds))
+        return uvloop.run(_aiohttp_load(url, body, connections, seconds, headers))
     except ImportError:
-        return asyncio.run(_aiohttp_load(url, body, connections, seconds))
+        return asyncio.run(_aiohttp_load(url, body, connections, seconds, headers))
 
 
-def run_load(url: str, body: dict, connections: int, seconds: float, tool: str = "auto") -> LoadResult:
+def run_load(
+    url: str, body: dict, connections: int, seconds: float, tool: str = "auto", headers: Mapping[str, str] = HEADERS
+) -> LoadResult:
     """``tool`` is ``auto`` (wrk if installed), ``wrk`` or ``aiohttp``."""
     if tool == "wrk" or (tool == "auto" and wrk_path()):
-        return run_wrk(url, body, connections, seconds)
-    return run_aiohttp(url, body, connections, seconds)
+        return run_wrk(url, body, connections, seconds, headers=headers)
+    return run_aiohttp(url, body, connections, seconds, headers)

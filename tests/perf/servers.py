@@ -53,6 +53,7 @@ class Server:
     log_path: Path | None = None
     policy_dir: Path | None = None  # tidings only: the policy copy it serves, free to edit
     live_key: str | None = None  # tidings only, if asked for: a live API key of the demo tenant
+    rowcount_file: Path | None = None  # tidings only, if asked for: rows changed per table (tests.perf.rowcount)
 
     @property
     def base_url(self) -> str:
@@ -199,7 +200,7 @@ def _running(name: str, argv: list[str], tmp: Path, *, env: dict[str, str] | Non
 @contextmanager
 def tidings_server(
     extra_env: dict[str, str] | None = None, *, live_key: bool = False, instance_rates: dict[str, str] | None = None,
-    events_url: str | None = None, edit: Callable[[Path], None] | None = None,
+    events_url: str | None = None, edit: Callable[[Path], None] | None = None, counting: bool = False,
 ) -> Iterator[Server]:
     """A live ``tidings serve`` with a fresh data dir and policy copy; yields once /readyz is 200.
 
@@ -207,6 +208,7 @@ def tidings_server(
     ``instance_rates``: provider instance → ``rate`` (e.g. ``500/s``) set in the copy.
     ``events_url``: the demo tenant's event webhook endpoint, subscribed to every event type.
     ``edit``: any other change to the policy copy, given its directory.
+    ``counting``: run it under tests.perf.rowcount, which keeps the rows changed per table in ``server.rowcount_file``.
     """
     tmp = Path(tempfile.mkdtemp(prefix="tidings-perf-"))
     policy_dir = make_policy_dir(tmp / "policies")
@@ -233,9 +235,13 @@ def tidings_server(
         TIDINGS_LOG_LEVEL="WARNING",
     )
     env.update(extra_env or {})
-    exe = Path(sys.executable).parent / "tidings"
-    with _running("tidings", [str(exe), "serve"], tmp, env=env, data_dir=data_dir) as server:
-        server.policy_dir, server.live_key = policy_dir, key
+    argv = [str(Path(sys.executable).parent / "tidings"), "serve"]
+    rowcount_file = tmp / "rowcount.json" if counting else None
+    if rowcount_file is not None:
+        argv = [sys.executable, "-m", "tests.perf.rowcount", "serve"]
+        env.update(BENCH_ROWCOUNT_FILE=str(rowcount_file), PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])))
+    with _running("tidings", argv, tmp, env=env, data_dir=data_dir) as server:
+        server.policy_dir, server.live_key, server.rowcount_file = policy_dir, key, rowcount_file
         yield server
 
 
