@@ -28,6 +28,8 @@ Then the earlier steps' targets, kept as regression checks:
    and the time to accept one 10,000-row bulk request.
 10. Policy hot reload under the send load (tests.perf.reload).
 11. A 10,000-row bulk through a provider instance limited to 500/s: the pace the receiver saw.
+12. Retention (tests.perf.retention): a steady stream of README sends against a short tenant
+    retention; the database file (and WAL) holds its size once purges keep pace.
 Idle RSS and process start to ``/readyz`` come from step 1's server.
 
 The machine may be shared: each step also reports how many cores other processes kept busy
@@ -79,12 +81,15 @@ from tests.perf.keepup import PROBE_TARGET, KeepUp, measure_keepup
 from tests.perf.load import README_SEND, LoadResult, run_load, wrk_path
 from tests.perf.progress import SANDBOX_DONE, wait_until_done
 from tests.perf.reload import WRITE_EVERY, ReloadResult, describe, measure_reloads
+from tests.perf.retention import RATE as RETENTION_RATE
+from tests.perf.retention import RETENTION, RetentionRun, measure_retention
+from tests.perf.retention import SECONDS as RETENTION_SECONDS
 from tests.perf.servers import BULK_ROWS, SEND_PATH, Server, bare_server, count_rows, receiver_server, tidings_server
 
 WARMUP_SECONDS = 2.0
 DRAIN_TIMEOUT = 120.0  # after step 1's load, the longest wait for every delivery to be delivered
 ROW_SENDS = 2_000
-STEPS = 11
+STEPS = 12
 
 # Issue 16's targets.
 RATIO_TARGET = 0.40
@@ -317,6 +322,11 @@ def bench(args: argparse.Namespace, log: StepLog) -> list[Row]:
     with receiver_server() as receiver:
         drain = measure_throttled_drain(receiver)
     note(f"{drain.sent:,}/{drain.accepted:,} sent at {drain.rate:,.1f}/s; busiest second {drain.busiest_second}")
+
+    step(12, f"retention: the README send at {RETENTION_RATE:g}/s for {RETENTION_SECONDS:.0f}s, demo tenant retention "
+             f"{RETENTION}, database + WAL sampled")
+    retention = measure_retention()
+    note(retention.describe())
     log.end()
     print("Done; servers stopped, temp dirs removed.\n", flush=True)
 
@@ -329,6 +339,7 @@ def bench(args: argparse.Namespace, log: StepLog) -> list[Row]:
     rows += tag(_receipt_rows(inbound), 8)
     rows += tag(_event_rows(events), 7)
     rows += tag(_keepup_rows(keepup, args.keepup_seconds, n), 4)
+    rows += tag(_retention_rows(retention), 12)
     rows += [section("Earlier targets")]
     rows += _earlier_rows(durable, sandbox, reload, drain)
     rows += tag(_delay_rows(dispatch), 6)
@@ -449,6 +460,11 @@ def _keepup_rows(run: KeepUp, seconds: float, connections: int) -> list[Row]:
         Row("   notifications accepted/s (p99) during it; server cores busy",
             f"{load.rate():,.0f}/s ({load.p99_ms:.1f} ms); {run.server_cpu / run.window:.2f}" if run.window > 0 else "n/a"),
     ]
+
+
+def _retention_rows(run: RetentionRun) -> list[Row]:
+    return [Row(f"9b. Database + WAL with a {run.retention} retention, middle -> end of {run.seconds:.0f}s",
+                f"{run.middle.total_mb:.1f} -> {run.end.total_mb:.1f} MB ({run.change:+.1%})", "within ±15%", run.holds)]
 
 
 def _earlier_rows(durable: Durable, sandbox: SandboxBulk, reload: ReloadResult, drain: ThrottledDrain) -> list[Row]:
