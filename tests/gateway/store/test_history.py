@@ -14,6 +14,14 @@ from tests.conftest import FakeClock
 from tests.gateway.store.test_sqlite import notification
 
 
+def store_at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A store file as version ``version`` of the schema left it (autocommit: migrate() runs its own transactions)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[:version], start=1):
+        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return conn
+
+
 def history_rows(path: Path) -> list[tuple[Any, ...]]:
     with sqlite3.connect(path) as conn:
         return conn.execute("SELECT seq, notification_id, action, event_type FROM history ORDER BY seq").fetchall()
@@ -67,9 +75,7 @@ async def test_a_reply_is_on_the_timeline_of_the_message_it_answers(fresh_store:
 def test_a_store_from_before_the_history_keeps_its_events_and_timelines(tmp_path: Path) -> None:
     """Events keep their seq and id (webhook deliveries point at them); the audit trail follows, without its claims."""
     path = tmp_path / "v7.sqlite3"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for number, script in enumerate(MIGRATIONS[:7], start=1):
-        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    conn = store_at_version(path, 7)
     conn.executemany(
         "INSERT INTO events (seq, id, tenant, type, subject, data, at) VALUES (?, ?, 'acme', ?, 'ntf_1', '{}', ?)",
         [(1, "evt_a", "message.queued", 1.0), (2, "evt_b", "message.sent", 2.0)],
@@ -98,9 +104,7 @@ def test_a_store_from_before_the_history_keeps_its_events_and_timelines(tmp_path
 
 async def test_the_migrated_store_opens_and_fans_out_after_its_last_event(tmp_path: Path) -> None:
     path = tmp_path / "v7.sqlite3"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for number, script in enumerate(MIGRATIONS[:7], start=1):
-        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    conn = store_at_version(path, 7)
     conn.execute("INSERT INTO events (seq, id, tenant, type, subject, data, at) VALUES (7, 'evt_old', 'acme', 'message.sent', 'ntf_1', '{}', 1)")
     conn.execute("UPDATE webhook_fanout SET last_seq = 7")
     conn.close()
@@ -119,9 +123,7 @@ async def test_the_migrated_store_opens_and_fans_out_after_its_last_event(tmp_pa
 def test_a_store_from_before_v13_keeps_its_attempts_and_event_ids(tmp_path: Path) -> None:
     """Attempts become lines of history (not on the timeline); stored event ids and payloads stay as they were."""
     path = tmp_path / "v12.sqlite3"
-    conn = sqlite3.connect(path, isolation_level=None)
-    for number, script in enumerate(MIGRATIONS[:12], start=1):
-        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    conn = store_at_version(path, 12)
     conn.execute(
         "INSERT INTO notifications (id, tenant, status, mode, priority, strategy, recipient, channels, created_by, created_at, updated_at) "
         "VALUES ('ntf_1', 'acme', 'sent', 'live', 'normal', 'all', '{}', '[\"sms\"]', 'key:k', 1, 2)"
