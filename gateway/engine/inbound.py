@@ -1,8 +1,8 @@
 """Provider callbacks on their way in: keep the raw request, verify it, answer, process apart.
 
 ``POST /api/v1/webhooks/{instance}`` stores the request exactly as it arrived, then asks the
-instance's plugin to verify it. A verified callback is answered at once (vendors retry slow
-answers) and queued here; processing — parse, reconcile receipts through :class:`Outcomes`,
+instance's plugin to verify it. A verified callback is answered once it is stored (vendors retry slow
+answers; callbacks verified together are stored in one write) and queued here; processing — parse, reconcile receipts through :class:`Outcomes`,
 store replies, record opt-outs, mark the request processed — runs on its own task in batches, so a
 flood of receipts holds up neither the answers nor the sends. A callback that fails
 verification changes nothing: only its summary is kept (:class:`RefusedCallback`: no body, no
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from gateway.engine.batching import Batcher
+from gateway.engine.batching import Batcher, Coalescer
 from gateway.engine.opt_outs import OptOuts, opt_change
 from gateway.engine.outcomes import Outcomes
 from gateway.errors import WebhookVerificationError
@@ -97,6 +97,7 @@ class Inbound:
         self._outcomes = outcomes
         self._opt_outs = opt_outs
         self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound")
+        self._kept: Coalescer[InboundRecord] = Coalescer(store.store_inbound, name="inbound-kept", transient=store.is_transient)
         self._reported: Batcher[NewReply | NewOptOut] = Batcher(self._store_reported, name="reported-replies")
 
     def reported(self, provider: str, items: Sequence[InboundReply | OptOut], tenants: Sequence[str]) -> None:
@@ -118,7 +119,8 @@ class Inbound:
 
         Returns once the raw request is durable, so a 200 never precedes the write. Verification
         comes first (it reads nothing but the request), so a stored callback is always genuine
-        and safe to process; a refused one leaves only its summary.
+        and safe to process; a refused one leaves only its summary. Callbacks verified while
+        the previous ones are being written are kept together, in one write.
         """
         try:
             await provider.verify_webhook(request)
@@ -129,7 +131,7 @@ class Inbound:
         except Exception as err:
             await self._refuse(record, f"verification failed in the plugin: {type(err).__name__}")
             raise
-        await self._store.store_inbound(record)
+        await self._kept.submit(record)
         self._batcher.add(_Verified(record, provider, tuple(tenants), request))
 
     async def _refuse(self, record: InboundRecord, reason: str) -> None:

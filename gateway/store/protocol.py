@@ -149,8 +149,8 @@ class Store(Protocol):
 
     # Provider callbacks, replies and opt-outs
 
-    async def store_inbound(self, record: records.InboundRecord) -> None:
-        """Keep a verified callback as it arrived, to be processed."""
+    async def store_inbound(self, callbacks: Sequence[records.InboundRecord]) -> None:
+        """Keep verified callbacks as they arrived, to be processed, in one write."""
 
     async def store_refused(self, refused: records.RefusedCallback, *, keep: int) -> None:
         """Keep the summary of a callback that failed verification; of those, only the newest ``keep`` stay."""

@@ -16,18 +16,21 @@ from gateway.store.stored import OptOutEntry, Reply, StoredInbound
 class InboundStore(StoreBase):
     """Provider callbacks kept as they arrived, the replies and opt-outs read from them, and opt-out lookups."""
 
-    async def store_inbound(self, record: InboundRecord) -> None:
-        """Keep a verified provider callback as it arrived, ``received``: to be processed, also after a restart."""
-        row = (
-            record.id, record.provider, record.received_at, record.source, record.method, record.target,
-            dumps(dict(record.headers)), record.body, "received",
-        )
+    async def store_inbound(self, callbacks: Sequence[InboundRecord]) -> None:
+        """Keep verified provider callbacks as they arrived, ``received``: to be processed, also after a restart. One write."""
+        rows = [
+            (
+                record.id, record.provider, record.received_at, record.source, record.method, record.target,
+                dumps(dict(record.headers)), record.body, "received",
+            )
+            for record in callbacks
+        ]
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO inbound_requests (id, provider, received_at, source, method, target, headers, body, outcome) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
+                rows,
             )
 
         await self._write(job)
