@@ -2,9 +2,10 @@
 
 ``POST /api/v1/webhooks/{instance}`` stores the request exactly as it arrived, then asks the
 instance's plugin to verify it. A verified callback is answered once it is stored (vendors retry slow
-answers; callbacks verified together are stored in one write) and queued here; processing — parse, reconcile receipts through :class:`Outcomes`,
-store replies, record opt-outs, mark the request processed — runs on its own task in batches, so a
-flood of receipts holds up neither the answers nor the sends. A callback that fails
+answers; callbacks verified together are stored in one write) and queued here; processing —
+parse, reconcile receipts, store replies, record opt-outs, mark the request processed, all of a
+batch in one transaction — runs on its own task in batches, so a flood of receipts holds up
+neither the answers nor the sends. A callback that fails
 verification changes nothing: only its summary is kept (:class:`RefusedCallback`: no body, no
 headers), and only the newest so many, since anyone can send one.
 """
@@ -21,10 +22,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from gateway.engine.batching import Batcher, Coalescer
 from gateway.engine.opt_outs import OptOuts, opt_change
-from gateway.engine.outcomes import Outcomes
+from gateway.engine.outcomes import received_statuses
 from gateway.errors import WebhookVerificationError
 from gateway.plugin_api import InboundReply, InboundRequest, OptOut, Provider, ProviderReport, StatusUpdate
-from gateway.store import InboundRecord, NewOptOut, NewReply, RefusedCallback, Store
+from gateway.store import InboundRecord, NewOptOut, NewReply, ReceivedStatus, RefusedCallback, Store
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +91,12 @@ class _Verified:
 class Inbound:
     """Receives verified callbacks and processes them on their own path."""
 
-    def __init__(self, store: Store, outcomes: Outcomes, opt_outs: OptOuts, *, refused_kept: int = 10_000) -> None:
+    def __init__(self, store: Store, opt_outs: OptOuts, *, refused_kept: int = 10_000) -> None:
         """``refused_kept``: how many refused callbacks' summaries are kept, the newest."""
         self._store = store
         self._refused_kept = refused_kept
-        self._outcomes = outcomes
         self._opt_outs = opt_outs
-        self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound")
+        self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound", retryable=store.is_transient)
         self._kept: Coalescer[InboundRecord] = Coalescer(store.store_inbound, name="inbound-kept", transient=store.is_transient)
         self._reported: Batcher[NewReply | NewOptOut] = Batcher(self._store_reported, name="reported-replies")
 
@@ -159,32 +159,39 @@ class Inbound:
         return len(pending)
 
     async def _process(self, batch: list[_Verified]) -> None:
+        """Parse a batch of stored callbacks and write what they said, and that they were read, in one transaction.
+
+        So a callback is never marked processed while its receipts are not reconciled: a
+        process killed in between processes it again on start.
+        """
         processed: list[str] = []
+        rejected: list[tuple[str, str]] = []
+        receipts: list[ReceivedStatus] = []
         replies: list[NewReply] = []
         opt_outs: list[NewOptOut] = []
         for item in batch:
             updates = await self._parse(item)
-            if updates is None:
+            if isinstance(updates, str):
+                rejected.append((item.record.id, updates))
                 continue
-            self._outcomes.report(item.provider.name, [u for u in updates if isinstance(u, StatusUpdate)])
+            receipts += received_statuses(item.provider.name, [u for u in updates if isinstance(u, StatusUpdate)])
             for update in updates:
                 if isinstance(update, InboundReply):
                     replies.append(_new_reply(item.record.id, item.provider.name, item.tenants, item.record.received_at, update))
                 elif isinstance(update, OptOut):
                     opt_outs.append(_new_opt_out(item.provider.name, item.tenants, item.record.received_at, update))
             processed.append(item.record.id)
-        self._opt_outs.note(await self._store.record_inbound(processed, replies, opt_outs))
+        self._opt_outs.note(await self._store.record_inbound(processed, replies, opt_outs, receipts=receipts, rejected=rejected))
 
-    async def _parse(self, item: _Verified) -> Sequence[ProviderReport] | None:
-        """The plugin's reading of a callback; None (and the request marked rejected) if it cannot read it."""
+    async def _parse(self, item: _Verified) -> Sequence[ProviderReport] | str:
+        """The plugin's reading of a callback, or why it could not read it (the request is then marked rejected)."""
         try:
             return await item.provider.parse_webhook(item.request)
         except Exception as err:
             trace = item.provider.redact("".join(traceback.format_exception(err)))
             log.error("provider instance %s could not parse callback %s:\n%s", item.provider.name, item.record.id, trace)
             reason = item.provider.redact(f"could not be parsed: {type(err).__name__}: {err}")
-            await self._store.reject_inbound(item.record.id, reason[:500])
-            return None
+            return reason[:500]
 
     async def drain(self) -> None:
         await self._batcher.drain()

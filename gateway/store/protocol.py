@@ -165,13 +165,16 @@ class Store(Protocol):
         """Mark a kept callback refused, for ``reason``."""
 
     async def record_inbound(
-        self, processed: Sequence[str], replies: Sequence[records.NewReply], opt_outs: Sequence[records.NewOptOut] = ()
+        self, processed: Sequence[str], replies: Sequence[records.NewReply], opt_outs: Sequence[records.NewOptOut] = (), *,
+        receipts: Sequence[records.ReceivedStatus] = (), rejected: Sequence[tuple[str, str]] = (),
     ) -> set[str]:
-        """Keep replies (each once, with its event), apply opt-outs and opt-ins, mark callbacks processed, at once.
+        """What callbacks said, and that they were read, at once: reconcile ``receipts``, keep replies (each once,
+        with its event), apply opt-outs and opt-ins, mark ``processed`` callbacks processed and ``rejected`` ones
+        (id, reason) rejected.
 
-        A reply or opt-out goes to the tenant whose delivery it answers, else to those of its
-        ``tenants`` that sent to the address through the instance. Returns the tenants whose
-        opt-outs changed.
+        Receipts are reconciled as :meth:`record_outcomes` does. A reply or opt-out goes to the
+        tenant whose delivery it answers, else to those of its ``tenants`` that sent to the
+        address through the instance. Returns the tenants whose opt-outs changed.
         """
 
     async def purge_inbound(self, before: float) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider, signed_hea
 
 from gateway import InboundReply, OptOut, ids
 from gateway.http.appkeys import INBOUND, OUTCOMES, PROVIDERS, PURGER, SETTINGS, STORE
-from gateway.store import InboundRecord
+from gateway.store import InboundRecord, StorageUnavailableError
+from gateway.store.sqlite import inbound as sqlite_inbound
+from gateway.store.sqlite import outcomes as sqlite_outcomes
+from gateway.store.sqlite.receipts import reconcile as real_reconcile
 
 ACME_TOKEN = "acme-vendor-token"
 OTHER_TOKEN = "other-vendor-token"
@@ -313,6 +317,34 @@ async def test_processing_answers_before_reconciling(api: Api, monkeypatch: pyte
     assert await outcome_of(api, request_id) == "received"
     assert (await api.notification(notification_id))["deliveries"][0]["status"] == "sent"
     go_on.set()
+    await settle(api.app)
+    assert await outcome_of(api, request_id) == "processed"
+    assert (await api.notification(notification_id))["deliveries"][0]["status"] == "delivered"
+
+
+async def test_a_callback_is_never_marked_processed_before_its_receipt_is_applied(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the store refuses to reconcile, the callback stays ``received`` (processed again on start if the process dies)."""
+    notification_id, message_id = await sent_sms(api)
+    refusing, refused = threading.Event(), threading.Event()
+    refusing.set()
+
+    def reconcile(*args: Any) -> None:
+        if refusing.is_set():
+            refused.set()
+            raise StorageUnavailableError("the store refused a write: disk I/O error")
+        real_reconcile(*args)
+
+    for module in (sqlite_inbound, sqlite_outcomes):  # wherever a callback's receipts are reconciled
+        monkeypatch.setattr(module, "reconcile", reconcile)
+    body = json.dumps(receipt(message_id)).encode()
+    headers = {"Content-Type": "application/json", **signed_headers(ACME_TOKEN, body, int(api.app[STORE].clock.now()))}
+    response = await api.client.post("/api/v1/webhooks/acme_sms", data=body, headers=headers)
+    assert response.status == 200
+    request_id = (await response.json())["received"]
+    assert await asyncio.to_thread(refused.wait, 5)
+    assert await outcome_of(api, request_id) == "received"
+    assert (await api.notification(notification_id))["deliveries"][0]["status"] == "sent"
+    refusing.clear()
     await settle(api.app)
     assert await outcome_of(api, request_id) == "processed"
     assert (await api.notification(notification_id))["deliveries"][0]["status"] == "delivered"
