@@ -1,11 +1,14 @@
 """Event webhooks: tell tenants' endpoints about events, signed per Standard Webhooks, at least once.
 
-Fan-out happens here, not where events are written: the worker reads the ``events`` table by
-``seq`` past a cursor kept in the store and adds one ``webhook_deliveries`` row per endpoint
-subscribed to the event's type in the policy in force *then*. Every event belongs to a tenant;
-one without (written by an older version) goes to no endpoint. The write paths stay one cheap
-INSERT per event and never need the policy; moving the cursor and adding the rows is one
-transaction, so a crash neither loses nor doubles a fan-out.
+Fan-out happens here, not where events are written: the worker reads the history's events by
+``seq`` past a cursor and adds one ``webhook_deliveries`` row per endpoint subscribed to the
+event's type in the policy in force *then*. Every event belongs to a tenant; one without
+(written by an older version) goes to no endpoint. The write paths stay one cheap INSERT per
+event and never need the policy; moving the cursor and adding the rows is one transaction, so a
+crash neither loses nor doubles a fan-out. Events that go to no endpoint move the cursor in
+memory only, written at most once a second (and at a stop), so a gateway whose tenants have no
+endpoint pays no write per commit for them; see :meth:`EventWebhooks.fan_out` for what that
+means for an endpoint added later.
 
 Delivery: each (tenant, endpoint) is a lane of its own. A lane sends its endpoint's due
 deliveries one at a time in creation order and records each outcome as soon as it has it;
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import Sequence
 from typing import Final
 
@@ -32,12 +36,14 @@ from gateway.engine.batching import Batcher
 from gateway.engine.webhook_attempts import DISABLED, PENDING, WebhookPoster
 from gateway.policy.models import WebhookEndpointPolicy
 from gateway.policy.view import PolicyHolder, PolicySet
-from gateway.store import ClaimedWebhook, Store, StoredEvent, WebhookResult, WebhookTarget
+from gateway.store import ClaimedWebhook, EventHead, Store, WebhookResult, WebhookTarget
 from gateway.watermark import Watermark
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL: Final = 1.0
+CURSOR_KEPT_EVERY: Final = 1.0
+"""Seconds: how often at most the fan-out cursor is written when no delivery moves it (see :meth:`EventWebhooks.fan_out`)."""
 
 Lane = tuple[str, str]
 """(tenant, endpoint)"""
@@ -47,7 +53,7 @@ def subscribed(endpoint: WebhookEndpointPolicy, event_type: str) -> bool:
     return "*" in endpoint.events or event_type in endpoint.events
 
 
-def targets_of(event: StoredEvent, policy: PolicySet, disabled: dict[tuple[str, str], str]) -> list[WebhookTarget]:
+def targets_of(event: EventHead, policy: PolicySet, disabled: dict[tuple[str, str], str]) -> list[WebhookTarget]:
     """The endpoints of the event's tenant under ``policy`` that subscribe to its type."""
     if event.tenant is None:
         return []
@@ -81,6 +87,10 @@ class EventWebhooks:
         self._wakeup = asyncio.Event()
         self._recheck = True  # whether deliveries may have come due since the worker last looked
         self._next_due: float | None = None  # when the next one is due, as of that look
+        self._cursor: int | None = None  # events through this seq are fanned out (or went nowhere); read from the store at start
+        self._kept = 0  # the cursor as the store holds it: behind _cursor by events that went nowhere
+        self._kept_at = -math.inf  # when it was last written (clock time)
+        self._kept_commits = -1  # the store's commit count then, while no tenant has an endpoint
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-webhooks")
@@ -95,6 +105,8 @@ class EventWebhooks:
                 await task
         self._task = None
         await self._results.drain()
+        if self._cursor is not None and self._cursor > self._kept:
+            await self._store.keep_fan_out_cursor(self._cursor)  # a restart reads no event again that went nowhere
         if self._in_hand:
             log.info("event webhooks: %d sends cut short by the shutdown are due again", len(self._in_hand))
             await self._store.release_webhooks(sorted(self._in_hand))
@@ -129,9 +141,9 @@ class EventWebhooks:
             number, seen = self._passes, self._store.commits
             looked, self._recheck = self._recheck, False
             try:
-                fanned = await self.fan_out()
-                looked = looked or fanned
-                busy = fanned | (await self.deliver_due() if looked else False)
+                added, more = await self.fan_out()
+                looked = looked or added > 0
+                busy = more | (await self.deliver_due() if looked else False)
             except Exception:  # noqa: BLE001 - the worker outlives any one bad batch
                 log.exception("event webhooks: batch failed; trying again")
                 busy, self._recheck = False, True
@@ -163,15 +175,53 @@ class EventWebhooks:
         if done != {committed}:
             self._recheck = True
 
-    async def fan_out(self) -> bool:
-        """Turn new events into webhook deliveries; whether there were any."""
-        events = await self._store.events_to_fan_out(limit=self._batch)
+    async def fan_out(self) -> tuple[int, bool]:
+        """Turn new events into webhook deliveries: how many it added, and whether more events may be waiting (it read a full batch).
+
+        The cursor moves in memory; it is written with the deliveries an event adds (one
+        transaction, so a crash neither loses nor doubles them), and otherwise at most every
+        :data:`CURSOR_KEPT_EVERY`: a batch of events no endpoint takes costs no write. While no
+        tenant has an endpoint at all, no event is read; the cursor follows the history once per
+        :data:`CURSOR_KEPT_EVERY`. So an endpoint added later (or present at a restart after a
+        crash) gets at most about that much older history; events that went to an endpoint are
+        never read again.
+        """
+        if self._cursor is None:
+            self._cursor = self._kept = await self._store.fan_out_cursor()
+        policy = self._policies.current
+        if not any(policy.document.webhooks.values()):
+            if self._keeping_due() and self._store.commits != self._kept_commits:  # no commit, no new event
+                self._kept_commits = self._store.commits
+                await self._keep_cursor(None)
+            return 0, False
+        events = await self._store.events_to_fan_out(after=self._cursor, limit=self._batch)
         if not events:
-            return False
-        policy, disabled = self._policies.current, await self._store.disabled_webhook_endpoints()
-        targets = [target for event in events for target in targets_of(event, policy, disabled)]
-        await self._store.fan_out(targets, events[-1].seq)
-        return True
+            if self._cursor > self._kept and self._keeping_due():
+                await self._keep_cursor(self._cursor)
+            return 0, False
+        targets = [target for event in events for target in targets_of(event, policy, {})]
+        if targets and (disabled := await self._store.disabled_webhook_endpoints()):
+            targets = [target for event in events for target in targets_of(event, policy, disabled)]
+        through = events[-1].seq
+        if targets:
+            await self._store.fan_out(targets, through)
+            self._cursor = self._kept = through
+            self._kept_at = self._clock.now()
+        else:
+            self._cursor = through
+            if self._keeping_due():
+                await self._keep_cursor(through)
+        return len(targets), len(events) == self._batch
+
+    def _keeping_due(self) -> bool:
+        return self._clock.now() - self._kept_at >= CURSOR_KEPT_EVERY
+
+    async def _keep_cursor(self, through: int | None) -> None:
+        """Write the cursor (None: past the newest event) without adding deliveries."""
+        kept = await self._store.keep_fan_out_cursor(through)
+        self._kept_at = self._clock.now()
+        self._kept = kept
+        self._cursor = max(self._cursor or 0, kept)
 
     async def deliver_due(self) -> bool:
         """Start a lane for every endpoint with deliveries due and no lane running; whether any started."""

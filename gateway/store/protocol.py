@@ -205,8 +205,16 @@ class Store(Protocol):
 
     # Event webhooks
 
-    async def events_to_fan_out(self, *, limit: int) -> list[records.StoredEvent]:
-        """Up to ``limit`` events not fanned out yet, in ``seq`` order; reading them changes nothing."""
+    async def events_to_fan_out(self, *, after: int | None = None, limit: int) -> list[records.EventHead]:
+        """Up to ``limit`` events after ``seq`` ``after`` (None: after the stored fan-out cursor), in ``seq`` order;
+        reading them changes nothing."""
+
+    async def fan_out_cursor(self) -> int:
+        """The ``seq`` through which events are fanned out, as stored."""
+
+    async def keep_fan_out_cursor(self, through_seq: int | None) -> int:
+        """Mark events through ``through_seq`` (None: through the newest) fanned out with no delivery added; the cursor as
+        now stored. It never moves back, and a call that would not move it writes nothing."""
 
     async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
         """(tenant, endpoint) of every disabled endpoint → the url it had when disabled."""

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from gateway import ids
 from gateway.clock import isoformat
-from gateway.store.records import ClaimedWebhook, Page, StoredEvent, WebhookEndpointState, WebhookResult, WebhookTarget
+from gateway.store.records import ClaimedWebhook, EventHead, Page, WebhookEndpointState, WebhookResult, WebhookTarget
 from gateway.store.sqlite.base import StoreBase
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
 from gateway.store.sqlite.reads import EVENT_COLUMNS, event_record
@@ -25,14 +25,37 @@ LANE_HEADS: Final = (
 class WebhookStore(StoreBase):
     """Event webhooks: fan-out, deliveries, endpoint health."""
 
-    async def events_to_fan_out(self, *, limit: int) -> list[StoredEvent]:
-        """Events after the fan-out cursor, oldest first: read-only, so an idle worker writes nothing."""
+    async def events_to_fan_out(self, *, after: int | None = None, limit: int) -> list[EventHead]:
+        """Events after ``after`` (None: the stored cursor), oldest first: read-only, so an idle worker writes nothing.
+
+        Only what choosing endpoints needs: a notification's own event has its payload built
+        when it is sent, not here.
+        """
+        since = "(SELECT last_seq FROM webhook_fanout)" if after is None else "?"
         rows = await self._fetch(
-            f"SELECT {EVENT_COLUMNS} FROM history e WHERE e.seq > (SELECT last_seq FROM webhook_fanout) AND e.event_type IS NOT NULL "
+            f"SELECT e.seq, e.event_id, e.tenant, e.event_type, e.at FROM history e WHERE e.seq > {since} AND e.event_type IS NOT NULL "
             "ORDER BY e.seq LIMIT ?",
-            (limit,),
+            (limit,) if after is None else (after, limit),
         )
-        return [event_record(row, self._salt) for row in rows]
+        return [EventHead(seq, event_id or ids.derived_id(ids.EVENT, at, seq, self._salt), tenant, type_) for seq, event_id, tenant, type_, at in rows]
+
+    async def fan_out_cursor(self) -> int:
+        rows = await self._fetch("SELECT last_seq FROM webhook_fanout")
+        return int(rows[0][0])
+
+    async def keep_fan_out_cursor(self, through_seq: int | None) -> int:
+        """Move the cursor forward to ``through_seq`` (None: the newest line of history), adding nothing; the cursor."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            through = through_seq
+            if through is None:
+                (through,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM history").fetchone()
+            conn.execute("UPDATE webhook_fanout SET last_seq = ? WHERE last_seq < ?", (through, through))  # no change, no commit noted
+            (cursor,) = conn.execute("SELECT last_seq FROM webhook_fanout").fetchone()
+            return int(cursor)
+
+        kept: int = await self._write(job)
+        return kept
 
     async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
         """(tenant, endpoint) → the url that answered 410."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from gateway import signing
 from gateway.clock import isoformat
-from gateway.http.appkeys import EVENT_WEBHOOKS, STORE
+from gateway.engine.event_webhooks import CURSOR_KEPT_EVERY, EventWebhooks
+from gateway.http.appkeys import EVENT_WEBHOOKS, HTTP, POLICIES, POLICY_WATCHER, SETTINGS, STORE, WEBHOOK_SIGNER
 from gateway.store import ReceivedStatus, WebhookDelivery
 
 SECRET = signing.new_secret()
@@ -385,3 +387,62 @@ async def test_enabling_an_unknown_endpoint_is_a_404_in_the_error_shape(start: C
     assert response.status == 404 and (await response.json())["error"]["code"] == "webhook_endpoint_not_found"
     response = await api.client.get("/api/v1/webhook-endpoints")
     assert response.status == 401, "the endpoint list needs an API key"
+
+
+def notification_ids(found: Receiver) -> list[str]:
+    return [orjson.loads(body)["data"]["notification_id"] for _headers, body in found.requests]
+
+
+async def test_an_endpoint_added_later_gets_events_from_then_on_give_or_take_the_last_second(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], policy_dir: Path, clock: FakeClock
+) -> None:
+    """With no endpoint anywhere, fan-out reads no event and writes its cursor at most once a second."""
+    found, url = receiver
+    api = await start("webhooks: {}\n")
+    worker = api.app[EVENT_WEBHOOKS]
+    _, old = await api.send(sms_body())
+    await api.wait_for(old["notification_id"], lambda n: n["status"] == "sent")
+    clock.advance(CURSOR_KEPT_EVERY)  # a quiet second: the cursor follows the history past the old message
+    await worker.until_idle()
+    _, recent = await api.send(sms_body())  # within the second before the endpoint comes: it may hear of it
+    await api.wait_for(recent["notification_id"], lambda n: n["status"] == "sent")
+    await worker.until_idle()
+    (policy_dir / "webhooks.yaml").write_text(webhooks_policy(url, events="[message.queued]"))
+    assert await api.app[POLICY_WATCHER].reload() is True
+    _, new = await api.send(sms_body())
+    await until(found, lambda: new["notification_id"] in notification_ids(found))
+    await worker.until_idle()
+    assert notification_ids(found) == [recent["notification_id"], new["notification_id"]], "no older history, nothing twice"
+
+
+async def test_events_that_went_to_no_endpoint_are_neither_sent_nor_doubled_after_a_stop_or_a_crash(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path, receiver: tuple[Receiver, str], clock: FakeClock
+) -> None:
+    found, url = receiver
+    clock.value = time.time()
+    (policy_dir / "webhooks.yaml").write_text(webhooks_policy(url, events="[message.queued]"))
+    first = Api(await aiohttp_client(make_app()))
+    _, mine = await first.send(sms_body())
+    await until(found, lambda: len(found.requests) == 1)
+    for _ in range(3):  # the other tenant has no endpoint: its events move the cursor in memory only
+        await first.send(sms_body(), key=OTHER_KEY)
+    worker, store = first.app[EVENT_WEBHOOKS], first.app[STORE]
+    await worker.until_idle()
+    assert await store.fan_out_cursor() < (await store.list_events(limit=1))[0].seq, "not written for events that went nowhere"
+
+    # A process killed now starts from the stored cursor: it reads the other tenant's events again, and adds nothing.
+    restarted = EventWebhooks(store, first.app[POLICIES], first.app[HTTP], clock, first.app[WEBHOOK_SIGNER])
+    assert await restarted.fan_out() == (0, False)
+    assert [(d.event_type, d.status) for d in await deliveries(first)] == [("message.queued", "succeeded")]
+
+    database = first.app[SETTINGS].database_path
+    await first.client.close()  # a stop writes the cursor
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+        (cursor,) = conn.execute("SELECT last_seq FROM webhook_fanout").fetchone()
+        (newest,) = conn.execute("SELECT MAX(seq) FROM history WHERE event_type IS NOT NULL").fetchone()
+    assert cursor == newest
+    second = Api(await aiohttp_client(make_app()))
+    _, after = await second.send(sms_body())
+    await until(found, lambda: len(found.requests) == 2)
+    await second.app[EVENT_WEBHOOKS].until_idle()
+    assert notification_ids(found) == [mine["notification_id"], after["notification_id"]]
