@@ -7,8 +7,8 @@ event's type in the policy in force *then*. Every event belongs to a tenant; one
 event and never need the policy; moving the cursor and adding the rows is one transaction, so a
 crash neither loses nor doubles a fan-out. Events that go to no endpoint move the cursor in
 memory only, written at most once a second (and at a stop), so a gateway whose tenants have no
-endpoint pays no write per commit for them; see :meth:`EventWebhooks.fan_out` for what that
-means for an endpoint added later.
+endpoint pays no read or write per commit for them; see :meth:`EventWebhooks.fan_out` for what
+that means after a crash. The worker wakes when history is added, not at every commit.
 
 Delivery: each (tenant, endpoint) is a lane of its own. A lane sends its endpoint's due
 deliveries one at a time in creation order and records each outcome as soon as it has it;
@@ -90,7 +90,6 @@ class EventWebhooks:
         self._cursor: int | None = None  # events through this seq are fanned out (or went nowhere); read from the store at start
         self._kept = 0  # the cursor as the store holds it: behind _cursor by events that went nowhere
         self._kept_at = -math.inf  # when it was last written (clock time)
-        self._kept_commits = -1  # the store's commit count then, while no tenant has an endpoint
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-webhooks")
@@ -138,7 +137,7 @@ class EventWebhooks:
         while True:
             self._wakeup.clear()
             self._passes += 1
-            number, seen = self._passes, self._store.commits
+            number, seen = self._passes, self._store.history_seq
             looked, self._recheck = self._recheck, False
             try:
                 added, more = await self.fan_out()
@@ -158,14 +157,18 @@ class EventWebhooks:
         return self._next_due is not None and self._next_due <= self._clock.now()
 
     async def _idle(self, seen: int) -> None:
-        """Wait for a commit (new events, a lane's outcome), the next retry, a lane ending or a wake-up, whichever comes first."""
+        """Wait for new history (maybe events), the next retry, a lane ending or a wake-up, whichever comes first.
+
+        Not for any commit: recording the lanes' outcomes commits about once per event sent, and
+        none of those commits adds an event.
+        """
         due, now = self._next_due, self._clock.now()
         if self._due_by_last_look() and not self._lanes:
             self._recheck = True
             return  # came due since the pass looked
         # Due already with a lane running: that lane holds it, and wakes us when it ends.
         delay = IDLE_POLL if due is None or due <= now else min(IDLE_POLL, due - now)
-        committed = asyncio.ensure_future(self._store.wait_for_commit(seen))
+        committed = asyncio.ensure_future(self._store.wait_for_history(seen))
         waits = [committed, asyncio.ensure_future(self._clock.sleep(delay)), asyncio.ensure_future(self._wakeup.wait())]
         try:
             done, _pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -180,19 +183,19 @@ class EventWebhooks:
 
         The cursor moves in memory; it is written with the deliveries an event adds (one
         transaction, so a crash neither loses nor doubles them), and otherwise at most every
-        :data:`CURSOR_KEPT_EVERY`: a batch of events no endpoint takes costs no write. While no
-        tenant has an endpoint at all, no event is read; the cursor follows the history once per
-        :data:`CURSOR_KEPT_EVERY`. So an endpoint added later (or present at a restart after a
-        crash) gets at most about that much older history; events that went to an endpoint are
-        never read again.
+        :data:`CURSOR_KEPT_EVERY` and at a stop: a batch of events no endpoint takes costs no
+        write. While no tenant has an endpoint at all, no event is read: the cursor follows the
+        history. So an endpoint added later gets events from then on; after a crash, the events
+        of the last :data:`CURSOR_KEPT_EVERY` or so that went nowhere are read again, and may go to
+        an endpoint added meanwhile. Events that went to an endpoint are never read again.
         """
         if self._cursor is None:
             self._cursor = self._kept = await self._store.fan_out_cursor()
         policy = self._policies.current
         if not any(policy.document.webhooks.values()):
-            if self._keeping_due() and self._store.commits != self._kept_commits:  # no commit, no new event
-                self._kept_commits = self._store.commits
-                await self._keep_cursor(None)
+            self._cursor = max(self._cursor, self._store.history_seq)  # every event so far goes nowhere
+            if self._cursor > self._kept and self._keeping_due():
+                await self._keep_cursor(self._cursor)
             return 0, False
         events = await self._store.events_to_fan_out(after=self._cursor, limit=self._batch)
         if not events:
@@ -216,12 +219,10 @@ class EventWebhooks:
     def _keeping_due(self) -> bool:
         return self._clock.now() - self._kept_at >= CURSOR_KEPT_EVERY
 
-    async def _keep_cursor(self, through: int | None) -> None:
-        """Write the cursor (None: past the newest event) without adding deliveries."""
-        kept = await self._store.keep_fan_out_cursor(through)
+    async def _keep_cursor(self, through: int) -> None:
+        """Write the cursor without adding deliveries."""
+        self._kept = await self._store.keep_fan_out_cursor(through)
         self._kept_at = self._clock.now()
-        self._kept = kept
-        self._cursor = max(self._cursor or 0, kept)
 
     async def deliver_due(self) -> bool:
         """Start a lane for every endpoint with deliveries due and no lane running; whether any started."""

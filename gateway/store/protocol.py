@@ -52,6 +52,13 @@ class Store(Protocol):
     async def wait_for_commit(self, after: int) -> None:
         """Return once :attr:`commits` has passed ``after``: some write became durable since that count was read."""
 
+    @property
+    def history_seq(self) -> int:
+        """The ``seq`` of the newest line of history (event or not) that is durable; it never goes back."""
+
+    async def wait_for_history(self, after: int) -> None:
+        """Return once :attr:`history_seq` has passed ``after``: a line of history, so maybe an event, became durable."""
+
     def is_transient(self, error: BaseException) -> bool:
         """Whether a write that raised ``error`` may succeed if asked again (busy, unavailable), rather than being refused."""
 
@@ -212,9 +219,9 @@ class Store(Protocol):
     async def fan_out_cursor(self) -> int:
         """The ``seq`` through which events are fanned out, as stored."""
 
-    async def keep_fan_out_cursor(self, through_seq: int | None) -> int:
-        """Mark events through ``through_seq`` (None: through the newest) fanned out with no delivery added; the cursor as
-        now stored. It never moves back, and a call that would not move it writes nothing."""
+    async def keep_fan_out_cursor(self, through_seq: int) -> int:
+        """Mark events through ``through_seq`` fanned out with no delivery added; the cursor as now stored. It never
+        moves back, and a call that would not move it changes nothing."""
 
     async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
         """(tenant, endpoint) of every disabled endpoint → the url it had when disabled."""

@@ -43,14 +43,11 @@ class WebhookStore(StoreBase):
         rows = await self._fetch("SELECT last_seq FROM webhook_fanout")
         return int(rows[0][0])
 
-    async def keep_fan_out_cursor(self, through_seq: int | None) -> int:
-        """Move the cursor forward to ``through_seq`` (None: the newest line of history), adding nothing; the cursor."""
+    async def keep_fan_out_cursor(self, through_seq: int) -> int:
+        """Move the cursor forward to ``through_seq``, adding nothing; the cursor as stored."""
 
         def job(conn: sqlite3.Connection) -> int:
-            through = through_seq
-            if through is None:
-                (through,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM history").fetchone()
-            conn.execute("UPDATE webhook_fanout SET last_seq = ? WHERE last_seq < ?", (through, through))  # no change, no commit noted
+            conn.execute("UPDATE webhook_fanout SET last_seq = ? WHERE last_seq < ?", (through_seq, through_seq))  # no change, no commit noted
             (cursor,) = conn.execute("SELECT last_seq FROM webhook_fanout").fetchone()
             return int(cursor)
 

@@ -393,7 +393,7 @@ def notification_ids(found: Receiver) -> list[str]:
     return [orjson.loads(body)["data"]["notification_id"] for _headers, body in found.requests]
 
 
-async def test_an_endpoint_added_later_gets_events_from_then_on_give_or_take_the_last_second(
+async def test_an_endpoint_added_after_a_quiet_time_gets_the_events_from_then_on_once(
     start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], policy_dir: Path, clock: FakeClock
 ) -> None:
     """With no endpoint anywhere, fan-out reads no event and writes its cursor at most once a second."""
@@ -402,17 +402,46 @@ async def test_an_endpoint_added_later_gets_events_from_then_on_give_or_take_the
     worker = api.app[EVENT_WEBHOOKS]
     _, old = await api.send(sms_body())
     await api.wait_for(old["notification_id"], lambda n: n["status"] == "sent")
-    clock.advance(CURSOR_KEPT_EVERY)  # a quiet second: the cursor follows the history past the old message
+    clock.advance(CURSOR_KEPT_EVERY)  # a quiet second
     await worker.until_idle()
-    _, recent = await api.send(sms_body())  # within the second before the endpoint comes: it may hear of it
+    _, recent = await api.send(sms_body())
     await api.wait_for(recent["notification_id"], lambda n: n["status"] == "sent")
     await worker.until_idle()
     (policy_dir / "webhooks.yaml").write_text(webhooks_policy(url, events="[message.queued]"))
     assert await api.app[POLICY_WATCHER].reload() is True
     _, new = await api.send(sms_body())
     await until(found, lambda: new["notification_id"] in notification_ids(found))
+    _, newer = await api.send(sms_body())
+    await until(found, lambda: newer["notification_id"] in notification_ids(found))
     await worker.until_idle()
-    assert notification_ids(found) == [recent["notification_id"], new["notification_id"]], "no older history, nothing twice"
+    assert notification_ids(found) == [new["notification_id"], newer["notification_id"]], "no older history, nothing twice"
+
+
+async def test_after_a_crash_an_endpoint_added_meanwhile_gets_at_most_the_last_second_of_history(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], policy_dir: Path, clock: FakeClock
+) -> None:
+    """The cursor of events that went nowhere is written at most once a second: that much is read again after a crash."""
+    found, url = receiver
+    api = await start(webhooks_policy(url, events="[message.queued]"))
+    worker, store = api.app[EVENT_WEBHOOKS], api.app[STORE]
+    await api.send(sms_body(), key=OTHER_KEY)  # the other tenant has no endpoint yet
+    await api.idle()  # sent: all its events are in
+    await worker.until_idle()
+    clock.advance(CURSOR_KEPT_EVERY)
+    await worker.until_idle()  # written: the old message's events are behind the stored cursor
+    _, recent = await api.send(sms_body(), key=OTHER_KEY)
+    await worker.until_idle()  # within the second: in memory only
+    other_endpoint = f"  other:\n    main:\n      url: {url}\n      events: [message.queued]\n      secret: {SECRET}\n      allow_private: true\n"
+    (policy_dir / "webhooks.yaml").write_text(webhooks_policy(url, events="[message.queued]") + other_endpoint)
+    assert await api.app[POLICY_WATCHER].reload() is True
+
+    # What a process started now, after the last one was killed, would do first.
+    restarted = EventWebhooks(store, api.app[POLICIES], api.app[HTTP], clock, api.app[WEBHOOK_SIGNER])
+    assert await restarted.fan_out() == (1, False)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    await until(found, lambda: len(found.requests) == 1)
+    assert notification_ids(found) == [recent["notification_id"]], "the last second's event, once; not the older one"
+    assert await restarted.fan_out() == (0, False)
 
 
 async def test_events_that_went_to_no_endpoint_are_neither_sent_nor_doubled_after_a_stop_or_a_crash(
@@ -427,6 +456,7 @@ async def test_events_that_went_to_no_endpoint_are_neither_sent_nor_doubled_afte
     for _ in range(3):  # the other tenant has no endpoint: its events move the cursor in memory only
         await first.send(sms_body(), key=OTHER_KEY)
     worker, store = first.app[EVENT_WEBHOOKS], first.app[STORE]
+    await first.idle()  # sent: no more events to come
     await worker.until_idle()
     assert await store.fan_out_cursor() < (await store.list_events(limit=1))[0].seq, "not written for events that went nowhere"
 
