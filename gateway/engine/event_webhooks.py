@@ -77,6 +77,7 @@ class EventWebhooks:
         self._clock = clock
         self._batch = batch
         self._lease = lease_seconds
+        self._refill_at = max(1, batch // 2)  # a lane leases what follows once this many of what it holds are left to send
         self._poster = WebhookPoster(policies, session, clock, signer, timeout=timeout)
         self._results: Batcher[WebhookResult] = Batcher(self._record, name="event-webhooks", retryable=store.is_transient)
         self._task: asyncio.Task[None] | None = None
@@ -236,7 +237,7 @@ class EventWebhooks:
         for item in claimed:
             by_endpoint.setdefault((item.tenant, item.endpoint), []).append(item)
         for lane, items in by_endpoint.items():
-            task = asyncio.create_task(self._send_in_order(items, leased_until), name=f"event-webhooks {lane[0]}/{lane[1]}")
+            task = asyncio.create_task(self._send_in_order(lane, items, leased_until), name=f"event-webhooks {lane[0]}/{lane[1]}")
             self._lanes[lane] = task
             task.add_done_callback(functools.partial(self._lane_ended, lane))
         return bool(claimed)
@@ -248,28 +249,58 @@ class EventWebhooks:
             log.error("event webhooks: lane %s/%s stopped: %r; its deliveries are due again when their lease ends", *lane, error)
         self.wake()
 
-    async def _send_in_order(self, items: Sequence[ClaimedWebhook], leased_until: float) -> None:
+    async def _send_in_order(self, lane: Lane, items: Sequence[ClaimedWebhook], leased_until: float) -> None:
         """One endpoint's deliveries, one at a time in creation order, each recorded as it ends.
 
-        Outcomes are written in shared batches while the next delivery is sent; the lane ends
-        once its own are written. After a failure that will be retried the rest wait behind it
-        (the endpoint backs off); after a 410 the store disables them. What the lease would not
-        cover is given back.
+        Outcomes are written in shared batches while the next delivery is sent. Once half of
+        what it holds is sent, the lane leases the endpoint's next due deliveries, so it goes on
+        without a pause; it ends when there are none, once its own outcomes are written. After a
+        failure that will be retried the rest wait behind it (the endpoint backs off); after a
+        410 the store disables them. What the lease would not cover is given back.
         """
         ticket = 0
+        following: asyncio.Future[tuple[list[ClaimedWebhook], float]] | None = None
+        held = [item.id for item in items]  # leased by this lane, outcome maybe not written yet
         try:
-            for index, item in enumerate(items):
-                if self._clock.now() + self._poster.timeout > leased_until:
-                    await self._give_back(items[index:])
+            while items:
+                full = len(items) >= self._batch  # else it took all that was due: what comes later starts a lane anew
+                for index, item in enumerate(items):
+                    if full and following is None and len(items) - index <= self._refill_at:
+                        held = [delivery_id for delivery_id in held if delivery_id in self._in_hand]
+                        following = asyncio.ensure_future(self._claim_following(lane, set(held)))
+                    if self._clock.now() + self._poster.timeout > leased_until:
+                        await self._give_back(items[index:])
+                        return
+                    result = await self._poster.send(item)
+                    ticket = self._results.add(result)
+                    if result.status in (PENDING, DISABLED):
+                        await self._results.written(ticket)
+                        await self._give_back(items[index + 1:])
+                        return
+                if following is None:
                     return
-                result = await self._poster.send(item)
-                ticket = self._results.add(result)
-                if result.status in (PENDING, DISABLED):
-                    await self._results.written(ticket)
-                    await self._give_back(items[index + 1:])
-                    return
+                items, leased_until = await asyncio.shield(following)  # a stop does not cut the lease short unrecorded
+                following = None
+                held += [item.id for item in items]
         finally:
+            if following is not None:  # stopped early: what was leased to follow goes back too
+                await self._give_back_following(following)
             await self._results.written(ticket)
+
+    async def _give_back_following(self, following: asyncio.Future[tuple[list[ClaimedWebhook], float]]) -> None:
+        try:
+            claimed, _leased_until = await following
+        except Exception:  # noqa: BLE001 - the lane is ending anyway; what the claim took (if anything) is due when its lease ends
+            log.exception("event webhooks: leasing a lane's next deliveries failed")
+            return
+        await self._give_back(claimed)
+
+    async def _claim_following(self, lane: Lane, held: set[str]) -> tuple[list[ClaimedWebhook], float]:
+        """The endpoint's next due deliveries for its running lane, and until when they are leased."""
+        leased_until = self._clock.now() + self._lease
+        claimed = await self._store.claim_lane_webhooks(*lane, held=held, limit=self._batch, lease_seconds=self._lease)
+        self._in_hand.update(item.id for item in claimed)
+        return claimed, leased_until
 
     async def _record(self, results: list[WebhookResult]) -> None:
         await self._store.record_webhooks(results)

@@ -243,6 +243,13 @@ class Store(Protocol):
         Each claim counts an attempt.
         """
 
+    async def claim_lane_webhooks(
+        self, tenant: str, endpoint: str, *, held: Collection[str], limit: int, lease_seconds: float
+    ) -> list[records.ClaimedWebhook]:
+        """For the lane of (tenant, endpoint) that holds ``held`` (leased by it, outcomes not recorded yet): lease the
+        endpoint's next deliveries as :meth:`claim_webhooks` would once those were recorded — in creation order, passing
+        over ``held``, up to ``limit`` and up to the first that is not due or is leased by anyone else."""
+
     async def record_webhooks(self, results: Sequence[records.WebhookResult]) -> None:
         """Record attempts' outcomes and each endpoint's health, at once.
 

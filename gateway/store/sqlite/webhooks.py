@@ -9,7 +9,7 @@ from typing import Any, Final
 from gateway import ids
 from gateway.clock import isoformat
 from gateway.store.records import ClaimedWebhook, EventHead, Page, WebhookEndpointState, WebhookResult, WebhookTarget
-from gateway.store.sqlite.base import StoreBase
+from gateway.store.sqlite.base import StoreBase, select_in
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
 from gateway.store.sqlite.reads import EVENT_COLUMNS, event_record
 from gateway.store.stored import WebhookDelivery
@@ -114,6 +114,35 @@ class WebhookStore(StoreBase):
                 [(now + lease_seconds, now, row[0]) for row in rows],
             )
             return [ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, event_record(r[6:], self._salt)) for r in rows]
+
+        claimed: list[ClaimedWebhook] = await self._write(job)
+        return claimed
+
+    async def claim_lane_webhooks(
+        self, tenant: str, endpoint: str, *, held: Collection[str], limit: int, lease_seconds: float
+    ) -> list[ClaimedWebhook]:
+        """Lease the endpoint's next due deliveries for the lane that holds ``held`` (leased, not recorded yet).
+
+        In creation order, passing over ``held``, up to ``limit`` and up to the first that is
+        not due or is leased by anyone else, as :meth:`claim_webhooks` takes them from an
+        endpoint whose lane is not running.
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> list[ClaimedWebhook]:
+            rows = conn.execute(
+                "SELECT id, next_attempt_at, lease_until FROM webhook_deliveries "
+                "WHERE tenant = ? AND endpoint = ? AND status = 'pending' ORDER BY event_seq LIMIT ?",
+                (tenant, endpoint, limit + len(held)),
+            ).fetchall()
+            taken: list[str] = []
+            for delivery_id, next_attempt_at, lease_until in rows:
+                if delivery_id in held:
+                    continue
+                if len(taken) >= limit or next_attempt_at > now or (lease_until is not None and lease_until > now):
+                    break
+                taken.append(delivery_id)
+            return lease(conn, taken, now, lease_seconds, self._salt)
 
         claimed: list[ClaimedWebhook] = await self._write(job)
         return claimed
@@ -326,3 +355,17 @@ def track_endpoint_health(conn: sqlite3.Connection, results: Sequence[WebhookRes
             reason = f"failing continuously since {isoformat(since)}: {result.last_error or 'no answer'}"
             worn_out[(tenant, endpoint)] = (result.url or "", reason)
     return worn_out
+
+
+def lease(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: float, lease_seconds: float, salt: bytes) -> list[ClaimedWebhook]:
+    """Lease webhook deliveries (counting an attempt each) and read them with their events, in the order given."""
+    conn.executemany(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id = ?",
+        [(now + lease_seconds, now, delivery_id) for delivery_id in delivery_ids],
+    )
+    rows = select_in(
+        conn, f"SELECT w.id, w.tenant, w.endpoint, w.attempts, {EVENT_COLUMNS} FROM webhook_deliveries w JOIN history e ON e.seq = w.event_seq "
+        "WHERE w.id IN ({})", delivery_ids,
+    )
+    found = {row[0]: ClaimedWebhook(row[0], row[1], row[2], row[3], event_record(row[4:], salt)) for row in rows}
+    return [found[delivery_id] for delivery_id in delivery_ids]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import math
 import sqlite3
 import time
@@ -20,11 +21,12 @@ from conftest import OTHER_KEY, Api, FakeClock, sms_body
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway import app as app_module
 from gateway import signing
 from gateway.clock import isoformat
 from gateway.engine.event_webhooks import CURSOR_KEPT_EVERY, EventWebhooks
 from gateway.http.appkeys import EVENT_WEBHOOKS, HTTP, POLICIES, POLICY_WATCHER, SETTINGS, STORE, WEBHOOK_SIGNER
-from gateway.store import ReceivedStatus, WebhookDelivery
+from gateway.store import ReceivedStatus, SqliteStore, WebhookDelivery
 
 SECRET = signing.new_secret()
 PREVIOUS = signing.new_secret()
@@ -476,3 +478,74 @@ async def test_events_that_went_to_no_endpoint_are_neither_sent_nor_doubled_afte
     await until(found, lambda: len(found.requests) == 2)
     await second.app[EVENT_WEBHOOKS].until_idle()
     assert notification_ids(found) == [mine["notification_id"], after["notification_id"]]
+
+
+LANE_BATCH = 3
+
+
+@pytest.fixture
+def small_leases(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Event webhook workers that lease 3 deliveries at a time; how many each of a running lane's own leases took."""
+    monkeypatch.setattr(app_module, "EventWebhooks", functools.partial(EventWebhooks, batch=LANE_BATCH))
+    taken: list[int] = []
+    claim = SqliteStore.claim_lane_webhooks
+
+    async def counted(store: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        claimed = await claim(store, *args, **kwargs)
+        taken.append(len(claimed))
+        return claimed
+
+    monkeypatch.setattr(SqliteStore, "claim_lane_webhooks", counted)
+    return taken
+
+
+async def backlog(api: Api, found: Receiver, sends: int) -> list[str]:
+    """``sends`` messages whose events pile up behind the first, which the endpoint holds until they are all fanned out."""
+    found.hold = asyncio.Event()
+    sent = []
+    for number in range(sends):
+        _, accepted = await api.send(sms_body(f"+1415555{number:04d}"))
+        sent.append(accepted["notification_id"])
+        await api.wait_for(accepted["notification_id"], lambda n: n["status"] == "sent")
+    await _until(api, lambda rows: len(rows) == 2 * sends)  # queued and sent of each: all fanned out
+    found.hold.set()
+    return sent
+
+
+def seqs(found: Receiver) -> list[int]:
+    return [orjson.loads(body)["data"]["seq"] for _headers, body in found.requests]
+
+
+async def test_a_backlog_longer_than_one_lease_goes_out_in_order_once_the_lane_leasing_what_follows(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], small_leases: list[int]
+) -> None:
+    found, url = receiver
+    api = await start(webhooks_policy(url, events="[message.queued, message.sent]"))
+    await backlog(api, found, 6)
+    await until(found, lambda: len(found.requests) == 12)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    assert seqs(found) == sorted(set(seqs(found))), "in creation order, each once"
+    assert len(found.requests) == 12
+    assert [d.status for d in await deliveries(api)] == ["succeeded"] * 12
+    assert max(small_leases, default=0) == LANE_BATCH, "the lane went on with deliveries it leased while sending"
+
+
+async def test_a_failure_sends_back_what_the_lane_had_leased_to_follow_and_the_order_holds(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], small_leases: list[int], clock: FakeClock
+) -> None:
+    found, url = receiver
+    api = await start(webhooks_policy(url, events="[message.queued, message.sent]"))
+    found.script = [200, 200, 200, 503]  # the first, held; then a full lease, whose second fails after what follows is leased
+    await backlog(api, found, 4)
+    await until(found, lambda: len(found.requests) == 4)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    assert len(found.requests) == 4, "the rest wait behind the failed one"
+    assert small_leases[:1] == [LANE_BATCH], "the lane had leased what follows before the failure"
+    rows = await deliveries(api)
+    assert [(d.status, d.attempt_count) for d in rows] == [("succeeded", 1)] * 3 + [("pending", 1)] + [("pending", 0)] * 4
+    clock.advance(5)  # the schedule's first retry
+    await until(found, lambda: len(found.requests) == 9)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    first_tries = seqs(found)[:4]
+    assert seqs(found)[4:] == sorted(seqs(found)[4:]) and seqs(found)[4] == first_tries[3], "the failed one again, then the rest in order"
+    assert [d.status for d in await deliveries(api)] == ["succeeded"] * 8
