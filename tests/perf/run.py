@@ -173,7 +173,7 @@ def bench(args: argparse.Namespace) -> list[Row]:
     print(f"[5c] event webhooks: {NOTIFICATIONS:,} sandbox sends, every event to a loopback receiver ...", flush=True)
     with receiver_server() as receiver:
         events = measure_events(receiver)
-    print(f"      {events.received:,}/{events.expected:,} events received", flush=True)
+    print(f"      {events.describe()}", flush=True)
 
     print(f"[5d] provider receipts: {INBOUND_MESSAGES:,} WhatsApp sends, then signed 'delivered' callbacks by wrk ...", flush=True)
     inbound = measure_inbound() if wrk_path() else None
