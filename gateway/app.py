@@ -145,7 +145,7 @@ async def _inbound(app: web.Application) -> AsyncIterator[None]:
     """Provider callbacks: the limit per source, the processing path."""
     store, settings = app[STORE], app[SETTINGS]
     app[INBOUND_LIMITS] = SourceLimits(settings.inbound_refused_rate_per_source, settings.inbound_refused_burst_per_source, clock=app[CLOCK])
-    app[INBOUND] = inbound = Inbound(store, app[OUTCOMES], app[OPT_OUTS], refused_kept=settings.inbound_refused_max_rows)
+    app[INBOUND] = inbound = Inbound(store, app[OPT_OUTS], refused_kept=settings.inbound_refused_max_rows)
     policy = app[POLICIES].current
     await inbound.resume(app[PROVIDERS].current.instances, functools.partial(_instance_tenants, policy))
     yield

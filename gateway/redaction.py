@@ -9,7 +9,7 @@ The plugin contract uses this module, so it sits below every part and imports no
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Set
 from typing import Any, Final
 
 MASK = "********"
@@ -41,16 +41,33 @@ def secret_paths(schema: Mapping[str, Any]) -> set[str]:
     return found
 
 
+_MARKED: dict[int, tuple[Mapping[str, Any], frozenset[str]]] = {}
+"""id(schema) → (the schema, its secret paths): a plugin's schema is a class constant, walked once, not per callback."""
+MARKED_KEPT: Final = 256  # schemas remembered at most; more (made on the fly, as tests do) start the memo afresh
+
+
+def marked_paths(schema: Mapping[str, Any]) -> frozenset[str]:
+    """:func:`secret_paths` of ``schema``, remembered: every callback's headers are redacted, so this is on the hot path."""
+    found = _MARKED.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    if len(_MARKED) >= MARKED_KEPT:
+        _MARKED.clear()
+    paths = frozenset(secret_paths(schema))
+    _MARKED[id(schema)] = (schema, paths)  # the schema is kept with its id, so the id cannot be reused meanwhile
+    return paths
+
+
 def mask_config(schema: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of ``config`` safe to log or print: marked fields and resolved references masked."""
-    return _mask(config, secret_paths(schema), "")
+    return _mask(config, marked_paths(schema), "")
 
 
-def _mask(config: Mapping[str, Any], secrets: set[str], prefix: str) -> dict[str, Any]:
+def _mask(config: Mapping[str, Any], secrets: Set[str], prefix: str) -> dict[str, Any]:
     return {key: _masked(value, secrets, f"{prefix}{key}") for key, value in config.items()}
 
 
-def _masked(value: Any, secrets: set[str], path: str) -> Any:
+def _masked(value: Any, secrets: Set[str], path: str) -> Any:
     if path in secrets or isinstance(value, ResolvedSecret):
         return MASK
     if isinstance(value, Mapping):
@@ -64,11 +81,11 @@ def _masked(value: Any, secrets: set[str], path: str) -> Any:
 def secret_texts(schema: Mapping[str, Any], config: Mapping[str, Any]) -> frozenset[str]:
     """The text values in ``config`` that are secret: at paths the schema marks, and every resolved reference."""
     found: set[str] = set()
-    _collect(config, secret_paths(schema), "", found)
+    _collect(config, marked_paths(schema), "", found)
     return frozenset(value for value in found if len(value) >= MIN_REDACTED)
 
 
-def _collect(value: Any, secrets: set[str], path: str, found: set[str], marked: bool = False) -> None:
+def _collect(value: Any, secrets: Set[str], path: str, found: set[str], marked: bool = False) -> None:
     marked = marked or path in secrets
     if isinstance(value, str):
         if marked or isinstance(value, ResolvedSecret):
@@ -86,3 +103,15 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def redactor(secrets: Iterable[str]) -> Callable[[str], str]:
+    """:func:`redact` with ``secrets`` fixed (and ordered) once, for many texts."""
+    ordered = sorted(secrets, key=len, reverse=True)
+
+    def redact_text(text: str) -> str:
+        for secret in ordered:
+            text = text.replace(secret, MASK)
+        return text
+
+    return redact_text

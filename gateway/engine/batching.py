@@ -88,3 +88,62 @@ class Batcher(Generic[T]):
         """Wait until everything added so far has been flushed."""
         while self._task is not None:
             await asyncio.shield(self._task)
+
+
+class Coalescer(Generic[T]):
+    """Writes for callers that wait on them, gathered: one ``write`` for all that arrive while the previous one runs.
+
+    Unlike :class:`Batcher`, whose items are written some time after they are handed over,
+    each caller of :meth:`submit` waits for its own item's write and gets its outcome: it
+    returns only once the write holding the item is done (for a store write, committed), and
+    raises what that write raised. Nothing is retried here and nothing is dropped: a write
+    that fails fails for every caller in it — except that, when the failure is not the
+    store's (``transient`` says no), the items are written again one by one, so an item that
+    can never be written fails its own caller only.
+    """
+
+    def __init__(
+        self, write: Callable[[list[T]], Awaitable[None]], *, name: str, transient: Callable[[BaseException], bool] = lambda _error: True
+    ) -> None:
+        self._write = write
+        self._name = name
+        self._transient = transient
+        self._pending: list[tuple[T, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> None:
+        """Write ``item`` with whatever else comes meanwhile; return once that write is done, or raise its error."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"coalesce-{self._name}")
+        await future
+
+    async def _run(self) -> None:
+        batch: list[tuple[T, asyncio.Future[None]]] = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._write_settling(batch)
+        finally:
+            self._task = None
+            for _item, future in batch + self._pending:  # cut short (the loop is closing): nobody waits for ever
+                future.cancel()
+            self._pending = []
+
+    async def _write_settling(self, batch: list[tuple[T, asyncio.Future[None]]]) -> None:
+        try:
+            await self._write([item for item, _future in batch])
+        except Exception as error:  # noqa: BLE001 - it is the callers' to handle
+            if len(batch) > 1 and not self._transient(error):
+                log.warning("%s: writing %d items together failed (%s); writing them one by one", self._name, len(batch), type(error).__name__)
+                for entry in batch:
+                    await self._write_settling([entry])
+                return
+            for _item, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for _item, future in batch:
+            if not future.done():
+                future.set_result(None)

@@ -1,10 +1,11 @@
 """Provider callbacks on their way in: keep the raw request, verify it, answer, process apart.
 
 ``POST /api/v1/webhooks/{instance}`` stores the request exactly as it arrived, then asks the
-instance's plugin to verify it. A verified callback is answered at once (vendors retry slow
-answers) and queued here; processing — parse, reconcile receipts through :class:`Outcomes`,
-store replies, record opt-outs, mark the request processed — runs on its own task in batches, so a
-flood of receipts holds up neither the answers nor the sends. A callback that fails
+instance's plugin to verify it. A verified callback is answered once it is stored (vendors retry slow
+answers; callbacks verified together are stored in one write) and queued here; processing —
+parse, reconcile receipts, store replies, record opt-outs, mark the request processed, all of a
+batch in one transaction — runs on its own task in batches, so a flood of receipts holds up
+neither the answers nor the sends. A callback that fails
 verification changes nothing: only its summary is kept (:class:`RefusedCallback`: no body, no
 headers), and only the newest so many, since anyone can send one.
 """
@@ -19,12 +20,13 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from gateway.engine.batching import Batcher
+from gateway import redaction
+from gateway.engine.batching import Batcher, Coalescer
 from gateway.engine.opt_outs import OptOuts, opt_change
-from gateway.engine.outcomes import Outcomes
+from gateway.engine.outcomes import received_statuses
 from gateway.errors import WebhookVerificationError
 from gateway.plugin_api import InboundReply, InboundRequest, OptOut, Provider, ProviderReport, StatusUpdate
-from gateway.store import InboundRecord, NewOptOut, NewReply, RefusedCallback, Store
+from gateway.store import InboundRecord, NewOptOut, NewReply, ReceivedStatus, RefusedCallback, Store
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,17 @@ def kept_headers(headers: Iterable[tuple[str, str]], redact: Callable[[str], str
     return kept
 
 
+def redactor(provider: Provider) -> Callable[[str], str]:
+    """``provider.redact`` for the many texts of one callback, the instance's secrets read once.
+
+    A plugin that redacts its own way (overrides :meth:`~gateway.plugin_api.Provider.redact`)
+    gets its own method called for each text, as before.
+    """
+    if type(provider).redact is not Provider.redact:
+        return provider.redact
+    return redaction.redactor(redaction.secret_texts(provider.config_schema, provider.config))
+
+
 def kept_target(raw_path: str) -> str:
     """The path and query stored with a callback, the values of :data:`SECRET_QUERY_PARAMETERS` masked."""
     path, _, query = raw_path.partition("?")
@@ -90,13 +103,13 @@ class _Verified:
 class Inbound:
     """Receives verified callbacks and processes them on their own path."""
 
-    def __init__(self, store: Store, outcomes: Outcomes, opt_outs: OptOuts, *, refused_kept: int = 10_000) -> None:
+    def __init__(self, store: Store, opt_outs: OptOuts, *, refused_kept: int = 10_000) -> None:
         """``refused_kept``: how many refused callbacks' summaries are kept, the newest."""
         self._store = store
         self._refused_kept = refused_kept
-        self._outcomes = outcomes
         self._opt_outs = opt_outs
-        self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound")
+        self._batcher: Batcher[_Verified] = Batcher(self._process, name="inbound", retryable=store.is_transient)
+        self._kept: Coalescer[InboundRecord] = Coalescer(store.store_inbound, name="inbound-kept", transient=store.is_transient)
         self._reported: Batcher[NewReply | NewOptOut] = Batcher(self._store_reported, name="reported-replies")
 
     def reported(self, provider: str, items: Sequence[InboundReply | OptOut], tenants: Sequence[str]) -> None:
@@ -118,7 +131,8 @@ class Inbound:
 
         Returns once the raw request is durable, so a 200 never precedes the write. Verification
         comes first (it reads nothing but the request), so a stored callback is always genuine
-        and safe to process; a refused one leaves only its summary.
+        and safe to process; a refused one leaves only its summary. Callbacks verified while
+        the previous ones are being written are kept together, in one write.
         """
         try:
             await provider.verify_webhook(request)
@@ -129,7 +143,7 @@ class Inbound:
         except Exception as err:
             await self._refuse(record, f"verification failed in the plugin: {type(err).__name__}")
             raise
-        await self._store.store_inbound(record)
+        await self._kept.submit(record)
         self._batcher.add(_Verified(record, provider, tuple(tenants), request))
 
     async def _refuse(self, record: InboundRecord, reason: str) -> None:
@@ -157,32 +171,39 @@ class Inbound:
         return len(pending)
 
     async def _process(self, batch: list[_Verified]) -> None:
+        """Parse a batch of stored callbacks and write what they said, and that they were read, in one transaction.
+
+        So a callback is never marked processed while its receipts are not reconciled: a
+        process killed in between processes it again on start.
+        """
         processed: list[str] = []
+        rejected: list[tuple[str, str]] = []
+        receipts: list[ReceivedStatus] = []
         replies: list[NewReply] = []
         opt_outs: list[NewOptOut] = []
         for item in batch:
             updates = await self._parse(item)
-            if updates is None:
+            if isinstance(updates, str):
+                rejected.append((item.record.id, updates))
                 continue
-            self._outcomes.report(item.provider.name, [u for u in updates if isinstance(u, StatusUpdate)])
+            receipts += received_statuses(item.provider.name, [u for u in updates if isinstance(u, StatusUpdate)])
             for update in updates:
                 if isinstance(update, InboundReply):
                     replies.append(_new_reply(item.record.id, item.provider.name, item.tenants, item.record.received_at, update))
                 elif isinstance(update, OptOut):
                     opt_outs.append(_new_opt_out(item.provider.name, item.tenants, item.record.received_at, update))
             processed.append(item.record.id)
-        self._opt_outs.note(await self._store.record_inbound(processed, replies, opt_outs))
+        self._opt_outs.note(await self._store.record_inbound(processed, replies, opt_outs, receipts=receipts, rejected=rejected))
 
-    async def _parse(self, item: _Verified) -> Sequence[ProviderReport] | None:
-        """The plugin's reading of a callback; None (and the request marked rejected) if it cannot read it."""
+    async def _parse(self, item: _Verified) -> Sequence[ProviderReport] | str:
+        """The plugin's reading of a callback, or why it could not read it (the request is then marked rejected)."""
         try:
             return await item.provider.parse_webhook(item.request)
         except Exception as err:
             trace = item.provider.redact("".join(traceback.format_exception(err)))
             log.error("provider instance %s could not parse callback %s:\n%s", item.provider.name, item.record.id, trace)
             reason = item.provider.redact(f"could not be parsed: {type(err).__name__}: {err}")
-            await self._store.reject_inbound(item.record.id, reason[:500])
-            return None
+            return reason[:500]
 
     async def drain(self) -> None:
         await self._batcher.drain()

@@ -1,8 +1,10 @@
-"""Attempt results and provider receipts on their way into the store, in shared batches.
+"""Attempt results and the statuses providers learn by themselves, on their way into the store, in shared batches.
 
 Both go through one batcher and one write: a provider that reports ``delivered`` while its
-send call is still returning (the sandbox, a fast webhook) has its receipt written in the same
-transaction as the attempt, after it, instead of being held and matched up later.
+send call is still returning (the sandbox) has its receipt written in the same transaction as
+the attempt, after it, instead of being held and matched up later. Receipts that come as
+callbacks are reconciled by :mod:`gateway.engine.inbound`, in the transaction that marks their
+callbacks processed; one that beats its send's answer is held until the attempt is recorded.
 """
 
 from __future__ import annotations
@@ -41,17 +43,9 @@ class Outcomes:
         self._batcher.add(event)
 
     def report(self, provider: str, updates: Sequence[StatusUpdate]) -> None:
-        """Status updates a provider reported (from a callback, or learned by itself): reconciled in batches."""
-        for update in updates:
-            status = statuses.RECEIPT_STATUSES.get(update.status)
-            if status is None:
-                log.warning("provider %s reported unknown status %r; ignored", provider, update.status)
-                continue
-            self._batcher.add(
-                ReceivedStatus(
-                    provider, update.provider_message_id, status, update.occurred_at, update.error, dict(update.detail), update.delivery_id
-                )
-            )
+        """Status updates a provider learned by itself (polling, the sandbox): reconciled in batches, after the attempts queued before them."""
+        for received in received_statuses(provider, updates):
+            self._batcher.add(received)
 
     async def _flush(self, batch: list[AttemptResult | ReceivedStatus | NewEvent]) -> None:
         results = [item for item in batch if isinstance(item, AttemptResult)]
@@ -61,3 +55,17 @@ class Outcomes:
 
     async def drain(self) -> None:
         await self._batcher.drain()
+
+
+def received_statuses(provider: str, updates: Sequence[StatusUpdate]) -> list[ReceivedStatus]:
+    """A provider's status updates as the store reconciles them; one in a status the gateway does not know is logged and left out."""
+    received = []
+    for update in updates:
+        status = statuses.RECEIPT_STATUSES.get(update.status)
+        if status is None:
+            log.warning("provider %s reported unknown status %r; ignored", provider, update.status)
+            continue
+        received.append(
+            ReceivedStatus(provider, update.provider_message_id, status, update.occurred_at, update.error, dict(update.detail), update.delivery_id)
+        )
+    return received

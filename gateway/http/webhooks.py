@@ -14,7 +14,7 @@ import math
 from aiohttp import web
 
 from gateway import ids
-from gateway.engine.inbound import instance_tenants, kept_headers, kept_target
+from gateway.engine.inbound import instance_tenants, kept_headers, kept_target, redactor
 from gateway.errors import (
     ApiError,
     ForbiddenError,
@@ -69,9 +69,10 @@ async def handshake(request: web.Request) -> web.Response:
 async def _receive(request: web.Request, provider: Provider, body: bytes) -> web.Response:
     policy = policy_of(request)
     name = provider.name
+    redact = redactor(provider)
     record = InboundRecord(
         ids.new_id(ids.WEBHOOK), name, request.app[CLOCK].now(), request.remote, request.method,
-        provider.redact(kept_target(request.raw_path)), kept_headers(request.headers.items(), provider.redact), body,
+        redact(kept_target(request.raw_path)), kept_headers(request.headers.items(), redact), body,
     )
     instance = policy.provider_instances.get(name)
     tenants = instance_tenants(instance.tenant if instance else None, policy.document.tenants)

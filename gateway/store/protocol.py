@@ -52,6 +52,13 @@ class Store(Protocol):
     async def wait_for_commit(self, after: int) -> None:
         """Return once :attr:`commits` has passed ``after``: some write became durable since that count was read."""
 
+    @property
+    def history_seq(self) -> int:
+        """The ``seq`` of the newest line of history (event or not) that is durable; it never goes back."""
+
+    async def wait_for_history(self, after: int) -> None:
+        """Return once :attr:`history_seq` has passed ``after``: a line of history, so maybe an event, became durable."""
+
     def is_transient(self, error: BaseException) -> bool:
         """Whether a write that raised ``error`` may succeed if asked again (busy, unavailable), rather than being refused."""
 
@@ -149,8 +156,8 @@ class Store(Protocol):
 
     # Provider callbacks, replies and opt-outs
 
-    async def store_inbound(self, record: records.InboundRecord) -> None:
-        """Keep a verified callback as it arrived, to be processed."""
+    async def store_inbound(self, callbacks: Sequence[records.InboundRecord]) -> None:
+        """Keep verified callbacks as they arrived, to be processed, in one write."""
 
     async def store_refused(self, refused: records.RefusedCallback, *, keep: int) -> None:
         """Keep the summary of a callback that failed verification; of those, only the newest ``keep`` stay."""
@@ -165,13 +172,16 @@ class Store(Protocol):
         """Mark a kept callback refused, for ``reason``."""
 
     async def record_inbound(
-        self, processed: Sequence[str], replies: Sequence[records.NewReply], opt_outs: Sequence[records.NewOptOut] = ()
+        self, processed: Sequence[str], replies: Sequence[records.NewReply], opt_outs: Sequence[records.NewOptOut] = (), *,
+        receipts: Sequence[records.ReceivedStatus] = (), rejected: Sequence[tuple[str, str]] = (),
     ) -> set[str]:
-        """Keep replies (each once, with its event), apply opt-outs and opt-ins, mark callbacks processed, at once.
+        """What callbacks said, and that they were read, at once: reconcile ``receipts``, keep replies (each once,
+        with its event), apply opt-outs and opt-ins, mark ``processed`` callbacks processed and ``rejected`` ones
+        (id, reason) rejected.
 
-        A reply or opt-out goes to the tenant whose delivery it answers, else to those of its
-        ``tenants`` that sent to the address through the instance. Returns the tenants whose
-        opt-outs changed.
+        Receipts are reconciled as :meth:`record_outcomes` does. A reply or opt-out goes to the
+        tenant whose delivery it answers, else to those of its ``tenants`` that sent to the
+        address through the instance. Returns the tenants whose opt-outs changed.
         """
 
     async def purge_inbound(self, before: float) -> int:
@@ -224,8 +234,16 @@ class Store(Protocol):
 
     # Event webhooks
 
-    async def events_to_fan_out(self, *, limit: int) -> list[records.StoredEvent]:
-        """Up to ``limit`` events not fanned out yet, in ``seq`` order; reading them changes nothing."""
+    async def events_to_fan_out(self, *, after: int | None = None, limit: int) -> list[records.EventHead]:
+        """Up to ``limit`` events after ``seq`` ``after`` (None: after the stored fan-out cursor), in ``seq`` order;
+        reading them changes nothing."""
+
+    async def fan_out_cursor(self) -> int:
+        """The ``seq`` through which events are fanned out, as stored."""
+
+    async def keep_fan_out_cursor(self, through_seq: int) -> int:
+        """Mark events through ``through_seq`` fanned out with no delivery added; the cursor as now stored. It never
+        moves back, and a call that would not move it changes nothing."""
 
     async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
         """(tenant, endpoint) of every disabled endpoint → the url it had when disabled."""
@@ -246,6 +264,13 @@ class Store(Protocol):
 
         Each claim counts an attempt.
         """
+
+    async def claim_lane_webhooks(
+        self, tenant: str, endpoint: str, *, held: Collection[str], limit: int, lease_seconds: float
+    ) -> list[records.ClaimedWebhook]:
+        """For the lane of (tenant, endpoint) that holds ``held`` (leased by it, outcomes not recorded yet): lease the
+        endpoint's next deliveries as :meth:`claim_webhooks` would once those were recorded — in creation order, passing
+        over ``held``, up to ``limit`` and up to the first that is not due or is leased by anyone else."""
 
     async def record_webhooks(self, results: Sequence[records.WebhookResult]) -> None:
         """Record attempts' outcomes and each endpoint's health, at once.

@@ -157,10 +157,20 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class EventHead:
+    """What fan-out needs of an event to choose its endpoints and name it in their deliveries: no payload."""
+
+    seq: int
+    id: str
+    tenant: str | None
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookTarget:
     """One endpoint an event goes to; ``disabled`` rows are kept (for replay) but not sent."""
 
-    event: StoredEvent
+    event: EventHead
     tenant: str
     endpoint: str
     disabled: bool = False

@@ -98,13 +98,18 @@ def ensure_incremental_vacuum(conn: sqlite3.Connection) -> bool:
 class GroupCommitWriter:
     """Serialises all writes through one thread and one connection, batching commits."""
 
-    def __init__(self, conn: sqlite3.Connection, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, on_commit: Callable[[Any], None] | None = None, *, after_commit: Callable[[sqlite3.Connection], Any] | None = None
+    ) -> None:
+        """``on_commit`` is called on the loop after each commit that changed something, with what ``after_commit`` read
+        (on the writer's connection, right after that commit) or None."""
         self._conn = conn
         self._queue: queue.SimpleQueue[Pending | object] = queue.SimpleQueue()
         self._background: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tidings-writer", daemon=True)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_commit = on_commit
+        self._after_commit = after_commit
         self.batches = 0
         self.jobs = 0
         self.refusing: str | None = None
@@ -198,13 +203,23 @@ class GroupCommitWriter:
             changed = conn.total_changes > changes_before
             if changed:
                 self.refusing = None
+        seen = self._read_after_commit(conn) if changed else None
         for _pending, _result, refused in outcomes:
             if isinstance(refused, StorageUnavailableError):
                 self.refusing = str(refused)
         self.batches += 1
         self.jobs += len(batch)
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._resolve, outcomes, changed)
+        self._loop.call_soon_threadsafe(self._resolve, outcomes, changed, seen)
+
+    def _read_after_commit(self, conn: sqlite3.Connection) -> Any:
+        if self._after_commit is None:
+            return None
+        try:
+            return self._after_commit(conn)
+        except sqlite3.Error:
+            log.exception("store: reading after a commit failed")
+            return None
 
     @staticmethod
     def _run_job(conn: sqlite3.Connection, pending: Pending) -> tuple[Pending, Any, BaseException | None]:
@@ -220,8 +235,8 @@ class GroupCommitWriter:
         conn.execute("RELEASE job")
         return (pending, result, None)
 
-    def _resolve(self, outcomes: list[tuple[Pending, Any, BaseException | None]], changed: bool) -> None:
+    def _resolve(self, outcomes: list[tuple[Pending, Any, BaseException | None]], changed: bool, seen: Any) -> None:
         for pending, result, error in outcomes:
             settle(pending.future, result, error)
         if changed and self._on_commit is not None:
-            self._on_commit()
+            self._on_commit(seen)

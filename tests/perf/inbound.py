@@ -76,11 +76,12 @@ class InboundRun:
     ack_p99_ms: float = math.nan
     delivered: int = 0
     reconcile_rate: float = math.nan
+    cpu_per_callback_us: float = math.nan  # the server's CPU time (all threads) over the wrk run, per callback answered
 
     def describe(self) -> str:
         return (f"{self.sent:,}/{self.messages:,} sent; {self.acknowledged:,} callbacks acknowledged at {self.ack_rate:,.0f}/s "
                 f"(p99 {self.ack_p99_ms:.1f} ms, {self.refused} refused); {self.delivered:,} delivered, "
-                f"reconciled at {self.reconcile_rate:,.0f}/s")
+                f"reconciled at {self.reconcile_rate:,.0f}/s; server CPU {self.cpu_per_callback_us:,.0f} us per callback")
 
 
 def with_whatsapp(graph_url: str) -> Callable[[Path], None]:
@@ -112,8 +113,10 @@ def measure_inbound() -> InboundRun:
         accepted, _ = accept_in_bulk(server, bodies, headers)
         run.sent = wait_for_status(server, "sent", accepted, time.perf_counter() + TIMEOUT)
         wamids = [row[0] for row in query_rows(server.database, "SELECT provider_message_id FROM deliveries WHERE status = 'sent'")]
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), server.cpu_seconds()
         _post_callbacks(server, wamids, run)
+        answered = run.acknowledged + run.refused
+        run.cpu_per_callback_us = (server.cpu_seconds() - cpu) / answered * 1e6 if answered else math.nan
         # Callbacks go out in order (wrk cycles through the list), so the first `acknowledged` messages got one.
         run.delivered = wait_for_status(server, "delivered", min(run.acknowledged, len(wamids)), started + TIMEOUT)
         last_applied = query_rows(server.database, "SELECT MAX(updated_at) - MIN(updated_at) FROM deliveries WHERE status = 'delivered'")

@@ -302,7 +302,7 @@ def bench(args: argparse.Namespace, log: StepLog) -> list[Row]:
     step(7, f"event webhooks: {NOTIFICATIONS:,} sandbox sends, every event to a loopback receiver")
     with receiver_server() as receiver:
         events = measure_events(receiver)
-    note(f"{events.received:,}/{events.expected:,} events received")
+    note(events.describe())
 
     step(8, f"provider receipts: {INBOUND_MESSAGES:,} WhatsApp sends, then signed 'delivered' callbacks by wrk")
     inbound = measure_inbound() if wrk_path() else None

@@ -65,6 +65,7 @@ class StoreBase:
         self._writer: GroupCommitWriter | None = None
         self._reader: SnapshotReader | None = None
         self._commits = Watermark()
+        self._history = Watermark()  # the seq of the newest line of history committed
         self._lock: IO[bytes] | None = None
         self._probe: asyncio.Future[bool] | None = None  # the probe in flight, shared by every caller meanwhile
         self._salt = b""  # keys the ids derived from seq (events, attempts): the store's own, read at open
@@ -78,7 +79,8 @@ class StoreBase:
         except BaseException:
             self._lock.close()
             raise
-        self._writer = GroupCommitWriter(conn, on_commit=self._note_commit)
+        self._history.raise_to(newest_history_seq(conn))
+        self._writer = GroupCommitWriter(conn, on_commit=self._note_commit, after_commit=newest_history_seq)
         self._writer.start()
         self._reader = SnapshotReader(self.path)
         self._reader.start()
@@ -139,8 +141,19 @@ class StoreBase:
     def is_open(self) -> bool:
         return self._writer is not None
 
-    def _note_commit(self) -> None:
+    def _note_commit(self, history_seq: int | None) -> None:
+        if history_seq is not None and history_seq > self._history.value:
+            self._history.raise_to(history_seq)
         self._commits.raise_to(self._commits.value + 1)
+
+    @property
+    def history_seq(self) -> int:
+        """The ``seq`` of the newest line of history committed (0: none yet); it never goes back, not even when lines are purged."""
+        return self._history.value
+
+    async def wait_for_history(self, after: int) -> None:
+        """Return once a line of history newer than ``seq`` ``after`` is committed."""
+        await self._history.wait_past(after)
 
     @property
     def commits(self) -> int:
@@ -162,3 +175,11 @@ class StoreBase:
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """The rows of one query, read in a snapshot of its own."""
         return await self._read(lambda conn: conn.execute(sql, params).fetchall())
+
+
+def newest_history_seq(conn: sqlite3.Connection) -> int:
+    """The ``seq`` the newest line of history was given (``history`` is AUTOINCREMENT: it never goes back)."""
+    (seq,) = conn.execute(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'history'), 0), COALESCE((SELECT MAX(seq) FROM history), 0))"
+    ).fetchone()
+    return int(seq)

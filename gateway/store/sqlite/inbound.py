@@ -6,28 +6,32 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from gateway.store.records import InboundRecord, NewEvent, NewOptOut, NewReply, Page, RefusedCallback
+from gateway.store.records import InboundRecord, NewEvent, NewOptOut, NewReply, Page, ReceivedStatus, RefusedCallback
 from gateway.store.sqlite.base import OPTED_IN_EVENT, OPTED_OUT_EVENT, StoreBase, dumps, loads, select_in
-from gateway.store.sqlite.changes import event_row, insert_events, insert_history
+from gateway.store.sqlite.changes import Changes, event_row, insert_events, insert_history
 from gateway.store.sqlite.cursors import decode_seq_cursor, decode_text_cursor, encode_seq_cursor, encode_text_cursor
+from gateway.store.sqlite.receipts import reconcile
 from gateway.store.stored import OptOutEntry, Reply, StoredInbound
 
 
 class InboundStore(StoreBase):
     """Provider callbacks kept as they arrived, the replies and opt-outs read from them, and opt-out lookups."""
 
-    async def store_inbound(self, record: InboundRecord) -> None:
-        """Keep a verified provider callback as it arrived, ``received``: to be processed, also after a restart."""
-        row = (
-            record.id, record.provider, record.received_at, record.source, record.method, record.target,
-            dumps(dict(record.headers)), record.body, "received",
-        )
+    async def store_inbound(self, callbacks: Sequence[InboundRecord]) -> None:
+        """Keep verified provider callbacks as they arrived, ``received``: to be processed, also after a restart. One write."""
+        rows = [
+            (
+                record.id, record.provider, record.received_at, record.source, record.method, record.target,
+                dumps(dict(record.headers)), record.body, "received",
+            )
+            for record in callbacks
+        ]
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.execute(
+            conn.executemany(
                 "INSERT INTO inbound_requests (id, provider, received_at, source, method, target, headers, body, outcome) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row,
+                rows,
             )
 
         await self._write(job)
@@ -64,21 +68,29 @@ class InboundStore(StoreBase):
         await self._write(job)
 
     async def record_inbound(
-        self, processed: Sequence[str], replies: Sequence[NewReply], opt_outs: Sequence[NewOptOut] = ()
+        self, processed: Sequence[str], replies: Sequence[NewReply], opt_outs: Sequence[NewOptOut] = (), *,
+        receipts: Sequence[ReceivedStatus] = (), rejected: Sequence[tuple[str, str]] = (),
     ) -> set[str]:
-        """Store replies (with their ``message.replied`` events), record opt-outs, mark callbacks processed.
+        """What callbacks said, and that they were read, in one transaction: never marked processed without it.
 
-        One transaction; returns the tenants whose opt-outs changed.
+        Reconcile their ``receipts`` (forward only; held while their message's send is not
+        recorded), store ``replies`` (with their ``message.replied`` events), record
+        ``opt_outs``, mark ``processed`` ones processed and ``rejected`` ones (id, reason)
+        rejected. Returns the tenants whose opt-outs changed.
         """
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> set[str]:
+            changes = Changes()
+            reconcile(conn, receipts, now, changes)
+            changes.flush(conn, now)
             changed: set[str] = set()
             for reply in replies:
                 changed |= store_reply(conn, reply, now)
             for opt_out in opt_outs:
                 changed |= store_opt_out(conn, opt_out)
             conn.executemany("UPDATE inbound_requests SET outcome = 'processed' WHERE id = ?", [(i,) for i in processed])
+            conn.executemany("UPDATE inbound_requests SET outcome = 'rejected', reason = ? WHERE id = ?", [(why, i) for i, why in rejected])
             return changed
 
         changed: set[str] = await self._write(job)

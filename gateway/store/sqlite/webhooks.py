@@ -8,8 +8,8 @@ from typing import Any, Final
 
 from gateway import ids
 from gateway.clock import isoformat
-from gateway.store.records import ClaimedWebhook, Page, StoredEvent, WebhookEndpointState, WebhookResult, WebhookTarget
-from gateway.store.sqlite.base import StoreBase
+from gateway.store.records import ClaimedWebhook, EventHead, Page, WebhookEndpointState, WebhookResult, WebhookTarget
+from gateway.store.sqlite.base import StoreBase, select_in
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
 from gateway.store.sqlite.reads import EVENT_COLUMNS, event_record
 from gateway.store.stored import WebhookDelivery
@@ -25,14 +25,34 @@ LANE_HEADS: Final = (
 class WebhookStore(StoreBase):
     """Event webhooks: fan-out, deliveries, endpoint health."""
 
-    async def events_to_fan_out(self, *, limit: int) -> list[StoredEvent]:
-        """Events after the fan-out cursor, oldest first: read-only, so an idle worker writes nothing."""
+    async def events_to_fan_out(self, *, after: int | None = None, limit: int) -> list[EventHead]:
+        """Events after ``after`` (None: the stored cursor), oldest first: read-only, so an idle worker writes nothing.
+
+        Only what choosing endpoints needs: a notification's own event has its payload built
+        when it is sent, not here.
+        """
+        since = "(SELECT last_seq FROM webhook_fanout)" if after is None else "?"
         rows = await self._fetch(
-            f"SELECT {EVENT_COLUMNS} FROM history e WHERE e.seq > (SELECT last_seq FROM webhook_fanout) AND e.event_type IS NOT NULL "
+            f"SELECT e.seq, e.event_id, e.tenant, e.event_type, e.at FROM history e WHERE e.seq > {since} AND e.event_type IS NOT NULL "
             "ORDER BY e.seq LIMIT ?",
-            (limit,),
+            (limit,) if after is None else (after, limit),
         )
-        return [event_record(row, self._salt) for row in rows]
+        return [EventHead(seq, event_id or ids.derived_id(ids.EVENT, at, seq, self._salt), tenant, type_) for seq, event_id, tenant, type_, at in rows]
+
+    async def fan_out_cursor(self) -> int:
+        rows = await self._fetch("SELECT last_seq FROM webhook_fanout")
+        return int(rows[0][0])
+
+    async def keep_fan_out_cursor(self, through_seq: int) -> int:
+        """Move the cursor forward to ``through_seq``, adding nothing; the cursor as stored."""
+
+        def job(conn: sqlite3.Connection) -> int:
+            conn.execute("UPDATE webhook_fanout SET last_seq = ? WHERE last_seq < ?", (through_seq, through_seq))  # no change, no commit noted
+            (cursor,) = conn.execute("SELECT last_seq FROM webhook_fanout").fetchone()
+            return int(cursor)
+
+        kept: int = await self._write(job)
+        return kept
 
     async def disabled_webhook_endpoints(self) -> dict[tuple[str, str], str]:
         """(tenant, endpoint) → the url that answered 410."""
@@ -94,6 +114,35 @@ class WebhookStore(StoreBase):
                 [(now + lease_seconds, now, row[0]) for row in rows],
             )
             return [ClaimedWebhook(r[0], r[1], r[2], r[3] + 1, event_record(r[6:], self._salt)) for r in rows]
+
+        claimed: list[ClaimedWebhook] = await self._write(job)
+        return claimed
+
+    async def claim_lane_webhooks(
+        self, tenant: str, endpoint: str, *, held: Collection[str], limit: int, lease_seconds: float
+    ) -> list[ClaimedWebhook]:
+        """Lease the endpoint's next due deliveries for the lane that holds ``held`` (leased, not recorded yet).
+
+        In creation order, passing over ``held``, up to ``limit`` and up to the first that is
+        not due or is leased by anyone else, as :meth:`claim_webhooks` takes them from an
+        endpoint whose lane is not running.
+        """
+        now = self.clock.now()
+
+        def job(conn: sqlite3.Connection) -> list[ClaimedWebhook]:
+            rows = conn.execute(
+                "SELECT id, next_attempt_at, lease_until FROM webhook_deliveries "
+                "WHERE tenant = ? AND endpoint = ? AND status = 'pending' ORDER BY event_seq LIMIT ?",
+                (tenant, endpoint, limit + len(held)),
+            ).fetchall()
+            taken: list[str] = []
+            for delivery_id, next_attempt_at, lease_until in rows:
+                if delivery_id in held:
+                    continue
+                if len(taken) >= limit or next_attempt_at > now or (lease_until is not None and lease_until > now):
+                    break
+                taken.append(delivery_id)
+            return lease(conn, taken, now, lease_seconds, self._salt)
 
         claimed: list[ClaimedWebhook] = await self._write(job)
         return claimed
@@ -306,3 +355,17 @@ def track_endpoint_health(conn: sqlite3.Connection, results: Sequence[WebhookRes
             reason = f"failing continuously since {isoformat(since)}: {result.last_error or 'no answer'}"
             worn_out[(tenant, endpoint)] = (result.url or "", reason)
     return worn_out
+
+
+def lease(conn: sqlite3.Connection, delivery_ids: Sequence[str], now: float, lease_seconds: float, salt: bytes) -> list[ClaimedWebhook]:
+    """Lease webhook deliveries (counting an attempt each) and read them with their events, in the order given."""
+    conn.executemany(
+        "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = ?, updated_at = ? WHERE id = ?",
+        [(now + lease_seconds, now, delivery_id) for delivery_id in delivery_ids],
+    )
+    rows = select_in(
+        conn, f"SELECT w.id, w.tenant, w.endpoint, w.attempts, {EVENT_COLUMNS} FROM webhook_deliveries w JOIN history e ON e.seq = w.event_seq "
+        "WHERE w.id IN ({})", delivery_ids,
+    )
+    found = {row[0]: ClaimedWebhook(row[0], row[1], row[2], row[3], event_record(row[4:], salt)) for row in rows}
+    return [found[delivery_id] for delivery_id in delivery_ids]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import math
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,10 +21,12 @@ from conftest import OTHER_KEY, Api, FakeClock, sms_body
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from gateway import app as app_module
 from gateway import signing
 from gateway.clock import isoformat
-from gateway.http.appkeys import EVENT_WEBHOOKS, STORE
-from gateway.store import ReceivedStatus, WebhookDelivery
+from gateway.engine.event_webhooks import CURSOR_KEPT_EVERY, EventWebhooks
+from gateway.http.appkeys import EVENT_WEBHOOKS, HTTP, POLICIES, POLICY_WATCHER, SETTINGS, STORE, WEBHOOK_SIGNER
+from gateway.store import ReceivedStatus, SqliteStore, WebhookDelivery
 
 SECRET = signing.new_secret()
 PREVIOUS = signing.new_secret()
@@ -385,3 +389,163 @@ async def test_enabling_an_unknown_endpoint_is_a_404_in_the_error_shape(start: C
     assert response.status == 404 and (await response.json())["error"]["code"] == "webhook_endpoint_not_found"
     response = await api.client.get("/api/v1/webhook-endpoints")
     assert response.status == 401, "the endpoint list needs an API key"
+
+
+def notification_ids(found: Receiver) -> list[str]:
+    return [orjson.loads(body)["data"]["notification_id"] for _headers, body in found.requests]
+
+
+async def test_an_endpoint_added_after_a_quiet_time_gets_the_events_from_then_on_once(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], policy_dir: Path, clock: FakeClock
+) -> None:
+    """With no endpoint anywhere, fan-out reads no event and writes its cursor at most once a second."""
+    found, url = receiver
+    api = await start("webhooks: {}\n")
+    worker = api.app[EVENT_WEBHOOKS]
+    _, old = await api.send(sms_body())
+    await api.wait_for(old["notification_id"], lambda n: n["status"] == "sent")
+    clock.advance(CURSOR_KEPT_EVERY)  # a quiet second
+    await worker.until_idle()
+    _, recent = await api.send(sms_body())
+    await api.wait_for(recent["notification_id"], lambda n: n["status"] == "sent")
+    await worker.until_idle()
+    (policy_dir / "webhooks.yaml").write_text(webhooks_policy(url, events="[message.queued]"))
+    assert await api.app[POLICY_WATCHER].reload() is True
+    _, new = await api.send(sms_body())
+    await until(found, lambda: new["notification_id"] in notification_ids(found))
+    _, newer = await api.send(sms_body())
+    await until(found, lambda: newer["notification_id"] in notification_ids(found))
+    await worker.until_idle()
+    assert notification_ids(found) == [new["notification_id"], newer["notification_id"]], "no older history, nothing twice"
+
+
+async def test_after_a_crash_an_endpoint_added_meanwhile_gets_at_most_the_last_second_of_history(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], policy_dir: Path, clock: FakeClock
+) -> None:
+    """The cursor of events that went nowhere is written at most once a second: that much is read again after a crash."""
+    found, url = receiver
+    api = await start(webhooks_policy(url, events="[message.queued]"))
+    worker, store = api.app[EVENT_WEBHOOKS], api.app[STORE]
+    await api.send(sms_body(), key=OTHER_KEY)  # the other tenant has no endpoint yet
+    await api.idle()  # sent: all its events are in
+    await worker.until_idle()
+    clock.advance(CURSOR_KEPT_EVERY)
+    await worker.until_idle()  # written: the old message's events are behind the stored cursor
+    _, recent = await api.send(sms_body(), key=OTHER_KEY)
+    await worker.until_idle()  # within the second: in memory only
+    other_endpoint = f"  other:\n    main:\n      url: {url}\n      events: [message.queued]\n      secret: {SECRET}\n      allow_private: true\n"
+    (policy_dir / "webhooks.yaml").write_text(webhooks_policy(url, events="[message.queued]") + other_endpoint)
+    assert await api.app[POLICY_WATCHER].reload() is True
+
+    # What a process started now, after the last one was killed, would do first.
+    restarted = EventWebhooks(store, api.app[POLICIES], api.app[HTTP], clock, api.app[WEBHOOK_SIGNER])
+    assert await restarted.fan_out() == (1, False)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    await until(found, lambda: len(found.requests) == 1)
+    assert notification_ids(found) == [recent["notification_id"]], "the last second's event, once; not the older one"
+    assert await restarted.fan_out() == (0, False)
+
+
+async def test_events_that_went_to_no_endpoint_are_neither_sent_nor_doubled_after_a_stop_or_a_crash(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], policy_dir: Path, receiver: tuple[Receiver, str], clock: FakeClock
+) -> None:
+    found, url = receiver
+    clock.value = time.time()
+    (policy_dir / "webhooks.yaml").write_text(webhooks_policy(url, events="[message.queued]"))
+    first = Api(await aiohttp_client(make_app()))
+    _, mine = await first.send(sms_body())
+    await until(found, lambda: len(found.requests) == 1)
+    for _ in range(3):  # the other tenant has no endpoint: its events move the cursor in memory only
+        await first.send(sms_body(), key=OTHER_KEY)
+    worker, store = first.app[EVENT_WEBHOOKS], first.app[STORE]
+    await first.idle()  # sent: no more events to come
+    await worker.until_idle()
+    assert await store.fan_out_cursor() < (await store.list_events(limit=1))[0].seq, "not written for events that went nowhere"
+
+    # A process killed now starts from the stored cursor: it reads the other tenant's events again, and adds nothing.
+    restarted = EventWebhooks(store, first.app[POLICIES], first.app[HTTP], clock, first.app[WEBHOOK_SIGNER])
+    assert await restarted.fan_out() == (0, False)
+    assert [(d.event_type, d.status) for d in await deliveries(first)] == [("message.queued", "succeeded")]
+
+    database = first.app[SETTINGS].database_path
+    await first.client.close()  # a stop writes the cursor
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:
+        (cursor,) = conn.execute("SELECT last_seq FROM webhook_fanout").fetchone()
+        (newest,) = conn.execute("SELECT MAX(seq) FROM history WHERE event_type IS NOT NULL").fetchone()
+    assert cursor == newest
+    second = Api(await aiohttp_client(make_app()))
+    _, after = await second.send(sms_body())
+    await until(found, lambda: len(found.requests) == 2)
+    await second.app[EVENT_WEBHOOKS].until_idle()
+    assert notification_ids(found) == [mine["notification_id"], after["notification_id"]]
+
+
+LANE_BATCH = 3
+
+
+@pytest.fixture
+def small_leases(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Event webhook workers that lease 3 deliveries at a time; how many each of a running lane's own leases took."""
+    monkeypatch.setattr(app_module, "EventWebhooks", functools.partial(EventWebhooks, batch=LANE_BATCH))
+    taken: list[int] = []
+    claim = SqliteStore.claim_lane_webhooks
+
+    async def counted(store: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        claimed = await claim(store, *args, **kwargs)
+        taken.append(len(claimed))
+        return claimed
+
+    monkeypatch.setattr(SqliteStore, "claim_lane_webhooks", counted)
+    return taken
+
+
+async def backlog(api: Api, found: Receiver, sends: int) -> list[str]:
+    """``sends`` messages whose events pile up behind the first, which the endpoint holds until they are all fanned out."""
+    found.hold = asyncio.Event()
+    sent = []
+    for number in range(sends):
+        _, accepted = await api.send(sms_body(f"+1415555{number:04d}"))
+        sent.append(accepted["notification_id"])
+        await api.wait_for(accepted["notification_id"], lambda n: n["status"] == "sent")
+    await _until(api, lambda rows: len(rows) == 2 * sends)  # queued and sent of each: all fanned out
+    found.hold.set()
+    return sent
+
+
+def seqs(found: Receiver) -> list[int]:
+    return [orjson.loads(body)["data"]["seq"] for _headers, body in found.requests]
+
+
+async def test_a_backlog_longer_than_one_lease_goes_out_in_order_once_the_lane_leasing_what_follows(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], small_leases: list[int]
+) -> None:
+    found, url = receiver
+    api = await start(webhooks_policy(url, events="[message.queued, message.sent]"))
+    await backlog(api, found, 6)
+    await until(found, lambda: len(found.requests) == 12)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    assert seqs(found) == sorted(set(seqs(found))), "in creation order, each once"
+    assert len(found.requests) == 12
+    assert [d.status for d in await deliveries(api)] == ["succeeded"] * 12
+    assert max(small_leases, default=0) == LANE_BATCH, "the lane went on with deliveries it leased while sending"
+
+
+async def test_a_failure_sends_back_what_the_lane_had_leased_to_follow_and_the_order_holds(
+    start: Callable[..., Awaitable[Api]], receiver: tuple[Receiver, str], small_leases: list[int], clock: FakeClock
+) -> None:
+    found, url = receiver
+    api = await start(webhooks_policy(url, events="[message.queued, message.sent]"))
+    found.script = [200, 200, 200, 503]  # the first, held; then a full lease, whose second fails after what follows is leased
+    await backlog(api, found, 4)
+    await until(found, lambda: len(found.requests) == 4)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    assert len(found.requests) == 4, "the rest wait behind the failed one"
+    assert small_leases[:1] == [LANE_BATCH], "the lane had leased what follows before the failure"
+    rows = await deliveries(api)
+    assert [(d.status, d.attempt_count) for d in rows] == [("succeeded", 1)] * 3 + [("pending", 1)] + [("pending", 0)] * 4
+    clock.advance(5)  # the schedule's first retry
+    await until(found, lambda: len(found.requests) == 9)
+    await api.app[EVENT_WEBHOOKS].until_idle()
+    first_tries = seqs(found)[:4]
+    assert seqs(found)[4:] == sorted(seqs(found)[4:]) and seqs(found)[4] == first_tries[3], "the failed one again, then the rest in order"
+    assert [d.status for d in await deliveries(api)] == ["succeeded"] * 8

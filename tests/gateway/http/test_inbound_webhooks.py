@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import textwrap
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -16,12 +18,16 @@ from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, key_entry, serve
 from fakes.vendor import PLUGIN_NAME, FakeVendor, FakeVendorProvider, signed_headers
 
 from gateway import InboundReply, OptOut, ids
-from gateway.http.appkeys import INBOUND, OUTCOMES, PROVIDERS, PURGER, STORE
-from gateway.store import InboundRecord
+from gateway.http.appkeys import INBOUND, OUTCOMES, PROVIDERS, PURGER, SETTINGS, STORE
+from gateway.store import InboundRecord, StorageUnavailableError
+from gateway.store.sqlite import inbound as sqlite_inbound
+from gateway.store.sqlite import outcomes as sqlite_outcomes
+from gateway.store.sqlite.receipts import reconcile as real_reconcile
 
 ACME_TOKEN = "acme-vendor-token"
 OTHER_TOKEN = "other-vendor-token"
 PHONE = "+14155550100"
+CALLBACK_BURST = 40
 
 
 @pytest.fixture
@@ -107,6 +113,33 @@ async def test_a_signed_receipt_moves_a_sent_delivery_to_delivered_with_one_audi
     stored = await api.app[STORE].get_inbound(answer["received"])
     assert stored is not None and stored.outcome == "processed" and stored.request.provider == "acme_sms"
     assert json.loads(stored.request.body) == receipt(message_id) and "X-Fake-Signature" in stored.request.headers
+
+
+async def test_callbacks_arriving_together_are_each_acknowledged_only_once_kept_and_all_reconciled(api: Api) -> None:
+    """A vendor's burst: every callback answered 200, none before it is in the database file, and every receipt applied."""
+    sent = [await sent_sms(api) for _ in range(CALLBACK_BURST)]
+    clock: FakeClock = api.app[STORE].clock  # type: ignore[assignment]
+    database = api.app[SETTINGS].database_path
+    kept_when_answered: list[bool] = []
+
+    async def post(message_id: str) -> str:
+        body = json.dumps(receipt(message_id)).encode()
+        headers = {"Content-Type": "application/json", **signed_headers(ACME_TOKEN, body, int(clock.now()))}
+        response = await api.client.post("/api/v1/webhooks/acme_sms", data=body, headers=headers)
+        assert response.status == 200, await response.text()
+        request_id: str = (await response.json())["received"]
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as conn:  # another reader of the file: sees only what is committed
+            kept_when_answered.append(conn.execute("SELECT 1 FROM inbound_requests WHERE id = ?", (request_id,)).fetchone() is not None)
+        return request_id
+
+    request_ids = await asyncio.gather(*(post(message_id) for _, message_id in sent))
+    assert kept_when_answered == [True] * CALLBACK_BURST, "a callback was acknowledged before it was committed"
+    await settle(api.app)
+    for notification_id, _ in sent:
+        found = await api.notification(notification_id)
+        assert found["deliveries"][0]["status"] == "delivered"
+        assert [(e["from_status"], e["to_status"]) for e in receipts_audited(found)] == [("sent", "delivered")]
+    assert {await outcome_of(api, request_id) for request_id in request_ids} == {"processed"}
 
 
 async def test_a_duplicate_receipt_changes_nothing(api: Api) -> None:
@@ -289,15 +322,43 @@ async def test_processing_answers_before_reconciling(api: Api, monkeypatch: pyte
     assert (await api.notification(notification_id))["deliveries"][0]["status"] == "delivered"
 
 
+async def test_a_callback_is_never_marked_processed_before_its_receipt_is_applied(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the store refuses to reconcile, the callback stays ``received`` (processed again on start if the process dies)."""
+    notification_id, message_id = await sent_sms(api)
+    refusing, refused = threading.Event(), threading.Event()
+    refusing.set()
+
+    def reconcile(*args: Any) -> None:
+        if refusing.is_set():
+            refused.set()
+            raise StorageUnavailableError("the store refused a write: disk I/O error")
+        real_reconcile(*args)
+
+    for module in (sqlite_inbound, sqlite_outcomes):  # wherever a callback's receipts are reconciled
+        monkeypatch.setattr(module, "reconcile", reconcile)
+    body = json.dumps(receipt(message_id)).encode()
+    headers = {"Content-Type": "application/json", **signed_headers(ACME_TOKEN, body, int(api.app[STORE].clock.now()))}
+    response = await api.client.post("/api/v1/webhooks/acme_sms", data=body, headers=headers)
+    assert response.status == 200
+    request_id = (await response.json())["received"]
+    assert await asyncio.to_thread(refused.wait, 5)
+    assert await outcome_of(api, request_id) == "received"
+    assert (await api.notification(notification_id))["deliveries"][0]["status"] == "sent"
+    refusing.clear()
+    await settle(api.app)
+    assert await outcome_of(api, request_id) == "processed"
+    assert (await api.notification(notification_id))["deliveries"][0]["status"] == "delivered"
+
+
 async def test_a_callback_acknowledged_but_not_processed_before_a_stop_is_processed_on_start(api: Api) -> None:
     notification_id, message_id = await sent_sms(api)
     body = json.dumps(receipt(message_id)).encode()
     # What a process leaves behind when it stops between the 200 and the processing.
     record = InboundRecord(ids.new_id(ids.WEBHOOK), "acme_sms", api.app[STORE].clock.now(), "127.0.0.1", "POST",
                            "/api/v1/webhooks/acme_sms", signed_headers(ACME_TOKEN, body, int(api.app[STORE].clock.now())), body)
-    await api.app[STORE].store_inbound(record)
+    await api.app[STORE].store_inbound([record])
     gone = InboundRecord(ids.new_id(ids.WEBHOOK), "retired_sms", record.received_at, None, "POST", "/api/v1/webhooks/retired_sms", {}, b"{}")
-    await api.app[STORE].store_inbound(gone)
+    await api.app[STORE].store_inbound([gone])
 
     resumed = await api.app[INBOUND].resume(api.app[PROVIDERS].current.instances, lambda _name: ("acme",))
     await settle(api.app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -174,3 +175,29 @@ async def test_the_ids_a_store_derives_are_the_same_at_every_read(fresh_store: S
     assert ids.has_prefix(attempt.id, ids.ATTEMPT)
     assert attempt.id == (again.deliveries[0].attempts or ())[0].id
     assert (attempt.number, attempt.provider, attempt.outcome) == (1, "memory", "sent")
+
+
+async def test_the_store_tells_when_history_grows_and_a_write_adding_none_does_not_count(tmp_path: Path) -> None:
+    """What the event worker waits on: its own bookkeeping (outcomes, the cursor) commits often and adds no event."""
+    store = SqliteStore(tmp_path / "store.sqlite3", FakeClock(100.0))
+    await store.open()
+    try:
+        assert store.history_seq == 0
+        grown = asyncio.ensure_future(store.wait_for_history(0))
+        await store.accept([notification()], tenant="acme", idempotency=None, status=202, body=b"{}")
+        await asyncio.wait_for(grown, 5)
+        [queued] = await store.events_to_fan_out(limit=10)
+        assert store.history_seq == queued.seq
+        commits = store.commits
+        assert await store.keep_fan_out_cursor(queued.seq) == queued.seq
+        assert (store.commits, store.history_seq) == (commits + 1, queued.seq), "a commit, but no new history"
+        assert await store.keep_fan_out_cursor(queued.seq - 1) == queued.seq, "the cursor never moves back"
+        assert store.commits == commits + 1, "and a write that changes nothing is no commit to wait on"
+    finally:
+        await store.close()
+    reopened = SqliteStore(tmp_path / "store.sqlite3", FakeClock(100.0))
+    await reopened.open()
+    try:
+        assert (reopened.history_seq, await reopened.fan_out_cursor()) == (queued.seq, queued.seq)
+    finally:
+        await reopened.close()
