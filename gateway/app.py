@@ -103,6 +103,8 @@ async def _policies(app: web.Application) -> AsyncIterator[None]:
     app[POLICY_LOADER] = policy_loader(app[SETTINGS], app[PLUGINS])
     policy = app[POLICY_LOADER]()
     log.info("policies loaded: version %s from %d files", policy.version, len(policy.files))
+    for warning in policy.simulated_live_routes():
+        log.warning("%s", warning)
     app[POLICIES] = PolicyHolder(policy)
     yield
 

@@ -211,6 +211,8 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
         _say(f"{len(err.issues)} problem(s) in {args.directory}", file=out)
         return 1
     _say(f"{args.directory}: OK ({len(policy.files)} files, version {policy.version})", file=out)
+    for warning in policy.simulated_live_routes():
+        _say(f"warning: {warning}", file=out)
     return 0
 
 

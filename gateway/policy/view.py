@@ -17,6 +17,7 @@ from gateway.plugin_api import ProviderLimits, Sender
 from gateway.policy.durations import parse_duration
 from gateway.policy.models import (
     DEFAULT_RETRY_SCHEDULE,
+    SANDBOX,
     ApiKeyPolicy,
     CircuitBreakerPolicy,
     PolicyDocument,
@@ -152,6 +153,33 @@ class PolicySet:
         route = tenant_policy.channels.get(channel) if tenant_policy else None
         route = route or self.document.channels.get(channel)
         return tuple(route.providers) if route else ()
+
+    def simulated_live_routes(self) -> list[str]:
+        """Where a live key's sends would be simulated: one line per tenant with a live key and channel routed to a sandbox.
+
+        The sandbox never reaches anyone, yet reports ``delivered``; an operator who gave a tenant a
+        live key (or kept the demo's ``channels:`` routing) should hear of it before a customer does.
+        A sandbox behind a real instance is named too: failover would simulate what that one could not send.
+        """
+        found = []
+        for tenant, policy in sorted(self.document.tenants.items()):
+            if not any(key.mode == "live" for key in policy.api_keys):
+                continue
+            for channel in sorted(set(self.document.channels) | set(policy.channels)):
+                route = self.providers_for(tenant, channel)
+                sandboxes = [name for name in route if self._plugin_of(name) == SANDBOX]
+                if not sandboxes:
+                    continue
+                how = "every send" if len(sandboxes) == len(route) else "sends that fail over to " + ", ".join(sandboxes)
+                found.append(
+                    f"tenant {tenant!r}, channel {channel!r}: live traffic goes through the sandbox ({how}, via {' -> '.join(route)}); "
+                    "nothing reaches the recipient, yet it reports delivered"
+                )
+        return found
+
+    def _plugin_of(self, instance: str) -> str | None:
+        found = self.provider_instances.get(instance)
+        return found.plugin if found is not None else (SANDBOX if instance == SANDBOX else None)
 
     def tenants_served_by(self, instance: str) -> tuple[str, ...]:
         """The tenants whose deliveries ``instance`` carries: its owner, or those a route sends to it (shared)."""

@@ -135,6 +135,8 @@ class PolicyWatcher:
             self._reject(err, current)
             return False
         log.info("policies reloaded: version %s -> %s from %d files", current.version, new.version, len(new.files))
+        for warning in sorted(set(new.simulated_live_routes()) - set(current.simulated_live_routes())):
+            log.warning("%s", warning)
         return True
 
     def _reject(self, error: PolicyError, serving: PolicySet) -> None:
