@@ -41,6 +41,10 @@ class _Monotonic:
     """
 
     def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        """Start over from fresh OS bits: at start, and in a forked child, which must not repeat its parent's (nor inherit its lock)."""
         self._lock = threading.Lock()
         self._ms = 0
         self._random = 0
@@ -60,15 +64,7 @@ class _Monotonic:
 
 _monotonic = _Monotonic()
 _next = _monotonic.next
-
-
-def _reseed_after_fork() -> None:
-    global _monotonic, _next  # a forked child must not repeat its parent's bits
-    _monotonic = _Monotonic()
-    _next = _monotonic.next
-
-
-os.register_at_fork(after_in_child=_reseed_after_fork)
+os.register_at_fork(after_in_child=_monotonic.reseed)
 
 
 def _encode(value: int) -> str:

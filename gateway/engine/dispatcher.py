@@ -172,15 +172,16 @@ class Dispatcher:
             claim = self._claims[channel]
             want = min(2 * self._settings.concurrency - len(flights), self._settings.batch)
             bucket = self._throttles.get(f"channel:{channel}", self._policies.current.channel_throughput(channel))
+            throttled = False  # live deliveries left in the store for want of the channel's tokens
             if bucket is None:  # both modes in one claim: one transaction, not two
-                sandbox, live_want, granted = [], want, want
-                live = await self._claim(channel, None, want, flights)
+                sandbox, live = [], await self._claim(channel, None, want, flights)
             else:  # test-mode deliveries go to the sandbox: the channel's rate is for live traffic only
                 sandbox = await self._claim(channel, "test", want, flights)
                 live_want = want - len(sandbox)
                 granted = bucket.take_up_to(live_want)
                 live = await self._claim(channel, "live", granted, flights) if granted else []
                 bucket.put_back(granted - len(live))
+                throttled = granted < live_want and len(live) == granted
             for delivery in (*sandbox, *live):  # none of them in flights: never two attempts of one delivery at once
                 task = asyncio.create_task(self._deliver(delivery))
                 flights[delivery.id] = task
@@ -188,8 +189,7 @@ class Dispatcher:
             if len(sandbox) + len(live) == want:
                 continue  # there may be more due: claim again
             self._quiet[channel].raise_to(claim)
-            if bucket is not None and granted < live_want and len(live) == granted:
-                # Throttled: live deliveries wait in the store, unleased, until a token is due.
+            if throttled and bucket is not None:  # they wait in the store, unleased, until a token is due
                 await self._pause(wakeup, bucket.wait_time())
             else:  # nothing more is due now: sleep until woken or the next poll
                 try:
