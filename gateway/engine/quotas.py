@@ -341,26 +341,32 @@ def rate_limit_headers(decision: Decision) -> dict[str, str]:
     return headers
 
 
-def refusal(decision: Decision, what: str = "messages") -> ApiError:
-    """The error a refused take answers: 429 with ``Retry-After``, or 413 for a count no limit can ever hold."""
+def refusal(decision: Decision, what: str = "message") -> ApiError:
+    """The error a refused take answers: 429 with ``Retry-After``, or 413 for a count no limit can ever hold.
+
+    ``what`` names one of what was counted: ``message``, or ``event`` for business events taken in.
+    """
     headers = rate_limit_headers(decision)
     binding = decision.binding
     limit = f"{binding.quota} per {_span(binding.seconds)}" if binding else "its limit"
+    counted = f"{decision.count} {what}{'' if decision.count == 1 else 's'}"
     if decision.code == TOO_LARGE:
         return PayloadTooLargeError(
-            f"This request would take {decision.count} {what} at once, more than the tenant's quota ({limit}) ever allows; split it.",
+            f"This request would take {counted} at once, more than the tenant's quota ({limit}) ever allows; split it.",
             code=TOO_LARGE, headers=headers,
         )
     if decision.code == DAILY_QUOTA_EXCEEDED:
-        message = f"The tenant's daily quota ({limit}, counted per UTC day) has no room for {decision.count} more {what}"
+        message = f"The tenant's daily quota ({limit}, counted per UTC day) has no room for {counted} more"
     else:
-        message = f"The tenant is over its rate limit ({limit}) for {decision.count} more {what}"
+        message = f"The tenant is over its rate limit ({limit}) for {counted} more"
     return TooManyRequestsError(f"{message}; try again in {decision.retry_after} s.", code=decision.code, headers=headers)
 
 
 def _span(seconds: int) -> str:
     if seconds == DAY:
         return "day"
+    if seconds == 60:
+        return "minute"
     if seconds % 60 == 0:
         return f"{seconds // 60} min"
     return f"{seconds} s"

@@ -138,7 +138,7 @@ def test_event_ingestion_has_a_rate_of_its_own_per_tenant_and_mode(policy_of: Po
     assert (refused.granted, refused.code, refused.retry_after) == (False, "rate_limited", 10)
     headers = rate_limit_headers(refused)
     assert headers["RateLimit-Policy"] == '"events";q=6;w=60' and headers["RateLimit"] == '"events";r=0;t=60'
-    assert refusal(refused, "events").message.endswith("for 1 more events; try again in 10 s.")
+    assert refusal(refused, "event").message == "The tenant is over its rate limit (6 per minute) for 1 event more; try again in 10 s."
     assert quotas.take_events(policy, "shop", "test").granted, "test keys have a budget of their own"
     assert quotas.take(policy, "shop", "live", 1).granted, "events taken in leave the message budget alone"
     clock.advance(10)
