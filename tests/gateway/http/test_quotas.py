@@ -136,6 +136,15 @@ async def test_an_idempotent_replay_is_not_counted_again(api: Api) -> None:
     assert limits(again)["RateLimit"] == limits(first)["RateLimit"] == f'"rate";r=2;t=60, "daily";r=9;t={TO_MIDNIGHT}'
 
 
+async def test_two_requests_racing_with_one_idempotency_key_spend_one_message(api: Api) -> None:
+    """Both may pass the replay check before either commits; the one the store answers as a replay gives its message back."""
+    answers = await asyncio.gather(*(post(api, SEND, sms_body(), **{"Idempotency-Key": "race"}) for _ in range(2)))
+    assert sorted(response.status for response in answers) == [202, 202]
+    after = await post(api, SEND, sms_body(phone="not a phone"))
+    assert limits(after)["RateLimit"] == f'"rate";r=2;t=60, "daily";r=9;t={TO_MIDNIGHT}'
+    assert await listed(api) == 1
+
+
 async def test_test_and_live_keys_each_have_a_budget_of_the_same_size(api: Api) -> None:
     for _ in range(3):
         assert (await post(api, SEND, sms_body(), key=TEST_KEY)).status == 202
