@@ -1,6 +1,6 @@
 """The aiohttp application: routes, middleware, and background work in ``cleanup_ctx``.
 
-Startup order (shutdown runs it backwards): policies → store → HTTP client session →
+Startup order (shutdown runs it backwards): policies → store and quota usage → HTTP client session →
 outcome sink and provider instances → inbound callbacks (opt-outs, processing) → retention
 purges → dispatcher → event webhooks → policy watcher. On SIGTERM the watcher stops
 first, then the dispatcher stops claiming, in-flight sends finish or are released, queued writes
@@ -25,9 +25,10 @@ from gateway.engine.intake import Intake
 from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder, ProviderPool
+from gateway.engine.quotas import Quotas
 from gateway.engine.retention import Purger, Retention, TenantRetentions
 from gateway.engine.switch import PolicySwitch
-from gateway.engine.throttle import SourceLimits
+from gateway.engine.throttle import InstanceLimits, SourceLimits
 from gateway.http.api import error_middleware, header_middleware
 from gateway.http.appkeys import (
     CLOCK,
@@ -36,6 +37,7 @@ from gateway.http.appkeys import (
     HTTP,
     INBOUND,
     INBOUND_LIMITS,
+    INSTANCE_LIMITS,
     INTAKE,
     OPT_OUTS,
     OUTCOMES,
@@ -45,6 +47,7 @@ from gateway.http.appkeys import (
     POLICY_WATCHER,
     PROVIDERS,
     PURGER,
+    QUOTAS,
     SETTINGS,
     STORE,
     WEBHOOK_SIGNER,
@@ -115,6 +118,8 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     app[STORE] = store
     log.info("store open at %s", settings.database_path)
+    app[QUOTAS] = quotas = Quotas(app[CLOCK])
+    await quotas.load(store)  # today's counts and the rate levels, before the first request
     yield
     await store.close()
 
@@ -144,9 +149,10 @@ async def _providers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _inbound(app: web.Application) -> AsyncIterator[None]:
-    """Provider callbacks: the limit per source, the processing path."""
+    """Provider callbacks: the limits per source and per instance, the processing path."""
     store, settings = app[STORE], app[SETTINGS]
     app[INBOUND_LIMITS] = SourceLimits(settings.inbound_refused_rate_per_source, settings.inbound_refused_burst_per_source, clock=app[CLOCK])
+    app[INSTANCE_LIMITS] = InstanceLimits(settings.inbound_rate_per_instance, settings.inbound_burst_per_instance, clock=app[CLOCK])
     app[INBOUND] = inbound = Inbound(store, app[OPT_OUTS], refused_kept=settings.inbound_refused_max_rows)
     policy = app[POLICIES].current
     await inbound.resume(app[PROVIDERS].current.instances, functools.partial(_instance_tenants, policy))
@@ -202,7 +208,7 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     dispatcher = Dispatcher(app[STORE], app[OUTCOMES], app[POLICIES], lambda: app[PROVIDERS].current, app[CLOCK], dispatch)
     dispatcher.start()
     app[DISPATCHER] = dispatcher
-    app[INTAKE] = Intake(app[STORE], app[OPT_OUTS], app[CLOCK], dispatcher.wake)
+    app[INTAKE] = Intake(app[STORE], app[OPT_OUTS], app[QUOTAS], app[CLOCK], dispatcher.wake)
     log.info("dispatcher %s running", dispatcher.owner)
     yield
     await dispatcher.stop()

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     inbound_refused_burst_per_source: int = Field(
         100, ge=1, description="Callbacks failing verification one source address may send at once before `TIDINGS_INBOUND_REFUSED_RATE_PER_SOURCE` holds it back."
     )
+    inbound_rate_per_instance: float = Field(
+        5000.0, ge=0, description="Provider callbacks one provider instance may take per second, verified or not; past its budget a callback is a 429 with `Retry-After` (the vendor retries it), so a flood of them cannot starve sends. `0`: no limit."
+    )
+    inbound_burst_per_instance: int = Field(
+        10_000, ge=1, description="Provider callbacks one provider instance may take at once before `TIDINGS_INBOUND_RATE_PER_INSTANCE` holds it back."
+    )
     idempotency_retention_hours: float = Field(
         24, gt=0, description="How long an Idempotency-Key is remembered; after that, the same key is a new request."
     )

@@ -8,8 +8,12 @@ The intake then, in order:
 1. answers a key used before with the answer given then (409 if the body differs);
 2. validates and renders (:mod:`gateway.engine.submission`);
 3. refuses deliveries to recipients who opted out (the whole send, or the bulk row);
-4. commits the notifications, their deliveries and the idempotency record in one transaction;
-5. only then wakes the dispatcher for the channels it filled.
+4. takes the messages it is about to accept from the tenant's quota (:mod:`gateway.engine.quotas`):
+   one per send, one per accepted bulk row, all or nothing (429, or 413 for more than a limit
+   ever holds); nothing is written when they do not fit;
+5. commits the notifications, their deliveries, the idempotency record and the quota spent in
+   one transaction (a replay that won a race, or a failed write, gives the quota back);
+6. only then wakes the dispatcher for the channels it filled.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.engine.opt_outs import OptOuts
+from gateway.engine.quotas import Quotas, refusal
 from gateway.engine.submission import BulkRequest, Plan, SendRequest, Submission
 from gateway.errors import ConflictError, ErrorDetail, ValidationError
 from gateway.policy.keys import Principal
@@ -45,9 +50,10 @@ BulkAnswer = Callable[[Sequence[Row], Sequence[RowRefusal]], bytes]
 class Intake:
     """Turns validated requests into committed notifications, once per idempotency key."""
 
-    def __init__(self, store: Store, opt_outs: OptOuts, clock: Clock, wake: Callable[[Iterable[str]], None]) -> None:
+    def __init__(self, store: Store, opt_outs: OptOuts, quotas: Quotas, clock: Clock, wake: Callable[[Iterable[str]], None]) -> None:
         self._store = store
         self._opt_outs = opt_outs
+        self._quotas = quotas
         self._clock = clock
         self._wake = wake
 
@@ -65,7 +71,7 @@ class Intake:
         problems = opt_out_problems(notification, await self._opted_out(principal.tenant, [notification]), "recipient")
         if problems:
             raise ValidationError.from_details(problems, OPTED_OUT_MESSAGE)
-        return await self._accept(principal.tenant, [notification], claim, answer(notification))
+        return await self._accept(policy, principal, [notification], claim, answer(notification))
 
     async def bulk(
         self, policy: PolicySet, principal: Principal, request: BulkRequest, claim: IdempotencyClaim | None, answer: BulkAnswer
@@ -80,7 +86,7 @@ class Intake:
         if not accepted:
             details = [detail for refusal in refused for detail in refusal.error.details]
             raise ValidationError("No recipient row could be accepted.", code="no_valid_recipients", details=details)
-        return await self._accept(principal.tenant, [notification for _, notification in accepted], claim, answer(accepted, refused))
+        return await self._accept(policy, principal, [notification for _, notification in accepted], claim, answer(accepted, refused))
 
     async def _replay(self, tenant: str, claim: IdempotencyClaim | None) -> Acceptance | None:
         """The answer given before under this key, if there was one (a cheap read before any work)."""
@@ -91,9 +97,23 @@ class Intake:
             return None
         return _checked(Acceptance(stored.status, stored.body, replayed=True, fingerprint_matches=stored.fingerprint == claim.fingerprint))
 
-    async def _accept(self, tenant: str, notifications: list[NewNotification], claim: IdempotencyClaim | None, body: bytes) -> Acceptance:
-        acceptance = await self._store.accept(notifications, tenant=tenant, idempotency=claim, status=ACCEPTED_STATUS, body=body)
-        if not acceptance.replayed:  # another request with this key may have committed in between
+    async def _accept(
+        self, policy: PolicySet, principal: Principal, notifications: list[NewNotification], claim: IdempotencyClaim | None, body: bytes
+    ) -> Acceptance:
+        """Take the messages from the tenant's quota, then commit them with what they spent; the quota back if nothing was kept."""
+        decision = self._quotas.take(policy, principal.tenant, principal.mode, len(notifications))
+        if not decision.granted:
+            raise refusal(decision)
+        try:
+            acceptance = await self._store.accept(
+                notifications, tenant=principal.tenant, idempotency=claim, status=ACCEPTED_STATUS, body=body, quota=decision.charge
+            )
+        except Exception:  # the write failed: nothing was kept (a cancelled wait is not refunded: its write goes on)
+            self._quotas.refund(decision)
+            raise
+        if acceptance.replayed:  # another request with this key committed in between: this one accepted nothing
+            self._quotas.refund(decision)
+        else:
             self._wake({delivery.channel for notification in notifications for delivery in notification.deliveries})
         return _checked(acceptance)
 

@@ -150,6 +150,31 @@ class SourceLimits:
         bucket.try_take()
 
 
+class InstanceLimits:
+    """A rate for all callbacks to one provider instance, verified or not, so a flood of them cannot starve sends.
+
+    Every callback to an instance spends one of its tokens before its body is read; past
+    ``burst`` at once and ``rate`` a second it is a 429 that costs neither a read nor a write,
+    and the vendor retries it later. Only instances that take callbacks are counted (an
+    unknown one is a 404 first). A ``rate`` of 0 limits nothing.
+    """
+
+    def __init__(self, rate: float, burst: float, *, clock: Clock) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def take(self, instance: str) -> float:
+        """0.0 if a callback to ``instance`` may come in now (and count it), else the seconds until one may."""
+        if self._rate <= 0:
+            return 0.0
+        bucket = self._buckets.get(instance)
+        if bucket is None:
+            bucket = self._buckets[instance] = TokenBucket(self._rate, self._burst, clock=self._clock)
+        return 0.0 if bucket.try_take() else bucket.wait_time()
+
+
 def source_key(source: str | None) -> str:
     """What a caller address counts as: itself, or for IPv6 its /64."""
     try:

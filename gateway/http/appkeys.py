@@ -15,8 +15,9 @@ from gateway.engine.intake import Intake
 from gateway.engine.opt_outs import OptOuts
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import PoolHolder
+from gateway.engine.quotas import Quotas
 from gateway.engine.retention import Purger
-from gateway.engine.throttle import SourceLimits
+from gateway.engine.throttle import InstanceLimits, SourceLimits
 from gateway.plugins import PluginCatalog
 from gateway.policy.view import PolicyHolder, PolicySet
 from gateway.policy.watcher import PolicyWatcher
@@ -39,6 +40,8 @@ POLICY_WATCHER = web.AppKey("policy_watcher", PolicyWatcher)
 INBOUND = web.AppKey("inbound", Inbound)
 OPT_OUTS = web.AppKey("opt_outs", OptOuts)
 INBOUND_LIMITS = web.AppKey("inbound_limits", SourceLimits)
+INSTANCE_LIMITS = web.AppKey("instance_limits", InstanceLimits)
+QUOTAS = web.AppKey("quotas", Quotas)
 PURGER = web.AppKey("purger", Purger)
 EVENT_WEBHOOKS = web.AppKey("event_webhooks", EventWebhooks)
 WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)

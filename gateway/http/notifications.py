@@ -16,6 +16,7 @@ from gateway.http.api import json_response, parse_model, raw_json_response, read
 from gateway.http.appkeys import INTAKE, SETTINGS, STORE
 from gateway.http.auth import caller, policy_of
 from gateway.http.paging import bad_parameter, one_of, page_response
+from gateway.http.rate_limits import counted
 from gateway.http.views import notification_view
 from gateway.store import Acceptance, IdempotencyClaim, NewNotification, NotificationFilter
 
@@ -25,6 +26,7 @@ MAX_KEY_LENGTH: Final = 255
 
 
 @routes.post("/api/v1/notifications/send")
+@counted
 async def send(request: web.Request) -> web.Response:
     """Accept one notification to one recipient on one or more channels."""
     body = await read_json(request)
@@ -35,6 +37,7 @@ async def send(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/notifications/bulk")
+@counted
 async def bulk(request: web.Request) -> web.Response:
     """Accept one notification per recipient row; rows that fail validation are reported, not queued."""
     body = await read_json(request)

@@ -3,8 +3,10 @@
 No API key here: a callback is authenticated by its vendor's signature, which the instance's
 plugin checks. The raw request is verified and stored (see :mod:`gateway.engine.inbound`); the
 answer is 200 once it is durable, before any of it is processed. Since anyone can call, each
-source address is held to a rate (429), an instance that takes no callbacks is a 404 that
-stores nothing, and a refused callback leaves only its summary.
+source address is held to a rate of refused callbacks (429), each instance to a rate of all its
+callbacks (429, before the body is read: a flood costs no write and cannot starve sends), an
+instance that takes no callbacks is a 404 that stores nothing, and a refused callback leaves
+only its summary.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from gateway.errors import (
     WebhookVerificationError,
 )
 from gateway.http.api import json_response, read_body
-from gateway.http.appkeys import CLOCK, INBOUND, INBOUND_LIMITS, PROVIDERS, SETTINGS, WEBHOOK_SIGNER
+from gateway.http.appkeys import CLOCK, INBOUND, INBOUND_LIMITS, INSTANCE_LIMITS, PROVIDERS, SETTINGS, WEBHOOK_SIGNER
 from gateway.http.auth import policy_of, public
 from gateway.plugin_api import InboundRequest, InboundResponse, Provider
 from gateway.store import InboundRecord
@@ -103,11 +105,19 @@ def _admit(request: web.Request) -> None:
 
 
 def _instance(request: web.Request, name: str) -> Provider:
+    """The instance a callback is for, its callback counted against the instance's rate (429 with ``Retry-After`` past it)."""
     provider = request.app[PROVIDERS].current.get(name)
     if provider is None:
         raise NotFoundError(f"No provider instance {name!r}.", code="unknown_provider_instance")
     if not provider.takes_callbacks:
         raise NotFoundError(f"Provider instance {name!r} takes no callbacks.", code="instance_takes_no_callbacks")
+    wait = request.app[INSTANCE_LIMITS].take(name)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise TooManyRequestsError(
+            f"Provider instance {name!r} is taking more callbacks than it is allowed; try again in {seconds} s.",
+            code="rate_limited", headers={"Retry-After": str(seconds)},
+        )
     return provider
 
 

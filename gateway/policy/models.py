@@ -203,12 +203,19 @@ class RetrySchedulePolicy(_Model):
 
 
 class QuotaPolicy(_Model):
-    """Sends a tenant may make: a burst and a sustained rate per minute, and a daily cap."""
+    """Messages a tenant may send (a rate and a daily cap) and business events it may hand in, per key mode."""
 
-    burst_per_minute: int | None = Field(None, ge=1)
-    sustained_per_minute: int | None = Field(None, ge=1)
-    daily: int | None = Field(None, ge=1)
-    warn_at: float = Field(0.8, gt=0, le=1, description="Emit quota.threshold at this fraction of the daily cap.")
+    burst_per_minute: int | None = Field(
+        None, ge=1, description="Messages at once: the size of the rate limit's bucket (sustained_per_minute when unset)."
+    )
+    sustained_per_minute: int | None = Field(
+        None, ge=1, description="Messages per minute once a burst is spent: the bucket's refill (burst_per_minute when unset)."
+    )
+    daily: int | None = Field(None, ge=1, description="Messages per UTC day.")
+    warn_at: float = Field(0.8, gt=0, le=1, description="Emit quota.threshold at this fraction of the daily cap (and at all of it).")
+    events_per_minute: int | None = Field(
+        None, ge=1, description="Business events taken in per minute, at most that many at once."
+    )
 
 
 class WebhookEndpointPolicy(_Model):

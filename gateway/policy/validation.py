@@ -25,6 +25,7 @@ from gateway.policy.models import (
     ChannelRoutePolicy,
     PolicyDocument,
     ProviderInstancePolicy,
+    QuotaPolicy,
     RetrySchedulePolicy,
     RoutePolicy,
     TemplateContentPolicy,
@@ -83,6 +84,21 @@ def _check_schedule(name: str, schedule: RetrySchedulePolicy, sources: Sources) 
         )
 
 
+def _check_quota(quota: QuotaPolicy, base: Path_, sources: Sources) -> None:
+    """A quota whose numbers contradict each other, or with a field that would change nothing, is refused."""
+    burst, sustained = quota.burst_per_minute, quota.sustained_per_minute
+    if burst is not None and sustained is not None and burst < sustained:
+        sources.issue(
+            (*base, "burst_per_minute"),
+            f"must be at least sustained_per_minute ({sustained}): the burst is how many messages go at once, "
+            "the sustained rate how fast that allowance comes back",
+        )
+    if "warn_at" in quota.model_fields_set and quota.daily is None:
+        sources.issue((*base, "warn_at"), "is a share of the daily cap: set daily, or leave warn_at out")
+    if burst is None and sustained is None and quota.daily is None and quota.events_per_minute is None:
+        sources.issue(base, "sets no limit: give burst_per_minute, sustained_per_minute, daily or events_per_minute")
+
+
 def check_references(document: PolicyDocument, plugins: PluginCatalog, channels: ChannelCatalog, sources: Sources) -> None:
     """Names that must point at something: instances, channels, tenants, schedules, templates."""
     for name, instance in document.providers.items():
@@ -114,6 +130,8 @@ def check_references(document: PolicyDocument, plugins: PluginCatalog, channels:
     for section in ("quotas", "webhooks"):
         for tenant in getattr(document, section):
             _check_name(tenant, document.tenants, "tenant", (section, tenant), sources)
+    for tenant, quota in document.quotas.items():
+        _check_quota(quota, ("quotas", tenant), sources)
     for tenant, endpoints in document.webhooks.items():
         for name, endpoint in endpoints.items():
             if endpoint.signing == "hmac" and endpoint.secret is None:

@@ -376,6 +376,20 @@ MIGRATIONS: Final = (
     CREATE INDEX history_lines_by_age ON history (tenant, at) WHERE notification_id IS NULL;
     CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_seq);
     """,
+    # v15: quotas. Per tenant and mode, the UTC day's count of accepted messages, the thresholds whose
+    # quota.threshold event went out that day, and the rate limit's level; written with each acceptance.
+    """
+    CREATE TABLE quota_usage (
+        tenant     TEXT NOT NULL,
+        mode       TEXT NOT NULL,
+        day        TEXT NOT NULL,              -- the UTC date counted, YYYY-MM-DD
+        used       INTEGER NOT NULL,           -- messages accepted that day
+        fired      TEXT NOT NULL DEFAULT '[]', -- JSON list of the thresholds (fractions) that fired that day
+        tokens     REAL,                       -- the rate limit's level at tokens_at; NULL: no rate limit
+        tokens_at  REAL NOT NULL,
+        PRIMARY KEY (tenant, mode)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

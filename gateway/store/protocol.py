@@ -27,7 +27,7 @@ class StorageUnavailableError(Exception):
 
 
 class Store(Protocol):
-    """Notifications and their deliveries, attempts, history, callbacks, opt-outs and event webhooks."""
+    """Notifications and their deliveries, attempts, history, callbacks, opt-outs, event webhooks and quota usage."""
 
     # Lifetime and commits
 
@@ -78,14 +78,31 @@ class Store(Protocol):
         """Forget idempotency records made before ``before``; how many went. A key used again after that is a new request."""
 
     async def accept(
-        self, notifications: Sequence[records.NewNotification], *, tenant: str, idempotency: records.IdempotencyClaim | None, status: int, body: bytes
+        self, notifications: Sequence[records.NewNotification], *, tenant: str, idempotency: records.IdempotencyClaim | None, status: int,
+        body: bytes, quota: records.QuotaCharge | None = None,
     ) -> records.Acceptance:
-        """Keep the notifications, their deliveries, their history and the answer (``status``, ``body``) at once.
+        """Keep the notifications, their deliveries, their history, the answer (``status``, ``body``) and the quota spent at once.
 
         With an idempotency claim whose key the tenant already used in the claim's mode, nothing is written: the
-        first answer comes back as ``replayed``, saying whether the fingerprints match.
+        first answer comes back as ``replayed``, saying whether the fingerprints match (and ``quota`` is not spent).
         Deliveries start queued at ``send_at`` (or now); with strategy ``fallback`` only the
         first channel does, the others wait their turn.
+
+        ``quota`` (see :class:`~gateway.store.records.QuotaCharge`) adds its count to the
+        tenant's count of its mode and day, and writes a ``quota.threshold`` event for each of
+        its thresholds that the new count reaches and that has not fired that day: the decision
+        is made on the stored count, in this transaction, so each fires exactly once per
+        tenant, mode and day even when several processes accept for one tenant. The rate
+        level is stored as given (the last acceptance's). Counts only ever add up; a store
+        shared by several replicas keeps their sum.
+        """
+
+    async def quota_usage(self) -> list[records.QuotaUsage]:
+        """Every tenant's quota state per mode as last kept by :meth:`accept`: loaded at start so limits survive a restart.
+
+        A replica loads the sum of every replica's counts; it then admits against its own
+        copy in memory, so with N replicas a tenant may go over a limit by what the others
+        accepted since this one started (the thresholds still fire once, see :meth:`accept`).
         """
 
     async def claim_due(

@@ -73,6 +73,47 @@ class Acceptance:
 
 
 @dataclass(frozen=True, slots=True)
+class Threshold:
+    """A share of a daily quota at which the tenant is told (``quota.threshold``), and the count that reaches it."""
+
+    fraction: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCharge:
+    """What an acceptance spends of its tenant's quota in one mode, kept in the acceptance's own transaction.
+
+    ``count`` messages are added to the ``day``'s count (a UTC date, ``YYYY-MM-DD``; a new day
+    starts from zero). Each of ``thresholds`` the new count reaches that has not fired that day
+    fires once: a ``quota.threshold`` event written with the acceptance. ``tokens`` is the rate
+    limit's level after the take, measured at ``at`` (None: the tenant has no rate limit).
+    """
+
+    tenant: str
+    mode: str
+    count: int
+    day: str
+    daily: int | None
+    thresholds: tuple[Threshold, ...]
+    tokens: float | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    """A tenant's quota state in one mode as the store keeps it: the day's count, the thresholds fired that day, the rate level."""
+
+    tenant: str
+    mode: str
+    day: str
+    used: int
+    fired: tuple[float, ...]
+    tokens: float | None
+    tokens_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimedDelivery:
     """A delivery reserved for one attempt, with everything the dispatcher needs to send it."""
 

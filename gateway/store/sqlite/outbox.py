@@ -9,10 +9,11 @@ from typing import Any, Final
 import orjson
 
 from gateway import lifecycle, statuses
-from gateway.store.records import PRIORITY_RANK, Acceptance, ClaimedDelivery, IdempotencyClaim, NewNotification, StoredResponse
+from gateway.store.records import PRIORITY_RANK, Acceptance, ClaimedDelivery, IdempotencyClaim, NewNotification, QuotaCharge, StoredResponse
 from gateway.store.sqlite.base import DISPATCHER, FALLBACK, LIVE, NEVER, StoreBase, dumps, loads, select_in
 from gateway.store.sqlite.changes import ACCEPTED, Changes, activate_overdue_fallbacks, dead_letter_expired, has_fallback, insert_history
 from gateway.store.sqlite.inbound import opt_out_address
+from gateway.store.sqlite.quotas import charge_quota
 
 
 class Outbox(StoreBase):
@@ -42,8 +43,9 @@ class Outbox(StoreBase):
         idempotency: IdempotencyClaim | None,
         status: int,
         body: bytes,
+        quota: QuotaCharge | None = None,
     ) -> Acceptance:
-        """Persist notifications, deliveries, their first lines of history and the idempotency record atomically.
+        """Persist notifications, deliveries, their first lines of history, the idempotency record and the quota spent atomically.
 
         When the idempotency key was already used, nothing is written and the original
         response comes back (``replayed``), with whether the bodies' fingerprints match.
@@ -59,6 +61,8 @@ class Outbox(StoreBase):
                 if row is not None:
                     return Acceptance(row[1], bytes(row[2]), replayed=True, fingerprint_matches=row[0] == idempotency.fingerprint)
             insert_notifications(conn, notifications, now)
+            if quota is not None:
+                charge_quota(conn, quota)
             if idempotency is not None:
                 conn.execute(
                     "INSERT INTO idempotency_keys (tenant, mode, key, fingerprint, status_code, response, created_at) "

@@ -79,6 +79,21 @@ def test_hidden_files_and_folders_are_skipped(tmp_path: Path, plugin_catalog: Pl
         ({"a.yaml": "providers:\n  public-key: {plugin: memory}\n"}, "a.yaml:2: providers.public-key: 'public-key' is reserved"),
         ({"a.yaml": "quotas:\n  ghost: {daily: 10}\n"}, "a.yaml:2: quotas.ghost: unknown tenant 'ghost'"),
         ({"a.yaml": "tenants:\n  a: {}\nquotas:\n  a: {daily: 0}\n"}, "a.yaml:4: quotas.a.daily: must be >= 1"),
+        ({"a.yaml": "tenants:\n  a: {}\nquotas:\n  a:\n    daily: 10\n    warn_at: 1.5\n"}, "a.yaml:6: quotas.a.warn_at: must be <= 1"),
+        ({"a.yaml": "tenants:\n  a: {}\nquotas:\n  a:\n    daily: 10\n    warn_at: 0\n"}, "a.yaml:6: quotas.a.warn_at: must be > 0"),
+        (
+            {"a.yaml": "tenants:\n  a: {}\nquotas:\n  a:\n    daily: 10\n    per_hour: 5\n"},
+            "a.yaml:6: quotas.a.per_hour: unknown field (known: burst_per_minute, daily, events_per_minute",
+        ),
+        (
+            {"a.yaml": "tenants:\n  a: {}\nquotas:\n  a:\n    burst_per_minute: 5\n    sustained_per_minute: 10\n"},
+            "a.yaml:5: quotas.a.burst_per_minute: must be at least sustained_per_minute (10)",
+        ),
+        (
+            {"a.yaml": "tenants:\n  a: {}\nquotas:\n  a:\n    burst_per_minute: 5\n    warn_at: 0.5\n"},
+            "a.yaml:6: quotas.a.warn_at: is a share of the daily cap",
+        ),
+        ({"a.yaml": "tenants:\n  a: {}\nquotas:\n  a: {}\n"}, "a.yaml:4: quotas.a: sets no limit"),
         (
             {"a.yaml": "tenants:\n  a: {}\nwebhooks:\n  a:\n    main: {url: 'https://a.example/hook', events: [message.sent]}\n"},
             "a.yaml:5: webhooks.a.main.secret: hmac signing needs a secret",
