@@ -45,6 +45,10 @@ class Eraser:
             task.add_done_callback(lambda _done: self._running.pop(erasure.contact_id, None))
         return task
 
+    async def wait(self) -> None:
+        """Return once the erasures running now have finished (those a stop had cut short, resumed at start, among them)."""
+        await asyncio.gather(*self._running.values())
+
     async def stop(self) -> None:
         """Cancel erasures still running; what they had not erased is erased after the next start."""
         tasks = list(self._running.values())

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.clock import Clock
-from gateway.engine.opt_outs import OptOuts
 from gateway.engine import contacts
+from gateway.engine.opt_outs import OptOuts
 from gateway.engine.preferences import OPTED_OUT
 from gateway.engine.submission import BulkRequest, Plan, SendRequest, Submission, used_addresses
 from gateway.errors import ConflictError, ErrorDetail, ValidationError

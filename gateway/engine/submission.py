@@ -17,13 +17,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, 
 from gateway import ids
 from gateway.channels import address_for, check_recipient_field
 from gateway.clock import parse_timestamp
+from gateway.engine.preferences import skip_reason
 from gateway.errors import BODY_TOO_LONG, ErrorDetail, ValidationError
 from gateway.plugin_api import ChannelSpec
 from gateway.policy.durations import parse_duration
 from gateway.policy.keys import Principal
 from gateway.policy.templates import CompiledTemplate, RenderedContent, TemplateRenderError
 from gateway.policy.view import PolicySet
-from gateway.engine.preferences import skip_reason
 from gateway.store import Contact, ContactFields, NewDelivery, NewNotification
 
 MAX_SCHEDULE_AHEAD: Final = 365 * 86400.0

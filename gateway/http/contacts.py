@@ -43,7 +43,8 @@ PATCH_TRIES: Final = 5
 ExternalId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]
 ChannelName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-MetadataValue = Annotated[StrictStr, StringConstraints(max_length=1024)] | StrictInt | StrictFloat | StrictBool
+MetadataValue = StrictStr | StrictInt | StrictFloat | StrictBool
+MAX_METADATA_TEXT: Final = 1024
 TimeZone = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]
 
 
@@ -142,6 +143,9 @@ def contact_fields(policy: PolicySet, body: Mapping[str, Any]) -> ContactFields:
         if policy.channels.get(name) is None:
             known = ", ".join(sorted(policy.channels.specs))
             problems.append(ErrorDetail(f"preferences.channels.{name}", f"unknown channel (known: {known})", "unknown_channel"))
+    for name, value in parsed.metadata.items():
+        if isinstance(value, str) and len(value) > MAX_METADATA_TEXT:
+            problems.append(ErrorDetail(f"metadata.{name}", f"must be at most {MAX_METADATA_TEXT} characters", "validation_failed"))
     if parsed.timezone is not None and not _is_time_zone(parsed.timezone):
         problems.append(ErrorDetail("timezone", "must be an IANA time zone such as Europe/Lisbon", "invalid_timezone"))
     if problems:

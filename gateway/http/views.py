@@ -7,7 +7,18 @@ from typing import Any
 
 from gateway.clock import isoformat
 from gateway.policy.models import WebhookEndpointPolicy
-from gateway.store import Attempt, Contact, DeadLetter, Delivery, HistoryEntry, Notification, OptOutEntry, Reply, WebhookDelivery, WebhookEndpointState
+from gateway.store import (
+    Attempt,
+    Contact,
+    DeadLetter,
+    Delivery,
+    HistoryEntry,
+    Notification,
+    OptOutEntry,
+    Reply,
+    WebhookDelivery,
+    WebhookEndpointState,
+)
 
 
 def notification_view(item: Notification, *, full: bool) -> dict[str, Any]:

@@ -178,11 +178,15 @@ class CompiledTemplate:
         return language if language in self.translations else None
 
     def content(self, channel: str, translation: str | None) -> CompiledContent:
-        """The channel's content in ``translation`` (a key :meth:`translation_for` gave) if it has one, else the template's own."""
+        """The channel's content in ``translation`` (a key :meth:`translation_for` gave), else in its language's, else the template's own.
+
+        A ``pt-BR`` translation that only words the SMS differently sends the ``pt`` email.
+        """
         if translation is not None:
-            translated = self.translations[translation].get(channel)
-            if translated is not None:
-                return translated
+            for key in dict.fromkeys((translation, translation.split("-", 1)[0])):
+                translated = self.translations.get(key, {}).get(channel)
+                if translated is not None:
+                    return translated
         return self.channels[channel]
 
 

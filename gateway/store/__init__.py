@@ -34,7 +34,19 @@ from gateway.store.records import (
     WebhookTarget,
 )
 from gateway.store.sqlite import SqliteStore
-from gateway.store.stored import Attempt, Contact, ContactSaved, DeadLetter, Delivery, HistoryEntry, Notification, OptOutEntry, Reply, StoredInbound, WebhookDelivery
+from gateway.store.stored import (
+    Attempt,
+    Contact,
+    ContactSaved,
+    DeadLetter,
+    Delivery,
+    HistoryEntry,
+    Notification,
+    OptOutEntry,
+    Reply,
+    StoredInbound,
+    WebhookDelivery,
+)
 
 __all__ = [
     "Acceptance",

@@ -26,6 +26,8 @@ from gateway.store.sqlite.inbound import opt_out_address
 from gateway.store.stored import Contact, ContactSaved, OptOutEntry
 
 FIELDS: Final = "external_id, addresses, locale, timezone, channels, categories, metadata"
+COLUMNS: Final = f"id, mode, {FIELDS}, created_at, updated_at, version"
+"""What :func:`contact_record` reads, in order (the writer's connection gives rows as tuples)."""
 CONTACT_DELETED: Final = "contact_deleted"
 SKIPPABLE: Final = ", ".join(f"'{status}'" for status in sorted(statuses.SKIPPABLE))
 HOLDING: Final = (
@@ -91,8 +93,8 @@ class ContactStore(StoreBase):
         """The tenant's contacts in ``mode`` among those ids and external ids: one read, by the primary key and the external-id index."""
 
         def read(conn: sqlite3.Connection) -> list[Contact]:
-            rows = select_in(conn, "SELECT * FROM contacts WHERE tenant = ? AND mode = ? AND id IN ({})", contact_ids, tenant, mode)
-            rows += select_in(conn, "SELECT * FROM contacts WHERE tenant = ? AND mode = ? AND external_id IN ({})", external_ids, tenant, mode)
+            rows = select_in(conn, f"SELECT {COLUMNS} FROM contacts WHERE tenant = ? AND mode = ? AND id IN ({{}})", contact_ids, tenant, mode)
+            rows += select_in(conn, f"SELECT {COLUMNS} FROM contacts WHERE tenant = ? AND mode = ? AND external_id IN ({{}})", external_ids, tenant, mode)
             return [contact_record(row) for row in rows]
 
         return await self._read(read)
@@ -108,7 +110,7 @@ class ContactStore(StoreBase):
         if external_id is not None:
             clauses.append("external_id = ?")
             params.append(external_id)
-        rows = await self._fetch(f"SELECT * FROM contacts WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?", (*params, limit + 1))
+        rows = await self._fetch(f"SELECT {COLUMNS} FROM contacts WHERE {' AND '.join(clauses)} ORDER BY id DESC LIMIT ?", (*params, limit + 1))
         items = [contact_record(row) for row in rows[:limit]]
         return Page(items, encode_cursor(items[-1].id) if len(rows) > limit else None)
 
@@ -136,7 +138,9 @@ class ContactStore(StoreBase):
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> int:
-            found = [row[0] for row in select_in(conn, HOLDING, erasure.addresses, erasure.tenant, erasure.mode, limit)]
+            marks = ", ".join("?" * len(erasure.addresses))  # one per recipient field at most: no chunks needed
+            holding = conn.execute(HOLDING.format(marks), (erasure.tenant, erasure.mode, *erasure.addresses, limit)) if marks else ()
+            found = [row[0] for row in holding]
             if not found:
                 finish(conn, erasure)
                 return 0
@@ -179,16 +183,18 @@ def replace(conn: sqlite3.Connection, contact_id: str, fields: ContactFields, no
 
 
 def read_contact(conn: sqlite3.Connection, tenant: str, mode: str, contact_id: str) -> Contact | None:
-    row = conn.execute("SELECT * FROM contacts WHERE id = ? AND tenant = ? AND mode = ?", (contact_id, tenant, mode)).fetchone()
+    row = conn.execute(f"SELECT {COLUMNS} FROM contacts WHERE id = ? AND tenant = ? AND mode = ?", (contact_id, tenant, mode)).fetchone()
     return contact_record(row) if row is not None else None
 
 
-def contact_record(row: sqlite3.Row) -> Contact:
+def contact_record(row: Sequence[Any]) -> Contact:
+    """A contact from the columns :data:`COLUMNS` names."""
+    contact_id, mode, external_id, addresses, locale, timezone, channels, categories, metadata, created_at, updated_at, version = row
     fields = ContactFields(
-        external_id=row["external_id"], addresses=loads(row["addresses"]), locale=row["locale"], timezone=row["timezone"],
-        channels=loads(row["channels"]), categories=loads(row["categories"]), metadata=loads(row["metadata"]),
+        external_id=external_id, addresses=loads(addresses), locale=locale, timezone=timezone,
+        channels=loads(channels), categories=loads(categories), metadata=loads(metadata),
     )
-    return Contact(row["id"], row["mode"], fields, row["created_at"], row["updated_at"], row["version"])
+    return Contact(contact_id, mode, fields, created_at, updated_at, version)
 
 
 class Scrubber:
