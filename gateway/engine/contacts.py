@@ -19,7 +19,6 @@ from gateway.store import Contact, Store
 
 CONTACT_ID: Final = "contact_id"
 EXTERNAL_ID: Final = "external_id"
-REFERENCE_FIELDS: Final = (CONTACT_ID, EXTERNAL_ID)
 MAX_REFERENCE_LENGTH: Final = 255
 CONTACT_NOT_FOUND: Final = "contact_not_found"
 
@@ -32,12 +31,16 @@ class ContactRef:
     value: str
 
 
+def names_contact(recipient: Mapping[str, Any]) -> bool:
+    """Whether ``recipient`` names a contact rather than giving addresses."""
+    return CONTACT_ID in recipient or EXTERNAL_ID in recipient
+
+
 def reference_of(recipient: Mapping[str, Any], path: str) -> ContactRef | None:
     """The contact ``recipient`` names, None when it gives addresses instead; ValidationError when it does both or is malformed."""
-    named = [name for name in REFERENCE_FIELDS if name in recipient]
-    if not named:
+    if not names_contact(recipient):
         return None
-    field = named[0]
+    field = CONTACT_ID if CONTACT_ID in recipient else EXTERNAL_ID
     if len(recipient) > 1:
         others = ", ".join(sorted(name for name in recipient if name != field))
         message = f"a recipient naming a contact by {field} takes nothing else (got {others}); set addresses on the contact"

@@ -117,6 +117,10 @@ class Intake:
         refs: list[contacts.ContactRef | None] = []
         targets: list[Target] = []
         for index, row in enumerate(rows):
+            if not contacts.names_contact(row):  # the usual row gives addresses: no copy of it
+                refs.append(None)
+                targets.append(None)
+                continue
             try:
                 refs.append(contacts.reference_of({name: value for name, value in row.items() if name != "data"}, f"recipients[{index}]"))
             except ValidationError as err:

@@ -216,6 +216,20 @@ async def test_bulk_rows_may_name_contacts_and_a_row_naming_none_is_refused(api:
     assert first["category"] == "onboarding"  # the template's
 
 
+async def test_a_bulk_row_to_a_contact_whose_address_said_stop_is_accepted_with_that_channel_skipped(api: Api) -> None:
+    contact = await create(api, external_id="u-1")
+    await call(api, "POST", "/api/v1/opt-outs", {"channel": "sms", "address": PHONE})
+    rows = [{"external_id": "u-1"}, {"phone": PHONE, "email": "bo@example.com"}]
+    status, answer = await api.send_bulk({"channels": ["sms", "email"], "subject": "Hi", "body": "Hello", "recipients": rows})
+    assert status == 202, answer
+    assert [(e["index"], e["code"]) for e in answer["errors"]] == [(1, "recipient_opted_out")]  # an address given directly: refused
+    (row,) = answer["notifications"]
+    assert (row["index"], row["contact_id"]) == (0, contact["contact_id"])
+    assert [(d["channel"], d["status"], d.get("skip_reason")) for d in row["deliveries"]] == [
+        ("sms", "skipped", "opted_out"), ("email", "queued", None),
+    ]
+
+
 async def test_channels_the_contact_refuses_or_cannot_get_are_skipped_with_the_reason(api: Api, memory_provider: type[MemoryProvider]) -> None:
     contact = await create(api, preferences={"channels": {"sms": False}, "categories": {"marketing": False}})
     status, accepted = await api.send(to_contact(contact["contact_id"], ["email", "sms", "slack"]))
