@@ -1,7 +1,7 @@
 """The life of a delivery: given where it stands and what just happened, what happens next.
 
 Pure rules, with no I/O: the dispatcher plans retries with them, and the store's write jobs
-(attempt results, receipts, expiry, opt-outs, lost leases, fallback moves, replays) apply them, so a
+(attempt results, receipts, expiry, opt-outs, lost leases, fallback moves, skips, replays) apply them, so a
 delivery's fate is decided in this one place whichever path moved it. A second store
 implements storage, never these rules.
 

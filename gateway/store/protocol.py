@@ -250,10 +250,11 @@ class Store(Protocol):
     async def erase_contact_batch(self, erasure: records.Erasure, *, limit: int) -> int:
         """Replace the erasure's addresses by :data:`~gateway.store.records.ERASED` in up to ``limit`` of its tenant's notifications of its mode: one small write.
 
-        In their recipient, deliveries, rendered content, history and the replies that answer
-        them; a delivery not sent yet is skipped (``contact_deleted``). Statuses, times and
-        lines of history stay. Returns how many notifications it changed; 0 means none is left,
-        and the erasure is then marked done. Opt-outs are kept (they are the law's, not the contact's).
+        In their recipient, metadata, deliveries, rendered content and history; a delivery not
+        sent yet is skipped (``contact_deleted``). Statuses, times and lines of history stay.
+        Returns how many notifications it changed; 0 means none is left: then the senders of
+        the replies those addresses sent (to messages of its mode) are erased too, and the
+        erasure is marked done. Opt-outs are kept (they are the law's, not the contact's).
         """
 
     async def pending_erasures(self) -> list[records.Erasure]:
