@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.clock import Clock, SystemClock
 from gateway.engine.attempts import DispatchSettings
 from gateway.engine.dispatcher import Dispatcher
+from gateway.engine.erasure import Eraser
 from gateway.engine.event_webhooks import EventWebhooks
 from gateway.engine.inbound import Inbound, instance_tenants
 from gateway.engine.intake import Intake
@@ -33,6 +34,7 @@ from gateway.http.api import error_middleware, header_middleware
 from gateway.http.appkeys import (
     CLOCK,
     DISPATCHER,
+    ERASER,
     EVENT_WEBHOOKS,
     HTTP,
     INBOUND,
@@ -161,7 +163,8 @@ async def _inbound(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _retention(app: web.Application) -> AsyncIterator[None]:
-    """Purges by age: raw callbacks and idempotency records (settings), each tenant's notifications (its policy)."""
+    """Purges by age: raw callbacks and idempotency records (settings), each tenant's notifications (its policy); and
+    erasures of deleted contacts' addresses, a batch a write as a purge (those a stop cut short resume here)."""
     store, settings = app[STORE], app[SETTINGS]
     app[PURGER] = purger = Purger(
         app[CLOCK],
@@ -172,8 +175,11 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
         tenants=TenantRetentions(store, app[POLICIES], batch=settings.retention_batch),
         reclaim=store.reclaim_space,
     )
+    app[ERASER] = eraser = Eraser(store, batch=settings.retention_batch)
+    await eraser.resume()
     async with purger.running():
         yield
+    await eraser.stop()
 
 
 def _instance_tenants(policy: PolicySet, name: str) -> tuple[str, ...]:

@@ -22,8 +22,9 @@ EVENT: Final = "evt"
 ATTEMPT: Final = "att"
 WEBHOOK: Final = "whk"
 KEY: Final = "key"
+CONTACT: Final = "ctc"
 
-PREFIXES: Final = frozenset({NOTIFICATION, DELIVERY, EVENT, ATTEMPT, WEBHOOK, KEY})
+PREFIXES: Final = frozenset({NOTIFICATION, DELIVERY, EVENT, ATTEMPT, WEBHOOK, KEY, CONTACT})
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS: Final = tuple(high + low for high in _CROCKFORD for low in _CROCKFORD)  # every 10-bit value

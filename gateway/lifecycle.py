@@ -1,7 +1,7 @@
 """The life of a delivery: given where it stands and what just happened, what happens next.
 
 Pure rules, with no I/O: the dispatcher plans retries with them, and the store's write jobs
-(attempt results, receipts, expiry, opt-outs, lost leases, fallback moves, replays) apply them, so a
+(attempt results, receipts, expiry, opt-outs, lost leases, fallback moves, skips, replays) apply them, so a
 delivery's fate is decided in this one place whichever path moved it. A second store
 implements storage, never these rules.
 
@@ -171,6 +171,27 @@ class NotNeeded:
 
 
 @dataclass(frozen=True, slots=True)
+class Skipped:
+    """Not to be sent at all, for ``reason`` (a code of :data:`SKIP_REASONS`): the recipient does not want it or cannot get it.
+
+    Applied when a message to a contact is accepted (a channel it opted out of, or has no
+    address on) and to a delivery not sent yet whose contact was deleted (its address erased).
+    """
+
+    reason: str
+
+
+SKIP_REASONS: Final = {
+    "no_address": "the contact has no address on this channel",
+    "channel_opted_out": "the contact opted out of this channel",
+    "category_opted_out": "the contact opted out of this category of message",
+    "opted_out": "the address opted out of this channel (a STOP reply or the like); only the recipient can opt back in",
+    "contact_deleted": "the contact was deleted and its address erased before this was sent",
+}
+"""Why a delivery was skipped, by code (shown as the delivery's ``skip_reason``), with the words its line of history says."""
+
+
+@dataclass(frozen=True, slots=True)
 class Held:
     """Its tenant was suspended between the claim and the send: not sent, the attempt not counted, due again once it is active."""
 
@@ -184,7 +205,9 @@ class Replayed:
     actor: str
 
 
-Happening = Sent | Failover | Retry | Failed | OptedOut | Receipt | Expired | LeaseLost | Held | FallbackDue | NotNeeded | Replayed
+Happening = (
+    Sent | Failover | Retry | Failed | OptedOut | Receipt | Expired | LeaseLost | Held | FallbackDue | NotNeeded | Skipped | Replayed
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +290,11 @@ def step(delivery: Delivery, happening: Happening) -> Transition:
                 return unchanged
             return _move(current, statuses.QUEUED, "fallback", reason)
         case NotNeeded():
+            if current != statuses.WAITING:
+                return unchanged
             return _move(current, statuses.SKIPPED, "skipped", NOT_NEEDED_MESSAGE)
+        case Skipped(reason=reason):
+            return _move(current, statuses.SKIPPED, "skipped", f"{reason}: {SKIP_REASONS.get(reason, reason)}")
         case Replayed(actor=actor):
             if current != statuses.DEAD_LETTERED:
                 return unchanged

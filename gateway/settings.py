@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         24, gt=0, description="How long an Idempotency-Key is remembered; after that, the same key is a new request."
     )
     retention_batch: int = Field(
-        500, ge=1, description="Notifications one write of a retention purge deletes at most; sends are written between batches, so a purge never holds them up for longer than one."
+        500, ge=1, description="Notifications one write of a retention purge deletes (or of a deleted contact's erasure changes) at most; sends are written between batches, so neither ever holds them up for longer than one."
     )
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight sends may finish before they are released."

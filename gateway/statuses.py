@@ -7,6 +7,10 @@ moves backwards, so a late or duplicate receipt can never undo progress.
 With the ``fallback`` strategy, the channels after the first start ``waiting``: one becomes
 ``queued`` when the channel before it fails for good (or does not reach ``delivered`` in
 time), and ``skipped`` — terminal, nothing was sent — when an earlier channel got through.
+
+A message to a contact may skip a channel from the start (queued or waiting) or at a claim
+(sending, between retries): the contact has no address on it, opted out of it or of the
+message's category, its address opted out by law (STOP), or the contact was deleted.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ TERMINAL: Final = TERMINAL_FAILURES | {SKIPPED}
 ALL: Final = frozenset(PROGRESS) | TERMINAL
 IN_FLIGHT: Final = frozenset({QUEUED, SENDING})
 GOT_THROUGH: Final = frozenset({SENT, DELIVERED, READ})
+SKIPPABLE: Final = frozenset({WAITING, QUEUED, SENDING})
+"""What may still be skipped: nothing was sent yet (a ``sending`` one between attempts, or reclaimed)."""
 _RANK: Final = {status: rank for rank, status in enumerate(PROGRESS)}
 
 # Why a delivery was dead-lettered; the dead-letter list filters on these.
@@ -45,7 +51,7 @@ def can_transition(current: str, new: str) -> bool:
     if current in TERMINAL or current == new:
         return False
     if new == SKIPPED:
-        return current == WAITING
+        return current in SKIPPABLE
     if new in TERMINAL_FAILURES:
         return True
     return _RANK[new] > _RANK[current]
@@ -60,9 +66,14 @@ def aggregate(statuses: Iterable[str]) -> str:
     """A notification's status from its deliveries'.
 
     Queued while nothing has started, sending while any delivery is still in flight, then the
-    furthest any delivery got; failed (or the shared failure) when none succeeded.
+    furthest any delivery got; failed (or the shared failure) when none succeeded. A skipped
+    delivery does not count, unless every delivery was skipped: then the notification is
+    ``skipped`` too (nothing was sent, by the recipient's choice or for want of an address).
     """
-    seen = [QUEUED if status == WAITING else status for status in statuses if status != SKIPPED]
+    listed = list(statuses)
+    seen = [QUEUED if status == WAITING else status for status in listed if status != SKIPPED]
+    if listed and not seen:
+        return SKIPPED
     if all(status == QUEUED for status in seen):
         return QUEUED
     if any(status in IN_FLIGHT for status in seen):

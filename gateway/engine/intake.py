@@ -6,29 +6,34 @@ APIs of other services later) parses its request into a :class:`SendRequest` or
 The intake then, in order:
 
 1. answers a key used before with the answer given then (409 if the body differs);
-2. validates and renders (:mod:`gateway.engine.submission`);
-3. refuses deliveries to recipients who opted out (the whole send, or the bulk row);
-4. takes the messages it is about to accept from the tenant's quota (:mod:`gateway.engine.quotas`):
+2. resolves recipients that name a contact (:mod:`gateway.engine.contacts`), in one read;
+3. validates and renders (:mod:`gateway.engine.submission`);
+4. refuses deliveries to recipients who opted out (the whole send, or the bulk row); to a
+   contact, such a delivery is skipped instead (``opted_out``), as its own preferences are;
+5. takes the messages it is about to accept from the tenant's quota (:mod:`gateway.engine.quotas`):
    one per send, one per accepted bulk row, all or nothing (429, or 413 for more than a limit
    ever holds); nothing is written when they do not fit;
-5. commits the notifications, their deliveries, the idempotency record and the quota spent in
+6. commits the notifications, their deliveries, the idempotency record and the quota spent in
    one transaction (a replay that won a race, or a failed write, gives the quota back);
-6. only then wakes the dispatcher for the channels it filled.
+7. only then wakes the dispatcher for the channels it filled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 from gateway.clock import Clock
+from gateway.engine import contacts
 from gateway.engine.opt_outs import OptOuts
+from gateway.engine.preferences import OPTED_OUT
 from gateway.engine.quotas import Quotas, refusal
-from gateway.engine.submission import BulkRequest, Plan, SendRequest, Submission
+from gateway.engine.submission import BulkRequest, Plan, SendRequest, Submission, used_addresses
 from gateway.errors import ConflictError, ErrorDetail, ValidationError
 from gateway.policy.keys import Principal
 from gateway.policy.view import PolicySet
-from gateway.store import Acceptance, IdempotencyClaim, NewNotification, Store
+from gateway.store import Acceptance, Contact, ContactFields, IdempotencyClaim, NewNotification, Store
 
 ACCEPTED_STATUS = 202
 OPTED_OUT_MESSAGE = "The recipient opted out of this channel."
@@ -43,6 +48,8 @@ class RowRefusal:
 
 
 Row = tuple[int, NewNotification]
+Target = Contact | ValidationError | None
+"""What a bulk row's recipient is: a contact, addresses (None), or a reference refused."""
 SendAnswer = Callable[[NewNotification], bytes]
 BulkAnswer = Callable[[Sequence[Row], Sequence[RowRefusal]], bytes]
 
@@ -65,11 +72,18 @@ class Intake:
             return replay
         submission = Submission(policy, principal, self._clock.now())
         plan = submission.plan(request.notification)
+        ref = contacts.reference_of(request.recipient, "recipient")
+        contact = (await contacts.resolve(self._store, principal, [ref]))[0] if ref else None
+        if ref is not None and contact is None:
+            raise contacts.not_found(ref, "recipient")
         notification = submission.build(
-            plan, request.recipient, request.notification.data, idempotency_key=claim.key if claim else None, metadata=request.metadata
+            plan, request.recipient, request.notification.data, idempotency_key=claim.key if claim else None, metadata=request.metadata,
+            contact=contact,
         )
-        problems = opt_out_problems(notification, await self._opted_out(principal.tenant, [notification]), "recipient")
-        if problems:
+        opted_out = await self._opted_out(principal.tenant, [notification])
+        if contact is not None:
+            notification = skip_opted_out(notification, contact.fields, opted_out)
+        elif problems := opt_out_problems(notification, opted_out, "recipient"):
             raise ValidationError.from_details(problems, OPTED_OUT_MESSAGE)
         return await self._accept(policy, principal, [notification], claim, answer(notification))
 
@@ -81,8 +95,9 @@ class Intake:
             return replay
         submission = Submission(policy, principal, self._clock.now())
         plan = submission.plan(request, default_priority="bulk", prefix="")
-        accepted, refused = build_rows(submission, plan, request, claim)
-        accepted, refused = await self._without_opted_out(principal.tenant, accepted, refused)
+        targets = await self._targets(principal, request.recipients)
+        accepted, refused = build_rows(submission, plan, request, claim, targets)
+        accepted, refused = await self._without_opted_out(principal.tenant, accepted, refused, targets)
         if not accepted:
             details = [detail for refusal in refused for detail in refusal.error.details]
             raise ValidationError("No recipient row could be accepted.", code="no_valid_recipients", details=details)
@@ -117,19 +132,47 @@ class Intake:
             self._wake({delivery.channel for notification in notifications for delivery in notification.deliveries})
         return _checked(acceptance)
 
+    async def _targets(self, principal: Principal, rows: Sequence[Mapping[str, Any]]) -> list[Target]:
+        """Per bulk row: the contact it names, None when it gives addresses, or why its reference is refused; one read for all."""
+        refs: list[contacts.ContactRef | None] = []
+        targets: list[Target] = []
+        for index, row in enumerate(rows):
+            if not contacts.names_contact(row):  # the usual row gives addresses: no copy of it
+                refs.append(None)
+                targets.append(None)
+                continue
+            try:
+                refs.append(contacts.reference_of({name: value for name, value in row.items() if name != "data"}, f"recipients[{index}]"))
+            except ValidationError as err:
+                refs.append(None)
+                targets.append(err)
+                continue
+            targets.append(None)
+        found = await contacts.resolve(self._store, principal, refs)
+        for index, (ref, contact) in enumerate(zip(refs, found, strict=True)):
+            if ref is not None:
+                targets[index] = contact if contact is not None else contacts.not_found(ref, f"recipients[{index}]")
+        return targets
+
     async def _opted_out(self, tenant: str, notifications: Sequence[NewNotification]) -> set[tuple[str, str]]:
         """(channel, address) pairs among these deliveries whose recipient opted out; no read for a tenant with no opt-outs."""
-        return await self._opt_outs.refused(tenant, {(d.channel, d.address) for n in notifications for d in n.deliveries})
+        return await self._opt_outs.refused(
+            tenant, {(d.channel, d.address) for n in notifications for d in n.deliveries if d.skip_reason is None}
+        )
 
     async def _without_opted_out(
-        self, tenant: str, accepted: list[Row], refused: list[RowRefusal]
+        self, tenant: str, accepted: list[Row], refused: list[RowRefusal], targets: Sequence[Target]
     ) -> tuple[list[Row], list[RowRefusal]]:
-        """Move rows whose recipient opted out from ``accepted`` to ``refused`` (kept in row order)."""
+        """Move rows whose recipient opted out from ``accepted`` to ``refused`` (kept in row order); a contact's row skips those channels."""
         opted_out = await self._opted_out(tenant, [notification for _, notification in accepted])
         if not opted_out:
             return accepted, refused
         kept: list[Row] = []
         for index, notification in accepted:
+            contact = targets[index]
+            if isinstance(contact, Contact):
+                kept.append((index, skip_opted_out(notification, contact.fields, opted_out)))
+                continue
             problems = opt_out_problems(notification, opted_out, f"recipients[{index}]")
             if problems:
                 refused.append(RowRefusal(index, ValidationError.from_details(problems, OPTED_OUT_MESSAGE)))
@@ -144,8 +187,14 @@ def _checked(acceptance: Acceptance) -> Acceptance:
     return acceptance
 
 
-def build_rows(submission: Submission, plan: Plan, request: BulkRequest, claim: IdempotencyClaim | None) -> tuple[list[Row], list[RowRefusal]]:
-    """Each recipient row as a notification, or as the reason it cannot be one."""
+def build_rows(
+    submission: Submission, plan: Plan, request: BulkRequest, claim: IdempotencyClaim | None, targets: Sequence[Target] | None = None
+) -> tuple[list[Row], list[RowRefusal]]:
+    """Each recipient row as a notification, or as the reason it cannot be one.
+
+    ``targets``: per row, the contact it names, None when it gives addresses, or the refusal of
+    its reference (see :meth:`Intake._targets`); all None when not given.
+    """
     accepted: list[Row] = []
     refused: list[RowRefusal] = []
     key = claim.key if claim else None
@@ -153,6 +202,10 @@ def build_rows(submission: Submission, plan: Plan, request: BulkRequest, claim: 
         path = f"recipients[{index}]"
         recipient = {name: value for name, value in row.items() if name != "data"}
         row_data = row.get("data", {})
+        target = targets[index] if targets is not None else None
+        if isinstance(target, ValidationError):
+            refused.append(RowRefusal(index, target))
+            continue
         try:
             if not isinstance(row_data, dict):
                 raise ValidationError(
@@ -160,13 +213,27 @@ def build_rows(submission: Submission, plan: Plan, request: BulkRequest, claim: 
                 )
             data = request.data | row_data if row_data else request.data
             notification = submission.build(
-                plan, recipient, data, idempotency_key=key, metadata=request.metadata, recipient_path=path, data_path=f"{path}.data"
+                plan, recipient, data, idempotency_key=key, metadata=request.metadata, recipient_path=path, data_path=f"{path}.data",
+                contact=target,
             )
         except ValidationError as err:
             refused.append(RowRefusal(index, err))
             continue
         accepted.append((index, notification))
     return accepted, refused
+
+
+def skip_opted_out(notification: NewNotification, contact: ContactFields, refused: set[tuple[str, str]]) -> NewNotification:
+    """``notification`` to a contact with its deliveries to addresses that opted out skipped (``opted_out``), and its
+    ``recipient`` narrowed to the addresses still used."""
+    if not any((d.channel, d.address) in refused for d in notification.deliveries if d.skip_reason is None):
+        return notification
+    deliveries = [
+        replace(d, skip_reason=OPTED_OUT) if d.skip_reason is None and (d.channel, d.address) in refused else d
+        for d in notification.deliveries
+    ]
+    used = {d.address for d in deliveries if d.skip_reason is None}
+    return replace(notification, deliveries=deliveries, recipient=used_addresses(contact, used))
 
 
 def opt_out_problems(notification: NewNotification, refused: set[tuple[str, str]], path: str) -> list[ErrorDetail]:

@@ -7,23 +7,24 @@ at once as :class:`~gateway.errors.ValidationError` details with codes to branch
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, StringConstraints
 
 from gateway import ids
 from gateway.channels import address_for, check_recipient_field
 from gateway.clock import parse_timestamp
+from gateway.engine.preferences import skip_reason
 from gateway.errors import BODY_TOO_LONG, ErrorDetail, ValidationError
 from gateway.plugin_api import ChannelSpec
 from gateway.policy.durations import parse_duration
 from gateway.policy.keys import Principal
 from gateway.policy.templates import CompiledTemplate, RenderedContent, TemplateRenderError
 from gateway.policy.view import PolicySet
-from gateway.store import NewDelivery, NewNotification
+from gateway.store import Contact, ContactFields, NewDelivery, NewNotification
 
 MAX_SCHEDULE_AHEAD: Final = 365 * 86400.0
 """How far ``send_at``, ``expires_at`` and ``fallback_after`` may reach: a year (``send_at`` also no more than a year ago)."""
@@ -42,6 +43,11 @@ Duration = Annotated[StrictStr | StrictInt | StrictFloat, AfterValidator(_durati
 """``90s``, ``5m`` or a number of seconds; validated to seconds."""
 RecipientValue = StrictStr | StrictInt
 Key = StrictStr
+Category = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+"""What a message is about (``marketing``, ``security``): contacts opt out of categories."""
+Locale = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")]
+"""A BCP 47 language tag such as ``pt`` or ``pt-BR``."""
+Severity = Literal["low", "medium", "high", "critical"]
 
 
 class _Body(BaseModel):
@@ -60,6 +66,9 @@ class NotificationContent(_Body):
     fallback_after: Duration | None = None
     send_at: StrictStr | None = None
     expires_at: StrictStr | None = None
+    category: Category | None = None
+    severity: Severity | None = None
+    locale: Locale | None = None
 
 
 class SendRequest(_Body):
@@ -98,6 +107,11 @@ def body_digest(route: str, body: Mapping[str, Any]) -> str:
     return hashlib.sha256(route.encode() + b"\0" + canonical).hexdigest()
 
 
+def used_addresses(contact: ContactFields, used: Collection[str]) -> dict[str, str]:
+    """The contact's recipient fields whose address a delivery goes to: what its notification records as ``recipient``."""
+    return {name: value for name, value in contact.addresses.items() if value in used}
+
+
 @dataclass(frozen=True)
 class Plan:
     """What every row of a request shares once checked: channels, template and priority."""
@@ -111,6 +125,8 @@ class Plan:
     fallback_after: float | None = None
     send_at: float | None = None
     expires_at: float | None = None
+    category: str | None = None
+    severity: str | None = None
 
 
 class Submission:
@@ -138,9 +154,10 @@ class Submission:
         fallback_after = float(content.fallback_after) if content.fallback_after is not None else None
         if fallback_after is None and strategy == "fallback":
             fallback_after = (template.fallback_after if template else None) or _seconds(defaults.fallback_after)
+        category = content.category or (template.category if template else None)
         return Plan(
             tuple(specs), template, content, priority, variables,  # type: ignore[arg-type]
-            strategy, fallback_after if strategy == "fallback" else None, send_at, expires_at,
+            strategy, fallback_after if strategy == "fallback" else None, send_at, expires_at, category, content.severity,
         )
 
     def _schedule(
@@ -178,24 +195,37 @@ class Submission:
         metadata: Mapping[str, Any] | None = None,
         recipient_path: str = "recipient",
         data_path: str = "notification.data",
+        contact: Contact | None = None,
     ) -> NewNotification:
-        """One notification for one recipient; raise ValidationError listing every problem."""
+        """One notification for one recipient, or for ``contact`` (``recipient`` is then not read); raise ValidationError listing every problem.
+
+        To a contact, a channel it opted out of or has no address on is a delivery skipped
+        from the start (:mod:`gateway.engine.preferences`), and its locale picks the template's
+        translation unless the send gives ``locale``.
+        """
         problems: list[ErrorDetail] = []
-        clean = self._recipient(recipient, recipient_path, problems)
-        addresses = self._addresses(plan.channels, clean, recipient_path, problems)
-        missing = sorted(plan.variables.difference(data))
+        skips: dict[str, str] = {}
+        if contact is None:
+            clean = self._recipient(recipient, recipient_path, problems)
+            addresses = self._addresses(plan.channels, clean, recipient_path, problems)
+        else:
+            addresses, skips = self._contact_addresses(plan, contact.fields)
+            clean = used_addresses(contact.fields, {address for name, address in addresses.items() if name not in skips})
+        locale = plan.content.locale or (contact.fields.locale if contact else None)
+        translation = plan.template.translation_for(locale) if plan.template else None
+        missing = sorted(self._variables(plan, translation).difference(data))
         if missing:
             names = ", ".join(missing)
             problems.append(ErrorDetail(data_path, f"template {plan.template.template_id!r} needs values for: {names}", "missing_variables"))  # type: ignore[union-attr]
         if problems:
             raise ValidationError.from_details(problems)
-        contents = self._render(plan, data, data_path)
+        contents = self._render(plan, data, data_path, translation)
         if plan.template is not None:
             self._check_lengths(plan.channels, {name: content.get("body") for name, content in contents.items()}, data_path,
                                 f"template {plan.template.template_id!r} renders")
         notification_id = ids.new_id(ids.NOTIFICATION)
         deliveries = [
-            NewDelivery(ids.new_id(ids.DELIVERY), spec.name, position, addresses[spec.name], contents[spec.name])
+            NewDelivery(ids.new_id(ids.DELIVERY), spec.name, position, addresses.get(spec.name, ""), contents[spec.name], skips.get(spec.name))
             for position, spec in enumerate(plan.channels)
         ]
         return NewNotification(
@@ -214,7 +244,37 @@ class Submission:
             send_at=plan.send_at,
             expires_at=plan.expires_at,
             fallback_after=plan.fallback_after,
+            contact_id=contact.id if contact else None,
+            category=plan.category,
+            severity=plan.severity,
+            locale=translation,
         )
+
+    @staticmethod
+    def _contact_addresses(plan: Plan, contact: ContactFields) -> tuple[dict[str, str], dict[str, str]]:
+        """The contact's address per channel it gets the message on, and why each other channel is skipped.
+
+        A channel skipped by preference keeps the contact's address on its delivery (a
+        delivery to no address has none), so erasing the contact finds it there too.
+        """
+        addresses: dict[str, str] = {}
+        skips: dict[str, str] = {}
+        for spec in plan.channels:
+            reason = skip_reason(contact, spec, plan.category, plan.severity)
+            address = address_for(spec, contact.addresses)
+            if address is not None:
+                addresses[spec.name] = address
+            if reason is not None:
+                skips[spec.name] = reason
+        return addresses, skips
+
+    @staticmethod
+    def _variables(plan: Plan, translation: str | None) -> frozenset[str]:
+        """What the rendering needs: the plan's, or with a translation the declared ones and its channels' own."""
+        if translation is None or plan.template is None:
+            return plan.variables
+        template = plan.template
+        return template.declared.union(*(template.content(spec.name, translation).variables for spec in plan.channels))
 
     # --- checks ----------------------------------------------------------------------------
 
@@ -322,7 +382,7 @@ class Submission:
         return addresses
 
     @staticmethod
-    def _render(plan: Plan, data: Mapping[str, Any], data_path: str) -> dict[str, dict[str, Any]]:
+    def _render(plan: Plan, data: Mapping[str, Any], data_path: str, translation: str | None = None) -> dict[str, dict[str, Any]]:
         if plan.template is None:
             content = plan.content
             return {
@@ -334,7 +394,7 @@ class Submission:
                 for spec in plan.channels
             }
         try:
-            return {spec.name: plan.template.channels[spec.name].render(data).as_dict() for spec in plan.channels}
+            return {spec.name: plan.template.content(spec.name, translation).render(data).as_dict() for spec in plan.channels}
         except TemplateRenderError as err:
             message = f"template {plan.template.template_id!r} could not be rendered: {err}"
             raise ValidationError(message, code="template_render_failed", details=[ErrorDetail(data_path, str(err), "template_render_failed")]) from err

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.engine.dispatcher import Dispatcher
+from gateway.engine.erasure import Eraser
 from gateway.engine.event_webhooks import EventWebhooks
 from gateway.engine.inbound import Inbound
 from gateway.engine.intake import Intake
@@ -45,3 +46,4 @@ QUOTAS = web.AppKey("quotas", Quotas)
 PURGER = web.AppKey("purger", Purger)
 EVENT_WEBHOOKS = web.AppKey("event_webhooks", EventWebhooks)
 WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)
+ERASER = web.AppKey("eraser", Eraser)

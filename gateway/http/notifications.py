@@ -67,14 +67,22 @@ def _bulk_answer(accepted: Sequence[Row], refused: Sequence[RowRefusal]) -> byte
 
 
 def _accepted(notification: NewNotification) -> dict[str, Any]:
-    return {
+    """The answer for one accepted notification: queued, except the deliveries to a contact skipped from the start (and why)."""
+    deliveries = [
+        {"delivery_id": d.id, "channel": d.channel, "status": statuses.SKIPPED if d.skip_reason else statuses.QUEUED} | _skipped(d.skip_reason)
+        for d in notification.deliveries
+    ]
+    answer = {
         "notification_id": notification.id,
-        "status": statuses.QUEUED,
+        "status": statuses.aggregate(d["status"] for d in deliveries),
         "mode": notification.mode,
-        "deliveries": [
-            {"delivery_id": d.id, "channel": d.channel, "status": statuses.QUEUED} for d in notification.deliveries
-        ],
+        "deliveries": deliveries,
     }
+    return answer | {"contact_id": notification.contact_id} if notification.contact_id else answer
+
+
+def _skipped(reason: str | None) -> dict[str, str]:
+    return {"skip_reason": reason} if reason else {}
 
 
 def _idempotency(request: web.Request, field: str | None, route: str, body: dict[str, Any]) -> IdempotencyClaim | None:

@@ -2,7 +2,7 @@
 
 from aiohttp import web
 
-from gateway.http import capabilities, dead_letters, health, notifications, replies, webhook_deliveries, webhook_endpoints, webhooks
+from gateway.http import capabilities, contacts, dead_letters, health, notifications, replies, webhook_deliveries, webhook_endpoints, webhooks
 
 
 def setup_routes(app: web.Application) -> None:
@@ -14,3 +14,4 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(webhook_deliveries.routes)
     app.add_routes(webhook_endpoints.routes)
     app.add_routes(replies.routes)
+    app.add_routes(contacts.routes)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from gateway.clock import isoformat
 from gateway.policy.models import WebhookEndpointPolicy
-from gateway.store import Attempt, DeadLetter, Delivery, HistoryEntry, Notification, OptOutEntry, Reply, WebhookDelivery, WebhookEndpointState
+from gateway.store import (
+    Attempt,
+    Contact,
+    DeadLetter,
+    Delivery,
+    HistoryEntry,
+    Notification,
+    OptOutEntry,
+    Reply,
+    WebhookDelivery,
+    WebhookEndpointState,
+)
 
 
 def notification_view(item: Notification, *, full: bool) -> dict[str, Any]:
@@ -19,6 +31,10 @@ def notification_view(item: Notification, *, full: bool) -> dict[str, Any]:
         "fallback_after": item.fallback_after,
         "expires_at": _time(item.expires_at),
         "template_id": item.template_id,
+        "category": item.category,
+        "severity": item.severity,
+        "locale": item.locale,
+        "contact_id": item.contact_id,
         "recipient": item.recipient,
         "channels": item.channels,
         "metadata": item.metadata,
@@ -44,6 +60,7 @@ def delivery_view(item: Delivery, *, full: bool) -> dict[str, Any]:
         "next_attempt_at": _time(item.next_attempt_at),
         "last_error": item.last_error,
         "dead_reason": item.dead_reason,
+        "skip_reason": item.skip_reason,
         "updated_at": isoformat(item.updated_at),
     }
     if full:
@@ -75,6 +92,24 @@ def history_view(item: HistoryEntry) -> dict[str, Any]:
         "from_status": item.from_status,
         "to_status": item.to_status,
         "reason": item.reason,
+    }
+
+
+def contact_view(item: Contact, opt_outs: Sequence[OptOutEntry]) -> dict[str, Any]:
+    """A contact: its addresses at the top level (the fields of a send's recipient), and the legal opt-outs of those addresses."""
+    fields = item.fields
+    return {
+        "contact_id": item.id,
+        "external_id": fields.external_id,
+        "mode": item.mode,
+        **fields.addresses,
+        "locale": fields.locale,
+        "timezone": fields.timezone,
+        "preferences": {"channels": dict(fields.channels), "categories": dict(fields.categories)},
+        "metadata": fields.metadata,
+        "opt_outs": [opt_out_view(entry) for entry in opt_outs],
+        "created_at": isoformat(item.created_at),
+        "updated_at": isoformat(item.updated_at),
     }
 
 

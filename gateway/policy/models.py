@@ -134,6 +134,22 @@ class TemplateContentPolicy(_Model):
     provider_template: ProviderTemplatePolicy | None = None
 
 
+Locale = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$", description="A language tag such as pt or pt-BR.")]
+"""A BCP 47 language tag, compared without regard to case."""
+
+
+Category = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="A category such as marketing or security.")]
+"""What a message is about, for contacts' category preferences."""
+
+
+class TemplateTranslationPolicy(_Model):
+    """A template's content in another language: per channel, the same rules as the template's own content."""
+
+    channels: dict[str, TemplateContentPolicy] = Field(
+        min_length=1, description="Channels of the template in this language; a channel not listed sends the template's own content."
+    )
+
+
 class TemplatePolicy(_Model):
     """A message template: content per channel plus the defaults it brings to a request."""
 
@@ -147,7 +163,11 @@ class TemplatePolicy(_Model):
     strategy: Strategy | None = None
     fallback_after: Duration | None = None
     ttl: Duration | None = Field(None, description="Give up on a delivery this long after it was accepted.")
+    category: Category | None = Field(None, description="The category of its messages when a send names none (contacts opt out of categories).")
     channels: dict[str, TemplateContentPolicy] = Field(min_length=1)
+    translations: dict[Locale, TemplateTranslationPolicy] = Field(
+        default_factory=dict, description="Content per locale: a contact's (or the send's) locale picks one, exactly or by its language."
+    )
 
 
 class TenantPolicy(_Model):

@@ -8,7 +8,7 @@ delivered to a customer. HTML parts are autoescaped; text parts are not.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, meta, nodes
@@ -152,7 +152,7 @@ class CompiledContent:
 
 @dataclass(frozen=True, slots=True)
 class CompiledTemplate:
-    """A policy template: an id and its compiled content per channel."""
+    """A policy template: an id and its compiled content per channel, and per locale its translations' (keys lower case)."""
 
     template_id: str
     channels: Mapping[str, CompiledContent]
@@ -161,6 +161,33 @@ class CompiledTemplate:
     strategy: str | None = None
     fallback_after: float | None = None  # seconds
     ttl: float | None = None  # seconds
+    category: str | None = None
+    translations: Mapping[str, Mapping[str, CompiledContent]] = field(default_factory=dict)
+
+    def translation_for(self, locale: str | None) -> str | None:
+        """The translation ``locale`` picks: the exact tag, else its language (``pt-BR`` → ``pt``); None: the template's own content.
+
+        Tags compare without regard to case, as BCP 47 says.
+        """
+        if not locale or not self.translations:
+            return None
+        wanted = locale.lower()
+        if wanted in self.translations:
+            return wanted
+        language = wanted.split("-", 1)[0]
+        return language if language in self.translations else None
+
+    def content(self, channel: str, translation: str | None) -> CompiledContent:
+        """The channel's content in ``translation`` (a key :meth:`translation_for` gave), else in its language's, else the template's own.
+
+        A ``pt-BR`` translation that only words the SMS differently sends the ``pt`` email.
+        """
+        if translation is not None:
+            for key in dict.fromkeys((translation, translation.split("-", 1)[0])):
+                translated = self.translations.get(key, {}).get(channel)
+                if translated is not None:
+                    return translated
+        return self.channels[channel]
 
 
 def template_syntax_error(source: str) -> str | None:

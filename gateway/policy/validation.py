@@ -30,6 +30,7 @@ from gateway.policy.models import (
     RoutePolicy,
     TemplateContentPolicy,
     TemplatePolicy,
+    TemplateTranslationPolicy,
     WebhookEndpointPolicy,
 )
 from gateway.policy.sources import Path_, Sources
@@ -253,15 +254,51 @@ def compile_templates(
                 undeclared = ", ".join(sorted(used - declared))
                 sources.issue((*base, template_id, "variables"), f"placeholders not listed in variables: {undeclared}")
                 continue
+            translations = _compile_translations(template, channels, (*base, template_id), declared, sources)
+            if translations is None:
+                continue
             compiled[(tenant, template_id)] = CompiledTemplate(
                 template_id, MappingProxyType(contents), template.priority, declared, template.strategy,
-                _seconds(template.fallback_after), _seconds(template.ttl),
+                _seconds(template.fallback_after), _seconds(template.ttl), template.category, MappingProxyType(translations),
             )
     return compiled
 
 
+def _compile_translations(
+    template: TemplatePolicy, channels: ChannelCatalog, base: Path_, declared: frozenset[str], sources: Sources
+) -> dict[str, Mapping[str, CompiledContent]] | None:
+    """Each translation checked like the template's own content, keyed by its tag in lower case; None if any is wrong.
+
+    A translated channel must be one of the template's (a locale cannot add a channel the
+    template does not send), and with ``variables`` declared its placeholders must be listed.
+    """
+    compiled: dict[str, Mapping[str, CompiledContent]] = {}
+    ok = True
+    for locale, translation in template.translations.items():
+        path = (*base, "translations", locale)
+        if locale.lower() in compiled:
+            sources.issue(path, f"translation {locale!r} is listed twice (tags compare without regard to case)")
+            ok = False
+            continue
+        for channel in translation.channels:
+            if channel not in template.channels:
+                sources.issue((*path, "channels", channel), f"the template has no content for channel {channel!r} to translate")
+                ok = False
+        contents = _compile_template(translation, channels, path, sources)
+        if contents is None:
+            ok = False
+            continue
+        used = frozenset().union(*(content.variables for content in contents.values()))
+        if template.variables is not None and not used <= declared:
+            sources.issue((*path, "channels"), f"placeholders not listed in variables: {', '.join(sorted(used - declared))}")
+            ok = False
+            continue
+        compiled[locale.lower()] = MappingProxyType(contents)
+    return compiled if ok else None
+
+
 def _compile_template(
-    template: TemplatePolicy, channels: ChannelCatalog, base: Path_, sources: Sources
+    template: TemplatePolicy | TemplateTranslationPolicy, channels: ChannelCatalog, base: Path_, sources: Sources
 ) -> dict[str, CompiledContent] | None:
     contents: dict[str, CompiledContent] = {}
     ok = True

@@ -4,13 +4,15 @@ Everything outside this package annotates with ``Store``; only the code that bui
 (``gateway.app``) names :class:`SqliteStore`.
 """
 
-from gateway.store.protocol import InvalidCursorError, StorageUnavailableError, Store
+from gateway.store.protocol import ExternalIdTakenError, InvalidCursorError, StaleContactError, StorageUnavailableError, Store
 from gateway.store.records import (
     Acceptance,
     AttemptResult,
     ClaimedDelivery,
     ClaimedWebhook,
+    ContactFields,
     DeadLetterFilter,
+    Erasure,
     EventHead,
     IdempotencyClaim,
     InboundRecord,
@@ -35,7 +37,19 @@ from gateway.store.records import (
     WebhookTarget,
 )
 from gateway.store.sqlite import SqliteStore
-from gateway.store.stored import Attempt, DeadLetter, Delivery, HistoryEntry, Notification, OptOutEntry, Reply, StoredInbound, WebhookDelivery
+from gateway.store.stored import (
+    Attempt,
+    Contact,
+    ContactSaved,
+    DeadLetter,
+    Delivery,
+    HistoryEntry,
+    Notification,
+    OptOutEntry,
+    Reply,
+    StoredInbound,
+    WebhookDelivery,
+)
 
 __all__ = [
     "Acceptance",
@@ -44,10 +58,15 @@ __all__ = [
     "HistoryEntry",
     "ClaimedDelivery",
     "ClaimedWebhook",
+    "Contact",
+    "ContactFields",
+    "ContactSaved",
     "DeadLetter",
     "DeadLetterFilter",
     "Delivery",
+    "Erasure",
     "EventHead",
+    "ExternalIdTakenError",
     "IdempotencyClaim",
     "InboundRecord",
     "InvalidCursorError",
@@ -68,6 +87,7 @@ __all__ = [
     "Replayed",
     "Reply",
     "SqliteStore",
+    "StaleContactError",
     "StorageUnavailableError",
     "Store",
     "StoredEvent",

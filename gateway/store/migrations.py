@@ -390,6 +390,41 @@ MIGRATIONS: Final = (
         PRIMARY KEY (tenant, mode)
     ) WITHOUT ROWID;
     """,
+    # v16: contacts, per tenant and mode, found by id or by the tenant's external id. A
+    # notification records its contact, category, severity and the translation it was rendered
+    # in; a delivery why it was skipped. A deleted contact's addresses wait in contact_erasures
+    # until every notification that holds them is erased (batch by batch, resumed after a restart).
+    """
+    CREATE TABLE contacts (
+        id          TEXT PRIMARY KEY,
+        tenant      TEXT NOT NULL,
+        mode        TEXT NOT NULL,
+        external_id TEXT,
+        addresses   TEXT NOT NULL,   -- {recipient field: address}
+        locale      TEXT,
+        timezone    TEXT,
+        channels    TEXT NOT NULL,   -- {channel: wanted}
+        categories  TEXT NOT NULL,   -- {category: wanted}
+        metadata    TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE UNIQUE INDEX contacts_by_external_id ON contacts (tenant, mode, external_id) WHERE external_id IS NOT NULL;
+    CREATE INDEX contacts_by_tenant ON contacts (tenant, mode, id);
+    CREATE TABLE contact_erasures (
+        contact_id TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL,
+        mode       TEXT NOT NULL,
+        addresses  TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    ALTER TABLE notifications ADD COLUMN contact_id TEXT;
+    ALTER TABLE notifications ADD COLUMN category TEXT;
+    ALTER TABLE notifications ADD COLUMN severity TEXT;
+    ALTER TABLE notifications ADD COLUMN locale TEXT;
+    ALTER TABLE deliveries ADD COLUMN skip_reason TEXT;
+    """,
 )
 
 

@@ -26,6 +26,14 @@ class StorageUnavailableError(Exception):
     """The storage refused a write (disk full, I/O error, read-only, locked too long): none of it was kept; ask again later."""
 
 
+class ExternalIdTakenError(ValueError):
+    """Another contact of the tenant, in that mode, already has the ``external_id`` a change would give this one."""
+
+
+class StaleContactError(Exception):
+    """The contact changed since the version a change was made from: read it again and redo the change."""
+
+
 class Store(Protocol):
     """Notifications and their deliveries, attempts, history, callbacks, opt-outs, event webhooks and quota usage."""
 
@@ -226,6 +234,51 @@ class Store(Protocol):
 
     async def opted_out(self, tenant: str, targets: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         """Those (channel, address) pairs of ``targets`` that opted out of the tenant (email addresses in any case)."""
+
+    # Contacts
+
+    async def save_contact(self, tenant: str, mode: str, fields: records.ContactFields, *, new_id: str) -> stored.ContactSaved:
+        """Create a contact of the tenant in ``mode`` with id ``new_id``; or, when ``fields.external_id`` is the external id of
+        one it has, replace that one's fields (its id and creation time stay)."""
+
+    async def update_contact(self, tenant: str, mode: str, contact_id: str, fields: records.ContactFields, *, version: int) -> stored.Contact | None:
+        """Replace the fields of the contact, if it is still at ``version``; None if the tenant has no such contact in ``mode``.
+
+        Raises :class:`StaleContactError` when it changed since, :class:`ExternalIdTakenError`
+        when another contact has the new ``external_id``.
+        """
+
+    async def get_contact(self, tenant: str, mode: str, contact_id: str) -> stored.Contact | None:
+        """The tenant's contact in ``mode``; None if unknown (or another tenant's, or the other mode's)."""
+
+    async def find_contacts(
+        self, tenant: str, mode: str, *, contact_ids: Collection[str] = (), external_ids: Collection[str] = ()
+    ) -> list[stored.Contact]:
+        """The tenant's contacts in ``mode`` among those ids and external ids, in one read; unknown ones are left out."""
+
+    async def list_contacts(
+        self, tenant: str, mode: str, *, external_id: str | None = None, limit: int, cursor: str | None
+    ) -> records.Page[stored.Contact]:
+        """The tenant's contacts in ``mode`` (with ``external_id``, the one that has it), newest first, ``limit`` a page."""
+
+    async def delete_contact(self, tenant: str, mode: str, contact_id: str) -> records.Erasure | None:
+        """Forget the contact and note its addresses for erasure, at once; None if the tenant has no such contact in ``mode``."""
+
+    async def erase_contact_batch(self, erasure: records.Erasure, *, limit: int) -> int:
+        """Replace the erasure's addresses by :data:`~gateway.store.records.ERASED` in up to ``limit`` of its tenant's notifications of its mode: one small write.
+
+        In their recipient, metadata, deliveries, rendered content and history; a delivery not
+        sent yet is skipped (``contact_deleted``). Statuses, times and lines of history stay.
+        Returns how many notifications it changed; 0 means none is left: then the senders of
+        the replies those addresses sent (to messages of its mode) are erased too, and the
+        erasure is marked done. Opt-outs are kept (they are the law's, not the contact's).
+        """
+
+    async def pending_erasures(self) -> list[records.Erasure]:
+        """Erasures not finished (the process stopped mid-way), oldest first."""
+
+    async def opt_outs_of(self, tenant: str, targets: Iterable[tuple[str, str]]) -> list[stored.OptOutEntry]:
+        """The tenant's opt-outs among these (channel, address) pairs (email addresses in any case), by address then channel."""
 
     # Retention
 

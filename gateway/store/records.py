@@ -10,16 +10,21 @@ from gateway import lifecycle, statuses
 from gateway.errors import OPTED_OUT
 
 PRIORITY_RANK: Final = {"high": 0, "normal": 1, "bulk": 2}
+ERASED: Final = "[erased]"
+"""What a deleted contact's address reads as wherever a notification held it."""
 T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
+    """A delivery to keep; ``skip_reason`` set: it is never sent (a code of ``lifecycle.SKIP_REASONS``), ``address`` may be empty."""
+
     id: str
     channel: str
     position: int
     address: str
     content: Mapping[str, Any]
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +44,10 @@ class NewNotification:
     send_at: float | None = None
     expires_at: float | None = None
     fallback_after: float | None = None  # strategy "fallback": move on if not delivered within this
+    contact_id: str | None = None  # the contact it was sent to, when the send named one
+    category: str | None = None
+    severity: str | None = None
+    locale: str | None = None  # the template translation it was rendered in; None: the template's own content (or no template)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +361,33 @@ class NewOptOut:
     reason: str
     at: float
     about: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactFields:
+    """What a contact holds, as the API sets it: addresses by recipient field, locale, time zone, preferences, metadata.
+
+    ``channels`` and ``categories`` map a name to whether the contact wants those messages
+    (absent: it does).
+    """
+
+    external_id: str | None = None
+    addresses: Mapping[str, str] = field(default_factory=dict)
+    locale: str | None = None
+    timezone: str | None = None
+    channels: Mapping[str, bool] = field(default_factory=dict)
+    categories: Mapping[str, bool] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """A deleted contact's addresses to erase from its tenant's notifications of one mode; kept until done, resumed after a restart."""
+
+    contact_id: str
+    tenant: str
+    mode: str
+    addresses: Sequence[str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.records import InboundRecord
+from gateway.store.records import ContactFields, InboundRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +49,7 @@ class Delivery:
     updated_at: float
     content: Mapping[str, Any]
     attempts: Sequence[Attempt] | None = None
+    skip_reason: str | None = None  # set when it was skipped: a code of ``lifecycle.SKIP_REASONS`` (None: a fallback not needed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,30 @@ class Notification:
     updated_at: float
     deliveries: Sequence[Delivery]
     history: Sequence[HistoryEntry] | None = None
+    contact_id: str | None = None
+    category: str | None = None
+    severity: str | None = None
+    locale: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A stored recipient of one tenant and mode: its fields as set, and ``version``, which every change moves on."""
+
+    id: str
+    mode: str
+    fields: ContactFields
+    created_at: float
+    updated_at: float
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContactSaved:
+    """A contact as a write left it, and whether the write created it (else it replaced the one with its ``external_id``)."""
+
+    contact: Contact
+    created: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from gateway.lifecycle import (
     Retry,
     RetrySchedule,
     Sent,
+    Skipped,
     Transition,
     fallback_moves,
     plan_retry,
@@ -128,6 +129,7 @@ TABLE = {
     "held, tenant suspended":              ".        =       queued   .     .          .     .       .        .     .",
     "fallback due":                        "queued   .       .        .     .          .     .       .        .     .",
     "not needed":                          "skipped  .       .        .     .          .     .       .        .     .",
+    "skipped: opted out, no address":      "skipped  skipped skipped  .     .          .     .       .        .     .",
     "replayed":                            ".        .       .        .     .          .     .       .        queued .",
 }
 
@@ -150,6 +152,7 @@ HAPPENINGS = {
     "held, tenant suspended": (Held("tenant acme is suspended"), False),
     "fallback due": (FallbackDue("the channel before it failed"), False),
     "not needed": (NotNeeded(), False),
+    "skipped: opted out, no address": (Skipped("channel_opted_out"), False),
     "replayed": (Replayed("key:ops"), False),
 }
 
@@ -163,7 +166,7 @@ CELLS = [
 def test_the_table_covers_every_status_and_every_kind_of_happening() -> None:
     assert set(ORDER) == statuses.ALL
     kinds = {type(happening) for happening, _waits in HAPPENINGS.values()}
-    assert kinds == {Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, Held, FallbackDue, NotNeeded, Replayed}
+    assert kinds == {Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, Held, FallbackDue, NotNeeded, Skipped, Replayed}
     assert HAPPENINGS.keys() == TABLE.keys()
 
 

@@ -23,7 +23,9 @@ from gateway import statuses
         ("bounced", "failed", False),
         ("waiting", "queued", True),
         ("waiting", "skipped", True),
-        ("queued", "skipped", False),
+        ("queued", "skipped", True),  # a contact's channel skipped from the start
+        ("sending", "skipped", True),  # between attempts: its contact was deleted
+        ("sent", "skipped", False),
         ("skipped", "queued", False),
         ("queued", "waiting", False),
     ],
@@ -38,6 +40,8 @@ def test_statuses_only_move_forward(current: str, new: str, allowed: bool) -> No
         (["queued", "queued"], "queued"),
         (["queued", "waiting"], "queued"),
         (["sent", "skipped"], "sent"),
+        (["skipped", "queued"], "queued"),
+        (["skipped", "skipped"], "skipped"),  # nothing was sent, by the recipient's choice
         (["failed", "queued"], "sending"),
         (["dead_lettered", "waiting"], "sending"),
         (["queued", "sent"], "sending"),

@@ -9,10 +9,12 @@ One module per aggregate, each holding its part of :class:`SqliteStore` and the 
 runs: ``outbox`` (accepting, claiming), ``outcomes`` and ``receipts`` (what happened to a
 delivery), ``changes`` (the history and fallback moves a write sets off), ``reads``,
 ``dead_letters``, ``inbound`` (callbacks, replies, opt-outs), ``webhooks`` (event webhooks),
-``retention`` (purges by age, reclaiming pages), ``quotas`` (usage kept with acceptances), ``cursors``; ``base`` holds the connections.
+``retention`` (purges by age, reclaiming pages), ``quotas`` (usage kept with acceptances), ``contacts`` (and erasing deleted ones),
+``cursors``; ``base`` holds the connections.
 """
 
 from gateway.store.protocol import Store
+from gateway.store.sqlite.contacts import ContactStore
 from gateway.store.sqlite.dead_letters import DeadLetters
 from gateway.store.sqlite.inbound import InboundStore
 from gateway.store.sqlite.outbox import Outbox
@@ -23,8 +25,8 @@ from gateway.store.sqlite.retention import RetentionStore
 from gateway.store.sqlite.webhooks import WebhookStore
 
 
-class SqliteStore(Outbox, OutcomeWrites, Reads, DeadLetters, InboundStore, WebhookStore, RetentionStore, QuotaStore):
-    """The outbox, idempotency records, attempts, callbacks, event webhooks and quota usage in one SQLite file."""
+class SqliteStore(Outbox, OutcomeWrites, Reads, DeadLetters, InboundStore, WebhookStore, RetentionStore, QuotaStore, ContactStore):
+    """The outbox, idempotency records, attempts, callbacks, event webhooks, quota usage and contacts in one SQLite file."""
 
 
 _IMPLEMENTS: type[Store] = SqliteStore  # mypy checks here that SqliteStore is a Store

@@ -9,9 +9,10 @@ from typing import Any, Final
 import orjson
 
 from gateway import lifecycle, statuses
-from gateway.store.records import PRIORITY_RANK, Acceptance, ClaimedDelivery, IdempotencyClaim, NewNotification, QuotaCharge, StoredResponse
+from gateway.store.records import ERASED, PRIORITY_RANK, Acceptance, ClaimedDelivery, IdempotencyClaim, NewNotification, QuotaCharge, StoredResponse
 from gateway.store.sqlite.base import DISPATCHER, FALLBACK, LIVE, NEVER, StoreBase, dumps, loads, select_in
 from gateway.store.sqlite.changes import ACCEPTED, Changes, activate_overdue_fallbacks, dead_letter_expired, has_fallback, insert_history
+from gateway.store.sqlite.contacts import CONTACT_DELETED, skip_deliveries
 from gateway.store.sqlite.inbound import opt_out_address
 from gateway.store.sqlite.quotas import charge_quota
 
@@ -97,7 +98,7 @@ class Outbox(StoreBase):
             expired = [row for row in rows if row[13] is not None and row[13] <= now]
             rows = [row for row in rows if row[13] is None or row[13] > now]
             dead_letter_expired(conn, [(row[0], row[1], row[2], row[8]) for row in expired], now, changes)
-            refused = refuse_opted_out(conn, rows, now, changes)
+            refused = refuse_opted_out(conn, rows, now, changes) | skip_erased(conn, rows, now)
             rows = [row for row in rows if row[0] not in refused]
             conn.executemany(
                 "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, lease_owner = ?, "
@@ -223,6 +224,13 @@ TENANT_DUE: Final = (
 )
 
 
+def skip_erased(conn: sqlite3.Connection, rows: Sequence[Any], now: float) -> set[str]:
+    """Skip the claimed rows whose address was erased (their contact was deleted while they waited for a retry); their ids."""
+    erased = [(row[0], row[1], row[2], row[8], row[16]) for row in rows if row[4] == ERASED]
+    skip_deliveries(conn, erased, CONTACT_DELETED, now)
+    return {row[0] for row in erased}
+
+
 def refuse_opted_out(conn: sqlite3.Connection, rows: Sequence[Any], now: float, changes: Changes) -> set[str]:
     """Fail the claimed rows whose recipient opted out of their channel since they were accepted; their ids.
 
@@ -256,12 +264,13 @@ def refuse_opted_out(conn: sqlite3.Connection, rows: Sequence[Any], now: float, 
 def insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewNotification], now: float) -> None:
     conn.executemany(
         "INSERT INTO notifications (id, tenant, status, mode, priority, strategy, template_id, recipient, channels, "
-        "metadata, idempotency_key, created_by, created_at, updated_at, fallback_after, expires_at) "
-        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "metadata, idempotency_key, created_by, created_at, updated_at, fallback_after, expires_at, contact_id, category, severity, locale) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 n.id, n.tenant, n.mode, n.priority, n.strategy, n.template_id, dumps(n.recipient), dumps(list(n.channels)),
                 dumps(n.metadata) if n.metadata else None, n.idempotency_key, n.created_by, now, now, n.fallback_after, n.expires_at,
+                n.contact_id, n.category, n.severity, n.locale,
             )
             for n in notifications
         ],
@@ -283,6 +292,23 @@ def insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewNo
         entry = lifecycle.Entry(ACCEPTED, None, statuses.QUEUED, f"channels: {', '.join(n.channels)}", "message.queued")
         changes.note(n.tenant, n.id, None, now, n.created_by, entry)
     insert_history(conn, changes.history)
+    skip_at_once(conn, notifications, now)
+
+
+def skip_at_once(conn: sqlite3.Connection, notifications: Sequence[NewNotification], now: float) -> None:
+    """Skip the deliveries accepted with a ``skip_reason`` (a contact's choice, or no address), each with its line of history.
+
+    Their notifications roll up (all skipped: ``skipped``), and with fallback the next channel
+    starts at once instead of waiting for one that will never be sent.
+    """
+    skipped: dict[str, list[tuple[str, str, str, str, str]]] = {}
+    for n in notifications:
+        for position, d in enumerate(n.deliveries):
+            if d.skip_reason is not None:
+                status = initial_state(n, position, now)[0]
+                skipped.setdefault(d.skip_reason, []).append((d.id, n.id, n.tenant, status, n.strategy))
+    for reason, rows in skipped.items():
+        skip_deliveries(conn, rows, reason, now)
 
 
 def initial_state(n: NewNotification, position: int, now: float) -> tuple[str, float]:

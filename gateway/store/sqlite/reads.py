@@ -98,7 +98,8 @@ def notification_record(row: sqlite3.Row, deliveries: Sequence[Delivery], histor
         fallback_after=row["fallback_after"], expires_at=row["expires_at"], template_id=row["template_id"],
         recipient=loads(row["recipient"]), channels=loads(row["channels"]), metadata=loads(row["metadata"]) or {},
         idempotency_key=row["idempotency_key"], created_at=row["created_at"], updated_at=row["updated_at"],
-        deliveries=deliveries, history=history,
+        deliveries=deliveries, history=history, contact_id=row["contact_id"], category=row["category"], severity=row["severity"],
+        locale=row["locale"],
     )
 
 
@@ -109,7 +110,7 @@ def delivery_record(row: sqlite3.Row, attempts: Sequence[Attempt] | None = None)
         id=row["id"], channel=row["channel"], address=row["address"], status=row["status"], provider=row["provider"],
         provider_message_id=row["provider_message_id"], attempt_count=row["attempts"], next_attempt_at=next_attempt_at,
         last_error=row["last_error"], dead_reason=row["dead_reason"], updated_at=row["updated_at"], content=loads(row["content"]),
-        attempts=attempts,
+        attempts=attempts, skip_reason=row["skip_reason"],
     )
 
 
