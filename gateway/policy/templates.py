@@ -161,6 +161,8 @@ class CompiledTemplate:
     strategy: str | None = None
     fallback_after: float | None = None  # seconds
     ttl: float | None = None  # seconds
+    version: str | None = None  # the policy's version marker, recorded with each notification
+    language: str | None = None  # the language its content is written in, recorded with each notification
 
 
 def template_syntax_error(source: str) -> str | None:

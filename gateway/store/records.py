@@ -39,6 +39,8 @@ class NewNotification:
     send_at: float | None = None
     expires_at: float | None = None
     fallback_after: float | None = None  # strategy "fallback": move on if not delivered within this
+    template_version: str | None = None  # the template's version marker in policy, as text
+    template_language: str | None = None  # the language its content is written in, as policy says
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +99,11 @@ class AttemptResult:
     """The outcome of one attempt and what it does to the delivery.
 
     ``outcome`` is ``sent``, ``transient`` or ``permanent``; ``status`` the delivery's new
-    status; ``retry_at`` set when the delivery goes back into the queue. ``failed`` becomes
-    ``dead_lettered`` when no fallback channel is left to try. A result that is not ``final``
+    status; ``retry_at`` set when the delivery goes back into the queue. A ``failed`` delivery is
+    also dead-lettered when no fallback channel is left to try. A result that is not ``final``
     (the next provider instance takes the delivery at once) only records the attempt.
-    ``dead_reason`` says why a ``dead_lettered`` result gave up.
+    ``dead_reason`` says why a result that gave up on retrying did. ``simulated``: the instance
+    tried reaches no one (its plugin says so: the sandbox).
     """
 
     delivery_id: str
@@ -116,6 +119,7 @@ class AttemptResult:
     retry_at: float | None = None
     final: bool = True
     dead_reason: str | None = None
+    simulated: bool = False
 
     def happening(self) -> lifecycle.Happening:
         """What this attempt means for its delivery, in the words of :mod:`gateway.lifecycle`."""
@@ -315,8 +319,12 @@ class NewOptOut:
 
 @dataclass(frozen=True, slots=True)
 class NotificationFilter:
+    """Which notifications to list. ``status`` is the notification's own; ``channel`` and ``delivery_status``
+    match a notification with a delivery on that channel in that status (the same delivery, when both are set)."""
+
     status: str | None = None
     channel: str | None = None
+    delivery_status: str | None = None
     recipient: str | None = None
     mode: str | None = None  # ``live`` or ``test``; None: both
 

@@ -26,6 +26,8 @@ class Attempt:
     error: str | None
     provider_message_id: str | None
     detail: Mapping[str, Any]
+    simulated: bool = False
+    """Its instance reaches no one (the sandbox): nothing left the machine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,9 @@ class Delivery:
 
     ``next_attempt_at`` is set only while the delivery waits in the queue or is being sent.
     ``attempts`` is None when the read did not ask for them (lists), else oldest first.
+    ``simulated``: nothing reached the recipient, because the instance its last attempt went to
+    reaches no one (the sandbox), or because a test key sent it (test keys only ever use the sandbox).
+    Recorded when it happens, so a later policy change does not rewrite it.
     """
 
     id: str
@@ -49,6 +54,7 @@ class Delivery:
     updated_at: float
     content: Mapping[str, Any]
     attempts: Sequence[Attempt] | None = None
+    simulated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,14 @@ class Notification:
     updated_at: float
     deliveries: Sequence[Delivery]
     history: Sequence[HistoryEntry] | None = None
+    template_version: str | None = None
+    """The template's ``version`` in policy when the notification was accepted (as text), and its ``language``."""
+    template_language: str | None = None
+
+    @property
+    def simulated(self) -> bool:
+        """Some of it reached no one: any of its deliveries is simulated."""
+        return any(delivery.simulated for delivery in self.deliveries)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,10 +56,10 @@ async def test_the_status_filter_lists_only_notifications_in_that_status(api: Ap
     status, failing = await api.send(sms_body("+14155550666"))
     assert status == 202
     _, ok = await api.send(sms_body("+14155550100"))
-    await api.wait_for(failing["notification_id"], lambda n: n["status"] == "dead_lettered")
+    await api.wait_for(failing["notification_id"], lambda n: n["status"] == "failed")
     await api.wait_for(ok["notification_id"], lambda n: n["status"] == "sent")
 
-    assert await ids(api, status="dead_lettered") == [failing["notification_id"]]
+    assert await ids(api, status="failed") == [failing["notification_id"]]
     assert await ids(api, status="sent") == [ok["notification_id"]]
     assert await ids(api, status="queued") == []
     assert await ids(api, status="delivered") == []
@@ -93,10 +93,10 @@ async def test_filters_combine(api: Api, memory_provider: type[MemoryProvider]) 
     memory_provider.script["+14155550666"] = ["permanent"]
     _, failed = await api.send(sms_body("+14155550666"))
     _, mail = await api.send(email_body())
-    await api.wait_for(failed["notification_id"], lambda n: n["status"] == "dead_lettered")
+    await api.wait_for(failed["notification_id"], lambda n: n["status"] == "failed")
     await api.wait_for(mail["notification_id"], lambda n: n["status"] == "sent")
-    assert await ids(api, status="dead_lettered", channel="sms", recipient="+14155550666") == [failed["notification_id"]]
-    assert await ids(api, status="dead_lettered", channel="email") == []
+    assert await ids(api, status="failed", channel="sms", recipient="+14155550666") == [failed["notification_id"]]
+    assert await ids(api, status="failed", channel="email") == []
     assert await ids(api, status="sent", recipient="+14155550666") == []
 
 
