@@ -31,10 +31,14 @@ JITTER: Final = 0.2
 DELIVERY_EVENTS: Final = {
     statuses.SENT: "message.sent",
     statuses.DELIVERED: "message.delivered",
+    statuses.OPENED: "message.opened",
+    statuses.CLICKED: "message.clicked",
     statuses.READ: "message.read",
-    statuses.DEAD_LETTERED: "message.dead_lettered",
 }
 """The delivery statuses tenants hear about one by one; a failure is told once, for the whole message (``message.failed``)."""
+DEAD_LETTERED: Final = "dead_lettered"
+"""The action of a delivery's failure that put it in the dead-letter queue, told as :data:`DEAD_LETTERED_EVENT`."""
+DEAD_LETTERED_EVENT: Final = "message.dead_lettered"
 
 
 # -- retries -------------------------------------------------------------------------------
@@ -94,10 +98,12 @@ def plan_retry(
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """What the rules need to know of a delivery: its status, and whether a later channel waits on it (fallback)."""
+    """What the rules need to know of a delivery: its status, whether a later channel waits on it (fallback),
+    and whether it is a dead letter (failed, with a dead reason)."""
 
     status: str
     fallback_waiting: bool = False
+    dead_letter: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +148,7 @@ class OptedOut:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """A provider's receipt: the delivery reached ``status`` (sent, delivered, read, bounced, failed)."""
+    """A provider's receipt: the delivery reached ``status`` (sent, delivered, opened, clicked, read, bounced, failed)."""
 
     status: str
     reason: str | None = None
@@ -258,8 +264,7 @@ def step(delivery: Delivery, happening: Happening) -> Transition:
         case Failed(error=error, give_up=give_up, opted_out=opted_out):
             if give_up is None and not delivery.fallback_waiting:
                 give_up = statuses.PERMANENT
-            new = statuses.DEAD_LETTERED if give_up else statuses.FAILED
-            moved = _move(current, new, "dead_lettered" if give_up else "failed", error, give_up)
+            moved = _move(current, statuses.FAILED, DEAD_LETTERED if give_up else "failed", error, give_up)
             return Transition(
                 moved.status, moved.entry, dead_reason=moved.dead_reason, error=error,
                 settles_notification=moved.settles_notification, records_opt_out=opted_out,
@@ -273,7 +278,7 @@ def step(delivery: Delivery, happening: Happening) -> Transition:
         case Expired():
             if current not in statuses.IN_FLIGHT:
                 return unchanged
-            return _move(current, statuses.DEAD_LETTERED, "dead_lettered", EXPIRED_MESSAGE, statuses.EXPIRED)
+            return _move(current, statuses.FAILED, DEAD_LETTERED, EXPIRED_MESSAGE, statuses.EXPIRED)
         case LeaseLost():
             if current != statuses.SENDING:
                 return unchanged
@@ -296,18 +301,21 @@ def step(delivery: Delivery, happening: Happening) -> Transition:
         case Skipped(reason=reason):
             return _move(current, statuses.SKIPPED, "skipped", f"{reason}: {SKIP_REASONS.get(reason, reason)}")
         case Replayed(actor=actor):
-            if current != statuses.DEAD_LETTERED:
+            if current != statuses.FAILED or not delivery.dead_letter:
                 return unchanged
             return Transition(statuses.QUEUED, Entry("replayed", current, statuses.QUEUED, f"replayed by {actor}"), settles_notification=True)
     raise TypeError(f"not a happening: {happening!r}")  # pragma: no cover - the match above is exhaustive for mypy
 
 
 def _move(current: str, new: str, action: str, reason: str | None, dead_reason: str | None = None) -> Transition:
-    """``current`` → ``new`` if the status vocabulary allows it (forward only), with its history line."""
+    """``current`` → ``new`` if the status vocabulary allows it (forward only), with its history line.
+
+    A failure that dead-letters the delivery (``dead_reason`` set) is told as ``message.dead_lettered``.
+    """
     if not statuses.can_transition(current, new):
         return Transition(current)
     said = f"{dead_reason}: {reason}" if dead_reason and reason else dead_reason or reason
-    entry = Entry(action, current, new, said, DELIVERY_EVENTS.get(new))
+    entry = Entry(action, current, new, said, DEAD_LETTERED_EVENT if dead_reason else DELIVERY_EVENTS.get(new))
     return Transition(new, entry, dead_reason=dead_reason, settles_notification=True)
 
 
@@ -328,7 +336,7 @@ def fallback_moves(channel_statuses: Sequence[str], *, waits_for_delivery: bool)
     if not waiting:
         return []
     found = set(channel_statuses)
-    if found & {statuses.DELIVERED, statuses.READ} or (not waits_for_delivery and statuses.SENT in found):
+    if found & statuses.REACHED or (not waits_for_delivery and statuses.SENT in found):
         return [(index, NotNeeded()) for index in waiting]
     if not found & (statuses.IN_FLIGHT | {statuses.SENT}):
         return [(waiting[0], FallbackDue(FALLBACK_FAILED))]

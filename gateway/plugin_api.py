@@ -268,6 +268,10 @@ class Provider(ABC):
 
     limits: ClassVar[ProviderLimits] = ProviderLimits()
 
+    simulated: ClassVar[bool] = False
+    """Whether what this plugin "sends" reaches no one (the sandbox): a delivery it carries is shown as
+    ``simulated: true``, and a live key routed to it is warned about."""
+
     callbacks_by_get: ClassVar[bool] = False
     """Whether the vendor may send callbacks as ``GET`` with query parameters (Vonage can): a
     ``GET`` that :meth:`handshake` does not answer is then received like a ``POST`` — stored,

@@ -1,8 +1,17 @@
 """The delivery status vocabulary and the rules that keep it moving forward only.
 
-A delivery goes ``queued → sending → sent → delivered → read``; ``failed``, ``bounced`` and
-``dead_lettered`` are terminal side exits reachable from any non-terminal status. Nothing
-moves backwards, so a late or duplicate receipt can never undo progress.
+A delivery goes ``queued → sending → sent → delivered``, then, as receipts say: an email is
+``opened`` and then ``clicked``; a chat message (WhatsApp, SMS where the carrier reports it)
+is ``read``. ``opened`` and ``read`` are the same step, *seen*, on different channels: neither
+moves to the other, and both move on to ``clicked``. ``failed`` and ``bounced`` are terminal
+side exits reachable from any non-terminal status: ``bounced`` when a receipt said the address
+cannot receive (a hard bounce), ``failed`` for every other failure for good. Nothing moves
+backwards, so a late or duplicate receipt can never undo progress.
+
+A failed delivery that nothing will try again is also *dead-lettered*: a property of the
+failed delivery (its ``dead_reason``, one of :data:`DEAD_REASONS`), not a status of its own.
+It can be replayed. A ``failed`` delivery with no dead reason failed on a channel whose
+fallback took over, or by a provider's receipt.
 
 With the ``fallback`` strategy, the channels after the first start ``waiting``: one becomes
 ``queued`` when the channel before it fails for good (or does not reach ``delivered`` in
@@ -22,22 +31,29 @@ QUEUED: Final = "queued"
 SENDING: Final = "sending"
 SENT: Final = "sent"
 DELIVERED: Final = "delivered"
+OPENED: Final = "opened"
+CLICKED: Final = "clicked"
 READ: Final = "read"
 FAILED: Final = "failed"
 BOUNCED: Final = "bounced"
-DEAD_LETTERED: Final = "dead_lettered"
 WAITING: Final = "waiting"
 SKIPPED: Final = "skipped"
 
-PROGRESS: Final = (WAITING, QUEUED, SENDING, SENT, DELIVERED, READ)
-TERMINAL_FAILURES: Final = frozenset({FAILED, BOUNCED, DEAD_LETTERED})
+PROGRESS: Final = (WAITING, QUEUED, SENDING, SENT, DELIVERED, OPENED, READ, CLICKED)
+TERMINAL_FAILURES: Final = frozenset({FAILED, BOUNCED})
 TERMINAL: Final = TERMINAL_FAILURES | {SKIPPED}
 ALL: Final = frozenset(PROGRESS) | TERMINAL
 IN_FLIGHT: Final = frozenset({QUEUED, SENDING})
-GOT_THROUGH: Final = frozenset({SENT, DELIVERED, READ})
+REACHED: Final = frozenset({DELIVERED, OPENED, READ, CLICKED})
+"""The recipient has it: delivered, or further."""
+GOT_THROUGH: Final = REACHED | {SENT}
+_RANK: Final = {
+    WAITING: 0, QUEUED: 1, SENDING: 2, SENT: 3, DELIVERED: 4,
+    OPENED: 5, READ: 5,  # seen: opened (email) and read (chat) are one step, so neither moves to the other
+    CLICKED: 6,
+}
 SKIPPABLE: Final = frozenset({WAITING, QUEUED, SENDING})
 """What may still be skipped: nothing was sent yet (a ``sending`` one between attempts, or reclaimed)."""
-_RANK: Final = {status: rank for rank, status in enumerate(PROGRESS)}
 
 # Why a delivery was dead-lettered; the dead-letter list filters on these.
 PERMANENT: Final = "permanent"  # the provider refused it for good and no fallback channel was left
@@ -88,10 +104,10 @@ def aggregate(statuses: Iterable[str]) -> str:
 RECEIPT_STATUSES: Final = {
     "sent": SENT,
     "delivered": DELIVERED,
+    "opened": OPENED,
+    "clicked": CLICKED,
     "read": READ,
-    "opened": READ,
-    "clicked": READ,
     "bounced": BOUNCED,
     "failed": FAILED,
 }
-"""What a provider receipt's status means for the delivery (an opened email has been read)."""
+"""What a provider receipt's status means for the delivery: the status of the same name."""

@@ -44,6 +44,7 @@ class SandboxProvider(Provider):
         "additionalProperties": False,
     }
     limits = ProviderLimits(receipts=True, idempotency=True)
+    simulated = True
 
     def __init__(self, name: str, config: Mapping[str, Any], context: ProviderContext) -> None:
         super().__init__(name, config, context)

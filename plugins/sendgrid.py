@@ -41,7 +41,9 @@ console (PEM framing is accepted too). Timestamps more than five minutes from ou
 refused (SendGrid documents no tolerance; five minutes as everywhere else in Tidings). Each
 event's ``sg_message_id`` is the ``X-Message-Id`` plus ``.`` and a suffix: we match on the part
 before the first dot. Mapping (``STATUS_OF``): processed and deferred → sent (in progress),
-delivered → delivered, open → opened, click → clicked, bounce (``type`` bounce or blocked: the
+delivered → delivered, open → opened (but an open with ``sg_machine_open: true``, made by a mail
+privacy proxy such as Apple's rather than by the recipient, → delivered, as Brevo's
+``proxy_open``), click → clicked, bounce (``type`` bounce or blocked: the
 receiving server refused it) → bounced, dropped → failed. A drop is SendGrid's own refusal
 before any delivery attempt (the address is on a suppression list, invalid, or the content
 was refused), not a bounce from the recipient's server, so it is ``failed`` with SendGrid's
@@ -296,6 +298,8 @@ def _read_event(event: Mapping[str, Any]) -> StatusUpdate | OptOut | None:
     if name in OPT_OUT_EVENTS and isinstance(event.get("email"), str):
         return OptOut("email", event["email"], reason=str(name), about=message_id, occurred_at=occurred_at)
     status = STATUS_OF.get(name) if isinstance(name, str) else None
+    if status == "opened" and event.get("sg_machine_open") is True:
+        status = "delivered"  # a privacy proxy fetched it; nobody opened it
     if status is None or message_id is None:
         return None  # group_unsubscribe…; or an event that names no message
     detail: dict[str, Any] = {"vendor_status": name, "sg_message_id": sg_message_id}

@@ -158,6 +158,7 @@ class Attempts:
             status=statuses.SENT,
             provider_message_id=receipt.provider_message_id,
             detail=dict(receipt.detail),
+            simulated=provider.simulated,
         )
 
     def _failure(
@@ -172,14 +173,14 @@ class Attempts:
             return AttemptResult(
                 delivery.id, delivery.attempt, provider, started, now,
                 "transient" if isinstance(error, TransientDeliveryError) else "permanent", statuses.SENDING,
-                error=error.message, detail=_detail(error), final=False,
+                error=error.message, detail=_detail(error), final=False, simulated=self._simulated(provider),
             )
         transient = isinstance(error, TransientDeliveryError)
-        plan = RetryPlan(reason=error.message)  # refused for good: failed, or dead-lettered when no fallback is left
+        plan = RetryPlan(reason=error.message)  # refused for good: failed (and dead-lettered when no fallback is left)
         if isinstance(error, TransientDeliveryError):
             schedule = self._policies.current.retry_schedule(delivery.tenant, delivery.channel) or self._backoff
             plan = plan_retry(schedule, delivery.attempt, now, error.message, retry_after=error.retry_after, expires_at=delivery.expires_at)
-        status = statuses.SENDING if plan.retry_at is not None else statuses.DEAD_LETTERED if plan.give_up else statuses.FAILED
+        status = statuses.SENDING if plan.retry_at is not None else statuses.FAILED
         return AttemptResult(
             delivery_id=delivery.id,
             attempt=delivery.attempt,
@@ -192,7 +193,13 @@ class Attempts:
             detail=_detail(error),
             retry_at=plan.retry_at,
             dead_reason=plan.give_up,
+            simulated=self._simulated(provider),
         )
+
+    def _simulated(self, instance: str | None) -> bool:
+        """Whether ``instance`` is one whose plugin reaches no one (the sandbox); False when none was tried."""
+        provider = self._pool().get(instance) if instance is not None else None
+        return provider is not None and provider.simulated
 
 
 def _provider_fault(outcome: SendReceipt | DeliveryError) -> bool:

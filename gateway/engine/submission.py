@@ -235,6 +235,8 @@ class Submission:
             priority=plan.priority,
             strategy=plan.strategy,
             template_id=plan.template.template_id if plan.template else None,
+            template_version=plan.template.version if plan.template else None,
+            template_language=plan.template.language if plan.template else None,
             recipient=clean,
             channels=[spec.name for spec in plan.channels],
             deliveries=deliveries,

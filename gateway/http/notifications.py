@@ -121,17 +121,27 @@ async def get_notification(request: web.Request) -> web.Response:
     return json_response(notification_view(found, full=True))
 
 
+def _status(name: str, raw: str | None) -> str | None:
+    """A status filter; ``dead_lettered``, a status before dead letters became a property of ``failed``, says where it went."""
+    if raw == "dead_lettered":
+        raise bad_parameter(name, "dead_lettered is not a status: a dead letter is a failed delivery (see /api/v1/dead-letters); use failed")
+    return one_of(name, raw, statuses.ALL)
+
+
 @routes.get("/api/v1/notifications")
 async def list_notifications(request: web.Request) -> web.Response:
     """The tenant's notifications, newest first, filtered, a page at a time."""
     policy, principal = policy_of(request), caller(request)
     query = request.query
-    status = one_of("status", query.get("status"), statuses.ALL)
+    status = _status("status", query.get("status"))
+    delivery_status = _status("delivery_status", query.get("delivery_status"))
     channel = query.get("channel") or None
     if channel is not None and channel not in policy.channels:
         raise bad_parameter("channel", f"unknown channel {channel!r}")
     recipient = query.get("recipient") or None
-    where, store = NotificationFilter(status=status, channel=channel, recipient=recipient, mode=principal.scope), request.app[STORE]
+    where, store = NotificationFilter(
+        status=status, channel=channel, delivery_status=delivery_status, recipient=recipient, mode=principal.scope
+    ), request.app[STORE]
     return await page_response(
         request, lambda limit, cursor: store.list_notifications(principal.tenant, where, limit=limit, cursor=cursor),
         lambda item: notification_view(item, full=False),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from gateway import statuses
 from gateway.clock import isoformat
 from gateway.policy.models import WebhookEndpointPolicy
 from gateway.store import (
@@ -25,6 +26,7 @@ def notification_view(item: Notification, *, full: bool) -> dict[str, Any]:
     view: dict[str, Any] = {
         "notification_id": item.id,
         "status": item.status,
+        "simulated": item.simulated,
         "mode": item.mode,
         "priority": item.priority,
         "strategy": item.strategy,
@@ -35,6 +37,8 @@ def notification_view(item: Notification, *, full: bool) -> dict[str, Any]:
         "severity": item.severity,
         "locale": item.locale,
         "contact_id": item.contact_id,
+        "template_version": item.template_version,
+        "template_language": item.template_language,
         "recipient": item.recipient,
         "channels": item.channels,
         "metadata": item.metadata,
@@ -54,6 +58,7 @@ def delivery_view(item: Delivery, *, full: bool) -> dict[str, Any]:
         "channel": item.channel,
         "address": item.address,
         "status": item.status,
+        "simulated": item.simulated,
         "provider": item.provider,
         "provider_message_id": item.provider_message_id,
         "attempt_count": item.attempt_count,
@@ -61,6 +66,7 @@ def delivery_view(item: Delivery, *, full: bool) -> dict[str, Any]:
         "last_error": item.last_error,
         "dead_reason": item.dead_reason,
         "skip_reason": item.skip_reason,
+        "dead_letter": _dead_letter(item),
         "updated_at": isoformat(item.updated_at),
     }
     if full:
@@ -69,11 +75,19 @@ def delivery_view(item: Delivery, *, full: bool) -> dict[str, Any]:
     return view
 
 
+def _dead_letter(item: Delivery) -> dict[str, Any] | None:
+    """Whether the delivery sits in the dead-letter queue (failed for good, replayable): why, and since when."""
+    if item.status != statuses.FAILED or item.dead_reason is None:
+        return None
+    return {"reason": item.dead_reason, "at": isoformat(item.updated_at)}
+
+
 def attempt_view(item: Attempt) -> dict[str, Any]:
     return {
         "attempt_id": item.id,
         "number": item.number,
         "provider": item.provider,
+        "simulated": item.simulated,
         "started_at": isoformat(item.started_at),
         "finished_at": isoformat(item.finished_at),
         "outcome": item.outcome,

@@ -24,7 +24,7 @@ from ruamel.yaml.error import YAMLError
 from gateway.errors import PolicyError, PolicyIssue
 from gateway.plugin_api import ProviderLimits
 from gateway.plugins import PluginCatalog
-from gateway.policy.models import SECTIONS, PolicyDocument
+from gateway.policy.models import SANDBOX, SECTIONS, PolicyDocument
 from gateway.policy.secret_values import SecretResolver
 from gateway.policy.sources import Path_, Sources
 from gateway.policy.validation import check_references, check_schema, compile_templates, pydantic_message
@@ -161,6 +161,7 @@ def build_policy_set(sources: Sources, plugins: PluginCatalog, secrets: SecretRe
         templates=MappingProxyType(templates),
         provider_instances=MappingProxyType(dict(document.providers)),
         instance_limits=MappingProxyType(_instance_limits(document, plugins)),
+        simulated_instances=_simulated_instances(document, plugins),
     )
 
 
@@ -171,6 +172,12 @@ def _instance_limits(document: PolicyDocument, plugins: PluginCatalog) -> dict[s
         limits[name] = plugin.limits if plugin is not None else ProviderLimits()
     return limits
 
+
+
+def _simulated_instances(document: PolicyDocument, plugins: PluginCatalog) -> frozenset[str]:
+    """The instances whose plugin reaches no one, and the default ``sandbox`` the pool adds when policy names none."""
+    found = {name for name, instance in document.providers.items() if (plugin := plugins.get(instance.plugin)) is not None and plugin.simulated}
+    return frozenset(found | ({SANDBOX} if SANDBOX not in document.providers else set()))
 
 
 def _index_keys(document: PolicyDocument, sources: Sources) -> dict[str, tuple[KeyEntry, ...]]:

@@ -22,7 +22,12 @@ DEFAULT_RETRY_SCHEDULE: Final = "default"  # exists even when retry_schedules do
 
 
 class _Model(BaseModel):
+    """Every policy model refuses fields it does not know: a field nothing reads is an error, never ignored."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+NOTE: Final = "A note for people reading the policy; Tidings does not act on it."
 
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -72,14 +77,16 @@ Strategy = Literal["all", "fallback"]
 
 
 EVENT_TYPES: Final = (
-    "message.queued", "message.sent", "message.delivered", "message.read", "message.failed", "message.dead_lettered",
+    "message.queued", "message.sent", "message.delivered", "message.opened", "message.clicked", "message.read", "message.failed",
+    "message.dead_lettered",
     "message.replied", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
     "quota.threshold",
 )
 
 
 EventType = Literal[
-    "*", "message.queued", "message.sent", "message.delivered", "message.read", "message.failed", "message.dead_lettered",
+    "*", "message.queued", "message.sent", "message.delivered", "message.opened", "message.clicked", "message.read", "message.failed",
+    "message.dead_lettered",
     "message.replied", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
     "quota.threshold",
 ]
@@ -91,15 +98,24 @@ class ApiKeyPolicy(_Model):
     prefix: str = Field(pattern=r"^.{12}$", description="The key's first 12 characters, for lookup.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the whole key.")
     mode: Literal["live", "test"] = Field("live", description="test keys send only through the sandbox.")
-    name: str | None = None
+    name: str | None = Field(None, description=f"Whose key this is. {NOTE}")
 
 
-class ChannelRoutePolicy(_Model):
-    """How one channel is carried: provider instances in failover order, retries, throughput."""
+class TenantChannelPolicy(_Model):
+    """How one channel is carried for one tenant: provider instances in failover order, and retries.
+
+    No ``throughput``: a channel's throughput is one limit shared by every tenant's traffic
+    (the top-level ``channels``), so a tenant's own would be ignored; ``tidings check`` refuses it.
+    """
 
     providers: list[Name] = Field(min_length=1, description="Provider instances in failover order.")
     retry_schedule: Name | None = Field(None, description="A schedule from retry_schedules; the default one when unset.")
-    throughput: Rate | None = Field(None, description="At most this many sends on the channel, e.g. 10/s.")
+
+
+class ChannelRoutePolicy(TenantChannelPolicy):
+    """How one channel is carried for every tenant: provider instances in failover order, retries, throughput."""
+
+    throughput: Rate | None = Field(None, description="At most this many sends on the channel, all tenants together, e.g. 10/s.")
 
 
 class SenderPolicy(_Model):
@@ -153,9 +169,13 @@ class TemplateTranslationPolicy(_Model):
 class TemplatePolicy(_Model):
     """A message template: content per channel plus the defaults it brings to a request."""
 
-    description: str | None = None
-    version: int | str | None = Field(None, description="Your own version marker, recorded with each notification.")
-    language: str | None = Field(None, description="Language of the content, e.g. en or pt-BR.")
+    description: str | None = Field(None, description=NOTE)
+    version: int | str | None = Field(
+        None, description="Your own version marker, recorded with each notification (its template_version)."
+    )
+    language: str | None = Field(
+        None, description="Language of the content, e.g. en or pt-BR, recorded with each notification (its template_language)."
+    )
     variables: list[str] | None = Field(
         None, description="Variables a request must supply; when set, every placeholder must be listed here."
     )
@@ -171,10 +191,12 @@ class TemplatePolicy(_Model):
 
 
 class TenantPolicy(_Model):
-    name: str | None = None
+    name: str | None = Field(None, description=f"The tenant's display name. {NOTE}")
     status: Literal["active", "suspended"] = "active"
     api_keys: list[ApiKeyPolicy] = Field(default_factory=list)
-    channels: dict[str, ChannelRoutePolicy] = Field(default_factory=dict, description="Overrides of the shared channels, per channel.")
+    channels: dict[str, TenantChannelPolicy] = Field(
+        default_factory=dict, description="Overrides of the shared channels, per channel (throughput stays shared)."
+    )
     templates: dict[Name, TemplatePolicy] = Field(default_factory=dict, description="Templates only this tenant can use.")
     senders: dict[str, SenderPolicy] = Field(default_factory=dict, description="Sender identity per channel.")
     defaults: TenantDefaults = Field(default_factory=TenantDefaults)
@@ -256,7 +278,7 @@ class WebhookEndpointPolicy(_Model):
     allow_private: bool = Field(
         False, description="Allow a url that resolves to a loopback, link-local or private address (refused otherwise: SSRF)."
     )
-    description: str | None = None
+    description: str | None = Field(None, description=NOTE)
 
 
 class PolicyDocument(_Model):

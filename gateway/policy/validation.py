@@ -22,7 +22,6 @@ from gateway.policy.models import (
     DEFAULT_RETRY_SCHEDULE,
     RESERVED_INSTANCE_NAMES,
     SANDBOX,
-    ChannelRoutePolicy,
     PolicyDocument,
     ProviderInstancePolicy,
     QuotaPolicy,
@@ -31,6 +30,7 @@ from gateway.policy.models import (
     TemplateContentPolicy,
     TemplatePolicy,
     TemplateTranslationPolicy,
+    TenantChannelPolicy,
     WebhookEndpointPolicy,
 )
 from gateway.policy.sources import Path_, Sources
@@ -113,7 +113,7 @@ def check_references(document: PolicyDocument, plugins: PluginCatalog, channels:
     schedules = {DEFAULT_RETRY_SCHEDULE, *document.retry_schedules}
     for name, schedule in document.retry_schedules.items():
         _check_schedule(name, schedule, sources)
-    routes: list[tuple[str | None, Path_, Mapping[str, ChannelRoutePolicy]]] = [(None, ("channels",), document.channels)]
+    routes: list[tuple[str | None, Path_, Mapping[str, TenantChannelPolicy]]] = [(None, ("channels",), document.channels)]
     routes += [(tenant, ("tenants", tenant, "channels"), policy.channels) for tenant, policy in document.tenants.items()]
     for owner, base, table in routes:
         for channel, route in table.items():
@@ -260,6 +260,7 @@ def compile_templates(
             compiled[(tenant, template_id)] = CompiledTemplate(
                 template_id, MappingProxyType(contents), template.priority, declared, template.strategy,
                 _seconds(template.fallback_after), _seconds(template.ttl), template.category, MappingProxyType(translations),
+                str(template.version) if template.version is not None else None, template.language,
             )
     return compiled
 

@@ -90,6 +90,8 @@ class PolicySet:
     provider_instances: Mapping[str, ProviderInstancePolicy] = field(default_factory=dict)
     instance_limits: Mapping[str, ProviderLimits] = field(default_factory=dict)
     """What each instance's plugin declares it can take (``ProviderLimits``), by instance name."""
+    simulated_instances: frozenset[str] = frozenset({SANDBOX})
+    """Instances whose plugin reaches no one (``Provider.simulated``: the sandbox), the default ``sandbox`` included."""
 
     def tenant(self, name: str) -> TenantPolicy | None:
         return self.document.tenants.get(name)
@@ -167,7 +169,7 @@ class PolicySet:
                 continue
             for channel in sorted(set(self.document.channels) | set(policy.channels)):
                 route = self.providers_for(tenant, channel)
-                sandboxes = [name for name in route if self._plugin_of(name) == SANDBOX]
+                sandboxes = [name for name in route if name in self.simulated_instances]
                 if not sandboxes:
                     continue
                 how = "every send" if len(sandboxes) == len(route) else "sends that fail over to " + ", ".join(sandboxes)
@@ -176,10 +178,6 @@ class PolicySet:
                     "nothing reaches the recipient, yet it reports delivered"
                 )
         return found
-
-    def _plugin_of(self, instance: str) -> str | None:
-        found = self.provider_instances.get(instance)
-        return found.plugin if found is not None else (SANDBOX if instance == SANDBOX else None)
 
     def tenants_served_by(self, instance: str) -> tuple[str, ...]:
         """The tenants whose deliveries ``instance`` carries: its owner, or those a route sends to it (shared)."""

@@ -425,6 +425,27 @@ MIGRATIONS: Final = (
     ALTER TABLE notifications ADD COLUMN locale TEXT;
     ALTER TABLE deliveries ADD COLUMN skip_reason TEXT;
     """,
+    # v17: honest statuses. A delivery that failed for good is ``failed``; being in the dead-letter
+    # queue is its dead_reason, no longer a status of its own (history says the same). What went
+    # through a plugin that reaches no one (the sandbox) is recorded as simulated, on the delivery
+    # and on each attempt's line: test-mode deliveries, and sandbox sends known by their instance
+    # or their sbx_ message id. A notification keeps the version and language of its template.
+    """
+    UPDATE deliveries SET status = 'failed' WHERE status = 'dead_lettered';
+    UPDATE notifications SET status = 'failed' WHERE status = 'dead_lettered';
+    UPDATE history SET to_status = 'failed' WHERE to_status = 'dead_lettered';
+    UPDATE history SET from_status = 'failed' WHERE from_status = 'dead_lettered';
+    DROP INDEX deliveries_dead;
+    CREATE INDEX deliveries_dead ON deliveries (tenant, id) WHERE status = 'failed' AND dead_reason IS NOT NULL;
+    ALTER TABLE deliveries ADD COLUMN simulated INTEGER NOT NULL DEFAULT 0;
+    UPDATE deliveries SET simulated = 1
+        WHERE mode = 'test' OR provider = 'sandbox' OR substr(provider_message_id, 1, 4) = 'sbx_';
+    ALTER TABLE history ADD COLUMN simulated INTEGER;  -- on an attempt's line: 1 when its instance reaches no one
+    UPDATE history SET simulated = 1
+        WHERE attempt IS NOT NULL AND (provider = 'sandbox' OR substr(provider_message_id, 1, 4) = 'sbx_');
+    ALTER TABLE notifications ADD COLUMN template_version TEXT;
+    ALTER TABLE notifications ADD COLUMN template_language TEXT;
+    """,
 )
 
 

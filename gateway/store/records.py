@@ -48,6 +48,8 @@ class NewNotification:
     category: str | None = None
     severity: str | None = None
     locale: str | None = None  # the template translation it was rendered in; None: the template's own content (or no template)
+    template_version: str | None = None  # the template's version marker in policy, as text
+    template_language: str | None = None  # the language its content is written in, as policy says
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +149,11 @@ class AttemptResult:
     """The outcome of one attempt and what it does to the delivery.
 
     ``outcome`` is ``sent``, ``transient`` or ``permanent``; ``status`` the delivery's new
-    status; ``retry_at`` set when the delivery goes back into the queue. ``failed`` becomes
-    ``dead_lettered`` when no fallback channel is left to try. A result that is not ``final``
+    status; ``retry_at`` set when the delivery goes back into the queue. A ``failed`` delivery is
+    also dead-lettered when no fallback channel is left to try. A result that is not ``final``
     (the next provider instance takes the delivery at once) only records the attempt.
-    ``dead_reason`` says why a ``dead_lettered`` result gave up.
+    ``dead_reason`` says why a result that gave up on retrying did. ``simulated``: the instance
+    tried reaches no one (its plugin says so: the sandbox).
     """
 
     delivery_id: str
@@ -166,6 +169,7 @@ class AttemptResult:
     retry_at: float | None = None
     final: bool = True
     dead_reason: str | None = None
+    simulated: bool = False
 
     def happening(self) -> lifecycle.Happening:
         """What this attempt means for its delivery, in the words of :mod:`gateway.lifecycle`."""
@@ -392,8 +396,12 @@ class Erasure:
 
 @dataclass(frozen=True, slots=True)
 class NotificationFilter:
+    """Which notifications to list. ``status`` is the notification's own; ``channel`` and ``delivery_status``
+    match a notification with a delivery on that channel in that status (the same delivery, when both are set)."""
+
     status: str | None = None
     channel: str | None = None
+    delivery_status: str | None = None
     recipient: str | None = None
     mode: str | None = None  # ``live`` or ``test``; None: both
 

@@ -26,6 +26,8 @@ class Attempt:
     error: str | None
     provider_message_id: str | None
     detail: Mapping[str, Any]
+    simulated: bool = False
+    """Its instance reaches no one (the sandbox): nothing left the machine."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,9 @@ class Delivery:
 
     ``next_attempt_at`` is set only while the delivery waits in the queue or is being sent.
     ``attempts`` is None when the read did not ask for them (lists), else oldest first.
+    ``simulated``: nothing reached the recipient, because the instance its last attempt went to
+    reaches no one (the sandbox), or because a test key sent it (test keys only ever use the sandbox).
+    Recorded when it happens, so a later policy change does not rewrite it.
     """
 
     id: str
@@ -50,6 +55,7 @@ class Delivery:
     content: Mapping[str, Any]
     attempts: Sequence[Attempt] | None = None
     skip_reason: str | None = None  # set when it was skipped: a code of ``lifecycle.SKIP_REASONS`` (None: a fallback not needed)
+    simulated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +95,14 @@ class Notification:
     category: str | None = None
     severity: str | None = None
     locale: str | None = None
+    template_version: str | None = None
+    """The template's ``version`` in policy when the notification was accepted (as text), and its ``language``."""
+    template_language: str | None = None
+
+    @property
+    def simulated(self) -> bool:
+        """Some of it reached no one: any of its deliveries is simulated."""
+        return any(delivery.simulated for delivery in self.deliveries)
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,7 @@ async def test_a_test_key_reads_and_lists_only_test_mode_messages(api: Api) -> N
 async def dead_letter(api: Api, memory_provider: type[MemoryProvider], phone: str) -> dict[str, object]:
     memory_provider.script[phone] = ["permanent"]
     _, accepted = await api.send(sms_body(phone))
-    done = await api.wait_for(accepted["notification_id"], lambda n: n["status"] == "dead_lettered")
+    done = await api.wait_for(accepted["notification_id"], lambda n: n["status"] == "failed")
     return done["deliveries"][0]
 
 

@@ -101,36 +101,42 @@ def test_retry_after_wins_only_when_it_asks_for_longer(scheduled: float | None, 
 
 # -- the table -----------------------------------------------------------------------------
 
+DEAD = "dead"
+"""The column of a dead letter: ``failed``, with a dead reason (in the dead-letter queue, replayable)."""
+
 ORDER = (
-    statuses.WAITING, statuses.QUEUED, statuses.SENDING, statuses.SENT, statuses.DELIVERED, statuses.READ,
-    statuses.FAILED, statuses.BOUNCED, statuses.DEAD_LETTERED, statuses.SKIPPED,
+    statuses.WAITING, statuses.QUEUED, statuses.SENDING, statuses.SENT, statuses.DELIVERED, statuses.OPENED, statuses.READ,
+    statuses.CLICKED, statuses.FAILED, DEAD, statuses.BOUNCED, statuses.SKIPPED,
 )
 """The columns of each row below."""
 
 # One row per happening, one cell per status in ORDER: the status it moves to, "=" when it
-# stays but a line of history is written, "." when nothing happens at all.
+# stays but a line of history is written, "." when nothing happens at all. "dead" is failed
+# *and* dead-lettered; "failed" alone is failed with no dead reason (a fallback took over).
 TABLE = {
-    #                                       waiting  queued  sending  sent  delivered  read  failed  bounced  dead  skipped
-    "sent":                                ".        sent    sent     .     .          .     .       .        .     .",
-    "failover":                            ".        =       =        .     .          .     .       .        .     .",
-    "retry":                               ".        =       =        .     .          .     .       .        .     .",
-    "refused, no fallback left":           ".        dead    dead     .     .          .     .       .        .     .",
-    "refused, a fallback waits":           ".        failed  failed   .     .          .     .       .        .     .",
-    "retries exhausted":                   ".        dead    dead     .     .          .     .       .        .     .",
-    "opted out since accepted":            ".        dead    dead     .     .          .     .       .        .     .",
-    "opted out, a fallback waits":         ".        failed  failed   .     .          .     .       .        .     .",
-    "receipt: sent":                       "sent     sent    sent     .     .          .     .       .        .     .",
-    "receipt: delivered":                  "delivered delivered delivered delivered . .     .       .        .     .",
-    "receipt: read":                       "read     read    read     read  read       .     .       .        .     .",
-    "receipt: bounced":                    "bounced  bounced bounced  bounced bounced  bounced .     .        .     .",
-    "receipt: failed":                     "failed   failed  failed   failed failed    failed .      .        .     .",
-    "expired":                             ".        dead    dead     .     .          .     .       .        .     .",
-    "lease lost":                          ".        .       =        .     .          .     .       .        .     .",
-    "held, tenant suspended":              ".        =       queued   .     .          .     .       .        .     .",
-    "fallback due":                        "queued   .       .        .     .          .     .       .        .     .",
-    "not needed":                          "skipped  .       .        .     .          .     .       .        .     .",
-    "skipped: opted out, no address":      "skipped  skipped skipped  .     .          .     .       .        .     .",
-    "replayed":                            ".        .       .        .     .          .     .       .        queued .",
+    #                             waiting  queued    sending   sent      delivered opened  read    clicked failed  dead    bounced skipped
+    "sent":                       ".       sent      sent      .         .         .       .       .       .       .       .       .",
+    "failover":                   ".       =         =         .         .         .       .       .       .       .       .       .",
+    "retry":                      ".       =         =         .         .         .       .       .       .       .       .       .",
+    "refused, no fallback left":  ".       dead      dead      .         .         .       .       .       .       .       .       .",
+    "refused, a fallback waits":  ".       failed    failed    .         .         .       .       .       .       .       .       .",
+    "retries exhausted":          ".       dead      dead      .         .         .       .       .       .       .       .       .",
+    "opted out since accepted":   ".       dead      dead      .         .         .       .       .       .       .       .       .",
+    "opted out, a fallback waits": ".      failed    failed    .         .         .       .       .       .       .       .       .",
+    "receipt: sent":              "sent    sent      sent      .         .         .       .       .       .       .       .       .",
+    "receipt: delivered":         "delivered delivered delivered delivered . .       .       .       .       .       .       .",
+    "receipt: opened":            "opened  opened    opened    opened    opened    .       .       .       .       .       .       .",
+    "receipt: read":              "read    read      read      read      read      .       .       .       .       .       .       .",
+    "receipt: clicked":           "clicked clicked   clicked   clicked   clicked   clicked clicked .       .       .       .       .",
+    "receipt: bounced":           "bounced bounced   bounced   bounced   bounced   bounced bounced bounced .       .       .       .",
+    "receipt: failed":            "failed  failed    failed    failed    failed    failed  failed  failed  .       .       .       .",
+    "expired":                    ".       dead      dead      .         .         .       .       .       .       .       .       .",
+    "lease lost":                 ".       .         =         .         .         .       .       .       .       .       .       .",
+    "held, tenant suspended":     ".       =         queued    .         .         .       .       .       .       .       .       .",
+    "fallback due":               "queued  .         .         .         .         .       .       .       .       .       .       .",
+    "not needed":                 "skipped .         .         .         .         .       .       .       .       .       .       .",
+    "skipped: opted out, no address": "skipped skipped   skipped   .         .         .       .       .       .       .       .       .",
+    "replayed":                   ".       .         .         .         .         .       .       .       .       queued  .       .",
 }
 
 HAPPENINGS = {
@@ -144,7 +150,9 @@ HAPPENINGS = {
     "opted out, a fallback waits": (OptedOut("sms"), True),
     "receipt: sent": (Receipt(statuses.SENT), False),
     "receipt: delivered": (Receipt(statuses.DELIVERED), False),
+    "receipt: opened": (Receipt(statuses.OPENED), False),
     "receipt: read": (Receipt(statuses.READ), False),
+    "receipt: clicked": (Receipt(statuses.CLICKED), False),
     "receipt: bounced": (Receipt(statuses.BOUNCED, "mailbox full"), False),
     "receipt: failed": (Receipt(statuses.FAILED, "carrier rejected"), False),
     "expired": (Expired(), False),
@@ -164,27 +172,31 @@ CELLS = [
 
 
 def test_the_table_covers_every_status_and_every_kind_of_happening() -> None:
-    assert set(ORDER) == statuses.ALL
+    assert {statuses.FAILED if column == DEAD else column for column in ORDER} == statuses.ALL
     kinds = {type(happening) for happening, _waits in HAPPENINGS.values()}
     assert kinds == {Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, Held, FallbackDue, NotNeeded, Skipped, Replayed}
     assert HAPPENINGS.keys() == TABLE.keys()
+    assert {happening.status for happening, _waits in HAPPENINGS.values() if isinstance(happening, Receipt)} == set(statuses.RECEIPT_STATUSES.values())
 
 
-@pytest.mark.parametrize(("status", "name", "cell"), CELLS)
-def test_every_status_meets_every_happening(status: str, name: str, cell: str) -> None:
+@pytest.mark.parametrize(("column", "name", "cell"), CELLS)
+def test_every_status_meets_every_happening(column: str, name: str, cell: str) -> None:
     happening, fallback_waiting = HAPPENINGS[name]
-    transition = step(Delivery(status, fallback_waiting), happening)
+    status = statuses.FAILED if column == DEAD else column
+    transition = step(Delivery(status, fallback_waiting, dead_letter=column == DEAD), happening)
     if cell == ".":
         assert transition == Transition(status, records_opt_out=transition.records_opt_out)
         return
     assert transition.entry is not None
-    expected = status if cell == "=" else {"dead": statuses.DEAD_LETTERED}.get(cell, cell)
+    expected = status if cell == "=" else statuses.FAILED if cell == DEAD else cell
     assert transition.status == expected
     if cell == "=":
         assert (transition.entry.from_status, transition.entry.to_status) == (None, None)
     else:
         assert (transition.entry.from_status, transition.entry.to_status) == (status, expected)
         assert transition.settles_notification
+        # Dead-lettered is a property of a failed delivery: it has a dead reason, and only then.
+        assert (transition.dead_reason is not None) == (cell == DEAD)
 
 
 @pytest.mark.parametrize(
@@ -193,9 +205,13 @@ def test_every_status_meets_every_happening(status: str, name: str, cell: str) -
         (Sent(), False, Entry("sent", "sending", "sent", None, "message.sent"), None),
         (Receipt(statuses.DELIVERED, "status=delivered"), False, Entry("receipt", "sending", "delivered", "status=delivered", "message.delivered"), None),
         (Receipt(statuses.BOUNCED, "mailbox full"), False, Entry("receipt", "sending", "bounced", "mailbox full"), None),  # told once, as message.failed
-        (Failed("invalid number"), False, Entry("dead_lettered", "sending", "dead_lettered", "permanent: invalid number", "message.dead_lettered"), "permanent"),
+        (Failed("invalid number"), False, Entry("dead_lettered", "sending", "failed", "permanent: invalid number", "message.dead_lettered"), "permanent"),
         (Failed("invalid number"), True, Entry("failed", "sending", "failed", "invalid number"), None),
-        (Expired(), False, Entry("dead_lettered", "sending", "dead_lettered", "expired: expired before it could be sent", "message.dead_lettered"), "expired"),
+        (Expired(), False, Entry("dead_lettered", "sending", "failed", "expired: expired before it could be sent", "message.dead_lettered"), "expired"),
+        (Receipt(statuses.OPENED, "open"), False, Entry("receipt", "sending", "opened", "open", "message.opened"), None),
+        (Receipt(statuses.CLICKED, "click"), False, Entry("receipt", "sending", "clicked", "click", "message.clicked"), None),
+        (Receipt(statuses.READ, "read"), False, Entry("receipt", "sending", "read", "read", "message.read"), None),
+        (Receipt(statuses.FAILED, "carrier rejected"), False, Entry("receipt", "sending", "failed", "carrier rejected"), None),  # told as message.failed
         (LeaseLost(), False, Entry("lease_expired", None, None, "worker lost its lease; reclaimed"), None),
         (Held("tenant acme is suspended"), False, Entry("held", "sending", "queued", "tenant acme is suspended"), None),
         (Retry(1060.0, "HTTP 503"), False, Entry("retry_scheduled", None, None, "HTTP 503"), None),
@@ -224,7 +240,9 @@ def test_a_retry_carries_its_time_and_a_refusal_for_opt_out_is_recorded_even_whe
         (("sent", "waiting", "waiting"), False, [(1, NotNeeded()), (2, NotNeeded())]),  # sent is enough
         (("delivered", "waiting"), True, [(1, NotNeeded())]),
         (("failed", "read", "waiting"), True, [(2, NotNeeded())]),
-        (("dead_lettered", "waiting", "waiting"), True, [(1, FallbackDue("the channel before it failed"))]),  # only the next one starts
+        (("opened", "waiting"), True, [(1, NotNeeded())]),
+        (("clicked", "waiting"), True, [(1, NotNeeded())]),
+        (("failed", "waiting", "waiting"), True, [(1, FallbackDue("the channel before it failed"))]),  # only the next one starts
         (("failed", "bounced", "waiting"), False, [(2, FallbackDue("the channel before it failed"))]),
         (("failed", "queued", "waiting"), True, []),  # the second channel is under way
         (("failed", "skipped"), True, []),  # nothing is waiting

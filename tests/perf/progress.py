@@ -13,7 +13,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-SANDBOX_DONE = ("delivered", "read", "failed", "bounced", "dead_lettered", "skipped")
+SANDBOX_DONE = ("delivered", "read", "failed", "bounced", "skipped")
 WEBHOOK_DONE = ("sent", *SANDBOX_DONE)
 IN_FLIGHT = ("queued", "sending")  # what the dispatcher still has to send (a cheap count: a partial index covers it)
 

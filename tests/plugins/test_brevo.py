@@ -339,7 +339,7 @@ async def test_a_send_through_the_api_reaches_brevo_with_the_tenants_senders(api
     [
         ("request", "sent"), ("delivered", "delivered"), ("deferred", "sent"), ("soft_bounce", "sent"),
         ("hard_bounce", "bounced"), ("invalid_email", "bounced"), ("blocked", "bounced"), ("error", "failed"),
-        ("opened", "read"), ("unique_opened", "read"), ("proxy_open", "delivered"), ("click", "read"),
+        ("opened", "opened"), ("unique_opened", "opened"), ("proxy_open", "delivered"), ("click", "clicked"),
     ],
 )
 async def test_each_email_event_moves_the_delivery_to_its_tidings_status(api: Api, brevo: FakeBrevo, kind: str, status: str) -> None:

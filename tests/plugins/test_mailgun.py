@@ -285,8 +285,8 @@ async def test_a_send_through_the_api_reaches_mailgun_with_the_tenants_sender(ap
         ("failed", {"severity": "permanent", "reason": "bounce"}, "bounced"),
         ("failed", {"severity": "permanent", "reason": "suppress-bounce"}, "bounced"),
         ("failed", {"severity": "permanent", "reason": "old"}, "failed"),
-        ("opened", {}, "read"),
-        ("clicked", {}, "read"),
+        ("opened", {}, "opened"),
+        ("clicked", {}, "clicked"),
     ],
 )
 async def test_each_mailgun_event_moves_the_delivery_to_its_tidings_status(

@@ -309,8 +309,9 @@ async def post_events(api: Api, sendgrid: FakeSendGrid, clock: FakeClock, events
         (["processed"], "sent", None),
         (["processed", "deferred"], "sent", None),
         (["processed", "delivered"], "delivered", None),
-        (["delivered", "open"], "read", None),
-        (["delivered", "click"], "read", None),
+        (["delivered", "open"], "opened", None),
+        (["delivered", "click"], "clicked", None),
+        (["delivered", "click", "open"], "clicked", None),  # a late open never moves a click back
         (["processed", "bounce"], "bounced", "550 5.1.1 The email account that you tried to reach does not exist."),
         (["dropped"], "failed", "Bounced Address"),
         (["delivered", "spamreport", "unsubscribe", "group_unsubscribe"], "delivered", None),  # opt-outs, not statuses
@@ -323,6 +324,15 @@ async def test_event_webhook_receipts_move_the_delivery(
     assert await post_events(api, sendgrid, clock, [sendgrid.event(message_id, name) for name in events]) == 200
     [delivery] = (await api.notification(notification_id))["deliveries"]
     assert (delivery["status"], delivery["last_error"]) == (expected, error)
+
+
+async def test_an_open_by_a_mail_privacy_proxy_is_not_the_recipient_opening_it(api: Api, sendgrid: FakeSendGrid, clock: FakeClock) -> None:
+    notification_id, message_id = await sent_email(api, sendgrid)
+    machine = sendgrid.event(message_id, "open", sg_machine_open=True)
+    assert await post_events(api, sendgrid, clock, [sendgrid.event(message_id, "delivered"), machine]) == 200
+    assert (await api.notification(notification_id))["deliveries"][0]["status"] == "delivered"
+    assert await post_events(api, sendgrid, clock, [sendgrid.event(message_id, "open", sg_machine_open=False)]) == 200
+    assert (await api.notification(notification_id))["deliveries"][0]["status"] == "opened"
 
 
 async def test_a_spam_report_or_unsubscribe_opts_the_recipient_out(api: Api, sendgrid: FakeSendGrid, clock: FakeClock) -> None:

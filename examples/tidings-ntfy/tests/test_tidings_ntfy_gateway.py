@@ -182,9 +182,9 @@ async def test_a_rate_limited_publish_is_retried_after_retry_after_and_shown_onc
 async def test_a_disallowed_topic_fails_for_good(gateway: Gateway, ntfy: FakeNtfy) -> None:
     ntfy.fail_next("reject_recipient")
     _status, accepted = await gateway.call("POST", "/api/v1/notifications/send", send_body())
-    done = await gateway.wait_for(accepted["notification_id"], lambda n: n["status"] == "dead_lettered")
+    done = await gateway.wait_for(accepted["notification_id"], lambda n: n["status"] == "failed")
     delivery = done["deliveries"][0]
-    assert delivery["dead_reason"] == "permanent"
+    assert delivery["dead_reason"] == "permanent" and delivery["dead_letter"]["reason"] == "permanent"
     assert "topic name is disallowed" in delivery["last_error"]
     assert [attempt["outcome"] for attempt in delivery["attempts"]] == ["permanent"]
 

@@ -12,23 +12,24 @@ from gateway.store.sqlite.base import DISPATCHER, FALLBACK, NEVER, dumps, select
 
 HISTORY_COLUMNS: Final = (
     "tenant, subject, notification_id, delivery_id, at, actor, action, from_status, to_status, reason, event_type, data, "
-    "attempt, provider, started_at, finished_at, outcome, provider_message_id, error, detail"
+    "attempt, provider, started_at, finished_at, outcome, provider_message_id, error, detail, simulated"
 )
 ATTEMPT_ONLY: Final = "attempt"
 """The action of a line that only records an attempt (one whose result changed nothing): not shown in the timeline."""
-NO_ATTEMPT: Final = (None,) * 8
+NO_ATTEMPT: Final = (None,) * 9
 ACCEPTED: Final = "accepted"
 FAILED: Final = "failed"
 
 
 def notification_event(
     tenant: str | None, notification_id: str, delivery_id: str | None, action: str, status: str | None, reason: str | None, *,
-    channel: str | None, template_id: str | None, channels: list[str] | None,
+    channel: str | None, template_id: str | None, channels: list[str] | None, simulated: bool = False,
 ) -> dict[str, Any]:
     """The payload of an event that is a notification's own line of history (:meth:`Changes.note` keeps none).
 
     Accepted: its channels. A delivery's change: its channel, status and reason. The whole
-    message failing: its status and why the last channel failed.
+    message failing: its status and why the last channel failed. ``simulated``: the delivery
+    (for the whole message, any of its deliveries) went through an instance that reaches no one.
     """
     if action == ACCEPTED:
         own: dict[str, Any] = {"delivery_id": None, "channels": channels, "status": status, "reason": None}
@@ -36,20 +37,20 @@ def notification_event(
         own = {"delivery_id": delivery_id, "channel": channel, "status": status, "reason": reason}
     else:
         own = {"status": status, "reason": reason}
-    return {"notification_id": notification_id, "tenant": tenant, **own, "template_id": template_id}
+    return {"notification_id": notification_id, "tenant": tenant, **own, "template_id": template_id, "simulated": simulated}
 
 
 def insert_history(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Append rows of :data:`HISTORY_COLUMNS`; ``seq`` orders them, per notification and per tenant as overall."""
     if rows:
-        conn.executemany(f"INSERT INTO history ({HISTORY_COLUMNS}) VALUES ({', '.join('?' * 20)})", rows)
+        conn.executemany(f"INSERT INTO history ({HISTORY_COLUMNS}) VALUES ({', '.join('?' * 21)})", rows)
 
 
 def attempt_columns(result: AttemptResult, provider: str) -> tuple[Any, ...]:
-    """The attempt part of a line of history (``provider`` "" when no instance could be tried)."""
+    """The attempt part of a line of history (``provider`` "" when no instance could be tried; ``simulated`` kept only when true)."""
     return (
         result.attempt, provider, result.started_at, result.finished_at, result.outcome, result.provider_message_id, result.error,
-        dumps(result.detail) if result.detail else None,
+        dumps(result.detail) if result.detail else None, 1 if result.simulated else None,
     )
 
 

@@ -46,10 +46,10 @@ class DeadLetters(StoreBase):
         """Queue the tenant's dead letters again, by id or all that match ``where`` (oldest first, up to ``limit``).
 
         A replay is an operator's explicit decision to try again now, so it is the one move a
-        delivery makes backwards (``dead_lettered → queued``, audited with ``actor``): it is due
+        delivery makes backwards (``failed → queued``, audited with ``actor``): it is due
         at once, its retry schedule starts over (``attempts`` back to 0; the attempt rows stay as
         history) and its ``expires_at`` is cleared — the deadline it missed is the reason it is
-        here. Deliveries that are not dead-lettered, or not the tenant's, are left alone.
+        here, and its dead reason too. Deliveries that are not dead letters, or not the tenant's, are left alone.
         """
         now = self.clock.now()
 
@@ -59,11 +59,11 @@ class DeadLetters(StoreBase):
             else:
                 matching = where or DeadLetterFilter()
                 rows, more = matching_dead_letters(conn, tenant, matching if mode is None else replace(matching, mode=mode), limit)
-            dead = [row for row in rows if row[2] == statuses.DEAD_LETTERED]
+            dead = [row for row in rows if is_dead_letter(row[2], row[4])]
             changes = Changes()
             requeue(conn, tenant, dead, actor, now, changes)
             changes.flush(conn, now)
-            refused = [row[0] for row in rows if row[2] != statuses.DEAD_LETTERED]
+            refused = [row[0] for row in rows if not is_dead_letter(row[2], row[4])]
             return Replayed([row[0] for row in dead], frozenset(row[3] for row in dead), more, refused)
 
         replayed: Replayed = await self._write(job)
@@ -85,9 +85,18 @@ def dead_letter_record(row: sqlite3.Row) -> DeadLetter:
     )
 
 
+DEAD: Final = "d.status = 'failed' AND d.dead_reason IS NOT NULL"
+"""A dead letter: a delivery failed for good with a reason it was given up on (the partial index ``deliveries_dead``)."""
+
+
+def is_dead_letter(status: str, dead_reason: str | None) -> bool:
+    """Whether a delivery with this status and dead reason is in the dead-letter queue (see :data:`DEAD`)."""
+    return status == statuses.FAILED and dead_reason is not None
+
+
 def dead_letter_clauses(tenant: str, where: DeadLetterFilter) -> tuple[list[str], list[Any]]:
     """WHERE clauses (and their parameters) for the tenant's dead letters that match ``where``."""
-    clauses = ["d.tenant = ?", "d.status = 'dead_lettered'"]
+    clauses = ["d.tenant = ?", DEAD]
     params: list[Any] = [tenant]
     for column, value in (("channel", where.channel), ("provider", where.provider), ("dead_reason", where.reason), ("mode", where.mode)):
         if value is not None:
@@ -97,31 +106,32 @@ def dead_letter_clauses(tenant: str, where: DeadLetterFilter) -> tuple[list[str]
 
 
 def dead_letter_candidates(conn: sqlite3.Connection, tenant: str, delivery_ids: Iterable[str], mode: str | None = None) -> list[Any]:
-    """(id, notification id, status, channel) of those of ``delivery_ids`` that are the tenant's (and of ``mode``, when given)."""
+    """(id, notification id, status, channel, dead reason) of those of ``delivery_ids`` that are the tenant's (and of ``mode``, when given)."""
     rows = select_in(
-        conn, "SELECT id, notification_id, status, channel, mode FROM deliveries WHERE tenant = ? AND id IN ({}) ORDER BY id", delivery_ids, tenant
+        conn, "SELECT id, notification_id, status, channel, dead_reason, mode FROM deliveries WHERE tenant = ? AND id IN ({}) ORDER BY id",
+        delivery_ids, tenant,
     )
-    return [row[:4] for row in rows if mode is None or row[4] == mode]
+    return [row[:5] for row in rows if mode is None or row[5] == mode]
 
 
 def matching_dead_letters(conn: sqlite3.Connection, tenant: str, where: DeadLetterFilter, limit: int) -> tuple[list[Any], bool]:
-    """The oldest ``limit`` matching dead letters as (id, notification id, status, channel), and whether more match."""
+    """The oldest ``limit`` matching dead letters as (id, notification id, status, channel, dead reason), and whether more match."""
     clauses, params = dead_letter_clauses(tenant, where)
     rows = conn.execute(
-        f"SELECT d.id, d.notification_id, d.status, d.channel FROM deliveries d WHERE {' AND '.join(clauses)} ORDER BY d.id LIMIT ?",
+        f"SELECT d.id, d.notification_id, d.status, d.channel, d.dead_reason FROM deliveries d WHERE {' AND '.join(clauses)} ORDER BY d.id LIMIT ?",
         (*params, limit + 1),
     ).fetchall()
     return rows[:limit], len(rows) > limit
 
 
 def requeue(conn: sqlite3.Connection, tenant: str, rows: Sequence[Any], actor: str, now: float, changes: Changes) -> None:
-    """Put dead letters (id, notification id, status, channel) back in the queue as if new, each with its line of history."""
-    replayed = [(row, lifecycle.step(lifecycle.Delivery(row[2]), lifecycle.Replayed(actor))) for row in rows]
+    """Put dead letters (id, notification id, status, channel, dead reason) back in the queue as if new, each with its line of history."""
+    replayed = [(row, lifecycle.step(lifecycle.Delivery(row[2], dead_letter=row[4] is not None), lifecycle.Replayed(actor))) for row in rows]
     replayed = [(row, transition) for row, transition in replayed if transition.entry is not None]
     conn.executemany(
         "UPDATE deliveries SET status = ?, next_attempt_at = ?, attempts = 0, expires_at = NULL, dead_reason = NULL, "
-        "lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'dead_lettered'",
+        "lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ? AND status = 'failed' AND dead_reason IS NOT NULL",
         [(transition.status, now, now, row[0]) for row, transition in replayed],
     )
-    for (delivery_id, notification_id, _status, channel), transition in replayed:
+    for (delivery_id, notification_id, _status, channel, _reason), transition in replayed:
         changes.apply(transition, tenant, notification_id, delivery_id, now, actor, strategy="")

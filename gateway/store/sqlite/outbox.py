@@ -164,7 +164,8 @@ class Outbox(StoreBase):
         await self._write(job)
 
 
-MODES: Final = ("live", "test")
+TEST: Final = "test"
+MODES: Final = ("live", TEST)
 RELEASED: Final = f"lease_owner = NULL, lease_until = NULL, next_attempt_at = ?, attempts = attempts - 1, updated_at = ? WHERE id = ? AND lease_owner = ? AND {LIVE}"
 """Given back unattempted: due again at ``next_attempt_at``, the claim's attempt uncounted."""
 RELEASE: Final = f"UPDATE deliveries SET {RELEASED}"
@@ -264,24 +265,25 @@ def refuse_opted_out(conn: sqlite3.Connection, rows: Sequence[Any], now: float, 
 def insert_notifications(conn: sqlite3.Connection, notifications: Sequence[NewNotification], now: float) -> None:
     conn.executemany(
         "INSERT INTO notifications (id, tenant, status, mode, priority, strategy, template_id, recipient, channels, "
-        "metadata, idempotency_key, created_by, created_at, updated_at, fallback_after, expires_at, contact_id, category, severity, locale) "
-        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "metadata, idempotency_key, created_by, created_at, updated_at, fallback_after, expires_at, contact_id, category, severity, locale, template_version, template_language) "
+        "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 n.id, n.tenant, n.mode, n.priority, n.strategy, n.template_id, dumps(n.recipient), dumps(list(n.channels)),
                 dumps(n.metadata) if n.metadata else None, n.idempotency_key, n.created_by, now, now, n.fallback_after, n.expires_at,
-                n.contact_id, n.category, n.severity, n.locale,
+                n.contact_id, n.category, n.severity, n.locale, n.template_version, n.template_language,
             )
             for n in notifications
         ],
     )
     conn.executemany(
         "INSERT INTO deliveries (id, notification_id, tenant, channel, position, address, mode, priority_rank, content, "
-        "status, next_attempt_at, created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "status, next_attempt_at, created_at, updated_at, expires_at, simulated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 d.id, n.id, n.tenant, d.channel, d.position, d.address, n.mode, PRIORITY_RANK[n.priority],
                 dumps(d.content), *initial_state(n, d.position, now), now, now, n.expires_at,
+                int(n.mode == TEST),  # a test key's deliveries only ever go to the sandbox: simulated from the start
             )
             for n in notifications
             for d in n.deliveries

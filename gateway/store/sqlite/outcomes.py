@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from gateway import lifecycle
 from gateway.store.records import AttemptResult, NewEvent, ReceivedStatus
@@ -50,6 +50,10 @@ class OutcomeWrites(StoreBase):
         return changed
 
 
+SIMULATED: Final = "CASE WHEN mode = 'test' THEN 1 ELSE ? END"
+"""A delivery is simulated when the instance its last attempt went to reaches no one; a test key's always is."""
+
+
 def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], now: float, changes: Changes) -> set[str]:
     """Record attempts and move their deliveries on; the tenants whose opt-outs a refusal (``opted_out``) changed."""
     current = {
@@ -80,18 +84,21 @@ def write_attempts(conn: sqlite3.Connection, results: Sequence[AttemptResult], n
         actor = f"provider:{provider}" if provider else DISPATCHER
         changes.apply(transition, tenant, notification_id, result.delivery_id, now, actor, strategy=strategy, attempt=attempt_columns(result, provider))
         if transition.retry_at is not None:
-            retries.append((transition.retry_at, provider or None, transition.error, now, result.delivery_id))
+            retries.append((transition.retry_at, provider or None, result.simulated, transition.error, now, result.delivery_id))
         elif transition.status != status:
-            finals.append((transition.status, provider or None, result.provider_message_id, transition.error, transition.dead_reason, now, result.delivery_id))
+            finals.append((
+                transition.status, provider or None, result.simulated, result.provider_message_id, transition.error, transition.dead_reason, now,
+                result.delivery_id,
+            ))
             found[2] = transition.status
     conn.executemany(
-        "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, provider = ?, "
+        f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, lease_until = NULL, provider = ?, simulated = {SIMULATED}, "
         "last_error = ?, updated_at = ? WHERE id = ?",
         retries,
     )
     conn.executemany(
-        "UPDATE deliveries SET status = ?, provider = ?, provider_message_id = ?, lease_owner = NULL, lease_until = NULL, "
-        "last_error = ?, dead_reason = ?, updated_at = ? WHERE id = ?",
+        f"UPDATE deliveries SET status = ?, provider = ?, simulated = {SIMULATED}, provider_message_id = ?, lease_owner = NULL, "
+        "lease_until = NULL, last_error = ?, dead_reason = ?, updated_at = ? WHERE id = ?",
         finals,
     )
     return opted_out

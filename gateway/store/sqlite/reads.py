@@ -17,7 +17,9 @@ EVENT_COLUMNS: Final = (  # what event_record reads, from ``history e``: a notif
     "e.seq, e.event_id, e.tenant, e.event_type, e.data, e.at, e.subject, e.notification_id, e.delivery_id, e.action, e.to_status, e.reason, "
     "CASE WHEN e.data IS NULL THEN (SELECT channel FROM deliveries WHERE id = e.delivery_id) END, "
     "CASE WHEN e.data IS NULL THEN (SELECT template_id FROM notifications WHERE id = e.notification_id) END, "
-    "CASE WHEN e.data IS NULL AND e.action = 'accepted' THEN (SELECT channels FROM notifications WHERE id = e.notification_id) END"
+    "CASE WHEN e.data IS NULL AND e.action = 'accepted' THEN (SELECT channels FROM notifications WHERE id = e.notification_id) END, "
+    "CASE WHEN e.data IS NULL THEN CASE WHEN e.delivery_id IS NOT NULL THEN (SELECT simulated FROM deliveries WHERE id = e.delivery_id) "
+    "ELSE (SELECT MAX(simulated) FROM deliveries WHERE notification_id = e.notification_id) END END"
 )
 
 
@@ -52,9 +54,11 @@ class Reads(StoreBase):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        if where.channel is not None:
-            clauses.append("EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.channel = ?)")
-            params.append(where.channel)
+        delivery = [(column, value) for column, value in (("d.channel", where.channel), ("d.status", where.delivery_status)) if value is not None]
+        if delivery:
+            matches = " AND ".join(f"{column} = ?" for column, _value in delivery)
+            clauses.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND {matches})")
+            params += [value for _column, value in delivery]
         if where.recipient is not None:
             clauses.append("n.id IN (SELECT notification_id FROM deliveries WHERE tenant = ? AND address = ?)")
             params += [tenant, where.recipient]
@@ -99,7 +103,8 @@ def notification_record(row: sqlite3.Row, deliveries: Sequence[Delivery], histor
         recipient=loads(row["recipient"]), channels=loads(row["channels"]), metadata=loads(row["metadata"]) or {},
         idempotency_key=row["idempotency_key"], created_at=row["created_at"], updated_at=row["updated_at"],
         deliveries=deliveries, history=history, contact_id=row["contact_id"], category=row["category"], severity=row["severity"],
-        locale=row["locale"],
+        locale=row["locale"], template_version=row["template_version"],
+        template_language=row["template_language"],
     )
 
 
@@ -110,7 +115,7 @@ def delivery_record(row: sqlite3.Row, attempts: Sequence[Attempt] | None = None)
         id=row["id"], channel=row["channel"], address=row["address"], status=row["status"], provider=row["provider"],
         provider_message_id=row["provider_message_id"], attempt_count=row["attempts"], next_attempt_at=next_attempt_at,
         last_error=row["last_error"], dead_reason=row["dead_reason"], updated_at=row["updated_at"], content=loads(row["content"]),
-        attempts=attempts, skip_reason=row["skip_reason"],
+        attempts=attempts, skip_reason=row["skip_reason"], simulated=bool(row["simulated"]),
     )
 
 
@@ -120,7 +125,7 @@ def attempt_record(row: sqlite3.Row, salt: bytes) -> Attempt:
         id=ids.derived_id(ids.ATTEMPT, row["started_at"], row["seq"], salt), number=row["attempt"],
         provider=row["provider"] or None,  # "": no instance could be tried
         started_at=row["started_at"], finished_at=row["finished_at"], outcome=row["outcome"], error=row["error"],
-        provider_message_id=row["provider_message_id"], detail=loads(row["detail"]) or {},
+        provider_message_id=row["provider_message_id"], detail=loads(row["detail"]) or {}, simulated=bool(row["simulated"]),
     )
 
 
@@ -133,10 +138,11 @@ def history_entry(row: sqlite3.Row) -> HistoryEntry:
 
 def event_record(row: Sequence[Any], salt: bytes) -> StoredEvent:
     """An event from the columns :data:`EVENT_COLUMNS` names, in that order."""
-    seq, event_id, tenant, type_, data, at, subject, notification_id, delivery_id, action, status, reason, channel, template_id, channels = row
+    seq, event_id, tenant, type_, data, at, subject, notification_id, delivery_id, action, status, reason, channel, template_id, channels, simulated = row
     if data is None and notification_id is not None:
         payload = notification_event(
-            tenant, notification_id, delivery_id, action, status, reason, channel=channel, template_id=template_id, channels=loads(channels)
+            tenant, notification_id, delivery_id, action, status, reason, channel=channel, template_id=template_id, channels=loads(channels),
+            simulated=bool(simulated),
         )
     else:
         payload = loads(data) or {}

@@ -123,6 +123,6 @@ async def test_a_body_that_fits_no_instance_any_more_fails_for_good_at_dispatch(
     api.wake()
     done = await api.wait_for(accepted["notification_id"], lambda n: n["status"] not in ("queued", "sending"))
     [delivery] = done["deliveries"]
-    assert delivery["status"] == "dead_lettered" and delivery["dead_reason"] == "permanent"
+    assert delivery["status"] == "failed" and delivery["dead_reason"] == "permanent"
     assert delivery["last_error"] == "the body is 40 characters; its provider instances take at most 20"
     assert ShortProvider.taken == []

@@ -69,7 +69,7 @@ def sms(to: str = SMS) -> dict[str, Any]:
 
 
 async def sent_by(api: Api, nid: str) -> dict[str, Any]:
-    done = await api.wait_for(nid, lambda n: n["status"] in ("sent", "dead_lettered"))
+    done = await api.wait_for(nid, lambda n: n["status"] in ("sent", "failed"))
     return done["deliveries"][0]  # type: ignore[no-any-return]
 
 
@@ -92,7 +92,7 @@ async def test_a_permanent_rejection_is_not_tried_elsewhere(start: Callable[...,
     primary.script(SMS, ["400"])
     _, body = await api.send(sms())
     delivery = await sent_by(api, body["notification_id"])
-    assert (delivery["status"], delivery["dead_reason"]) == ("dead_lettered", "permanent")
+    assert (delivery["status"], delivery["dead_reason"]) == ("failed", "permanent")
     assert backup.requests == []
 
 
@@ -194,7 +194,7 @@ async def test_failures_that_are_the_recipients_never_open_the_circuit_nor_go_to
         await api.idle()
     for nid in nids:
         delivery = (await api.notification(nid))["deliveries"][0]
-        assert delivery["status"] == "dead_lettered"
+        assert delivery["status"] == "failed" and delivery["dead_letter"] is not None
         assert {a["provider"] for a in delivery["attempts"]} == {"primary"}, "another instance would fare no better"
     assert [a["outcome"] for a in (await api.notification(nids[0]))["deliveries"][0]["attempts"]] == ["transient"] * 3
     _, good = await api.send(sms())
@@ -216,7 +216,7 @@ async def test_a_delivery_dead_lettered_behind_open_circuits_names_the_instance_
     _, body = await api.send({"recipient": {"phone": SMS}, "notification": {"channels": ["sms"], "body": "Your code is 1234", "expires_at": deadline}})
     await api.idle()
     delivery = (await api.notification(body["notification_id"]))["deliveries"][0]
-    assert (delivery["status"], delivery["dead_reason"]) == ("dead_lettered", "expired"), "the circuits reopen after its deadline"
+    assert (delivery["status"], delivery["dead_reason"]) == ("failed", "expired"), "the circuits reopen after its deadline"
     assert [a["provider"] for a in delivery["attempts"]] == ["backup"], "the last instance in failover order, passed over"
     assert "circuit open for primary, backup" in delivery["attempts"][0]["error"]
     status, listing = await api.get("/api/v1/dead-letters")

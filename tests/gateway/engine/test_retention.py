@@ -121,7 +121,7 @@ async def test_a_finished_notification_older_than_the_retention_is_purged_and_a_
     memory_provider.script["+14155550199"] = ["permanent"]
     old_sent, old_dead = await send(api), await send(api, phone="+14155550199")
     await settled(api)
-    assert [(await api.notification(n))["status"] for n in (old_sent, old_dead)] == ["sent", "dead_lettered"]
+    assert [(await api.notification(n))["status"] for n in (old_sent, old_dead)] == ["sent", "failed"]
     await purge_after(api, clock, 20 * HOUR)
     young = await send(api)
     await settled(api)

@@ -33,7 +33,7 @@ async def dead_letter(api: Api, body: dict[str, Any], key: str = LIVE_KEY) -> tu
     """Send ``body`` (already scripted to fail) and wait until it is dead-lettered: (notification id, delivery id)."""
     status, sent = await api.send(body, key=key)
     assert status == 202, sent
-    await api.wait_for(sent["notification_id"], lambda n: n["status"] == "dead_lettered", key=key)
+    await api.wait_for(sent["notification_id"], lambda n: n["status"] == "failed", key=key)
     return sent["notification_id"], sent["deliveries"][0]["delivery_id"]
 
 
@@ -57,7 +57,7 @@ async def exhausted(api: Api, memory_provider: type[MemoryProvider], clock: Fake
     await settle(api, clock)
     await api.wait_for(notification_id, lambda n: len(n["deliveries"][0]["attempts"]) == 2)
     await settle(api, clock)
-    await api.wait_for(notification_id, lambda n: n["status"] == "dead_lettered")
+    await api.wait_for(notification_id, lambda n: n["status"] == "failed")
     return notification_id, sent["deliveries"][0]["delivery_id"]
 
 
@@ -68,7 +68,7 @@ async def expired(api: Api, clock: FakeClock, phone: str) -> tuple[str, str]:
     assert status == 202, sent
     clock.advance(601)
     api.wake()
-    await api.wait_for(sent["notification_id"], lambda n: n["status"] == "dead_lettered")
+    await api.wait_for(sent["notification_id"], lambda n: n["status"] == "failed")
     return sent["notification_id"], sent["deliveries"][0]["delivery_id"]
 
 
@@ -218,7 +218,7 @@ async def test_a_replayed_delivery_is_queued_again_at_once_and_sent(patient_api:
     assert (delivery["status"], delivery["dead_reason"], delivery["attempt_count"]) == ("sent", None, 1)
     assert [a["outcome"] for a in delivery["attempts"]] == ["permanent", "sent"], "the first attempt stays as history"
     [event] = replay_audits(done)
-    assert (event["actor"], event["from_status"], event["to_status"]) == (ACTOR, "dead_lettered", "queued")
+    assert (event["actor"], event["from_status"], event["to_status"]) == (ACTOR, "failed", "queued")
     assert (event["delivery_id"], event["reason"]) == (delivery_id, f"replayed by {ACTOR}")
     assert await listed(api) == []
 
@@ -230,7 +230,7 @@ async def test_a_replay_starts_the_retry_schedule_over(api: Api, memory_provider
     assert status == 202
     retrying = await api.wait_for(notification_id, lambda n: len(n["deliveries"][0]["attempts"]) == 4)
     delivery = retrying["deliveries"][0]
-    assert delivery["status"] != "dead_lettered", "one transient failure after a replay is retried, as on a first try"
+    assert delivery["status"] == "sending" and delivery["dead_letter"] is None, "one transient failure after a replay is retried, as on a first try"
     assert (delivery["attempt_count"], delivery["next_attempt_at"] is not None) == (1, True)
     await settle(api, clock)
     done = await api.wait_for(notification_id, lambda n: n["status"] == "sent")

@@ -93,9 +93,12 @@ async def test_a_permanent_failure_with_no_fallback_left_is_dead_lettered(api: A
     memory_provider.script[SMS] = ["permanent"]
     memory_provider.script[EMAIL] = ["permanent"]
     _, body = await api.send(both("fallback"))
-    done = await api.wait_for(body["notification_id"], lambda n: channel_statuses(n) == {"sms": "failed", "email": "dead_lettered"})
+    done = await api.wait_for(body["notification_id"], lambda n: channel_statuses(n) == {"sms": "failed", "email": "failed"})
     assert done["status"] == "failed"
-    assert done["deliveries"][1]["dead_reason"] == "permanent"
+    sms, email = done["deliveries"]
+    assert sms["dead_letter"] is None, "the sms failed, and email took over: not a dead letter"
+    assert email["dead_reason"] == "permanent"
+    assert email["dead_letter"] == {"reason": "permanent", "at": email["updated_at"]}
 
 
 @pytest.fixture
@@ -120,7 +123,7 @@ async def test_transient_failures_retry_on_the_policy_schedule_then_dead_letter(
     second = await api.wait_for(nid, lambda n: n["deliveries"][0]["attempt_count"] == 2 and len(n["deliveries"][0]["attempts"]) == 2)
     assert second["deliveries"][0]["next_attempt_at"] == iso(start + 10 + 60)
     await settle(api, clock, 60)
-    done = await api.wait_for(nid, lambda n: n["status"] == "dead_lettered")
+    done = await api.wait_for(nid, lambda n: n["status"] == "failed")
     delivery = done["deliveries"][0]
     assert delivery["dead_reason"] == "retries_exhausted"
     assert [a["outcome"] for a in delivery["attempts"]] == ["transient", "transient", "transient"]
@@ -145,14 +148,14 @@ async def test_a_delivery_that_cannot_go_out_before_it_expires_is_dead_lettered(
 ) -> None:
     _, body = await api.send(both(send_at=iso(clock.now() + 300), expires_at=iso(clock.now() + 600)))
     await settle(api, clock, 601)
-    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "dead_lettered")
+    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "failed")
     assert {d["dead_reason"] for d in done["deliveries"]} == {"expired"}
     assert memory_provider.sent == []
 
 
-@pytest.mark.parametrize(("strategy", "sms_status"), [("all", "dead_lettered"), ("fallback", "failed")])
+@pytest.mark.parametrize(("strategy", "dead_letter"), [("all", True), ("fallback", False)])
 async def test_a_recipient_who_opts_out_while_a_message_waits_never_gets_it(
-    api: Api, memory_provider: type[MemoryProvider], clock: FakeClock, strategy: str, sms_status: str
+    api: Api, memory_provider: type[MemoryProvider], clock: FakeClock, strategy: str, dead_letter: bool
 ) -> None:
     """Accepting refuses an address that opted out; an opt-out that comes while a scheduled message waits stops it too."""
     _, body = await api.send(both(strategy, send_at=iso(clock.now() + 300)))
@@ -162,10 +165,11 @@ async def test_a_recipient_who_opts_out_while_a_message_waits_never_gets_it(
     done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "sent")
     assert [m.channel for m in memory_provider.sent] == ["email"], "the sms never reached a provider"
     [sms] = [d for d in done["deliveries"] if d["channel"] == "sms"]
-    assert sms["status"] == sms_status and sms["attempts"] == []
+    assert sms["status"] == "failed" and sms["attempts"] == []
+    assert (sms["dead_letter"] is not None) is dead_letter, "with a fallback waiting it is not a dead letter"
     assert "opted out of sms after the message was accepted" in sms["last_error"]
     assert [line["action"] for line in done["audit"] if line["delivery_id"] == sms["delivery_id"]] == [
-        "dead_lettered" if sms_status == "dead_lettered" else "failed"
+        "dead_lettered" if dead_letter else "failed"
     ]
 
 
@@ -174,7 +178,7 @@ async def test_a_retry_that_would_run_after_expiry_dead_letters_instead(
 ) -> None:
     memory_provider.script[SMS] = ["transient"]
     _, body = await api.send({"recipient": {"phone": SMS}, "notification": {"channels": ["sms"], "body": "hi", "expires_at": iso(clock.now() + 5)}})
-    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "dead_lettered")
+    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "failed")
     assert done["deliveries"][0]["dead_reason"] == "expired"
 
 

@@ -7,6 +7,9 @@ from urllib.parse import urlencode
 
 from conftest import LIVE_KEY, OTHER_KEY, TEST_KEY, Api, MemoryProvider, sms_body
 
+from gateway.http.appkeys import STORE
+from gateway.store import ReceivedStatus
+
 LIST = "/api/v1/notifications"
 
 
@@ -56,10 +59,10 @@ async def test_the_status_filter_lists_only_notifications_in_that_status(api: Ap
     status, failing = await api.send(sms_body("+14155550666"))
     assert status == 202
     _, ok = await api.send(sms_body("+14155550100"))
-    await api.wait_for(failing["notification_id"], lambda n: n["status"] == "dead_lettered")
+    await api.wait_for(failing["notification_id"], lambda n: n["status"] == "failed")
     await api.wait_for(ok["notification_id"], lambda n: n["status"] == "sent")
 
-    assert await ids(api, status="dead_lettered") == [failing["notification_id"]]
+    assert await ids(api, status="failed") == [failing["notification_id"]]
     assert await ids(api, status="sent") == [ok["notification_id"]]
     assert await ids(api, status="queued") == []
     assert await ids(api, status="delivered") == []
@@ -93,11 +96,51 @@ async def test_filters_combine(api: Api, memory_provider: type[MemoryProvider]) 
     memory_provider.script["+14155550666"] = ["permanent"]
     _, failed = await api.send(sms_body("+14155550666"))
     _, mail = await api.send(email_body())
-    await api.wait_for(failed["notification_id"], lambda n: n["status"] == "dead_lettered")
+    await api.wait_for(failed["notification_id"], lambda n: n["status"] == "failed")
     await api.wait_for(mail["notification_id"], lambda n: n["status"] == "sent")
-    assert await ids(api, status="dead_lettered", channel="sms", recipient="+14155550666") == [failed["notification_id"]]
-    assert await ids(api, status="dead_lettered", channel="email") == []
+    assert await ids(api, status="failed", channel="sms", recipient="+14155550666") == [failed["notification_id"]]
+    assert await ids(api, status="failed", channel="email") == []
     assert await ids(api, status="sent", recipient="+14155550666") == []
+
+
+async def test_a_failed_delivery_is_findable_even_when_another_channel_got_through(api: Api, memory_provider: type[MemoryProvider]) -> None:
+    """``?status=`` is the notification's own; ``?delivery_status=`` any delivery's (with ``channel=``, that channel's)."""
+    memory_provider.script["+14155550666"] = ["permanent"]
+    both = {"recipient": {"phone": "+14155550666", "email": "ada@example.com"}, "notification": {"channels": ["sms", "email"], "template_id": "otp", "data": {"code": "1"}}}
+    _, partly = await api.send(both)
+    _, ok = await api.send(sms_body())
+    done = await api.wait_for(partly["notification_id"], lambda n: n["status"] == "sent" and n["deliveries"][0]["status"] == "failed")
+    assert done["deliveries"][0]["dead_letter"]["reason"] == "permanent", "no fallback left: a dead letter, shown as a property of failed"
+    await api.wait_for(ok["notification_id"], lambda n: n["status"] == "sent")
+    assert await ids(api, status="failed") == []
+    assert await ids(api, delivery_status="failed") == [partly["notification_id"]]
+    assert await ids(api, delivery_status="failed", channel="sms") == [partly["notification_id"]]
+    assert await ids(api, delivery_status="failed", channel="email") == [], "the same delivery: the email did not fail"
+    assert await ids(api, delivery_status="sent") == [ok["notification_id"], partly["notification_id"]]
+
+
+async def test_opened_and_clicked_are_statuses_to_filter_on(api: Api) -> None:
+    _, opened = await api.send(email_body("ada@example.com"))
+    _, clicked = await api.send(email_body("bob@example.com"))
+    store = api.app[STORE]
+    for sent, receipts in ((opened, ["delivered", "opened"]), (clicked, ["delivered", "opened", "clicked", "opened"])):
+        found = await api.wait_for(sent["notification_id"], lambda n: n["status"] == "sent")
+        message_id = found["deliveries"][0]["provider_message_id"]
+        await store.apply_statuses([ReceivedStatus("memory", message_id, status) for status in receipts])
+    assert await ids(api, status="opened") == [opened["notification_id"]]
+    assert await ids(api, status="clicked") == [clicked["notification_id"]], "a late open does not move a click back"
+    assert await ids(api, status="read") == []
+    assert (await api.notification(clicked["notification_id"]))["deliveries"][0]["status"] == "clicked"
+
+
+async def test_dead_lettered_is_no_longer_a_status_and_the_answer_says_where_it_went(api: Api) -> None:
+    for name in ("status", "delivery_status"):
+        status, body = await api.get(f"{LIST}?{name}=dead_lettered")
+        assert status == 400 and body["error"]["code"] == "invalid_parameter"
+        [detail] = body["error"]["details"]
+        assert detail["field"] == name and "a dead letter is a failed delivery" in detail["message"]
+    status, body = await api.get(f"{LIST}?delivery_status=lost")
+    assert status == 400 and "must be one of" in body["error"]["details"][0]["message"]
 
 
 async def test_pages_cover_every_notification_once_in_order(api: Api) -> None:

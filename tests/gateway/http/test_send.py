@@ -56,7 +56,7 @@ async def test_transient_failure_is_retried_on_backoff_then_sent(api: Api, memor
 async def test_permanent_failure_fails_the_delivery_without_retry(api: Api, memory_provider: type[MemoryProvider]) -> None:
     memory_provider.script["+14155550122"] = ["permanent"]
     _, body = await api.send(sms_body("+14155550122"))
-    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "dead_lettered")
+    done = await api.wait_for(body["notification_id"], lambda n: n["status"] == "failed")
     delivery = done["deliveries"][0]
     assert (delivery["last_error"], delivery["dead_reason"]) == ("recipient rejected", "permanent")
     assert [a["outcome"] for a in delivery["attempts"]] == ["permanent"]
@@ -74,7 +74,7 @@ async def test_retries_stop_after_max_attempts(api: Api, memory_provider: type[M
         clock.advance(7200)  # each attempt is recorded before the clock moves, so its retry is due by then
         await api.idle()
     done = await api.notification(nid)
-    assert done["status"] == "dead_lettered"
+    assert done["status"] == "failed"
     delivery = done["deliveries"][0]
     assert delivery["dead_reason"] == "retries_exhausted"
     assert delivery["last_error"].startswith("gave up after 3 attempts")

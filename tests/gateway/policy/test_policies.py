@@ -66,6 +66,12 @@ def test_hidden_files_and_folders_are_skipped(tmp_path: Path, plugin_catalog: Pl
             "a.yaml:4: retry_schedules.fast.max_attempts: 3 delays are 3 retries, so at least 4 attempts",
         ),
         ({"a.yaml": "channels:\n  sms: {providers: [mem], throughput: fast}\n"}, "a.yaml:2: channels.sms.throughput: A rate such as 10/s"),
+        (  # a channel's throughput is shared by every tenant: a tenant's own was ignored, so it is refused
+            {"a.yaml": "providers:\n  mem: {plugin: memory}\ntenants:\n  a:\n    channels:\n      sms:\n        providers: [mem]\n        throughput: 5/s\n"},
+            "a.yaml:8: tenants.a.channels.sms.throughput: unknown field (known: providers, retry_schedule)",
+        ),
+        ({"a.yaml": "templates:\n  t:\n    locale: en\n    channels:\n      sms: {body: hi}\n"}, "a.yaml:3: templates.t.locale: unknown field (known: category, channels, description"),
+        ({"a.yaml": "webhooks:\n  a:\n    main: {url: 'https://x.example/h', events: [message.dead_letter], signing: ed25519}\n"}, "a.yaml:3: webhooks.a.main.events[0]"),
         (
             {"a.yaml": "providers:\n  mem: {plugin: memory}\nchannels:\n  sms: {providers: [mem], retry_schedule: patient}\n"},
             "a.yaml:4: channels.sms.retry_schedule: unknown retry schedule 'patient' (known: default)",

@@ -31,14 +31,28 @@ async def test_accept_send_and_receipts_each_write_their_event_with_the_common_f
     await fresh_store.apply_statuses([ReceivedStatus("memory", "m-1", "delivered")])  # late duplicate: no event
     events = await events_of(fresh_store, n.id)
     assert [e.type for e in events] == ["message.queued", "message.sent", "message.delivered", "message.read"]
+    assert not any(e.data["simulated"] for e in events), "the memory provider is a real one"
     assert [e.seq for e in events] == sorted(e.seq for e in events)
     sent = events[1]
     assert sent.tenant == "acme" and sent.at == clock.now() and sent.id.startswith("evt_")
     assert sent.data == {
         "notification_id": n.id, "tenant": "acme", "delivery_id": claimed.id, "channel": "sms",
-        "status": "sent", "reason": None, "template_id": "otp",
+        "status": "sent", "reason": None, "template_id": "otp", "simulated": False,
     }
     assert events[0].data["channels"] == ["sms"] and events[0].data["status"] == "queued"
+
+
+async def test_an_email_opened_then_clicked_is_told_as_each_and_a_late_open_changes_nothing(fresh_store: SqliteStore) -> None:
+    n = replace(notification(), channels=["email"], recipient={"email": "a@b.example"}, deliveries=[NewDelivery(ids.new_id(ids.DELIVERY), "email", 0, "a@b.example", {"body": "hi"})])
+    claimed = await accept_and_claim(fresh_store, n, channel="email")
+    await fresh_store.record_attempts([AttemptResult(claimed.id, 1, "memory", 0.0, 0.0, "sent", "sent", provider_message_id="m-2")])
+    for status in ("delivered", "opened", "clicked", "opened"):
+        await fresh_store.apply_statuses([ReceivedStatus("memory", "m-2", status)])
+    events = await events_of(fresh_store, n.id)
+    assert [e.type for e in events] == ["message.queued", "message.sent", "message.delivered", "message.opened", "message.clicked"]
+    assert [e.data["status"] for e in events[2:]] == ["delivered", "opened", "clicked"]
+    found = await fresh_store.get_notification("acme", n.id)
+    assert found is not None and (found.status, found.deliveries[0].status) == ("clicked", "clicked")
 
 
 async def test_a_permanent_failure_without_fallback_is_dead_lettered_and_failed_with_its_reason(fresh_store: SqliteStore) -> None:
@@ -50,7 +64,7 @@ async def test_a_permanent_failure_without_fallback_is_dead_lettered_and_failed_
     events = await events_of(fresh_store, n.id)
     assert [e.type for e in events] == ["message.queued", "message.dead_lettered", "message.failed"]
     assert events[1].data["reason"] == "permanent: recipient rejected"
-    assert events[2].data["status"] == "dead_lettered"
+    assert events[2].data["status"] == "failed"
     assert events[2].data["reason"] == "permanent: recipient rejected"
 
 
