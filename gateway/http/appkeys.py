@@ -8,7 +8,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clock import Clock
+from gateway.engine.digests import DigestSender
 from gateway.engine.dispatcher import Dispatcher
+from gateway.engine.event_processor import EventProcessor
 from gateway.engine.event_webhooks import EventWebhooks
 from gateway.engine.inbound import Inbound
 from gateway.engine.intake import Intake
@@ -42,3 +44,5 @@ INBOUND_LIMITS = web.AppKey("inbound_limits", SourceLimits)
 PURGER = web.AppKey("purger", Purger)
 EVENT_WEBHOOKS = web.AppKey("event_webhooks", EventWebhooks)
 WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)
+EVENT_PROCESSOR = web.AppKey("event_processor", EventProcessor)
+DIGESTS = web.AppKey("digests", DigestSender)

@@ -2,7 +2,18 @@
 
 from aiohttp import web
 
-from gateway.http import capabilities, dead_letters, health, notifications, replies, webhook_deliveries, webhook_endpoints, webhooks
+from gateway.http import (
+    acknowledgements,
+    capabilities,
+    dead_letters,
+    events,
+    health,
+    notifications,
+    replies,
+    webhook_deliveries,
+    webhook_endpoints,
+    webhooks,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -14,3 +25,5 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(webhook_deliveries.routes)
     app.add_routes(webhook_endpoints.routes)
     app.add_routes(replies.routes)
+    app.add_routes(events.routes)
+    app.add_routes(acknowledgements.routes)

@@ -7,13 +7,21 @@ Everything outside this package annotates with ``Store``; only the code that bui
 from gateway.store.protocol import InvalidCursorError, StorageUnavailableError, Store
 from gateway.store.records import (
     Acceptance,
+    AcknowledgeRequest,
     AttemptResult,
     ClaimedDelivery,
     ClaimedWebhook,
     DeadLetterFilter,
+    DigestEntry,
+    DigestResult,
+    DueDigest,
+    EventCandidate,
+    EventFilter,
     EventHead,
+    EventProcessing,
     IdempotencyClaim,
     InboundRecord,
+    NewBusinessEvent,
     NewDelivery,
     NewEvent,
     NewNotification,
@@ -32,9 +40,33 @@ from gateway.store.records import (
     WebhookTarget,
 )
 from gateway.store.sqlite import SqliteStore
-from gateway.store.stored import Attempt, DeadLetter, Delivery, HistoryEntry, Notification, OptOutEntry, Reply, StoredInbound, WebhookDelivery
+from gateway.store.stored import (
+    Acknowledgement,
+    Attempt,
+    BusinessEvent,
+    DeadLetter,
+    Delivery,
+    EventOutcome,
+    HistoryEntry,
+    Notification,
+    OptOutEntry,
+    Reply,
+    StoredInbound,
+    WebhookDelivery,
+)
 
 __all__ = [
+    "NewBusinessEvent",
+    "EventProcessing",
+    "EventOutcome",
+    "EventFilter",
+    "EventCandidate",
+    "DueDigest",
+    "DigestResult",
+    "DigestEntry",
+    "BusinessEvent",
+    "Acknowledgement",
+    "AcknowledgeRequest",
     "Acceptance",
     "Attempt",
     "AttemptResult",

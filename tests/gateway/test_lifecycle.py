@@ -14,6 +14,7 @@ import pytest
 from gateway import statuses
 from gateway.lifecycle import (
     MAX_DELAY,
+    Acknowledged,
     Delivery,
     Entry,
     Expired,
@@ -129,6 +130,7 @@ TABLE = {
     "fallback due":                        "queued   .       .        .     .          .     .       .        .     .",
     "not needed":                          "skipped  .       .        .     .          .     .       .        .     .",
     "replayed":                            ".        .       .        .     .          .     .       .        queued .",
+    "acknowledged":                        "skipped  .       .        .     .          .     .       .        .     .",
 }
 
 HAPPENINGS = {
@@ -151,6 +153,7 @@ HAPPENINGS = {
     "fallback due": (FallbackDue("the channel before it failed"), False),
     "not needed": (NotNeeded(), False),
     "replayed": (Replayed("key:ops"), False),
+    "acknowledged": (Acknowledged("on-call key"), False),
 }
 
 CELLS = [
@@ -163,7 +166,9 @@ CELLS = [
 def test_the_table_covers_every_status_and_every_kind_of_happening() -> None:
     assert set(ORDER) == statuses.ALL
     kinds = {type(happening) for happening, _waits in HAPPENINGS.values()}
-    assert kinds == {Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, Held, FallbackDue, NotNeeded, Replayed}
+    assert kinds == {
+        Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, Held, FallbackDue, NotNeeded, Replayed, Acknowledged,
+    }
     assert HAPPENINGS.keys() == TABLE.keys()
 
 

@@ -9,10 +9,13 @@ One module per aggregate, each holding its part of :class:`SqliteStore` and the 
 runs: ``outbox`` (accepting, claiming), ``outcomes`` and ``receipts`` (what happened to a
 delivery), ``changes`` (the history and fallback moves a write sets off), ``reads``,
 ``dead_letters``, ``inbound`` (callbacks, replies, opt-outs), ``webhooks`` (event webhooks),
-``retention`` (purges by age, reclaiming pages), ``cursors``; ``base`` holds the connections.
+``retention`` (purges by age, reclaiming pages), ``business_events`` (events posted, what
+routes made of them, dedupe, digests), ``acknowledgements``, ``cursors``; ``base`` holds the connections.
 """
 
 from gateway.store.protocol import Store
+from gateway.store.sqlite.acknowledgements import AcknowledgementStore
+from gateway.store.sqlite.business_events import BusinessEventStore
 from gateway.store.sqlite.dead_letters import DeadLetters
 from gateway.store.sqlite.inbound import InboundStore
 from gateway.store.sqlite.outbox import Outbox
@@ -22,7 +25,9 @@ from gateway.store.sqlite.retention import RetentionStore
 from gateway.store.sqlite.webhooks import WebhookStore
 
 
-class SqliteStore(Outbox, OutcomeWrites, Reads, DeadLetters, InboundStore, WebhookStore, RetentionStore):
+class SqliteStore(
+    Outbox, OutcomeWrites, Reads, DeadLetters, InboundStore, WebhookStore, RetentionStore, BusinessEventStore, AcknowledgementStore
+):
     """The outbox, idempotency records, attempts, callbacks and event webhooks in one SQLite file."""
 
 

@@ -11,7 +11,7 @@ from gateway.store.records import NotificationFilter, Page, StoredEvent
 from gateway.store.sqlite.base import StoreBase, loads, select_in
 from gateway.store.sqlite.changes import ATTEMPT_ONLY, notification_event
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
-from gateway.store.stored import Attempt, Delivery, HistoryEntry, Notification
+from gateway.store.stored import Acknowledgement, Attempt, Delivery, HistoryEntry, Notification
 
 EVENT_COLUMNS: Final = (  # what event_record reads, from ``history e``: a notification's own event is built from its line and its notification
     "e.seq, e.event_id, e.tenant, e.event_type, e.data, e.at, e.subject, e.notification_id, e.delivery_id, e.action, e.to_status, e.reason, "
@@ -98,7 +98,9 @@ def notification_record(row: sqlite3.Row, deliveries: Sequence[Delivery], histor
         fallback_after=row["fallback_after"], expires_at=row["expires_at"], template_id=row["template_id"],
         recipient=loads(row["recipient"]), channels=loads(row["channels"]), metadata=loads(row["metadata"]) or {},
         idempotency_key=row["idempotency_key"], created_at=row["created_at"], updated_at=row["updated_at"],
-        deliveries=deliveries, history=history,
+        deliveries=deliveries, history=history, event_id=row["event_id"], route=row["route"],
+        acknowledged=Acknowledgement(row["acknowledged_by"], row["acknowledged_at"], row["acknowledged_note"])
+        if row["acknowledged_at"] is not None else None,
     )
 
 
