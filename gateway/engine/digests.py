@@ -40,6 +40,7 @@ BATCH: Final = 100
 IDLE_WAIT: Final = 3600.0  # with no digest open, look again this often (a new one wakes the sender at once)
 RETRY_AFTER_FAILURE: Final = 5.0
 ROUTE_REMOVED: Final = "route_removed"
+PROCESSING_FAILED: Final = "processing_failed"
 
 
 def digest_due(policy: DigestPolicy, opened_at: float, zone: ZoneInfo) -> float:
@@ -122,11 +123,19 @@ class DigestSender:
         due = await self._store.due_digests(limit=BATCH)
         if not due:
             return 0
-        channels = await self._store.record_digests([self._result(digest) for digest in due])
+        channels = await self._store.record_digests([self._settled(digest) for digest in due])
         if channels:
             self._wake_dispatcher(channels)
         self.sent += len(due)
         return len(due)
+
+    def _settled(self, digest: DueDigest) -> DigestResult:
+        """:meth:`_result`, or ``processing_failed`` when building it failed on a fault of ours (logged): one bad digest holds up no other."""
+        try:
+            return self._result(digest)
+        except Exception:
+            log.exception("building digest %d of tenant %r failed; recorded as processing_failed", digest.id, digest.tenant)
+            return DigestResult(digest.id, reason=PROCESSING_FAILED, message="the gateway could not build this digest; the error is logged")
 
     def _result(self, digest: DueDigest) -> DigestResult:
         """The digest's notification, built through the send path; or why it cannot be (its route gone, a validation code)."""

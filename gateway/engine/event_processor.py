@@ -43,6 +43,7 @@ from gateway.store import BusinessEvent, DigestEntry, EventCandidate, EventProce
 log = logging.getLogger(__name__)
 BATCH: Final = 100
 NO_ROUTE_MATCHED: Final = "no_route_matched"
+PROCESSING_FAILED: Final = "processing_failed"
 RETRY_AFTER_FAILURE: Final = 5.0  # seconds before a batch that failed to commit (store refusing writes) is tried again
 
 
@@ -101,8 +102,19 @@ class EventProcessor:
         """Process one batch of pending events, oldest first; how many there were."""
         events = await self._store.pending_business_events(limit=BATCH)
         for event in events:
-            await self.process(event)
+            try:
+                await self.process(event)
+            except Exception as err:
+                if self._store.is_transient(err):
+                    raise  # the store refused the write: the event stays pending, tried again shortly
+                await self._give_up(event)
         return len(events)
+
+    async def _give_up(self, event: BusinessEvent) -> None:
+        """An event processing failed on (a fault of ours, logged): recorded as such, so it does not block those behind it."""
+        log.exception("processing business event %r of tenant %r failed; recorded as processing_failed", event.event_id, event.tenant)
+        failed = EventCandidate(None, None, reason=PROCESSING_FAILED, message="the gateway could not process this event; the error is logged")
+        await self.hand_over(EventProcessing(event.seq, event.tenant, event.mode, event.event_id, [failed]))
 
     async def process(self, event: BusinessEvent) -> None:
         """Decide what every matching route does for every recipient, and commit it with the event's processed mark."""

@@ -245,3 +245,21 @@ async def test_an_event_that_is_not_json_or_has_no_key_is_refused(api: Api) -> N
     assert response.status == 401
     status, error = await api.get("/api/v1/events?limit=0")
     assert (status, error["error"]["code"]) == (400, "invalid_parameter")
+
+
+async def test_an_event_processing_fails_on_is_recorded_and_holds_up_none_behind_it(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.engine import event_processor
+
+    real = event_processor.matching_routes
+
+    def broken(routes: Any, tenant: str, event: Any) -> list[str]:
+        if event.name == "order.boom":
+            raise KeyError("a bug")
+        return real(routes, tenant, event)
+
+    monkeypatch.setattr(event_processor, "matching_routes", broken)
+    await post_event(api, shipped("evt-boom", event_name="order.boom"))
+    after = await processed(api, shipped("evt-after"))
+    failed = await wait_event(api, "evt-boom")
+    assert failed["outcomes"][0]["reason"] == "processing_failed"
+    assert after["outcomes"][0]["result"] == "notified"
