@@ -263,3 +263,14 @@ async def test_an_event_processing_fails_on_is_recorded_and_holds_up_none_behind
     failed = await wait_event(api, "evt-boom")
     assert failed["outcomes"][0]["reason"] == "processing_failed"
     assert after["outcomes"][0]["result"] == "notified"
+
+
+async def test_processed_events_are_purged_with_the_tenants_retention(api: Api, clock: Any) -> None:
+    from gateway.http.appkeys import PURGER
+
+    await processed(api, shipped("evt-old"))
+    clock.advance(31 * 86400)  # acme keeps the default 30 days
+    await processed(api, shipped("evt-new"))
+    await api.app[PURGER].purge()
+    assert (await api.get("/api/v1/events/evt-old"))[0] == 404
+    assert (await api.get("/api/v1/events/evt-new"))[0] == 200
