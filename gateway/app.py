@@ -2,7 +2,7 @@
 
 Startup order (shutdown runs it backwards): policies → store and quota usage → HTTP client session →
 outcome sink and provider instances → inbound callbacks (opt-outs, processing) → retention
-purges → dispatcher → event webhooks → policy watcher. On SIGTERM the watcher stops
+purges → dispatcher → business events (processing, digests) → event webhooks → policy watcher. On SIGTERM the watcher stops
 first, then the dispatcher stops claiming, in-flight sends finish or are released, queued writes
 commit, and only then the store closes.
 """
@@ -18,8 +18,10 @@ from aiohttp import web
 
 from gateway.clock import Clock, SystemClock
 from gateway.engine.attempts import DispatchSettings
+from gateway.engine.digests import DigestSender
 from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.erasure import Eraser
+from gateway.engine.event_processor import EventProcessor
 from gateway.engine.event_webhooks import EventWebhooks
 from gateway.engine.inbound import Inbound, instance_tenants
 from gateway.engine.intake import Intake
@@ -33,8 +35,10 @@ from gateway.engine.throttle import InstanceLimits, SourceLimits
 from gateway.http.api import error_middleware, header_middleware
 from gateway.http.appkeys import (
     CLOCK,
+    DIGESTS,
     DISPATCHER,
     ERASER,
+    EVENT_PROCESSOR,
     EVENT_WEBHOOKS,
     HTTP,
     INBOUND,
@@ -69,6 +73,7 @@ from gateway.store import SqliteStore
 log = logging.getLogger(__name__)
 USER_AGENT = "Tidings/0.1"
 LINGER_SECONDS = 2.0
+ENDED_WINDOWS_KEPT = 86400.0
 
 
 def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, clock: Clock | None = None) -> web.Application:
@@ -82,7 +87,7 @@ def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, cloc
     app[PLUGINS] = plugins if plugins is not None else PluginCatalog.discover()
     setup_routes(app)
     app.cleanup_ctx.extend(
-        [_policies, _store, _http_session, _providers, _inbound, _retention, _dispatcher, _event_webhooks, _policy_watcher]
+        [_policies, _store, _http_session, _providers, _inbound, _retention, _dispatcher, _business_events, _event_webhooks, _policy_watcher]
     )
     return app
 
@@ -171,6 +176,8 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
         [
             Retention("raw provider callbacks", settings.inbound_retention_days * 86400, store.purge_inbound),
             Retention("idempotency records", settings.idempotency_retention_hours * 3600, store.purge_idempotency_keys),
+            # Ended windows no longer count (reads compare their end with the event's time); they go a day later.
+            Retention("ended dedupe windows and repeat holds", ENDED_WINDOWS_KEPT, store.purge_event_windows),
         ],
         tenants=TenantRetentions(store, app[POLICIES], batch=settings.retention_batch),
         reclaim=store.reclaim_space,
@@ -219,6 +226,19 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
     yield
     await dispatcher.stop()
     await app[OUTCOMES].drain()
+
+
+async def _business_events(app: web.Application) -> AsyncIterator[None]:
+    """Business events processed from the store (those left pending by a stop first), and digests sent when due."""
+    store, policies, clock, wake = app[STORE], app[POLICIES], app[CLOCK], app[DISPATCHER].wake
+    digests = DigestSender(store, policies, clock, wake)
+    processor = EventProcessor(store, policies, app[OPT_OUTS], clock, wake, digests)
+    app[DIGESTS], app[EVENT_PROCESSOR] = digests, processor
+    digests.start()
+    processor.start()
+    yield
+    await processor.stop()
+    await digests.stop()
 
 
 async def _event_webhooks(app: web.Application) -> AsyncIterator[None]:

@@ -1,7 +1,8 @@
 """The life of a delivery: given where it stands and what just happened, what happens next.
 
 Pure rules, with no I/O: the dispatcher plans retries with them, and the store's write jobs
-(attempt results, receipts, expiry, opt-outs, lost leases, fallback moves, skips, replays) apply them, so a
+(attempt results, receipts, expiry, opt-outs, lost leases, fallback moves, skips, replays,
+acknowledgements) apply them, so a
 delivery's fate is decided in this one place whichever path moved it. A second store
 implements storage, never these rules.
 
@@ -211,8 +212,15 @@ class Replayed:
     actor: str
 
 
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """Someone (``by``: an API key's name) acknowledged the notification: channels still waiting their fallback turn are not needed."""
+
+    by: str
+
+
 Happening = (
-    Sent | Failover | Retry | Failed | OptedOut | Receipt | Expired | LeaseLost | Held | FallbackDue | NotNeeded | Skipped | Replayed
+    Sent | Failover | Retry | Failed | OptedOut | Receipt | Expired | LeaseLost | Held | FallbackDue | NotNeeded | Skipped | Replayed | Acknowledged
 )
 
 
@@ -244,6 +252,14 @@ class Transition:
 EXPIRED_MESSAGE: Final = "expired before it could be sent"
 LEASE_LOST_MESSAGE: Final = "worker lost its lease; reclaimed"
 NOT_NEEDED_MESSAGE: Final = "an earlier channel got through"
+ACKNOWLEDGED_MESSAGE: Final = "acknowledged"
+ACKNOWLEDGED_EVENT: Final = "message.acknowledged"
+
+
+def acknowledgement_entry(by: str, note: str | None) -> Entry:
+    """The notification's own line of history for an acknowledgement, told as ``message.acknowledged``."""
+    reason = f"{ACKNOWLEDGED_MESSAGE} by {by}" + (f": {note}" if note else "")
+    return Entry(ACKNOWLEDGED_MESSAGE, None, None, reason, ACKNOWLEDGED_EVENT)
 
 
 def step(delivery: Delivery, happening: Happening) -> Transition:
@@ -304,6 +320,10 @@ def step(delivery: Delivery, happening: Happening) -> Transition:
             if current != statuses.FAILED or not delivery.dead_letter:
                 return unchanged
             return Transition(statuses.QUEUED, Entry("replayed", current, statuses.QUEUED, f"replayed by {actor}"), settles_notification=True)
+        case Acknowledged(by=by):
+            if current != statuses.WAITING:
+                return unchanged  # what is on its way or done is not taken back; only what waits its turn is called off
+            return _move(current, statuses.SKIPPED, "skipped", f"{ACKNOWLEDGED_MESSAGE} by {by}")
     raise TypeError(f"not a happening: {happening!r}")  # pragma: no cover - the match above is exhaustive for mypy
 
 

@@ -55,7 +55,7 @@ def _request(argv: list[str]) -> tuple[str, str, dict[str, str], bytes | None]:
 
 
 async def test_readme_curl_lines_send_a_message_and_read_its_status(aiohttp_client: Any, tmp_path: Path) -> None:
-    commands = _curl_commands()
+    commands = [command for command in _curl_commands() if "/api/v1/notifications" in command[2]][:2]
     assert len(commands) == 2, "the quickstart shows one send and one status read"
     settings = Settings(data_dir=tmp_path, policy_dir=ROOT / "policies", _env_file=None)  # type: ignore[call-arg]
     client = await aiohttp_client(create_app(settings, plugins=PluginCatalog.discover()))
@@ -73,6 +73,19 @@ async def test_readme_curl_lines_send_a_message_and_read_its_status(aiohttp_clie
     assert response.status == 200
     assert listed["items"][0]["notification_id"] == sent["notification_id"]
     assert [d["channel"] for d in listed["items"][0]["deliveries"]] == ["email", "sms"]
+
+
+async def test_readme_business_event_curl_lines_are_accepted_and_read_back(aiohttp_client: Any, tmp_path: Path) -> None:
+    """Every events example in the README, posted in order to the shipped policies with the demo key, is accepted and readable."""
+    commands = [command for command in _curl_commands() if "/api/v1/events" in command[2]]
+    assert len(commands) >= 4, "the events sections show a post, a read, a dedupe and a digest example"
+    settings = Settings(data_dir=tmp_path, policy_dir=ROOT / "policies", policy_reload=False, _env_file=None)  # type: ignore[call-arg]
+    client = await aiohttp_client(create_app(settings, plugins=PluginCatalog.discover()))
+    for command in commands:
+        method, url, headers, data = _request(command)
+        response = await client.request(method, url.removeprefix("http://127.0.0.1:8080"), headers=headers, data=data)
+        answer = orjson.loads(await response.read())
+        assert response.status == (202 if method == "POST" else 200), (url, answer)
 
 
 def test_the_shipped_policies_show_a_working_instance_of_every_vendor_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -71,6 +71,7 @@ class TenantRetentions:
             if keep is not None:
                 found.append(Retention(f"notifications of tenant {tenant!r}", keep, functools.partial(self.purge_notifications, tenant)))
                 found.append(Retention(f"history lines of tenant {tenant!r}", keep, functools.partial(self.purge_lines, tenant)))
+                found.append(Retention(f"business events of tenant {tenant!r}", keep, functools.partial(self.purge_events, tenant)))
         kept = [keep for keep in retentions.values() if keep is not None]
         if len(kept) == len(retentions):
             longest = max(kept, default=DEFAULT_LINES_RETENTION)
@@ -86,6 +87,16 @@ class TenantRetentions:
             if batch.resume_after is None:
                 return total
             after = batch.resume_after
+            await asyncio.sleep(0)
+
+    async def purge_events(self, tenant: str, before: float) -> int:
+        """The tenant's processed business events (and settled digests) that may go, batch by batch; how many went."""
+        total = 0
+        while True:
+            purged = await self._store.purge_business_events(tenant, before, limit=self._batch)
+            total += purged
+            if purged < self._batch:
+                return total
             await asyncio.sleep(0)
 
     async def purge_lines(self, tenant: str | None, before: float) -> int:

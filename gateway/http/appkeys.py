@@ -8,8 +8,10 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clock import Clock
+from gateway.engine.digests import DigestSender
 from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.erasure import Eraser
+from gateway.engine.event_processor import EventProcessor
 from gateway.engine.event_webhooks import EventWebhooks
 from gateway.engine.inbound import Inbound
 from gateway.engine.intake import Intake
@@ -47,3 +49,5 @@ PURGER = web.AppKey("purger", Purger)
 EVENT_WEBHOOKS = web.AppKey("event_webhooks", EventWebhooks)
 WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)
 ERASER = web.AppKey("eraser", Eraser)
+EVENT_PROCESSOR = web.AppKey("event_processor", EventProcessor)
+DIGESTS = web.AppKey("digests", DigestSender)

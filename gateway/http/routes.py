@@ -2,7 +2,19 @@
 
 from aiohttp import web
 
-from gateway.http import capabilities, contacts, dead_letters, health, notifications, replies, webhook_deliveries, webhook_endpoints, webhooks
+from gateway.http import (
+    acknowledgements,
+    capabilities,
+    contacts,
+    dead_letters,
+    events,
+    health,
+    notifications,
+    replies,
+    webhook_deliveries,
+    webhook_endpoints,
+    webhooks,
+)
 
 
 def setup_routes(app: web.Application) -> None:
@@ -15,3 +27,5 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(webhook_endpoints.routes)
     app.add_routes(replies.routes)
     app.add_routes(contacts.routes)
+    app.add_routes(events.routes)
+    app.add_routes(acknowledgements.routes)

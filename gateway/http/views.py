@@ -9,10 +9,13 @@ from gateway import statuses
 from gateway.clock import isoformat
 from gateway.policy.models import WebhookEndpointPolicy
 from gateway.store import (
+    Acknowledgement,
     Attempt,
+    BusinessEvent,
     Contact,
     DeadLetter,
     Delivery,
+    EventOutcome,
     HistoryEntry,
     Notification,
     OptOutEntry,
@@ -46,9 +49,56 @@ def notification_view(item: Notification, *, full: bool) -> dict[str, Any]:
         "created_at": isoformat(item.created_at),
         "updated_at": isoformat(item.updated_at),
         "deliveries": [delivery_view(d, full=full) for d in item.deliveries],
+        "event_id": item.event_id,
+        "route": item.route,
+        "acknowledged": acknowledgement_view(item.acknowledged) if item.acknowledged is not None else None,
     }
     if full:
         view["audit"] = [history_view(entry) for entry in item.history or ()]  # "audit": the name the API has always used
+    return view
+
+
+def acknowledgement_view(item: Acknowledgement) -> dict[str, Any]:
+    """Who acknowledged a notification (the key's name), when, and their note."""
+    return {"by": item.by, "at": isoformat(item.at), "note": item.note}
+
+
+def event_view(item: BusinessEvent, *, full: bool) -> dict[str, Any]:
+    """A business event as received, with its effective severity and processing status; in full, what each route did.
+
+    ``routes`` lists the matching routes in the order they fired; ``outcomes`` one line per
+    route and recipient (``recipient_index`` into the event's recipients), or a single
+    ``no_route_matched`` line.
+    """
+    view: dict[str, Any] = {
+        **item.received,
+        "severity": item.severity,
+        "mode": item.mode,
+        "status": "processed" if item.processed_at is not None else "pending",
+        "received_at": isoformat(item.received_at),
+        "received_by": item.key_name or item.key_prefix,
+        "processed_at": _time(item.processed_at),
+    }
+    if full:
+        outcomes = item.outcomes or ()
+        view["routes"] = list(dict.fromkeys(outcome.route for outcome in outcomes if outcome.route is not None))
+        view["outcomes"] = [event_outcome_view(outcome) for outcome in outcomes]
+    return view
+
+
+def event_outcome_view(item: EventOutcome) -> dict[str, Any]:
+    """What one route did for one recipient: notified, digested (due when, and sent as which notification) or suppressed (why)."""
+    view: dict[str, Any] = {"route": item.route, "recipient_index": item.recipient_index, "result": item.result}
+    if item.notification_id is not None:
+        view["notification_id"] = item.notification_id
+        view["notification_status"] = item.notification_status
+    if item.reason is not None:
+        view["reason"] = item.reason
+        view["message"] = item.message
+    if item.first_event_id is not None:
+        view["first_event_id"] = item.first_event_id
+    if item.digest_due_at is not None:
+        view["digest"] = {"due_at": isoformat(item.digest_due_at), "status": item.digest_status}
     return view
 
 

@@ -17,11 +17,17 @@ LOOKUP_LENGTH: Final = 12
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the tenant, which key (by prefix, never the key) and the key's mode."""
+    """Who is calling: the tenant, which key (by prefix, never the key), the key's mode and its name in policy."""
 
     tenant: str
     key_prefix: str
     mode: str
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How the key is named where people read who did something (an acknowledgement): its name, else its prefix."""
+        return self.name or self.key_prefix
 
     @property
     def actor(self) -> str:
@@ -69,5 +75,5 @@ def authenticate(policy: PolicySet, key: str | None) -> Principal:
             tenant = policy.tenant(entry.tenant)
             if tenant is None or tenant.status != "active":
                 raise ForbiddenError(f"Tenant {entry.tenant!r} is suspended.", code="tenant_suspended")
-            return Principal(entry.tenant, entry.key.prefix, entry.key.mode)
+            return Principal(entry.tenant, entry.key.prefix, entry.key.mode, entry.key.name)
     raise UnauthorizedError("Unknown API key.", code="invalid_api_key")

@@ -2,8 +2,8 @@
 
 Every ``*.yaml`` / ``*.yml`` file under the policy directory (hidden entries skipped, so a
 Kubernetes ConfigMap's ``..data`` folder is not read twice) holds top-level sections —
-``tenants``, ``providers``, ``channels``, ``templates``, ``routes``, ``retry_schedules``,
-``quotas``, ``webhooks`` — and a section may be split across files. The merged set is
+``tenants``, ``providers``, ``channels``, ``templates``, ``routes``, ``events``,
+``retry_schedules``, ``quotas``, ``webhooks`` — and a section may be split across files. The merged set is
 validated as a whole; every problem is reported with its file, line and path, all at once.
 A valid set becomes an immutable :class:`PolicySet`; :class:`PolicyHolder` swaps sets
 atomically so a request keeps the set it started with.
@@ -27,7 +27,7 @@ from gateway.plugins import PluginCatalog
 from gateway.policy.models import SANDBOX, SECTIONS, PolicyDocument
 from gateway.policy.secret_values import SecretResolver
 from gateway.policy.sources import Path_, Sources
-from gateway.policy.validation import check_references, check_schema, compile_templates, pydantic_message
+from gateway.policy.validation import check_references, check_schema, compile_templates, explain_old_routes, pydantic_message
 from gateway.policy.view import KeyEntry, PolicySet
 
 
@@ -136,6 +136,7 @@ def load_policies(directory: Path, plugins: PluginCatalog, *, secrets: SecretRes
 def build_policy_set(sources: Sources, plugins: PluginCatalog, secrets: SecretResolver | None = None) -> PolicySet:
     # Secrets first: everything after validates the values, never the references.
     (secrets or SecretResolver()).resolve(sources.document, sources.issue)
+    explain_old_routes(sources)
     check_schema(sources)
     if sources.issues:
         raise PolicyError(sources.issues)

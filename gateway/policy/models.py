@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from gateway.policy.durations import DURATION_PATTERN, RATE_PATTERN
 
-SECTIONS: Final = ("tenants", "providers", "channels", "templates", "routes", "retry_schedules", "quotas", "webhooks")
+SECTIONS: Final = (
+    "tenants", "providers", "channels", "templates", "routes", "events", "retry_schedules", "quotas", "webhooks",
+)
 
 
 SANDBOX: Final = "sandbox"
@@ -79,7 +81,7 @@ Strategy = Literal["all", "fallback"]
 EVENT_TYPES: Final = (
     "message.queued", "message.sent", "message.delivered", "message.opened", "message.clicked", "message.read", "message.failed",
     "message.dead_lettered",
-    "message.replied", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
+    "message.replied", "message.acknowledged", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
     "quota.threshold",
 )
 
@@ -87,7 +89,7 @@ EVENT_TYPES: Final = (
 EventType = Literal[
     "*", "message.queued", "message.sent", "message.delivered", "message.opened", "message.clicked", "message.read", "message.failed",
     "message.dead_lettered",
-    "message.replied", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
+    "message.replied", "message.acknowledged", "recipient.opted_out", "recipient.opted_in", "provider.circuit_opened", "provider.circuit_closed",
     "quota.threshold",
 ]
 
@@ -201,6 +203,9 @@ class TenantPolicy(_Model):
     senders: dict[str, SenderPolicy] = Field(default_factory=dict, description="Sender identity per channel.")
     defaults: TenantDefaults = Field(default_factory=TenantDefaults)
     retention: RetentionPeriod = DEFAULT_RETENTION
+    timezone: str = Field(
+        "UTC", min_length=1, max_length=64, description="IANA time zone (Europe/Lisbon) of the tenant's daily digests; UTC when unset."
+    )
 
 
 class CircuitBreakerPolicy(_Model):
@@ -221,16 +226,91 @@ class ProviderInstancePolicy(_Model):
     circuit_breaker: CircuitBreakerPolicy = Field(default_factory=CircuitBreakerPolicy)
 
 
-class RoutePolicy(_Model):
-    """A business event (``order.shipped``) and the notification it becomes."""
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: Final = ("low", "medium", "high", "critical")
+"""Business event severities, lowest first: a route's ``severity: high`` matches high and critical."""
+DEFAULT_SEVERITY: Final = "medium"
+"""An event's severity when neither its request nor its type's policy (``events:``) says."""
+
+
+EventName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", description="An event name such as order.shipped.")]
+
+
+EventGlob = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_.:*?!\[\]-]{1,128}$",
+        description="An event name such as order.shipped, or a glob such as order.* (* any characters, ? one, [abc] one of those).",
+    ),
+]
+
+
+DataValue = str | int | float | bool
+
+
+class RouteMatchPolicy(_Model):
+    """Which events a route takes: all of the fields given must hold."""
+
+    event: EventGlob = Field(description="The event's name, exact such as order.shipped, or a glob such as order.* (fnmatch rules).")
+    severity: Severity | list[Severity] | None = Field(
+        None, description="A minimum (high: high and critical), or a list of the severities taken."
+    )
+    source: EventGlob | None = Field(None, description="The event's source, exact such as billing, or a glob such as billing-*.")
+    data: dict[str, DataValue | list[DataValue]] = Field(
+        default_factory=dict, description="Dotted paths into the event's data, each with the value (or one of the values) it must have."
+    )
+
+
+class RouteNotifyPolicy(_Model):
+    """The notification a matching event becomes, per recipient: what a send's ``notification`` would say."""
 
     template: Name
     channels: list[str] = Field(min_length=1)
-    strategy: Strategy = "all"
+    strategy: Strategy | None = Field(None, description="all (the default) or fallback; the template's or tenant's when unset.")
     fallback_after: Duration | None = None
     priority: Priority | None = None
+
+
+class DedupePolicy(_Model):
+    """Send a fingerprint once per window: later matching events with the same one are suppressed."""
+
+    window: Duration
+    fingerprint: list[str] = Field(
+        min_length=1, max_length=16,
+        description="Fields whose values form the fingerprint (with the recipient's): event_name, source, severity, "
+        "actor.type, actor.id, data.<path>, recipient, recipient.<field>.",
+    )
+
+
+class DigestPolicy(_Model):
+    """Collect matching events per recipient and send one notification for them all: every N, or daily at a time."""
+
+    every: Duration | None = Field(None, description="Send what was collected this long after the first event of the window.")
+    daily_at: str | None = Field(
+        None, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Send once a day at HH:MM in the tenant's time zone (tenants.<t>.timezone).",
+    )
+
+
+class RoutePolicy(_Model):
+    """A route: which business events it matches, and the notification each becomes."""
+
+    match: RouteMatchPolicy
+    notify: RouteNotifyPolicy
     tenant: Name | None = Field(None, description="Only for this tenant (and its own templates); every tenant when unset.")
-    description: str | None = None
+    dedupe: DedupePolicy | None = None
+    repeat_after: Duration | None = Field(
+        None, description="Once a notification of the route is acknowledged, suppress its fingerprint this long."
+    )
+    digest: DigestPolicy | None = None
+    description: str | None = Field(None, description=NOTE)
+
+
+class EventTypePolicy(_Model):
+    """What an event type gets when its request does not say."""
+
+    severity: Severity | None = Field(None, description="The severity of an event posted without one (else medium).")
+    description: str | None = Field(None, description=NOTE)
 
 
 class RetrySchedulePolicy(_Model):
@@ -295,7 +375,8 @@ class PolicyDocument(_Model):
     providers: dict[Name, ProviderInstancePolicy] = Field(default_factory=dict)
     channels: dict[str, ChannelRoutePolicy] = Field(default_factory=dict)
     templates: dict[Name, TemplatePolicy] = Field(default_factory=dict)
-    routes: dict[str, RoutePolicy] = Field(default_factory=dict, description="Business events by name, e.g. order.shipped.")
+    routes: dict[Name, RoutePolicy] = Field(default_factory=dict, description="Named routes from business events to notifications.")
+    events: dict[EventName, EventTypePolicy] = Field(default_factory=dict, description="Defaults per event type, by exact name.")
     retry_schedules: dict[Name, RetrySchedulePolicy] = Field(default_factory=dict)
     quotas: dict[Name, QuotaPolicy] = Field(default_factory=dict, description="Per tenant.")
     webhooks: dict[Name, dict[Name, WebhookEndpointPolicy]] = Field(

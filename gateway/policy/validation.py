@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError as SchemaValidationError
@@ -33,6 +34,7 @@ from gateway.policy.models import (
     TenantChannelPolicy,
     WebhookEndpointPolicy,
 )
+from gateway.policy.routing import FINGERPRINT_FIELD, glob_problem
 from gateway.policy.sources import Path_, Sources
 from gateway.policy.templates import CompiledContent, CompiledTemplate, template_syntax_error
 
@@ -60,7 +62,9 @@ def _schema_issues(error: SchemaValidationError) -> list[tuple[Path_, str]]:
     if error.validator == "anyOf" and isinstance(described, str) and "such as" in described:
         return [(path, described)]  # a value of several shapes (a duration, or 0): say what it may be, not which shape it missed
     if error.validator == "anyOf" and error.context:
-        best = min(error.context, key=lambda e: len(list(e.absolute_path)))
+        # An optional section (a mapping, or null) that is a mapping: what is wrong inside it, not that it is not null.
+        shaped = [e for e in error.context if not (e.validator == "type" and e.validator_value == "null")] or error.context
+        best = min(shaped, key=lambda e: len(list(e.absolute_path)))
         return _schema_issues(best) if best.validator != "type" else [(path, "has the wrong type")]
     return [(path, _schema_message(error))]
 
@@ -138,8 +142,10 @@ def check_references(document: PolicyDocument, plugins: PluginCatalog, channels:
             if endpoint.signing == "hmac" and endpoint.secret is None:
                 sources.issue(("webhooks", tenant, name, "secret"), "hmac signing needs a secret (whsec_…)")
             _check_webhook_secrets(endpoint, ("webhooks", tenant, name), sources)
-    for event, event_route in document.routes.items():
-        _check_event_route(event, event_route, document, channels, sources)
+    for name, event_route in document.routes.items():
+        _check_event_route(name, event_route, document, channels, sources)
+    for tenant, policy in document.tenants.items():
+        _check_timezone(tenant, policy.timezone, sources)
 
 
 def _check_webhook_secrets(endpoint: WebhookEndpointPolicy, base: Path_, sources: Sources) -> None:
@@ -163,21 +169,102 @@ def _check_name(name: str | None, known: Collection[str], kind: str, path: Path_
         sources.issue(path, f"unknown {kind} {name!r} (known: {', '.join(sorted(known)) or 'none'})")
 
 
-def _check_event_route(event: str, route: RoutePolicy, document: PolicyDocument, channels: ChannelCatalog, sources: Sources) -> None:
-    base: Path_ = ("routes", event)
+OLD_ROUTE_FIELDS: Final = frozenset({"template", "channels", "strategy", "fallback_after", "priority"})
+DIGEST_VARIABLES: Final = frozenset({"events", "count", "route"})
+"""What a digest's template is rendered with: each event's variables (``events``), how many (``count``), the route's name."""
+
+
+def explain_old_routes(sources: Sources) -> None:
+    """Routes written the old way (keyed by event name, the notification at the top) are explained, not just refused.
+
+    Each such route is reported once, at its line, with how to write it now, and left out of the
+    schema check (which would only list its fields as unknown).
+    """
+    routes = sources.document.get("routes")
+    if not isinstance(routes, dict):
+        return
+    for name, route in list(routes.items()):
+        if not isinstance(route, dict) or "match" in route or "notify" in route or not OLD_ROUTE_FIELDS & route.keys():
+            continue
+        sources.issue(
+            ("routes", name),
+            f"routes are now named and match events: write `match: {{event: {name}}}` and put the notification "
+            f"({', '.join(sorted(OLD_ROUTE_FIELDS & route.keys()))}) under `notify:`",
+        )
+        del routes[name]
+
+
+def _check_event_route(name: str, route: RoutePolicy, document: PolicyDocument, channels: ChannelCatalog, sources: Sources) -> None:
+    """A route's names must point at something, its globs parse, its fingerprint fields exist and its digest is one kind."""
+    base: Path_ = ("routes", name)
     if route.tenant is not None and route.tenant not in document.tenants:
         sources.issue((*base, "tenant"), f"unknown tenant {route.tenant!r}")
+    for part in ("event", "source"):
+        pattern = getattr(route.match, part)
+        problem = glob_problem(pattern) if pattern is not None else None
+        if problem:
+            sources.issue((*base, "match", part), f"not a valid glob: {problem}")
+    if isinstance(route.match.severity, list) and not route.match.severity:
+        sources.issue((*base, "match", "severity"), "list at least one severity, or leave it out")
+    template = _check_route_notify(route, document, channels, (*base, "notify"), sources)
+    if route.dedupe is not None:
+        for index, field in enumerate(route.dedupe.fingerprint):
+            if not FINGERPRINT_FIELD.fullmatch(field):
+                sources.issue(
+                    (*base, "dedupe", "fingerprint", index),
+                    "not a fingerprint field: use event_name, source, severity, actor.type, actor.id, data.<path>, recipient or recipient.<field>",
+                )
+    if route.repeat_after is not None and route.dedupe is None:
+        sources.issue((*base, "repeat_after"), "needs dedupe: the fingerprint it suppresses is the one dedupe.fingerprint lists")
+    if route.digest is not None:
+        _check_digest(route, template, base, sources)
+
+
+def _check_route_notify(
+    route: RoutePolicy, document: PolicyDocument, channels: ChannelCatalog, base: Path_, sources: Sources
+) -> TemplatePolicy | None:
+    notify = route.notify
     tenant = document.tenants.get(route.tenant) if route.tenant is not None else None
-    template = (tenant.templates.get(route.template) if tenant else None) or document.templates.get(route.template)
+    template = (tenant.templates.get(notify.template) if tenant else None) or document.templates.get(notify.template)
     if template is None:
-        sources.issue((*base, "template"), f"unknown template {route.template!r}")
-    for index, channel in enumerate(route.channels):
+        sources.issue((*base, "template"), f"unknown template {notify.template!r}")
+    for index, channel in enumerate(notify.channels):
         if channel not in channels:
             sources.issue((*base, "channels", index), f"unknown channel {channel!r}")
         elif template is not None and channel not in template.channels:
-            sources.issue((*base, "channels", index), f"template {route.template!r} has no content for channel {channel!r}")
-    if route.fallback_after is not None and route.strategy != "fallback":
+            sources.issue((*base, "channels", index), f"template {notify.template!r} has no content for channel {channel!r}")
+    if notify.fallback_after is not None and notify.strategy != "fallback":
         sources.issue((*base, "fallback_after"), "only applies with strategy: fallback")
+    return template
+
+
+def _check_digest(route: RoutePolicy, template: TemplatePolicy | None, base: Path_, sources: Sources) -> None:
+    digest = route.digest
+    assert digest is not None
+    if (digest.every is None) == (digest.daily_at is None):
+        sources.issue((*base, "digest"), "give one of every (a duration) or daily_at (HH:MM)")
+    if digest.every is not None and parse_duration(digest.every) <= 0:
+        sources.issue((*base, "digest", "every"), "must be longer than 0s")
+    if template is not None and template.variables is not None and not set(template.variables) <= DIGEST_VARIABLES:
+        unknown = ", ".join(sorted(set(template.variables) - DIGEST_VARIABLES))
+        sources.issue(
+            (*base, "notify", "template"),
+            f"a digest's template is rendered from events, count and route only; template {route.notify.template!r} "
+            f"also needs: {unknown}",
+        )
+
+
+def _check_timezone(tenant: str, zone: str, sources: Sources) -> None:
+    if not valid_timezone(zone):
+        sources.issue(("tenants", tenant, "timezone"), "unknown time zone: write an IANA name such as Europe/Lisbon or UTC")
+
+
+def valid_timezone(zone: str) -> bool:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def _check_instance(name: str, instance: ProviderInstancePolicy, plugins: PluginCatalog, sources: Sources) -> None:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from zoneinfo import ZoneInfo
 
 from gateway.channels import ChannelCatalog
 from gateway.errors import PolicyError
@@ -38,6 +39,11 @@ _DEFAULT_BREAKER: Final = CircuitBreakerPolicy()
 def _breaker_policy(failures: int, window: str, cooldown: str) -> BreakerPolicy:
     """Parsed once per distinct setting: every send asks for its instance's policy."""
     return BreakerPolicy(failures, parse_duration(window), parse_duration(cooldown))
+
+
+@functools.lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,11 @@ class PolicySet:
         """The shared throughput limit of ``channel`` (one limit for all tenants' traffic on it)."""
         route = self.document.channels.get(channel)
         return route.throughput if route else None
+
+    def tenant_timezone(self, tenant: str) -> ZoneInfo:
+        """The tenant's time zone (``timezone``, validated at load), for its daily digests; UTC for a tenant not in policy."""
+        tenant_policy = self.document.tenants.get(tenant)
+        return _zone(tenant_policy.timezone if tenant_policy else "UTC")
 
     def tenant_defaults(self, tenant: str) -> TenantDefaults:
         tenant_policy = self.document.tenants.get(tenant)

@@ -7,15 +7,23 @@ Everything outside this package annotates with ``Store``; only the code that bui
 from gateway.store.protocol import ExternalIdTakenError, InvalidCursorError, StaleContactError, StorageUnavailableError, Store
 from gateway.store.records import (
     Acceptance,
+    AcknowledgeRequest,
     AttemptResult,
     ClaimedDelivery,
     ClaimedWebhook,
     ContactFields,
     DeadLetterFilter,
+    DigestEntry,
+    DigestResult,
+    DueDigest,
     Erasure,
+    EventCandidate,
+    EventFilter,
     EventHead,
+    EventProcessing,
     IdempotencyClaim,
     InboundRecord,
+    NewBusinessEvent,
     NewDelivery,
     NewEvent,
     NewNotification,
@@ -38,11 +46,14 @@ from gateway.store.records import (
 )
 from gateway.store.sqlite import SqliteStore
 from gateway.store.stored import (
+    Acknowledgement,
     Attempt,
+    BusinessEvent,
     Contact,
     ContactSaved,
     DeadLetter,
     Delivery,
+    EventOutcome,
     HistoryEntry,
     Notification,
     OptOutEntry,
@@ -52,6 +63,17 @@ from gateway.store.stored import (
 )
 
 __all__ = [
+    "NewBusinessEvent",
+    "EventProcessing",
+    "EventOutcome",
+    "EventFilter",
+    "EventCandidate",
+    "DueDigest",
+    "DigestResult",
+    "DigestEntry",
+    "BusinessEvent",
+    "Acknowledgement",
+    "AcknowledgeRequest",
     "Acceptance",
     "Attempt",
     "AttemptResult",

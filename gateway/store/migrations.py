@@ -446,6 +446,93 @@ MIGRATIONS: Final = (
     ALTER TABLE notifications ADD COLUMN template_version TEXT;
     ALTER TABLE notifications ADD COLUMN template_language TEXT;
     """,
+    # v18: business events: kept as received and processed from this outbox; what each route did; dedupe windows,
+    # repeats held by acknowledgements, digests collecting events; which event and route made a notification,
+    # and its acknowledgement.
+    """
+    CREATE TABLE business_events (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant       TEXT NOT NULL,
+        mode         TEXT NOT NULL,
+        event_id     TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        severity     TEXT NOT NULL,
+        received     TEXT NOT NULL,           -- the request as it came
+        key_prefix   TEXT NOT NULL,
+        key_name     TEXT,
+        received_at  REAL NOT NULL,
+        processed_at REAL                     -- NULL: still to be processed
+    );
+    CREATE UNIQUE INDEX business_events_by_id ON business_events (tenant, mode, event_id);
+    CREATE INDEX business_events_pending ON business_events (seq) WHERE processed_at IS NULL;
+    CREATE INDEX business_events_by_name ON business_events (tenant, mode, name, seq);
+    CREATE INDEX business_events_by_age ON business_events (tenant, received_at);
+    CREATE TABLE event_outcomes (
+        event_seq       INTEGER NOT NULL,
+        position        INTEGER NOT NULL,
+        route           TEXT,
+        recipient_index INTEGER,
+        result          TEXT NOT NULL,        -- notified, digested, suppressed
+        reason          TEXT,
+        message         TEXT,
+        notification_id TEXT,
+        first_event_id  TEXT,
+        digest_id       INTEGER,
+        PRIMARY KEY (event_seq, position)
+    ) WITHOUT ROWID;
+    CREATE TABLE event_dedupe (
+        tenant         TEXT NOT NULL,
+        mode           TEXT NOT NULL,
+        route          TEXT NOT NULL,
+        fingerprint    TEXT NOT NULL,
+        first_event_id TEXT NOT NULL,
+        expires_at     REAL NOT NULL,
+        PRIMARY KEY (tenant, mode, route, fingerprint)
+    ) WITHOUT ROWID;
+    CREATE INDEX event_dedupe_by_expiry ON event_dedupe (expires_at);
+    CREATE TABLE repeat_holds (
+        tenant          TEXT NOT NULL,
+        mode            TEXT NOT NULL,
+        route           TEXT NOT NULL,
+        fingerprint     TEXT NOT NULL,
+        until           REAL NOT NULL,
+        notification_id TEXT NOT NULL,
+        PRIMARY KEY (tenant, mode, route, fingerprint)
+    ) WITHOUT ROWID;
+    CREATE INDEX repeat_holds_by_expiry ON repeat_holds (until);
+    CREATE TABLE digests (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant          TEXT NOT NULL,
+        mode            TEXT NOT NULL,
+        route           TEXT NOT NULL,
+        recipient_key   TEXT NOT NULL,
+        recipient       TEXT NOT NULL,
+        key_prefix      TEXT NOT NULL,
+        key_name        TEXT,
+        due_at          REAL NOT NULL,
+        status          TEXT NOT NULL,        -- open, sent, failed
+        notification_id TEXT,
+        reason          TEXT,
+        message         TEXT,
+        created_at      REAL NOT NULL,
+        settled_at      REAL
+    );
+    CREATE UNIQUE INDEX digests_open ON digests (tenant, mode, route, recipient_key) WHERE status = 'open';
+    CREATE INDEX digests_due ON digests (due_at) WHERE status = 'open';
+    CREATE TABLE digest_items (
+        digest_id INTEGER NOT NULL,
+        event_seq INTEGER NOT NULL,
+        event_id  TEXT NOT NULL,
+        variables TEXT NOT NULL,
+        PRIMARY KEY (digest_id, event_seq)
+    ) WITHOUT ROWID;
+    ALTER TABLE notifications ADD COLUMN event_id TEXT;
+    ALTER TABLE notifications ADD COLUMN route TEXT;
+    ALTER TABLE notifications ADD COLUMN fingerprint TEXT;
+    ALTER TABLE notifications ADD COLUMN acknowledged_by TEXT;
+    ALTER TABLE notifications ADD COLUMN acknowledged_at REAL;
+    ALTER TABLE notifications ADD COLUMN acknowledged_note TEXT;
+    """,
 )
 
 

@@ -161,6 +161,60 @@ class Store(Protocol):
     ) -> records.Page[stored.Notification]:
         """The tenant's notifications matching ``where``, with their deliveries (no attempts or history), ``limit`` a page."""
 
+    # Business events, what routes make of them, digests, acknowledgements
+
+    async def accept_business_event(self, event: records.NewBusinessEvent) -> bool:
+        """Keep a new event to be processed; False (nothing written) when the tenant used its id in that mode before."""
+
+    async def pending_business_events(self, *, limit: int) -> list[stored.BusinessEvent]:
+        """Up to ``limit`` events kept but not processed yet, oldest first."""
+
+    async def record_event_processing(self, processing: records.EventProcessing) -> set[str]:
+        """Commit what processing an event decided, at once: its notifications, each candidate's outcome, its processed mark.
+
+        Before that, a candidate with a ``fingerprint`` held by an acknowledgement (until the
+        event's arrival) is suppressed as ``acknowledged_repeat``; one with a ``dedupe_window``
+        whose fingerprint was seen on the route inside the window is ``deduplicated`` (naming the
+        first event), and otherwise starts the window. A digest candidate joins the open digest
+        of its route and recipient, or opens one. An event already processed changes nothing.
+        Returns the channels of the notifications kept.
+        """
+
+    async def get_business_event(self, tenant: str, mode: str, event_id: str) -> stored.BusinessEvent | None:
+        """The tenant's event of that id in ``mode`` with its outcomes (their notifications' statuses now); None if none."""
+
+    async def list_business_events(
+        self, tenant: str, where: records.EventFilter, *, limit: int, cursor: str | None
+    ) -> records.Page[stored.BusinessEvent]:
+        """The tenant's events matching ``where``, newest first, without outcomes, ``limit`` a page."""
+
+    async def next_digest_due(self) -> float | None:
+        """When the next open digest is due; None when no digest is open."""
+
+    async def due_digests(self, *, limit: int) -> list[records.DueDigest]:
+        """Up to ``limit`` open digests due by now, oldest due first, with their events' variables in arrival order."""
+
+    async def record_digests(self, results: Sequence[records.DigestResult]) -> set[str]:
+        """Settle due digests at once, each with its notification (sent) or why it could not be made (failed); a digest
+        settles once. Returns the channels of the notifications kept."""
+
+    async def purge_business_events(self, tenant: str, before: float, *, limit: int) -> int:
+        """Forget up to ``limit`` of the tenant's processed events received before ``before`` (with their outcomes), and
+        digests settled before it; how many went. Events still to be processed stay."""
+
+    async def purge_event_windows(self, before: float) -> int:
+        """Forget dedupe windows and repeat holds that ended before ``before``; how many went."""
+
+    async def acknowledge(self, request: records.AcknowledgeRequest) -> tuple[stored.Acknowledgement, bool] | None:
+        """Acknowledge a notification of the tenant in the request's mode; None if there is none.
+
+        At once: who, when and the note; a line of history told as ``message.acknowledged``; its
+        deliveries still waiting their fallback turn skipped; and, for a notification a route
+        made with a fingerprint, repeats of it on that route held for ``repeat_after``. A
+        notification acknowledged before keeps its first acknowledgement and nothing is
+        written: the answer says whether this call recorded it.
+        """
+
     # Dead letters
 
     async def list_dead_letters(

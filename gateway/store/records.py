@@ -445,3 +445,109 @@ class Page(Generic[T]):
 
     items: Sequence[T]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewBusinessEvent:
+    """A business event posted to ``/api/v1/events``, ready to keep; processed from the store afterwards.
+
+    ``received`` is the request as it came (validated), shown back on reads; the other fields
+    are what processing reads: the effective ``severity`` (the request's, else its type's
+    default), the recipients as address maps, and who posted it (key prefix and name).
+    """
+
+    tenant: str
+    mode: str
+    event_id: str
+    name: str
+    severity: str
+    received: Mapping[str, Any]
+    key_prefix: str
+    key_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DigestEntry:
+    """An event's place in a digest of one route for one recipient: joins the open one, or opens one due at ``due_at``."""
+
+    recipient_key: str
+    recipient: Mapping[str, Any]
+    due_at: float
+    variables: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventCandidate:
+    """What one route would do for one recipient of an event, before dedupe and acknowledgements have their say.
+
+    Exactly one of ``notification`` (send it), ``digest`` (collect it) and ``reason`` (suppressed
+    already: a validation code, an opt-out, ``no_route_matched``) is set. With ``fingerprint``, a
+    repeat held by an acknowledgement is suppressed (``acknowledged_repeat``); with
+    ``dedupe_window`` too, one seen on the route inside the window is (``deduplicated``), and
+    otherwise the window starts.
+    """
+
+    route: str | None
+    recipient_index: int | None
+    notification: NewNotification | None = None
+    digest: DigestEntry | None = None
+    reason: str | None = None
+    message: str | None = None
+    fingerprint: str | None = None
+    dedupe_window: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventProcessing:
+    """Everything processing decided for one event, committed at once with its processed mark."""
+
+    seq: int
+    tenant: str
+    mode: str
+    event_id: str
+    candidates: Sequence[EventCandidate]
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    mode: str
+    event_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DueDigest:
+    """A digest whose time has come: the route and recipient, who opened it (for the notification's actor), and its events' variables."""
+
+    id: int
+    tenant: str
+    mode: str
+    route: str
+    recipient: Mapping[str, Any]
+    key_prefix: str
+    key_name: str | None
+    due_at: float
+    events: Sequence[Mapping[str, Any]]
+    event_ids: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestResult:
+    """What became of a due digest: its notification, or why none could be made (``reason``, ``message``)."""
+
+    id: int
+    notification: NewNotification | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AcknowledgeRequest:
+    """An acknowledgement of one notification: who (a key's name), the note, and how long repeats of its route's fingerprint stay suppressed."""
+
+    tenant: str
+    mode: str
+    notification_id: str
+    by: str
+    actor: str
+    note: str | None = None
+    repeat_after: float | None = None

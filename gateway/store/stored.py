@@ -72,6 +72,15 @@ class HistoryEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """Who acknowledged a notification (a key's name), when, and the note they left."""
+
+    by: str
+    at: float
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     """A notification with its deliveries in channel order; ``history`` (oldest first) is None when the read did not ask for it."""
 
@@ -98,6 +107,9 @@ class Notification:
     template_version: str | None = None
     """The template's ``version`` in policy when the notification was accepted (as text), and its ``language``."""
     template_language: str | None = None
+    event_id: str | None = None  # the business event whose route made it, if one did
+    route: str | None = None
+    acknowledged: Acknowledgement | None = None
 
     @property
     def simulated(self) -> bool:
@@ -191,3 +203,43 @@ class StoredInbound:
     request: InboundRecord
     outcome: str
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What one route did for one recipient of a business event.
+
+    ``result`` is ``notified`` (``notification_id`` made, its ``notification_status`` now),
+    ``digested`` (collected in a digest due at ``digest_due_at``; ``notification_id`` once it is
+    sent) or ``suppressed`` (``reason``: ``deduplicated`` naming ``first_event_id``,
+    ``acknowledged_repeat``, ``recipient_opted_out``, ``no_route_matched``, a validation code…).
+    """
+
+    route: str | None
+    recipient_index: int | None
+    result: str
+    reason: str | None = None
+    message: str | None = None
+    notification_id: str | None = None
+    notification_status: str | None = None
+    first_event_id: str | None = None
+    digest_due_at: float | None = None
+    digest_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BusinessEvent:
+    """A business event as kept: as received, whether processed yet, and (on a full read) what each route did."""
+
+    seq: int
+    tenant: str
+    mode: str
+    event_id: str
+    name: str
+    severity: str
+    received: Mapping[str, Any]
+    key_prefix: str
+    key_name: str | None
+    received_at: float
+    processed_at: float | None
+    outcomes: Sequence[EventOutcome] | None = None

@@ -14,6 +14,7 @@ import pytest
 from gateway import statuses
 from gateway.lifecycle import (
     MAX_DELAY,
+    Acknowledged,
     Delivery,
     Entry,
     Expired,
@@ -137,6 +138,7 @@ TABLE = {
     "not needed":                 "skipped .         .         .         .         .       .       .       .       .       .       .",
     "skipped: opted out, no address": "skipped skipped   skipped   .         .         .       .       .       .       .       .       .",
     "replayed":                   ".       .         .         .         .         .       .       .       .       queued  .       .",
+    "acknowledged":               "skipped .         .         .         .         .       .       .       .       .       .       .",
 }
 
 HAPPENINGS = {
@@ -162,6 +164,7 @@ HAPPENINGS = {
     "not needed": (NotNeeded(), False),
     "skipped: opted out, no address": (Skipped("channel_opted_out"), False),
     "replayed": (Replayed("key:ops"), False),
+    "acknowledged": (Acknowledged("on-call key"), False),
 }
 
 CELLS = [
@@ -174,7 +177,10 @@ CELLS = [
 def test_the_table_covers_every_status_and_every_kind_of_happening() -> None:
     assert {statuses.FAILED if column == DEAD else column for column in ORDER} == statuses.ALL
     kinds = {type(happening) for happening, _waits in HAPPENINGS.values()}
-    assert kinds == {Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, Held, FallbackDue, NotNeeded, Skipped, Replayed}
+    assert kinds == {
+        Sent, Failover, Retry, Failed, OptedOut, Receipt, Expired, LeaseLost, Held, FallbackDue, NotNeeded, Skipped, Replayed,
+        Acknowledged,
+    }
     assert HAPPENINGS.keys() == TABLE.keys()
     assert {happening.status for happening, _waits in HAPPENINGS.values() if isinstance(happening, Receipt)} == set(statuses.RECEIPT_STATUSES.values())
 

@@ -82,9 +82,9 @@ templates:
       kakao:
         provider_template: {{name: otp_code, language: ko, parameters: ["{{{{ code }}}}"]}}
 routes:
-  app.deployed:
-    template: deploy
-    channels: [discord]
+  app-deployed:
+    match: {{event: app.deployed}}
+    notify: {{template: deploy, channels: [discord]}}
 """
 
 
@@ -265,7 +265,7 @@ def test_without_the_plugin_every_reference_to_its_channel_is_refused_where_it_i
     issues = issues_of(write_policy(tmp_path / "p"), without)
     for where in (
         "tenants.acme.senders.discord", "tenants.acme.channels.discord", "channels.discord",
-        "templates.deploy.channels.discord", "routes.app.deployed.channels[0]",
+        "templates.deploy.channels.discord", "routes.app-deployed.notify.channels[0]",
     ):
         assert any(f": {where}: unknown channel 'discord'" in issue for issue in issues), (where, issues)
     assert any("providers.shared-discord.plugin: plugin 'discord' no such plugin installed" in issue for issue in issues)

@@ -10,10 +10,13 @@ runs: ``outbox`` (accepting, claiming), ``outcomes`` and ``receipts`` (what happ
 delivery), ``changes`` (the history and fallback moves a write sets off), ``reads``,
 ``dead_letters``, ``inbound`` (callbacks, replies, opt-outs), ``webhooks`` (event webhooks),
 ``retention`` (purges by age, reclaiming pages), ``quotas`` (usage kept with acceptances), ``contacts`` (and erasing deleted ones),
-``cursors``; ``base`` holds the connections.
+``business_events`` (events posted, what routes made of them, dedupe, digests), ``acknowledgements``, ``cursors``; ``base``
+holds the connections.
 """
 
 from gateway.store.protocol import Store
+from gateway.store.sqlite.acknowledgements import AcknowledgementStore
+from gateway.store.sqlite.business_events import BusinessEventStore
 from gateway.store.sqlite.contacts import ContactStore
 from gateway.store.sqlite.dead_letters import DeadLetters
 from gateway.store.sqlite.inbound import InboundStore
@@ -25,8 +28,11 @@ from gateway.store.sqlite.retention import RetentionStore
 from gateway.store.sqlite.webhooks import WebhookStore
 
 
-class SqliteStore(Outbox, OutcomeWrites, Reads, DeadLetters, InboundStore, WebhookStore, RetentionStore, QuotaStore, ContactStore):
-    """The outbox, idempotency records, attempts, callbacks, event webhooks, quota usage and contacts in one SQLite file."""
+class SqliteStore(
+    Outbox, OutcomeWrites, Reads, DeadLetters, InboundStore, WebhookStore, RetentionStore, QuotaStore, ContactStore,
+    BusinessEventStore, AcknowledgementStore,
+):
+    """The outbox, idempotency records, attempts, callbacks, event webhooks, quota usage, contacts and business events in one SQLite file."""
 
 
 _IMPLEMENTS: type[Store] = SqliteStore  # mypy checks here that SqliteStore is a Store

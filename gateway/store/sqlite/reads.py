@@ -11,7 +11,7 @@ from gateway.store.records import NotificationFilter, Page, StoredEvent
 from gateway.store.sqlite.base import StoreBase, loads, select_in
 from gateway.store.sqlite.changes import ATTEMPT_ONLY, notification_event
 from gateway.store.sqlite.cursors import decode_cursor, encode_cursor
-from gateway.store.stored import Attempt, Delivery, HistoryEntry, Notification
+from gateway.store.stored import Acknowledgement, Attempt, Delivery, HistoryEntry, Notification
 
 EVENT_COLUMNS: Final = (  # what event_record reads, from ``history e``: a notification's own event is built from its line and its notification
     "e.seq, e.event_id, e.tenant, e.event_type, e.data, e.at, e.subject, e.notification_id, e.delivery_id, e.action, e.to_status, e.reason, "
@@ -104,7 +104,9 @@ def notification_record(row: sqlite3.Row, deliveries: Sequence[Delivery], histor
         idempotency_key=row["idempotency_key"], created_at=row["created_at"], updated_at=row["updated_at"],
         deliveries=deliveries, history=history, contact_id=row["contact_id"], category=row["category"], severity=row["severity"],
         locale=row["locale"], template_version=row["template_version"],
-        template_language=row["template_language"],
+        template_language=row["template_language"], event_id=row["event_id"], route=row["route"],
+        acknowledged=Acknowledgement(row["acknowledged_by"], row["acknowledged_at"], row["acknowledged_note"])
+        if row["acknowledged_at"] is not None else None,
     )
 
 

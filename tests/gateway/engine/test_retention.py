@@ -296,11 +296,15 @@ def test_each_tenant_in_policy_has_its_retentions_and_lines_of_no_tenant_follow_
     holder = PolicyHolder(load_policies(tmp_path, plugin_catalog))
     found = {retention.what: retention.keep_seconds for retention in TenantRetentions(cast(Store, None), holder, batch=10)()}
     expected = {
-        "notifications of tenant 'acme'": DAY, "history lines of tenant 'acme'": DAY,
+        "notifications of tenant 'acme'": DAY, "history lines of tenant 'acme'": DAY, "business events of tenant 'acme'": DAY,
         "notifications of tenant 'other'": 90 * DAY, "history lines of tenant 'other'": 90 * DAY,
+        "business events of tenant 'other'": 90 * DAY,
     }
     if no_tenant is not None:
-        expected |= {"notifications of tenant 'keeper'": 7 * DAY, "history lines of tenant 'keeper'": 7 * DAY}
+        expected |= {
+            "notifications of tenant 'keeper'": 7 * DAY, "history lines of tenant 'keeper'": 7 * DAY,
+            "business events of tenant 'keeper'": 7 * DAY,
+        }
         expected["history lines of no tenant"] = no_tenant
     assert found == expected
 

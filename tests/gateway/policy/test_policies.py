@@ -14,6 +14,7 @@ from gateway.policy.loading import load_policies
 from gateway.policy.models import SECTIONS
 
 ROOT = Path(__file__).resolve().parents[3]
+ROUTE_TEMPLATE = "templates:\n  t: {channels: {sms: {body: hi}}}\n"
 
 
 def write(directory: Path, name: str, text: str) -> None:
@@ -110,12 +111,67 @@ def test_hidden_files_and_folders_are_skipped(tmp_path: Path, plugin_catalog: Pl
         ),
         (
             {"a.yaml": "routes:\n  order.shipped: {template: nope, channels: [sms]}\n"},
-            "a.yaml:2: routes.order.shipped.template: unknown template 'nope'",
+            "a.yaml:2: routes.order.shipped: routes are now named and match events: write `match: {event: order.shipped}` "
+            "and put the notification (channels, template) under `notify:`",
         ),
         (
-            {"a.yaml": "templates:\n  t: {channels: {sms: {body: hi}}}\nroutes:\n  e:\n    template: t\n    channels: [sms, email]\n"},
-            "a.yaml:6: routes.e.channels[1]: template 't' has no content for channel 'email'",
+            {"a.yaml": "routes:\n  r:\n    match: {event: x}\n    notify: {template: nope, channels: [sms]}\n"},
+            "a.yaml:4: routes.r.notify.template: unknown template 'nope'",
         ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: x}\n    notify:\n      template: t\n      channels: [sms, email]\n"},
+            "a.yaml:8: routes.e.notify.channels[1]: template 't' has no content for channel 'email'",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: x}\n    notify: {template: t, channels: [fax]}\n"},
+            "a.yaml:6: routes.e.notify.channels[0]: unknown channel 'fax'",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: 'order.[ab'}\n    notify: {template: t, channels: [sms]}\n"},
+            "a.yaml:5: routes.e.match.event: not a valid glob: the [ at position 7 is never closed",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: 'order shipped'}\n    notify: {template: t, channels: [sms]}\n"},
+            "a.yaml:5: routes.e.match.event: The event's name, exact such as order.shipped, or a glob",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: x, severity: urgent}\n    notify: {template: t, channels: [sms]}\n"},
+            "a.yaml:5: routes.e.match.severity",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: x}\n    notify: {template: t, channels: [sms]}\n"
+             "    dedupe: {window: 6h, fingerprint: [event_name, payload.id]}\n"},
+            "a.yaml:7: routes.e.dedupe.fingerprint[1]: not a fingerprint field",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: x}\n    notify: {template: t, channels: [sms]}\n    repeat_after: 1d\n"},
+            "a.yaml:7: routes.e.repeat_after: needs dedupe",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: x}\n    notify: {template: t, channels: [sms]}\n"
+             "    digest: {every: 1h, daily_at: '09:00'}\n"},
+            "a.yaml:7: routes.e.digest: give one of every (a duration) or daily_at (HH:MM)",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: x}\n    notify: {template: t, channels: [sms]}\n    digest: {daily_at: '9am'}\n"},
+            "a.yaml:7: routes.e.digest.daily_at",
+        ),
+        (
+            {"a.yaml": "templates:\n  t:\n    variables: [order_id]\n    channels: {sms: {body: '{{ order_id }}'}}\n"
+             "routes:\n  e:\n    match: {event: x}\n    notify: {template: t, channels: [sms]}\n    digest: {every: 1h}\n"},
+            "a.yaml:8: routes.e.notify.template: a digest's template is rendered from events, count and route only",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    match: {event: x}\n    notify: {template: t, channels: [sms], fallback_after: 1m}\n"},
+            "a.yaml:6: routes.e.notify.fallback_after: only applies with strategy: fallback",
+        ),
+        (
+            {"a.yaml": ROUTE_TEMPLATE + "routes:\n  e:\n    tenant: ghost\n    match: {event: x}\n    notify: {template: t, channels: [sms]}\n"},
+            "a.yaml:5: routes.e.tenant: unknown tenant 'ghost'",
+        ),
+        ({"a.yaml": "events:\n  order.shipped: {severity: severe}\n"}, "a.yaml:2: events.order.shipped.severity: must be one of: low, medium, high, critical"),
+        ({"a.yaml": "events:\n  'order.*': {severity: high}\n"}, "a.yaml:2: events"),
+        ({"a.yaml": "tenants:\n  a:\n    timezone: Mars/Olympus\n"}, "a.yaml:3: tenants.a.timezone: unknown time zone"),
         (
             {"a.yaml": "templates:\n  t:\n    variables: [code]\n    channels: {sms: {body: '{{ code }} {{ name }}'}}\n"},
             "a.yaml:3: templates.t.variables: placeholders not listed in variables: name",

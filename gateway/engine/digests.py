@@ -1,0 +1,155 @@
+"""Digests: a route's matching events collected per recipient, then sent as one notification rendered from them all.
+
+A route with ``digest: {every: 1h}`` opens a digest for a recipient at the first event that
+reaches them, due that long after; events until then join it. ``digest: {daily_at: "09:00"}``
+is due at the next 09:00 in the tenant's time zone (``tenants.<t>.timezone``, UTC unless set).
+Its template is rendered with ``events`` (each event's variables, as a single event's route
+would get them: its data and ``event``), ``count`` and ``route``.
+
+:class:`DigestSender` sends what is due. It waits on the injected clock for the next due
+digest, woken early when processing opens one; digests are rows in the store, so a restart
+loses none, and each is settled (sent or failed) in the transaction that keeps its
+notification, so none is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, time, timedelta
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from gateway.clock import Clock
+from gateway.engine.business_events import notification_content
+from gateway.engine.submission import Submission
+from gateway.errors import ValidationError
+from gateway.policy.durations import parse_duration
+from gateway.policy.keys import Principal
+from gateway.policy.models import DigestPolicy
+from gateway.policy.view import PolicyHolder
+from gateway.store import DigestResult, DueDigest, Store
+
+log = logging.getLogger(__name__)
+BATCH: Final = 100
+IDLE_WAIT: Final = 3600.0  # with no digest open, look again this often (a new one wakes the sender at once)
+RETRY_AFTER_FAILURE: Final = 5.0
+ROUTE_REMOVED: Final = "route_removed"
+PROCESSING_FAILED: Final = "processing_failed"
+
+
+def digest_due(policy: DigestPolicy, opened_at: float, zone: ZoneInfo) -> float:
+    """When a digest opened at ``opened_at`` is due: ``every`` later, or the next ``daily_at`` in ``zone`` after it."""
+    if policy.every is not None:
+        return opened_at + parse_duration(policy.every)
+    assert policy.daily_at is not None
+    hour, minute = (int(part) for part in policy.daily_at.split(":"))
+    local = datetime.fromtimestamp(opened_at, zone)
+    day = local.date()
+    while True:  # the first day whose HH:MM (as the zone reads it, across a DST change) is after the opening
+        moment = datetime.combine(day, time(hour, minute), tzinfo=zone).timestamp()
+        if moment > opened_at:
+            return moment
+        day += timedelta(days=1)
+
+
+def digest_variables(route: str, events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """What a digest's template is rendered with: ``events`` (each event's variables), ``count`` and ``route``."""
+    return {"events": [dict(event) for event in events], "count": len(events), "route": route}
+
+
+def recipient_key(recipient: Mapping[str, Any]) -> str:
+    """The recipient a digest collects for, as one key: the same addresses, whatever their order, are one recipient."""
+    return hashlib.sha256(orjson.dumps(dict(recipient), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class DigestSender:
+    """Sends digests when they fall due, on the injected clock."""
+
+    def __init__(self, store: Store, policies: PolicyHolder, clock: Clock, wake_dispatcher: Callable[[Iterable[str]], None]) -> None:
+        self._store = store
+        self._policies = policies
+        self._clock = clock
+        self._wake_dispatcher = wake_dispatcher
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="digest-sender")
+
+    def wake(self) -> None:
+        """A digest was opened: it may be due sooner than what the sender waits for."""
+        self._wakeup.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            self._wakeup.clear()
+            try:
+                while await self.send_due():
+                    pass
+                due = await self._store.next_digest_due()
+            except Exception:
+                log.exception("sending due digests failed; trying again shortly")
+                due = self._clock.now() + RETRY_AFTER_FAILURE
+            wait = IDLE_WAIT if due is None else due - self._clock.now()
+            if wait > 0:
+                await self._sleep(wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until ``seconds`` pass on the clock, or a wake."""
+        woken = asyncio.ensure_future(self._wakeup.wait())
+        slept = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            slept.cancel()
+
+    async def send_due(self) -> int:
+        """Send one batch of due digests; how many were due."""
+        due = await self._store.due_digests(limit=BATCH)
+        if not due:
+            return 0
+        channels = await self._store.record_digests([self._settled(digest) for digest in due])
+        if channels:
+            self._wake_dispatcher(channels)
+        self.sent += len(due)
+        return len(due)
+
+    def _settled(self, digest: DueDigest) -> DigestResult:
+        """:meth:`_result`, or ``processing_failed`` when building it failed on a fault of ours (logged): one bad digest holds up no other."""
+        try:
+            return self._result(digest)
+        except Exception:
+            log.exception("building digest %d of tenant %r failed; recorded as processing_failed", digest.id, digest.tenant)
+            return DigestResult(digest.id, reason=PROCESSING_FAILED, message="the gateway could not build this digest; the error is logged")
+
+    def _result(self, digest: DueDigest) -> DigestResult:
+        """The digest's notification, built through the send path; or why it cannot be (its route gone, a validation code)."""
+        policy = self._policies.current
+        route = policy.document.routes.get(digest.route)
+        if route is None:
+            return DigestResult(digest.id, reason=ROUTE_REMOVED, message=f"route {digest.route!r} is no longer in policy")
+        principal = Principal(digest.tenant, digest.key_prefix, digest.mode, digest.key_name)
+        submission = Submission(policy, principal, self._clock.now())
+        variables = digest_variables(digest.route, digest.events)
+        try:
+            plan = submission.plan(notification_content(route, variables), prefix="notify.")
+            notification = submission.build(plan, digest.recipient, variables, data_path="events")
+        except ValidationError as err:
+            code = err.details[0].code if err.details and err.details[0].code else err.code
+            return DigestResult(digest.id, reason=code, message=err.message)
+        return DigestResult(digest.id, notification=notification)

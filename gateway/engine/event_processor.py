@@ -1,0 +1,185 @@
+"""Processing business events from the store: routes matched, notifications built, everything committed with the processed mark.
+
+Accepting an event only keeps it (:meth:`~gateway.store.Store.accept_business_event`). The
+processor, woken on each accept and at start (so what was accepted before a crash is
+processed after it), takes pending events oldest first and for each:
+
+1. finds every matching route, in name order (:func:`gateway.policy.routing.matching_routes`);
+2. per route and recipient, builds the notification through the send path
+   (:class:`~gateway.engine.submission.Submission`: channels, template, recipient, variables
+   are checked exactly as for ``/api/v1/notifications/send``), or records why not (the
+   validation error's code, ``recipient_opted_out``); a digest route collects instead;
+3. hands the lot to the store in one transaction (:meth:`EventProcessor.hand_over`), which
+   applies dedupe windows and acknowledged repeats and marks the event processed, so an event
+   is processed once however often the process dies meanwhile;
+4. wakes the dispatcher for the channels filled, and the digest sender when one was opened.
+
+Policy is read when the event is processed: a route changed between accept and processing
+applies to the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from gateway.clock import Clock
+from gateway.engine.business_events import event_variables, facts_of, notification_content, recipients_of
+from gateway.engine.digests import DigestSender, digest_due, digest_variables, recipient_key
+from gateway.engine.intake import opt_out_problems
+from gateway.engine.opt_outs import OptOuts
+from gateway.engine.submission import Plan, Submission
+from gateway.errors import ValidationError
+from gateway.policy.durations import parse_duration
+from gateway.policy.keys import Principal
+from gateway.policy.models import RoutePolicy
+from gateway.policy.routing import EventFacts, fingerprint, matching_routes
+from gateway.policy.view import PolicyHolder, PolicySet
+from gateway.store import BusinessEvent, DigestEntry, EventCandidate, EventProcessing, NewNotification, Store
+
+log = logging.getLogger(__name__)
+BATCH: Final = 100
+NO_ROUTE_MATCHED: Final = "no_route_matched"
+PROCESSING_FAILED: Final = "processing_failed"
+RETRY_AFTER_FAILURE: Final = 5.0  # seconds before a batch that failed to commit (store refusing writes) is tried again
+
+
+def suppressed(route: str, index: int, error: ValidationError) -> EventCandidate:
+    """A recipient of a route that could not be notified: the error's code, and its first detail's words."""
+    code = error.details[0].code if error.details and error.details[0].code else error.code
+    message = "; ".join(f"{d.field}: {d.message}" for d in error.details) or error.message
+    return EventCandidate(route, index, reason=code, message=message)
+
+
+class EventProcessor:
+    """Turns pending business events into notifications, one event at a time, once each."""
+
+    def __init__(
+        self, store: Store, policies: PolicyHolder, opt_outs: OptOuts, clock: Clock, wake_dispatcher: Callable[[Iterable[str]], None],
+        digests: DigestSender,
+    ) -> None:
+        self._store = store
+        self._policies = policies
+        self._opt_outs = opt_outs
+        self._clock = clock
+        self._wake_dispatcher = wake_dispatcher
+        self._digests = digests
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.processed = 0
+
+    def start(self) -> None:
+        self._wakeup.set()  # events accepted before a restart are processed first
+        self._task = asyncio.create_task(self._run(), name="event-processor")
+
+    def wake(self) -> None:
+        """An event was accepted: process it soon."""
+        self._wakeup.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                while await self.process_pending():
+                    pass
+            except Exception:
+                log.exception("processing business events failed; trying again shortly")
+                await self._clock.sleep(RETRY_AFTER_FAILURE)
+                self._wakeup.set()
+
+    async def process_pending(self) -> int:
+        """Process one batch of pending events, oldest first; how many there were."""
+        events = await self._store.pending_business_events(limit=BATCH)
+        for event in events:
+            try:
+                await self.process(event)
+            except Exception as err:
+                if self._store.is_transient(err):
+                    raise  # the store refused the write: the event stays pending, tried again shortly
+                await self._give_up(event)
+        return len(events)
+
+    async def _give_up(self, event: BusinessEvent) -> None:
+        """An event processing failed on (a fault of ours, logged): recorded as such, so it does not block those behind it."""
+        log.exception("processing business event %r of tenant %r failed; recorded as processing_failed", event.event_id, event.tenant)
+        failed = EventCandidate(None, None, reason=PROCESSING_FAILED, message="the gateway could not process this event; the error is logged")
+        await self.hand_over(EventProcessing(event.seq, event.tenant, event.mode, event.event_id, [failed]))
+
+    async def process(self, event: BusinessEvent) -> None:
+        """Decide what every matching route does for every recipient, and commit it with the event's processed mark."""
+        policy = self._policies.current
+        principal = Principal(event.tenant, event.key_prefix, event.mode, event.key_name)
+        facts = facts_of(event)
+        routes = policy.document.routes
+        matched = matching_routes(routes, event.tenant, facts)
+        candidates: list[EventCandidate] = []
+        for name in matched:
+            candidates += await self._route_candidates(policy, principal, name, routes[name], event, facts)
+        if not matched:
+            candidates.append(EventCandidate(None, None, reason=NO_ROUTE_MATCHED, message="no route matches this event"))
+        await self.hand_over(EventProcessing(event.seq, event.tenant, event.mode, event.event_id, candidates))
+        self.processed += 1
+
+    async def hand_over(self, processing: EventProcessing) -> None:
+        """Commit the notifications an event makes (and its outcomes and processed mark); wake who sends them.
+
+        Every notification a business event makes passes here, after it was built and before
+        the store keeps it: the one spot where a limit on what a tenant may send applies to
+        event fan-out, counting each notification.
+        """
+        channels = await self._store.record_event_processing(processing)
+        if channels:
+            self._wake_dispatcher(channels)
+        if any(candidate.digest is not None for candidate in processing.candidates):
+            self._digests.wake()
+
+    async def _route_candidates(
+        self, policy: PolicySet, principal: Principal, name: str, route: RoutePolicy, event: BusinessEvent, facts: EventFacts
+    ) -> list[EventCandidate]:
+        """What ``route`` does for each recipient of the event."""
+        recipients = recipients_of(event)
+        variables = event_variables(event)
+        submission = Submission(policy, principal, self._clock.now())
+        rendered_with = digest_variables(name, [variables]) if route.digest is not None else variables
+        try:
+            plan = submission.plan(notification_content(route, rendered_with), prefix="notify.")
+        except ValidationError as err:
+            return [suppressed(name, index, err) for index in range(len(recipients))]
+        window = parse_duration(route.dedupe.window) if route.dedupe is not None else None
+        candidates = []
+        for index, recipient in enumerate(recipients):
+            marked = fingerprint(name, route.dedupe.fingerprint, facts, recipient) if route.dedupe is not None else None
+            try:
+                notification = await self._build(submission, plan, recipient, rendered_with, index)
+            except ValidationError as err:
+                candidates.append(suppressed(name, index, err))
+                continue
+            if route.digest is None:
+                candidates.append(EventCandidate(name, index, notification=notification, fingerprint=marked, dedupe_window=window))
+                continue
+            zone = policy.tenant_timezone(event.tenant)
+            entry = DigestEntry(recipient_key(recipient), recipient, digest_due(route.digest, event.received_at, zone), variables)
+            candidates.append(EventCandidate(name, index, digest=entry, fingerprint=marked, dedupe_window=window))
+        return candidates
+
+    async def _build(
+        self, submission: Submission, plan: Plan, recipient: Mapping[str, Any], variables: Mapping[str, Any], index: int
+    ) -> NewNotification:
+        """One recipient's notification, checked as a send's is; a recipient who opted out of a channel is a ValidationError too."""
+        notification = submission.build(plan, recipient, variables, recipient_path=f"recipients[{index}]", data_path="data")
+        refused = await self._opt_outs.refused(notification.tenant, {(d.channel, d.address) for d in notification.deliveries})
+        problems = opt_out_problems(notification, refused, f"recipients[{index}]")
+        if problems:
+            raise ValidationError.from_details(problems, "The recipient opted out of this channel.")
+        return notification
