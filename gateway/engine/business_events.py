@@ -137,15 +137,19 @@ def event_variables(event: BusinessEvent) -> dict[str, Any]:
     return {**received.get("data", {}), "event": about}
 
 
-def notification_content(route: RoutePolicy, variables: Mapping[str, Any]) -> NotificationContent:
+def notification_content(route: RoutePolicy, variables: Mapping[str, Any], severity: str) -> NotificationContent:
     """What a send's ``notification`` would say for ``route`` with these template variables: its template, channels,
     strategy, ``fallback_after`` and priority from the route's ``notify``, the rest from the template and tenant defaults.
 
-    The one place a route's notification content is built, for single events and digests alike:
-    what else a notification should carry from its event (its severity, a category) joins here.
+    The one place a route's notification content is built, for single events and digests alike.
+    It carries the event's ``severity`` (a digest's: the highest of its events'), so a
+    ``critical`` event reaches a contact past a category opt-out as a ``critical`` send does; its
+    category is the template's.
     """
     notify = route.notify
-    content: dict[str, Any] = {"channels": list(notify.channels), "template_id": notify.template, "data": dict(variables)}
+    content: dict[str, Any] = {
+        "channels": list(notify.channels), "template_id": notify.template, "data": dict(variables), "severity": severity,
+    }
     for name in ("strategy", "fallback_after", "priority"):
         value = getattr(notify, name)
         if value is not None:

@@ -2,14 +2,19 @@
 
 A route with ``digest: {every: 1h}`` opens a digest for a recipient at the first event that
 reaches them, due that long after; events until then join it. ``digest: {daily_at: "09:00"}``
-is due at the next 09:00 in the tenant's time zone (``tenants.<t>.timezone``, UTC unless set).
+is due at the next 09:00 in the recipient contact's time zone when it has one, else the
+tenant's (``tenants.<t>.timezone``, UTC unless set).
 Its template is rendered with ``events`` (each event's variables, as a single event's route
 would get them: its data and ``event``), ``count`` and ``route``.
 
 :class:`DigestSender` sends what is due. It waits on the injected clock for the next due
 digest, woken early when processing opens one; digests are rows in the store, so a restart
 loses none, and each is settled (sent or failed) in the transaction that keeps its
-notification, so none is sent twice.
+notification, so none is sent twice. A digest's notification is built as a send's (a recipient
+naming a contact is resolved then, so it goes to the contact's addresses and preferences as they
+are when it is sent), carries the highest severity of its events, and counts one message
+against the tenant's quota: when the quota has no room, the digest is recorded as failed with
+the quota's code.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from gateway.clock import Clock
+from gateway.engine import contacts
 from gateway.engine.business_events import notification_content
+from gateway.engine.quotas import Decision, Quotas
 from gateway.engine.submission import Submission
 from gateway.errors import ValidationError
 from gateway.policy.durations import parse_duration
 from gateway.policy.keys import Principal
-from gateway.policy.models import DigestPolicy
+from gateway.policy.models import DEFAULT_SEVERITY, SEVERITIES, DigestPolicy
 from gateway.policy.view import PolicyHolder
 from gateway.store import DigestResult, DueDigest, Store
 
@@ -71,9 +78,12 @@ def recipient_key(recipient: Mapping[str, Any]) -> str:
 class DigestSender:
     """Sends digests when they fall due, on the injected clock."""
 
-    def __init__(self, store: Store, policies: PolicyHolder, clock: Clock, wake_dispatcher: Callable[[Iterable[str]], None]) -> None:
+    def __init__(
+        self, store: Store, policies: PolicyHolder, quotas: Quotas, clock: Clock, wake_dispatcher: Callable[[Iterable[str]], None]
+    ) -> None:
         self._store = store
         self._policies = policies
+        self._quotas = quotas
         self._clock = clock
         self._wake_dispatcher = wake_dispatcher
         self._wakeup = asyncio.Event()
@@ -123,22 +133,32 @@ class DigestSender:
         due = await self._store.due_digests(limit=BATCH)
         if not due:
             return 0
-        channels = await self._store.record_digests([self._settled(digest) for digest in due])
+        results = [await self._settled(digest) for digest in due]
+        try:
+            channels = await self._store.record_digests(results)
+        except Exception:  # nothing was kept: give the quota back (a cancelled wait is not refunded: its write goes on)
+            for result in results:
+                if result.quota is not None:
+                    self._quotas.refund(_spent(result))
+            raise
         if channels:
             self._wake_dispatcher(channels)
         self.sent += len(due)
         return len(due)
 
-    def _settled(self, digest: DueDigest) -> DigestResult:
+    async def _settled(self, digest: DueDigest) -> DigestResult:
         """:meth:`_result`, or ``processing_failed`` when building it failed on a fault of ours (logged): one bad digest holds up no other."""
         try:
-            return self._result(digest)
-        except Exception:
+            return await self._result(digest)
+        except Exception as err:
+            if self._store.is_transient(err):
+                raise
             log.exception("building digest %d of tenant %r failed; recorded as processing_failed", digest.id, digest.tenant)
             return DigestResult(digest.id, reason=PROCESSING_FAILED, message="the gateway could not build this digest; the error is logged")
 
-    def _result(self, digest: DueDigest) -> DigestResult:
-        """The digest's notification, built through the send path; or why it cannot be (its route gone, a validation code)."""
+    async def _result(self, digest: DueDigest) -> DigestResult:
+        """The digest's notification, built through the send path, with the quota it takes; or why it cannot be (its route
+        gone, a validation code, the quota's code)."""
         policy = self._policies.current
         route = policy.document.routes.get(digest.route)
         if route is None:
@@ -147,9 +167,28 @@ class DigestSender:
         submission = Submission(policy, principal, self._clock.now())
         variables = digest_variables(digest.route, digest.events)
         try:
-            plan = submission.plan(notification_content(route, variables), prefix="notify.")
-            notification = submission.build(plan, digest.recipient, variables, data_path="events")
+            ref = contacts.reference_of(digest.recipient, "recipient")
+            contact = (await contacts.resolve(self._store, principal, [ref]))[0] if ref is not None else None
+            if ref is not None and contact is None:
+                raise contacts.not_found(ref, "recipient")
+            plan = submission.plan(notification_content(route, variables, highest_severity(digest.events)), prefix="notify.")
+            notification = submission.build(plan, digest.recipient, variables, data_path="events", contact=contact)
         except ValidationError as err:
             code = err.details[0].code if err.details and err.details[0].code else err.code
             return DigestResult(digest.id, reason=code, message=err.message)
-        return DigestResult(digest.id, notification=notification)
+        decision = self._quotas.take(policy, digest.tenant, digest.mode, 1)
+        if not decision.granted:
+            return DigestResult(digest.id, reason=decision.code, message=f"the tenant's quota ({decision.code}) did not allow it when it was due")
+        return DigestResult(digest.id, notification=notification, quota=decision.charge)
+
+
+def highest_severity(events: Sequence[Mapping[str, Any]]) -> str:
+    """The most severe of a digest's events (each event's variables carry ``event.severity``)."""
+    found = [event.get("event", {}).get("severity") for event in events]
+    ranked = [SEVERITIES.index(severity) for severity in found if severity in SEVERITIES]
+    return SEVERITIES[max(ranked)] if ranked else DEFAULT_SEVERITY
+
+
+def _spent(result: DigestResult) -> Decision:
+    """A granted decision that spent what ``result`` carries, to give it back."""
+    return Decision(True, charge=result.quota)

@@ -7,12 +7,18 @@ processed after it), takes pending events oldest first and for each:
 1. finds every matching route, in name order (:func:`gateway.policy.routing.matching_routes`);
 2. per route and recipient, builds the notification through the send path
    (:class:`~gateway.engine.submission.Submission`: channels, template, recipient, variables
-   are checked exactly as for ``/api/v1/notifications/send``), or records why not (the
-   validation error's code, ``recipient_opted_out``); a digest route collects instead;
-3. hands the lot to the store in one transaction (:meth:`EventProcessor.hand_over`), which
-   applies dedupe windows and acknowledged repeats and marks the event processed, so an event
-   is processed once however often the process dies meanwhile;
-4. wakes the dispatcher for the channels filled, and the digest sender when one was opened.
+   are checked exactly as for ``/api/v1/notifications/send``; a recipient naming a contact is
+   resolved as a send's is, and the channels the contact does not get are skipped), or records
+   why not (the validation error's code, ``recipient_opted_out``); a digest route collects
+   instead, due in the contact's time zone when it has one, else the tenant's;
+3. takes the notifications from the tenant's quota (:mod:`gateway.engine.quotas`), as a bulk
+   of that many rows: when they do not fit, each is recorded as suppressed with the quota's
+   code (``rate_limited``, ``daily_quota_exceeded``) rather than sent;
+4. hands the lot to the store in one transaction (:meth:`EventProcessor.hand_over`), which
+   applies dedupe windows and acknowledged repeats, keeps the quota spent by what it made, and
+   marks the event processed, so an event is processed once however often the process dies
+   meanwhile;
+5. wakes the dispatcher for the channels filled, and the digest sender when one was opened.
 
 Policy is read when the event is processed: a route changed between accept and processing
 applies to the event.
@@ -23,14 +29,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
+from gateway.engine import contacts
 from gateway.engine.business_events import event_variables, facts_of, notification_content, recipients_of
 from gateway.engine.digests import DigestSender, digest_due, digest_variables, recipient_key
-from gateway.engine.intake import opt_out_problems
+from gateway.engine.intake import opt_out_problems, skip_opted_out
 from gateway.engine.opt_outs import OptOuts
+from gateway.engine.quotas import Quotas
 from gateway.engine.submission import Plan, Submission
 from gateway.errors import ValidationError
 from gateway.policy.durations import parse_duration
@@ -38,7 +48,7 @@ from gateway.policy.keys import Principal
 from gateway.policy.models import RoutePolicy
 from gateway.policy.routing import EventFacts, fingerprint, matching_routes
 from gateway.policy.view import PolicyHolder, PolicySet
-from gateway.store import BusinessEvent, DigestEntry, EventCandidate, EventProcessing, NewNotification, Store
+from gateway.store import BusinessEvent, Contact, DigestEntry, EventCandidate, EventProcessing, NewNotification, Store
 
 log = logging.getLogger(__name__)
 BATCH: Final = 100
@@ -58,12 +68,13 @@ class EventProcessor:
     """Turns pending business events into notifications, one event at a time, once each."""
 
     def __init__(
-        self, store: Store, policies: PolicyHolder, opt_outs: OptOuts, clock: Clock, wake_dispatcher: Callable[[Iterable[str]], None],
-        digests: DigestSender,
+        self, store: Store, policies: PolicyHolder, opt_outs: OptOuts, quotas: Quotas, clock: Clock,
+        wake_dispatcher: Callable[[Iterable[str]], None], digests: DigestSender,
     ) -> None:
         self._store = store
         self._policies = policies
         self._opt_outs = opt_outs
+        self._quotas = quotas
         self._clock = clock
         self._wake_dispatcher = wake_dispatcher
         self._digests = digests
@@ -124,62 +135,124 @@ class EventProcessor:
         routes = policy.document.routes
         matched = matching_routes(routes, event.tenant, facts)
         candidates: list[EventCandidate] = []
-        for name in matched:
-            candidates += await self._route_candidates(policy, principal, name, routes[name], event, facts)
-        if not matched:
+        if matched:
+            targets = await self._targets(principal, recipients_of(event))
+            for name in matched:
+                candidates += await self._route_candidates(policy, principal, name, routes[name], event, facts, targets)
+        else:
             candidates.append(EventCandidate(None, None, reason=NO_ROUTE_MATCHED, message="no route matches this event"))
         await self.hand_over(EventProcessing(event.seq, event.tenant, event.mode, event.event_id, candidates))
         self.processed += 1
 
     async def hand_over(self, processing: EventProcessing) -> None:
-        """Commit the notifications an event makes (and its outcomes and processed mark); wake who sends them.
+        """Take the notifications an event makes from the tenant's quota, commit them (with the outcomes and processed
+        mark), and wake who sends them.
 
-        Every notification a business event makes passes here, after it was built and before
-        the store keeps it: the one spot where a limit on what a tenant may send applies to
-        event fan-out, counting each notification.
+        Every notification a business event makes passes here, after it was built and before the
+        store keeps it. They are counted as the rows of a bulk are: all of them fit, or none is
+        sent and each is recorded as suppressed with the quota's code. The store keeps the quota
+        spent by those it made (dedupe and acknowledged repeats may suppress some), and what it
+        did not make is given back.
         """
-        channels = await self._store.record_event_processing(processing)
-        if channels:
-            self._wake_dispatcher(channels)
+        count = sum(1 for candidate in processing.candidates if candidate.notification is not None)
+        decision = self._quotas.take(self._policies.current, processing.tenant, processing.mode, count) if count else None
+        if decision is not None and not decision.granted:
+            message = f"the tenant's quota ({decision.code}) does not allow {count} more message{'s' if count != 1 else ''} now"
+            processing = replace(processing, candidates=[
+                replace(c, notification=None, reason=decision.code, message=message) if c.notification is not None else c
+                for c in processing.candidates
+            ])
+            decision = None
+        elif decision is not None:
+            processing = replace(processing, quota=decision.charge)
+        try:
+            recorded = await self._store.record_event_processing(processing)
+        except Exception:  # nothing was kept (a cancelled wait is not refunded: its write goes on)
+            if decision is not None:
+                self._quotas.refund(decision)
+            raise
+        if decision is not None:
+            self._quotas.refund(decision, count - recorded.notified)
+        if recorded.channels:
+            self._wake_dispatcher(recorded.channels)
         if any(candidate.digest is not None for candidate in processing.candidates):
             self._digests.wake()
 
+    async def _targets(self, principal: Principal, recipients: Sequence[Mapping[str, Any]]) -> list[Contact | ValidationError | None]:
+        """Per recipient: the contact it names, None when it gives addresses, or why its reference is refused; one read for all."""
+        refs: list[contacts.ContactRef | None] = []
+        targets: list[Contact | ValidationError | None] = []
+        for index, recipient in enumerate(recipients):
+            try:
+                refs.append(contacts.reference_of(recipient, f"recipients[{index}]"))
+                targets.append(None)
+            except ValidationError as err:
+                refs.append(None)
+                targets.append(err)
+        found = await contacts.resolve(self._store, principal, refs)
+        for index, ref in enumerate(refs):
+            if ref is None:
+                continue
+            contact = found[index]
+            targets[index] = contact if contact is not None else contacts.not_found(ref, f"recipients[{index}]")
+        return targets
+
     async def _route_candidates(
-        self, policy: PolicySet, principal: Principal, name: str, route: RoutePolicy, event: BusinessEvent, facts: EventFacts
+        self, policy: PolicySet, principal: Principal, name: str, route: RoutePolicy, event: BusinessEvent, facts: EventFacts,
+        targets: Sequence[Contact | ValidationError | None],
     ) -> list[EventCandidate]:
-        """What ``route`` does for each recipient of the event."""
+        """What ``route`` does for each recipient of the event (``targets``: the contact each names, if one)."""
         recipients = recipients_of(event)
         variables = event_variables(event)
         submission = Submission(policy, principal, self._clock.now())
         rendered_with = digest_variables(name, [variables]) if route.digest is not None else variables
         try:
-            plan = submission.plan(notification_content(route, rendered_with), prefix="notify.")
+            plan = submission.plan(notification_content(route, rendered_with, event.severity), prefix="notify.")
         except ValidationError as err:
             return [suppressed(name, index, err) for index in range(len(recipients))]
         window = parse_duration(route.dedupe.window) if route.dedupe is not None else None
         candidates = []
         for index, recipient in enumerate(recipients):
             marked = fingerprint(name, route.dedupe.fingerprint, facts, recipient) if route.dedupe is not None else None
+            target = targets[index]
             try:
-                notification = await self._build(submission, plan, recipient, rendered_with, index)
+                if isinstance(target, ValidationError):
+                    raise target
+                notification = await self._build(submission, plan, recipient, rendered_with, index, target)
             except ValidationError as err:
                 candidates.append(suppressed(name, index, err))
                 continue
             if route.digest is None:
                 candidates.append(EventCandidate(name, index, notification=notification, fingerprint=marked, dedupe_window=window))
                 continue
-            zone = policy.tenant_timezone(event.tenant)
+            zone = _zone(target) or policy.tenant_timezone(event.tenant)
             entry = DigestEntry(recipient_key(recipient), recipient, digest_due(route.digest, event.received_at, zone), variables)
             candidates.append(EventCandidate(name, index, digest=entry, fingerprint=marked, dedupe_window=window))
         return candidates
 
     async def _build(
-        self, submission: Submission, plan: Plan, recipient: Mapping[str, Any], variables: Mapping[str, Any], index: int
+        self, submission: Submission, plan: Plan, recipient: Mapping[str, Any], variables: Mapping[str, Any], index: int,
+        contact: Contact | None,
     ) -> NewNotification:
-        """One recipient's notification, checked as a send's is; a recipient who opted out of a channel is a ValidationError too."""
-        notification = submission.build(plan, recipient, variables, recipient_path=f"recipients[{index}]", data_path="data")
+        """One recipient's notification, checked as a send's is; an address that opted out of a channel is a ValidationError
+        too, while to a contact such a channel is skipped (``opted_out``), as a send to a contact does."""
+        notification = submission.build(
+            plan, recipient, variables, recipient_path=f"recipients[{index}]", data_path="data", contact=contact
+        )
         refused = await self._opt_outs.refused(notification.tenant, {(d.channel, d.address) for d in notification.deliveries})
+        if contact is not None:
+            return skip_opted_out(notification, contact.fields, refused)
         problems = opt_out_problems(notification, refused, f"recipients[{index}]")
         if problems:
             raise ValidationError.from_details(problems, "The recipient opted out of this channel.")
         return notification
+
+
+def _zone(target: Contact | ValidationError | None) -> ZoneInfo | None:
+    """The time zone of the contact a recipient names, when it set one (checked when the contact was saved)."""
+    if isinstance(target, Contact) and target.fields.timezone:
+        try:
+            return ZoneInfo(target.fields.timezone)
+        except (KeyError, ValueError):  # a zone the machine's database lost since: the tenant's applies
+            return None
+    return None

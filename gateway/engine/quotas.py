@@ -188,18 +188,21 @@ class Quotas:
         )
         return Decision(True, _windows(limits, usage, now), charge=charge, count=count)
 
-    def refund(self, decision: Decision) -> None:
-        """Give back what a granted take spent, when nothing was accepted after all."""
+    def refund(self, decision: Decision, count: int | None = None) -> None:
+        """Give back what a granted take spent (``count`` of it, when only some was not accepted after all)."""
         charge = decision.charge
         if charge is None:
             return
         usage = self._usage.get((charge.tenant, charge.mode))
         if usage is None:
             return
+        back = charge.count if count is None else min(count, charge.count)
+        if back <= 0:
+            return
         if usage.day == charge.day:
-            usage.used = max(0, usage.used - charge.count)
+            usage.used = max(0, usage.used - back)
         if usage.bucket is not None:
-            usage.bucket.put_back(charge.count)
+            usage.bucket.put_back(back)
 
     def state(self, policy: PolicySet, tenant: str, mode: str) -> Decision:
         """The tenant's message limits in ``mode`` as they stand, spending nothing (for the headers of every answer)."""
@@ -225,6 +228,12 @@ class Quotas:
             return Decision(False, (_bucket_window(EVENTS, bucket),), RATE_LIMITED, max(1, math.ceil(wait)), count=count)
         bucket.try_take(count)
         return Decision(True, (_bucket_window(EVENTS, bucket),), count=count)
+
+    def return_events(self, policy: PolicySet, tenant: str, mode: str, count: int = 1) -> None:
+        """Give back ``count`` events a granted :meth:`take_events` took, when none was kept after all (a duplicate id)."""
+        bucket = self._events_bucket(policy, tenant, mode)
+        if bucket is not None:
+            bucket.put_back(count)
 
     def events_state(self, policy: PolicySet, tenant: str, mode: str) -> Decision:
         """The tenant's event-ingestion limit in ``mode`` as it stands, taking nothing."""

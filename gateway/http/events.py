@@ -12,11 +12,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.engine.business_events import EventRequest, check_size, new_event
+from gateway.engine.quotas import refusal
 from gateway.errors import NotFoundError
 from gateway.http.api import json_response, parse_model, read_json
-from gateway.http.appkeys import EVENT_PROCESSOR, STORE
+from gateway.http.appkeys import EVENT_PROCESSOR, QUOTAS, STORE
 from gateway.http.auth import caller, policy_of
 from gateway.http.paging import bad_parameter, page_response
+from gateway.http.rate_limits import events_counted
 from gateway.http.views import event_view
 from gateway.store import EventFilter
 
@@ -24,13 +26,31 @@ routes = web.RouteTableDef()
 
 
 @routes.post("/api/v1/events")
+@events_counted
 async def post_event(request: web.Request) -> web.Response:
-    """Keep a new business event to be routed (202), or say its id was seen before (200) and do nothing."""
+    """Keep a new business event to be routed (202), or say its id was seen before (200) and do nothing.
+
+    A new event is taken from the tenant's ``events_per_minute`` first (429 when it has no room,
+    nothing kept); a duplicate gives it back, and is answered as one even when there is no room. The messages it fans out to count against the
+    tenant's message quota when it is processed.
+    """
     body = await read_json(request)
     check_size(body)
     payload: EventRequest = parse_model(EventRequest, body)
-    event = new_event(payload, policy_of(request), caller(request))
-    if not await request.app[STORE].accept_business_event(event):
+    policy, principal, quotas = policy_of(request), caller(request), request.app[QUOTAS]
+    event = new_event(payload, policy, principal)
+    decision = quotas.take_events(policy, principal.tenant, principal.mode)
+    if not decision.granted:
+        if await request.app[STORE].get_business_event(principal.tenant, principal.mode, event.event_id) is not None:
+            return json_response({"status": "duplicate", "event_id": event.event_id}, 200)  # a retry of one kept: told so, limit or not
+        raise refusal(decision, "event")
+    try:
+        accepted = await request.app[STORE].accept_business_event(event)
+    except Exception:  # nothing was kept (a cancelled wait is not refunded: its write goes on)
+        quotas.return_events(policy, principal.tenant, principal.mode)
+        raise
+    if not accepted:
+        quotas.return_events(policy, principal.tenant, principal.mode)
         return json_response({"status": "duplicate", "event_id": event.event_id}, 200)
     request.app[EVENT_PROCESSOR].wake()
     return json_response({"status": "accepted", "event_id": event.event_id}, 202)

@@ -24,21 +24,34 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def counted(handler: Handler) -> Handler:
     """Wrap a route whose accepted messages count against the caller's quota: its answers carry the RateLimit headers."""
+    return _with_headers(handler, _message_headers)
 
+
+def events_counted(handler: Handler) -> Handler:
+    """Wrap ``POST /api/v1/events``: its answers carry the RateLimit headers of the tenant's ``events_per_minute``."""
+    return _with_headers(handler, _event_headers)
+
+
+def _with_headers(handler: Handler, headers_of: Callable[[web.Request], dict[str, str]]) -> Handler:
     @functools.wraps(handler)
     async def answer(request: web.Request) -> web.StreamResponse:
         try:
             response = await handler(request)
         except ApiError as err:
-            err.headers = _headers(request) | err.headers  # a refusal's own headers (its decision, Retry-After) win
+            err.headers = headers_of(request) | err.headers  # a refusal's own headers (its decision, Retry-After) win
             raise
-        for name, value in _headers(request).items():
+        for name, value in headers_of(request).items():
             response.headers.setdefault(name, value)
         return response
 
     return answer
 
 
-def _headers(request: web.Request) -> dict[str, str]:
+def _message_headers(request: web.Request) -> dict[str, str]:
     principal = caller(request)
     return rate_limit_headers(request.app[QUOTAS].state(policy_of(request), principal.tenant, principal.mode))
+
+
+def _event_headers(request: web.Request) -> dict[str, str]:
+    principal = caller(request)
+    return rate_limit_headers(request.app[QUOTAS].events_state(policy_of(request), principal.tenant, principal.mode))

@@ -21,6 +21,7 @@ from gateway.store.records import (
     EventFilter,
     EventHead,
     EventProcessing,
+    EventRecorded,
     IdempotencyClaim,
     InboundRecord,
     NewBusinessEvent,
@@ -65,6 +66,7 @@ from gateway.store.stored import (
 __all__ = [
     "NewBusinessEvent",
     "EventProcessing",
+    "EventRecorded",
     "EventOutcome",
     "EventFilter",
     "EventCandidate",

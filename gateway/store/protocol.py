@@ -169,15 +169,17 @@ class Store(Protocol):
     async def pending_business_events(self, *, limit: int) -> list[stored.BusinessEvent]:
         """Up to ``limit`` events kept but not processed yet, oldest first."""
 
-    async def record_event_processing(self, processing: records.EventProcessing) -> set[str]:
+    async def record_event_processing(self, processing: records.EventProcessing) -> records.EventRecorded:
         """Commit what processing an event decided, at once: its notifications, each candidate's outcome, its processed mark.
 
         Before that, a candidate with a ``fingerprint`` held by an acknowledgement (until the
         event's arrival) is suppressed as ``acknowledged_repeat``; one with a ``dedupe_window``
         whose fingerprint was seen on the route inside the window is ``deduplicated`` (naming the
         first event), and otherwise starts the window. A digest candidate joins the open digest
-        of its route and recipient, or opens one. An event already processed changes nothing.
-        Returns the channels of the notifications kept.
+        of its route and recipient, or opens one. The quota ``processing.quota`` takes is kept for
+        the notifications actually made (its count trimmed to them), with the threshold events it
+        reaches, as an acceptance's is. An event already processed changes nothing. Returns the
+        channels of the notifications kept and how many were made.
         """
 
     async def get_business_event(self, tenant: str, mode: str, event_id: str) -> stored.BusinessEvent | None:
@@ -196,7 +198,7 @@ class Store(Protocol):
 
     async def record_digests(self, results: Sequence[records.DigestResult]) -> set[str]:
         """Settle due digests at once, each with its notification (sent) or why it could not be made (failed); a digest
-        settles once. Returns the channels of the notifications kept."""
+        settles once, and the quota a sent one's ``quota`` takes is kept with it. Returns the channels of the notifications kept."""
 
     async def purge_business_events(self, tenant: str, before: float, *, limit: int) -> int:
         """Forget up to ``limit`` of the tenant's processed events received before ``before`` (with their outcomes), and

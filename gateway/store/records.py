@@ -506,6 +506,17 @@ class EventProcessing:
     mode: str
     event_id: str
     candidates: Sequence[EventCandidate]
+    quota: QuotaCharge | None = None
+    """What the notifications among ``candidates`` take from the tenant's quota; its ``count`` is
+    trimmed to the notifications actually kept (dedupe and acknowledged repeats may suppress some)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecorded:
+    """What committing an event's processing kept: the channels to wake, and how many notifications were made."""
+
+    channels: frozenset[str]
+    notified: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,6 +549,7 @@ class DigestResult:
     notification: NewNotification | None = None
     reason: str | None = None
     message: str | None = None
+    quota: QuotaCharge | None = None  # what its notification takes from the tenant's quota, kept as it settles
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,24 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Final
 
-from gateway.store.records import DigestResult, DueDigest, EventCandidate, EventFilter, EventProcessing, NewBusinessEvent, NewNotification, Page
+from gateway.store.records import (
+    DigestResult,
+    DueDigest,
+    EventCandidate,
+    EventFilter,
+    EventProcessing,
+    EventRecorded,
+    NewBusinessEvent,
+    NewNotification,
+    Page,
+)
 from gateway.store.sqlite.base import StoreBase, dumps, loads
 from gateway.store.sqlite.cursors import decode_seq_cursor, encode_seq_cursor
 from gateway.store.sqlite.outbox import insert_notifications
+from gateway.store.sqlite.quotas import charge_quota
 from gateway.store.sqlite.retention import delete_all
 from gateway.store.stored import BusinessEvent, EventOutcome
 
@@ -65,17 +77,17 @@ class BusinessEventStore(StoreBase):
         rows = await self._fetch("SELECT * FROM business_events WHERE processed_at IS NULL ORDER BY seq LIMIT ?", (limit,))
         return [business_event(row) for row in rows]
 
-    async def record_event_processing(self, processing: EventProcessing) -> set[str]:
-        """Apply dedupe and repeat holds, keep the notifications, outcomes and processed mark at once; the channels to wake.
+    async def record_event_processing(self, processing: EventProcessing) -> EventRecorded:
+        """Apply dedupe and repeat holds, keep the notifications, outcomes, quota spent and processed mark at once.
 
         An event already processed is left as it is (nothing written, no channel to wake).
         """
         now = self.clock.now()
 
-        def job(conn: sqlite3.Connection) -> set[str]:
+        def job(conn: sqlite3.Connection) -> EventRecorded:
             row = conn.execute("SELECT received_at, processed_at FROM business_events WHERE seq = ?", (processing.seq,)).fetchone()
             if row is None or row[1] is not None:
-                return set()
+                return EventRecorded(frozenset(), 0)
             received_at = row[0]
             made: list[NewNotification] = []
             outcomes = []
@@ -96,10 +108,12 @@ class BusinessEventStore(StoreBase):
                 outcomes,
             )
             conn.execute("UPDATE business_events SET processed_at = ? WHERE seq = ?", (now, processing.seq))
-            return {delivery.channel for notification in made for delivery in notification.deliveries}
+            if processing.quota is not None and made:
+                charge_quota(conn, replace(processing.quota, count=len(made)))
+            return EventRecorded(frozenset(d.channel for notification in made for d in notification.deliveries), len(made))
 
-        channels: set[str] = await self._write(job)
-        return channels
+        recorded: EventRecorded = await self._write(job)
+        return recorded
 
     async def get_business_event(self, tenant: str, mode: str, event_id: str) -> BusinessEvent | None:
         """The tenant's event of that id in ``mode``, with what each route did; None if there is none."""
@@ -169,6 +183,8 @@ class BusinessEventStore(StoreBase):
                 ).fetchone()
                 if settled is not None and result.notification is not None:
                     made.append((result.notification, settled[0]))
+                    if result.quota is not None:
+                        charge_quota(conn, result.quota)
             insert_notifications(conn, [notification for notification, _ in made], now)
             conn.executemany("UPDATE notifications SET route = ? WHERE id = ?", [(route, n.id) for n, route in made])
             return {delivery.channel for notification, _ in made for delivery in notification.deliveries}

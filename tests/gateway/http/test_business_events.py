@@ -105,17 +105,6 @@ async def test_each_recipient_gets_its_own_notification_and_a_bad_one_is_suppres
     assert outcomes == [(0, "notified", None), (1, "suppressed", "missing_recipient_field"), (2, "suppressed", "invalid_recipient")]
 
 
-async def test_a_contact_reference_is_handed_to_the_send_path_and_its_refusal_recorded(api: Api) -> None:
-    body = shipped("evt-contact")
-    body.pop("recipient")
-    body["contact_id"] = "ctc_01ABC"
-    event = await processed(api, body)
-    assert event["contact_id"] == "ctc_01ABC"
-    [outcome] = event["outcomes"]
-    assert outcome["result"] == "suppressed"
-    assert outcome["reason"] == "unknown_recipient_field"  # until contacts resolve it, the send path refuses the field
-
-
 async def test_an_opted_out_recipient_is_suppressed_not_sent(api: Api) -> None:
     response = await api.client.post("/api/v1/opt-outs", json={"channel": "sms", "address": "+14155550177"}, headers=api.headers())
     assert response.status == 201
