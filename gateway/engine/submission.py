@@ -249,7 +249,7 @@ class Submission:
             contact_id=contact.id if contact else None,
             category=plan.category,
             severity=plan.severity,
-            locale=translation,
+            locale=plan.template.tags.get(translation, translation) if plan.template and translation else None,
         )
 
     @staticmethod

@@ -165,6 +165,7 @@ class CompiledTemplate:
     translations: Mapping[str, Mapping[str, CompiledContent]] = field(default_factory=dict)
     version: str | None = None  # the policy's version marker, recorded with each notification
     language: str | None = None  # the language its content is written in, recorded with each notification
+    tags: Mapping[str, str] = field(default_factory=dict)  # each translation's tag as policy spells it, by its key (lower case)
 
     def translation_for(self, locale: str | None) -> str | None:
         """The translation ``locale`` picks: the exact tag, else its language (``pt-BR`` → ``pt``); None: the template's own content.

@@ -348,6 +348,7 @@ def compile_templates(
                 template_id, MappingProxyType(contents), template.priority, declared, template.strategy,
                 _seconds(template.fallback_after), _seconds(template.ttl), template.category, MappingProxyType(translations),
                 str(template.version) if template.version is not None else None, template.language,
+                MappingProxyType({tag.lower(): tag for tag in template.translations}),
             )
     return compiled
 

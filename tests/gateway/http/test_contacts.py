@@ -310,11 +310,12 @@ async def test_with_fallback_a_skipped_first_channel_hands_over_at_once(api: Api
 @pytest.mark.parametrize(
     ("contact_locale", "send_locale", "sms", "email_subject", "picked"),
     [
-        ("pt-BR", None, "Oi Ana", "Bem-vindo", "pt-br"),  # exact; email is not in pt-BR: its language's
+        ("pt-BR", None, "Oi Ana", "Bem-vindo", "pt-BR"),  # exact (shown as policy spells it); email is not in pt-BR: its language's
+        ("PT-br", None, "Oi Ana", "Bem-vindo", "pt-BR"),  # tags compare without regard to case
         ("pt-PT", None, "Olá Ana", "Bem-vindo", "pt"),  # the language part
         ("fr", None, "Hello Ana", "Welcome", None),  # none: the template's own
         (None, None, "Hello Ana", "Welcome", None),
-        ("fr", "pt-BR", "Oi Ana", "Bem-vindo", "pt-br"),  # the send's locale wins
+        ("fr", "pt-BR", "Oi Ana", "Bem-vindo", "pt-BR"),  # the send's locale wins
     ],
 )
 async def test_the_contacts_locale_picks_a_translation(
