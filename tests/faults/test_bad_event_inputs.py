@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import Api
-from events_support import ROUTES, processed, shipped
+from conftest import LIVE_KEY, OTHER_KEY, Api, FakeClock, MemoryProvider
+from events_support import ROUTES, post_event, processed, shipped, wait_event
 
 from gateway.http.appkeys import SETTINGS
 
@@ -39,9 +39,31 @@ WRITTEN = {
 """Every row the event, contact and acknowledgement endpoints write, read as an operator would."""
 
 
+BREAKABLE = """
+templates:
+  short:
+    channels:
+      sms: {body: "Hi {{ name | truncate(3) }}"}
+  short_digest:
+    channels:
+      sms: {body: "{% if count > 1 %}{{ events[0].name | truncate(3) }}{% endif %}{{ count }} events"}
+routes:
+  breaks-at-render:
+    match: {event: "render.*"}
+    notify: {template: short, channels: [sms]}
+  breaks-when-due:
+    match: {event: "digest.*"}
+    notify: {template: short_digest, channels: [sms]}
+    digest: {every: 1h}
+"""
+"""Routes whose templates an event's data can break: ``truncate`` of a number, and a digest that only reads its first event
+once it holds two (so each event renders alone, and the digest fails only when it is due)."""
+
+
 @pytest.fixture
 def policy_dir(policy_dir: Path) -> Path:
     (policy_dir / "routes.yaml").write_text(ROUTES)
+    (policy_dir / "breakable.yaml").write_text(BREAKABLE)
     return policy_dir
 
 
@@ -238,3 +260,46 @@ async def test_bad_input_to_events_contacts_and_acknowledgements_is_a_4xx_and_wr
     assert (response.status, answer["error"]["code"]) == (status, code), (what, raw[:300])
     assert isinstance(answer["error"]["message"], str) and isinstance(answer["error"]["details"], list)
     assert rows(api) == before, "nothing was written"
+
+
+async def test_data_that_breaks_a_template_is_a_recorded_suppression_and_holds_up_no_other_tenant(
+    api: Api, clock: FakeClock, memory_provider: type[MemoryProvider]
+) -> None:
+    to = {"recipient": {"phone": "+14155550100"}}
+    for body in (
+        {"event_id": "render-number", "event_name": "render.x", "data": {"name": 12345}},
+        {"event_id": "render-missing", "event_name": "render.x", "data": {}},
+        {"event_id": "digest-number", "event_name": "digest.x", "data": {"name": 12345}},
+        {"event_id": "digest-text", "event_name": "digest.x", "data": {"name": "Ada"}},
+    ):
+        assert (await post_event(api, body | to))[0] == 202
+    other = await processed(api, shipped("other-after"), key=OTHER_KEY)
+    assert [outcome["result"] for outcome in other["outcomes"]] == ["notified", "notified"], "another tenant's event went on"
+
+    results = {event_id: (await wait_event(api, event_id))["outcomes"][0] for event_id in ("render-number", "render-missing", "digest-text")}
+    assert (results["render-number"]["result"], results["render-number"]["reason"]) == ("suppressed", "template_render_failed")
+    assert (results["render-missing"]["result"], results["render-missing"]["reason"]) == ("suppressed", "missing_variables")
+    assert results["digest-text"]["result"] == "digested"
+
+    clock.advance(3600)
+    due = await wait_event(api, "digest-text", lambda e: e["outcomes"][0]["digest"]["status"] != "open")
+    assert (due["outcomes"][0]["digest"]["status"], due["outcomes"][0]["reason"]) == ("failed", "template_render_failed")
+    after = await processed(api, {"event_id": "render-after", "event_name": "render.x", "data": {"name": "Grace"}} | to)
+    assert after["outcomes"][0]["result"] == "notified", "the processor and the digest sender carry on"
+    await api.idle()
+    assert "Hi Grace" in [message.body for message in memory_provider.sent]
+
+
+async def test_no_view_of_an_event_or_acknowledgement_shows_the_api_key(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    done = await processed(api, shipped("evt-keyed"))
+    notification_id = done["outcomes"][0]["notification_id"]
+    answers = []
+    for method, path in (("GET", f"{EVENTS}/evt-keyed"), ("GET", EVENTS), ("POST", f"/api/v1/notifications/{notification_id}/acknowledge"),
+                         ("GET", f"/api/v1/notifications/{notification_id}")):
+        response = await api.client.request(method, path, headers=api.headers())
+        assert response.status == 200
+        answers.append(await response.read())
+    assert done["received_by"] == LIVE_KEY[:12], "the key's prefix (its public label, in policy) when it has no name"
+    for raw in answers:
+        assert LIVE_KEY.encode() not in raw
+    assert LIVE_KEY not in caplog.text
