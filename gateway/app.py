@@ -73,6 +73,8 @@ from gateway.store import SqliteStore
 log = logging.getLogger(__name__)
 USER_AGENT = "Tidings/0.1"
 LINGER_SECONDS = 2.0
+MAX_REQUEST_LINE = 64 * 1024  # bytes of a request line (method, path, query): far past any id or filter, still bounded
+
 ENDED_WINDOWS_KEPT = 86400.0
 
 
@@ -99,9 +101,12 @@ def connection_limits(settings: Settings) -> dict[str, float]:
     long after it opened or after its last answer (a body is timed by the handlers, see
     :func:`gateway.http.api.read_body`). ``lingering_time`` is how long the rest of a refused
     body is read and thrown away, so the client sees the answer before the connection closes.
+    ``max_line_size`` lets a request line up to :data:`MAX_REQUEST_LINE` reach the routes, so a
+    long id or query (a 10 KB id) is refused by them in the error envelope (a 404, a 400 naming
+    the parameter) rather than by the HTTP parser's bare 400.
     """
     timeout = settings.request_timeout_seconds
-    return {"keepalive_timeout": timeout, "lingering_time": min(LINGER_SECONDS, timeout)}
+    return {"keepalive_timeout": timeout, "lingering_time": min(LINGER_SECONDS, timeout), "max_line_size": MAX_REQUEST_LINE}
 
 
 def policy_loader(settings: Settings, plugins: PluginCatalog) -> Callable[[], PolicySet]:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     inbound_burst_per_instance: int = Field(
         10_000, ge=1, description="Provider callbacks one provider instance may take at once before `TIDINGS_INBOUND_RATE_PER_INSTANCE` holds it back."
     )
+    max_contacts_per_tenant: int = Field(
+        1_000_000, ge=1, description="Most contacts one tenant may hold per key mode (test and live apart); creating one more is a 409 `contact_limit_reached` until some are deleted."
+    )
     idempotency_retention_hours: float = Field(
         24, gt=0, description="How long an Idempotency-Key is remembered; after that, the same key is a new request."
     )

@@ -29,9 +29,16 @@ MAX_RECIPIENTS: Final = 1000
 """Recipients one event may name: each becomes a notification per matching route."""
 MAX_DATA_BYTES: Final = 64 * 1024
 """The most an event's ``data`` may take as JSON: it is kept, and copied into every digest it joins."""
+MAX_EVENT_BYTES: Final = 512 * 1024
+"""The most a whole event may take as JSON: it is kept as received, and every page of ``GET /api/v1/events`` shows it."""
+EVENT_NAME: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 MAX_RECIPIENT_FIELDS: Final = 16
 MAX_ADDRESS_CHARS: Final = 320  # the longest email address; far longer than any phone number, chat id or contact id
 RECIPIENT_FORMS: Final = ("recipient", "recipients", "contact_id", "external_id")
+
+
+Text = Annotated[StrictStr, Field(pattern=r"^[^\x00-\x1f\x7f]+$")]
+"""A name or id a client gives: no control characters (a NUL or line break has no place in an id, a log line or a header)."""
 
 
 class _Body(BaseModel):
@@ -41,8 +48,8 @@ class _Body(BaseModel):
 class ActorRequest(_Body):
     """Who or what caused the event in the client's system (a user, a job)."""
 
-    type: StrictStr = Field(min_length=1, max_length=64)
-    id: StrictStr = Field(min_length=1, max_length=255)
+    type: Text = Field(min_length=1, max_length=64)
+    id: Text = Field(min_length=1, max_length=255)
 
 
 RecipientValue = Annotated[StrictStr, Field(max_length=MAX_ADDRESS_CHARS)] | StrictInt
@@ -53,16 +60,23 @@ class EventRequest(_Body):
     """The body of ``POST /api/v1/events``."""
 
     event_id: StrictStr = Field(min_length=1, max_length=255, pattern=r"^[^/\x00-\x1f\x7f]+$")
-    event_name: StrictStr = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-    source: StrictStr | None = Field(None, min_length=1, max_length=255)
+    event_name: StrictStr = Field(pattern=EVENT_NAME)
+    source: Text | None = Field(None, min_length=1, max_length=255)
     severity: Literal["low", "medium", "high", "critical"] | None = None
     occurred_at: StrictStr | None = Field(None, max_length=64)
     actor: ActorRequest | None = None
     recipient: Recipient | None = Field(None, min_length=1, max_length=MAX_RECIPIENT_FIELDS)
     recipients: list[Recipient] | None = Field(None, min_length=1, max_length=MAX_RECIPIENTS)
-    contact_id: StrictStr | None = Field(None, min_length=1, max_length=255)
-    external_id: StrictStr | None = Field(None, min_length=1, max_length=255)
+    contact_id: Text | None = Field(None, min_length=1, max_length=255)
+    external_id: Text | None = Field(None, min_length=1, max_length=255)
     data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("event_id")
+    @classmethod
+    def _addressable(cls, value: str) -> str:
+        if value in (".", ".."):  # a URL path reads them as "here" and "up": GET /api/v1/events/{event_id} could never name it
+            raise ValueError("must not be '.' or '..'")
+        return value
 
     @field_validator("occurred_at")
     @classmethod
@@ -81,13 +95,15 @@ class EventRequest(_Body):
 
 
 def check_size(body: Mapping[str, Any]) -> None:
-    """Refuse, before parsing, a body naming too many recipients or carrying too much data (413)."""
+    """Refuse, before parsing, a body naming too many recipients, carrying too much data, or too large as a whole (413)."""
     rows = body.get("recipients")
     if isinstance(rows, list) and len(rows) > MAX_RECIPIENTS:
         raise PayloadTooLargeError(f"An event may name at most {MAX_RECIPIENTS} recipients (got {len(rows)}).", code="too_many_recipients")
     data = body.get("data")
     if isinstance(data, dict) and len(orjson.dumps(data)) > MAX_DATA_BYTES:
         raise PayloadTooLargeError(f"An event's data may take at most {MAX_DATA_BYTES} bytes as JSON.", code="event_data_too_large")
+    if len(orjson.dumps(body)) > MAX_EVENT_BYTES:
+        raise PayloadTooLargeError(f"An event may take at most {MAX_EVENT_BYTES} bytes as JSON.", code="event_too_large")
 
 
 def new_event(request: EventRequest, policy: PolicySet, principal: Principal) -> NewBusinessEvent:

@@ -28,19 +28,19 @@ from gateway.channels import address_for, check_recipient_field
 from gateway.engine.submission import Category, Locale
 from gateway.errors import ConflictError, ErrorDetail, NotFoundError, ValidationError
 from gateway.http.api import json_response, parse_model, read_json
-from gateway.http.appkeys import ERASER, STORE
+from gateway.http.appkeys import ERASER, SETTINGS, STORE
 from gateway.http.auth import caller, policy_of
 from gateway.http.paging import bad_cursor, page_limit
 from gateway.http.views import contact_view
 from gateway.policy.view import PolicySet
-from gateway.store import Contact, ContactFields, ExternalIdTakenError, InvalidCursorError, OptOutEntry, StaleContactError
+from gateway.store import Contact, ContactFields, ContactLimitError, ExternalIdTakenError, InvalidCursorError, OptOutEntry, StaleContactError
 
 routes = web.RouteTableDef()
 MAX_PREFERENCES: Final = 64
 MAX_METADATA: Final = 32
 PATCH_TRIES: Final = 5
 """How often a PATCH is redone from a fresh read when another change got in between, before it answers 409."""
-ExternalId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=255)]
+ExternalId = Annotated[StrictStr, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f\x7f]+$")]
 ChannelName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 MetadataValue = StrictStr | StrictInt | StrictFloat | StrictBool
@@ -71,10 +71,16 @@ class ContactBody(BaseModel):
 
 @routes.post("/api/v1/contacts")
 async def create_contact(request: web.Request) -> web.Response:
-    """Create a contact (201), or replace the one with the same ``external_id`` (200)."""
+    """Create a contact (201), or replace the one with the same ``external_id`` (200); 409 when the tenant holds as many
+    contacts in the key's mode as ``TIDINGS_MAX_CONTACTS_PER_TENANT`` allows (replacing one still works)."""
     policy, principal = policy_of(request), caller(request)
     fields = contact_fields(policy, await read_json(request))
-    saved = await request.app[STORE].save_contact(principal.tenant, principal.mode, fields, new_id=ids.new_id(ids.CONTACT))
+    limit = request.app[SETTINGS].max_contacts_per_tenant
+    try:
+        saved = await request.app[STORE].save_contact(principal.tenant, principal.mode, fields, new_id=ids.new_id(ids.CONTACT), limit=limit)
+    except ContactLimitError:
+        message = f"The tenant already holds {limit} contacts in this mode, the most it may; delete some first."
+        raise ConflictError(message, code="contact_limit_reached") from None
     return json_response(await _view(request, saved.contact), 201 if saved.created else 200)
 
 

@@ -9,9 +9,11 @@ and the other mode's are a 404, as another tenant's are.
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
-from gateway.engine.business_events import EventRequest, check_size, new_event
+from gateway.engine.business_events import EVENT_NAME, EventRequest, check_size, new_event
 from gateway.engine.quotas import refusal
 from gateway.errors import NotFoundError
 from gateway.http.api import json_response, parse_model, read_json
@@ -72,8 +74,8 @@ async def list_events(request: web.Request) -> web.Response:
     """The key's mode's events, newest first, optionally of one ``event_name``, a page at a time."""
     principal, store = caller(request), request.app[STORE]
     name = request.query.get("event_name") or None
-    if name is not None and len(name) > 128:
-        raise bad_parameter("event_name", "must be at most 128 characters")
+    if name is not None and not re.fullmatch(EVENT_NAME, name):
+        raise bad_parameter("event_name", "must be an event name: letters, digits and _ . : -, at most 128 characters")
     where = EventFilter(mode=principal.mode, event_name=name)
     return await page_response(
         request, lambda limit, cursor: store.list_business_events(principal.tenant, where, limit=limit, cursor=cursor),

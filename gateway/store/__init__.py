@@ -4,7 +4,7 @@ Everything outside this package annotates with ``Store``; only the code that bui
 (``gateway.app``) names :class:`SqliteStore`.
 """
 
-from gateway.store.protocol import ExternalIdTakenError, InvalidCursorError, StaleContactError, StorageUnavailableError, Store
+from gateway.store.protocol import ContactLimitError, ExternalIdTakenError, InvalidCursorError, StaleContactError, StorageUnavailableError, Store
 from gateway.store.records import (
     Acceptance,
     AcknowledgeRequest,
@@ -84,6 +84,7 @@ __all__ = [
     "ClaimedWebhook",
     "Contact",
     "ContactFields",
+    "ContactLimitError",
     "ContactSaved",
     "DeadLetter",
     "DeadLetterFilter",

@@ -533,6 +533,17 @@ MIGRATIONS: Final = (
     ALTER TABLE notifications ADD COLUMN acknowledged_at REAL;
     ALTER TABLE notifications ADD COLUMN acknowledged_note TEXT;
     """,
+    # v19: how many contacts each tenant holds per mode, kept with every creation and deletion, so
+    # TIDINGS_MAX_CONTACTS_PER_TENANT is checked without counting the contacts each time.
+    """
+    CREATE TABLE contact_counts (
+        tenant TEXT NOT NULL,
+        mode   TEXT NOT NULL,
+        count  INTEGER NOT NULL,
+        PRIMARY KEY (tenant, mode)
+    ) WITHOUT ROWID;
+    INSERT INTO contact_counts (tenant, mode, count) SELECT tenant, mode, count(*) FROM contacts GROUP BY tenant, mode;
+    """,
 )
 
 

@@ -30,6 +30,14 @@ class ExternalIdTakenError(ValueError):
     """Another contact of the tenant, in that mode, already has the ``external_id`` a change would give this one."""
 
 
+class ContactLimitError(Exception):
+    """The tenant already holds as many contacts in that mode as it may: a new one is not kept (replacing one still is)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the tenant holds {limit} contacts in this mode, the most it may")
+        self.limit = limit
+
+
 class StaleContactError(Exception):
     """The contact changed since the version a change was made from: read it again and redo the change."""
 
@@ -293,9 +301,16 @@ class Store(Protocol):
 
     # Contacts
 
-    async def save_contact(self, tenant: str, mode: str, fields: records.ContactFields, *, new_id: str) -> stored.ContactSaved:
+    async def save_contact(
+        self, tenant: str, mode: str, fields: records.ContactFields, *, new_id: str, limit: int
+    ) -> stored.ContactSaved:
         """Create a contact of the tenant in ``mode`` with id ``new_id``; or, when ``fields.external_id`` is the external id of
-        one it has, replace that one's fields (its id and creation time stay)."""
+        one it has, replace that one's fields (its id and creation time stay).
+
+        Raises :class:`ContactLimitError`, keeping nothing, when creating it would take the
+        tenant's contacts in ``mode`` past ``limit`` (checked in the write, so two creations at
+        once cannot both pass).
+        """
 
     async def update_contact(self, tenant: str, mode: str, contact_id: str, fields: records.ContactFields, *, version: int) -> stored.Contact | None:
         """Replace the fields of the contact, if it is still at ``version``; None if the tenant has no such contact in ``mode``.

@@ -1,7 +1,8 @@
 """A test key sees and touches test-mode data only; idempotency is scoped by (tenant, mode).
 
-Live keys see the tenant's data in both modes (each item says its ``mode``); test keys see
-only what test keys made. What a test key cannot reach answers as if it did not exist (404,
+Live keys see the tenant's notifications in both modes (each item says its ``mode``); test keys see
+only what test keys made. Business events, contacts and acknowledgements are stricter: each
+mode's are its own, a 404 to the other mode's keys as to another tenant's. What a test key cannot reach answers as if it did not exist (404,
 or an empty list), except opt-outs and endpoint controls, which are about real recipients and
 real endpoints: a test key is refused those with ``403 live_key_required``.
 """
@@ -15,12 +16,19 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import LIVE_KEY, TEST_KEY, Api, MemoryProvider, sms_body
+from conftest import LIVE_KEY, OTHER_KEY, TEST_KEY, Api, MemoryProvider, sms_body
+from events_support import ROUTES, post_event, processed, shipped
 
 from gateway import InboundReply, signing
 from gateway.http.appkeys import INBOUND, STORE
 
 SEND = "/api/v1/notifications/send"
+
+
+@pytest.fixture
+def policy_dir(policy_dir: Path) -> Path:
+    (policy_dir / "routes.yaml").write_text(ROUTES)
+    return policy_dir
 
 
 async def send_keyed(api: Api, key: str, idempotency_key: str, phone: str = "+14155550100") -> tuple[int, dict[str, object], bool]:
@@ -190,3 +198,59 @@ async def webhook_rows(api: Api, key: str, count: int) -> list[dict[str, Any]]:
             await store.wait_for_commit(seen)
 
     return await asyncio.wait_for(poll(), 5)
+
+
+OWNED = {"live": LIVE_KEY, "test": TEST_KEY}
+INTRUDERS = [("live", "other tenant", OTHER_KEY), ("live", "test key", TEST_KEY), ("test", "live key", LIVE_KEY), ("test", "other tenant", OTHER_KEY)]
+# (what, method, path with {contact} / {event} / {notification}, body, status, code): each must find nothing of the owner's
+REACHES: list[tuple[str, str, str, dict[str, Any] | None, int, str]] = [
+    ("read the event", "GET", "/api/v1/events/{event}", None, 404, "event_not_found"),
+    ("read the contact", "GET", "/api/v1/contacts/{contact}", None, 404, "contact_not_found"),
+    ("patch the contact", "PATCH", "/api/v1/contacts/{contact}", {"locale": "en"}, 404, "contact_not_found"),
+    ("delete the contact", "DELETE", "/api/v1/contacts/{contact}", None, 404, "contact_not_found"),
+    ("acknowledge the notification", "POST", "/api/v1/notifications/{notification}/acknowledge", {"note": "mine now"}, 404,
+     "notification_not_found"),
+]
+LISTS = ["/api/v1/events", "/api/v1/events?event_name=order.shipped", "/api/v1/contacts", "/api/v1/contacts?external_id=u-owned"]
+
+
+async def owned_by(api: Api, key: str) -> dict[str, str]:
+    """A contact, a processed event and the notification it made, all made with ``key``."""
+    response = await api.client.post("/api/v1/contacts", json={"external_id": "u-owned", "email": "ana@example.com"}, headers=api.headers(key))
+    assert response.status == 201
+    event = await processed(api, shipped("evt-owned"), key=key)
+    return {"{contact}": (await response.json())["contact_id"], "{event}": "evt-owned", "{notification}": event["outcomes"][0]["notification_id"]}
+
+
+@pytest.mark.parametrize(("mode", "who", "intruder"), INTRUDERS, ids=[f"{mode} data, {who}" for mode, who, _ in INTRUDERS])
+async def test_events_contacts_and_acknowledgements_are_a_404_to_another_tenant_and_the_other_mode(
+    api: Api, mode: str, who: str, intruder: str
+) -> None:
+    owner = OWNED[mode]
+    owned = await owned_by(api, owner)
+    await api.idle()  # its notification sent: nothing of the owner's moves by itself from here
+    before = {path: (await api.get(path, key=owner))[1] for path in ("/api/v1/events/evt-owned", f"/api/v1/contacts/{owned['{contact}']}")}
+    for what, method, template, body, status, code in REACHES:
+        path = template
+        for name, value in owned.items():
+            path = path.replace(name, value)
+        response = await api.client.request(method, path, json=body, headers=api.headers(intruder))
+        answer = await response.json()
+        assert (response.status, answer["error"]["code"]) == (status, code), what
+    for path in LISTS:
+        status, listing = await api.get(path, key=intruder)
+        assert (status, listing["items"]) == (200, []), path
+
+    # The same event id and external id are new in the intruder's world, and leave the owner's as they were.
+    status, answer = await post_event(api, shipped("evt-owned"), key=intruder)
+    assert (status, answer["status"]) == (202, "accepted")
+    response = await api.client.post("/api/v1/contacts", json={"external_id": "u-owned", "phone": "+14155550123"}, headers=api.headers(intruder))
+    assert response.status == 201 and (await response.json())["contact_id"] != owned["{contact}"]
+    to_contact = {name: value for name, value in shipped("evt-to-contact").items() if name != "recipient"} | {"contact_id": owned["{contact}"]}
+    named = await processed(api, to_contact, key=intruder)
+    assert named["outcomes"][0]["reason"] == "contact_not_found", "an event cannot reach the owner's contact by its id"
+    await api.idle()
+    for path, seen in before.items():
+        assert (await api.get(path, key=owner))[1] == seen, path
+    notification = await api.notification(owned["{notification}"], key=owner)
+    assert notification["acknowledged"] is None

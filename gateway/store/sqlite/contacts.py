@@ -17,7 +17,7 @@ from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Final
 
 from gateway import ids, lifecycle, statuses
-from gateway.store.protocol import ExternalIdTakenError, StaleContactError
+from gateway.store.protocol import ContactLimitError, ExternalIdTakenError, StaleContactError
 from gateway.store.records import ERASED, ContactFields, Erasure, Page
 from gateway.store.sqlite.base import DISPATCHER, StoreBase, dumps, loads, select_in
 from gateway.store.sqlite.changes import Changes
@@ -39,8 +39,9 @@ HOLDING: Final = (
 class ContactStore(StoreBase):
     """Contacts of each tenant and mode; erasing deleted ones' addresses."""
 
-    async def save_contact(self, tenant: str, mode: str, fields: ContactFields, *, new_id: str) -> ContactSaved:
-        """Create the contact, or replace the fields of the one with its external id (id and creation time kept)."""
+    async def save_contact(self, tenant: str, mode: str, fields: ContactFields, *, new_id: str, limit: int) -> ContactSaved:
+        """Create the contact, or replace the fields of the one with its external id (id and creation time kept);
+        :class:`ContactLimitError` when the tenant's contacts in ``mode`` would pass ``limit``."""
         now = self.clock.now()
 
         def job(conn: sqlite3.Connection) -> ContactSaved:
@@ -50,6 +51,7 @@ class ContactStore(StoreBase):
                     "SELECT id, version FROM contacts WHERE tenant = ? AND mode = ? AND external_id = ?", (tenant, mode, fields.external_id)
                 ).fetchone()
             if row is None:
+                count_contact(conn, tenant, mode, +1, limit)
                 conn.execute(
                     f"INSERT INTO contacts (id, tenant, mode, {FIELDS}, version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)",
                     (new_id, tenant, mode, *columns(fields), now, now),
@@ -124,6 +126,7 @@ class ContactStore(StoreBase):
                 return None
             addresses = sorted({address for address in loads(row[0]).values() if address != ERASED})
             conn.execute("DELETE FROM contacts WHERE id = ?", (contact_id,))
+            count_contact(conn, tenant, mode, -1)
             conn.execute(
                 "INSERT OR REPLACE INTO contact_erasures (contact_id, tenant, mode, addresses, created_at) VALUES (?, ?, ?, ?, ?)",
                 (contact_id, tenant, mode, dumps(addresses), now),
@@ -165,6 +168,18 @@ class ContactStore(StoreBase):
         )
         found = [OptOutEntry(row[0], row[1], row[2], row[3]) for row in rows if (row[0], row[1]) in wanted]
         return sorted(found, key=lambda entry: (entry.address, entry.channel))
+
+
+def count_contact(conn: sqlite3.Connection, tenant: str, mode: str, change: int, limit: int | None = None) -> None:
+    """Add ``change`` to the tenant's count of contacts in ``mode``; ContactLimitError (nothing changed) if it would pass ``limit``."""
+    row = conn.execute("SELECT count FROM contact_counts WHERE tenant = ? AND mode = ?", (tenant, mode)).fetchone()
+    count = (row[0] if row is not None else 0) + change
+    if limit is not None and count > limit:
+        raise ContactLimitError(limit)
+    conn.execute(
+        "INSERT INTO contact_counts (tenant, mode, count) VALUES (?, ?, ?) ON CONFLICT (tenant, mode) DO UPDATE SET count = excluded.count",
+        (tenant, mode, max(count, 0)),
+    )
 
 
 def columns(fields: ContactFields) -> tuple[Any, ...]:

@@ -150,6 +150,23 @@ async def test_a_bad_patch_is_refused_and_leaves_the_contact_as_it_was(api: Api)
     assert await call(api, "GET", path) == (200, contact)
 
 
+async def test_a_tenant_holds_at_most_the_contacts_the_setting_allows_per_mode(aiohttp_client: Any, make_app: Any) -> None:
+    api = Api(await aiohttp_client(make_app(max_contacts_per_tenant=2)))
+    first = await create(api, external_id="u-1")
+    await create(api, external_id="u-2")
+    status, answer = await call(api, "POST", "/api/v1/contacts", {"external_id": "u-3", "email": EMAIL})
+    assert (status, answer["error"]["code"]) == (409, "contact_limit_reached"), answer
+    assert len((await call(api, "GET", "/api/v1/contacts"))[1]["items"]) == 2, "nothing was written"
+    status, _ = await call(api, "POST", "/api/v1/contacts", {"external_id": "u-1", "email": "new@example.com"})
+    assert status == 200, "replacing one by its external_id still works"
+    assert (await call(api, "POST", "/api/v1/contacts", {"email": EMAIL}, key=TEST_KEY))[0] == 201, "the other mode counts apart"
+    assert (await call(api, "POST", "/api/v1/contacts", {"email": EMAIL}, key=OTHER_KEY))[0] == 201, "so does another tenant"
+    assert (await call(api, "DELETE", f"/api/v1/contacts/{first['contact_id']}"))[0] == 204
+    assert (await call(api, "POST", "/api/v1/contacts", {"external_id": "u-3", "email": EMAIL}))[0] == 201, "a deleted one frees its place"
+    status, answer = await call(api, "POST", "/api/v1/contacts", {"external_id": "u-4", "email": EMAIL})
+    assert (status, answer["error"]["code"]) == (409, "contact_limit_reached")
+
+
 async def test_another_tenant_and_the_other_mode_never_see_a_contact(api: Api) -> None:
     live = await create(api, external_id="u-42")
     path = f"/api/v1/contacts/{live['contact_id']}"
