@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from gateway import statuses
 from gateway.clock import isoformat
@@ -68,10 +68,13 @@ def event_view(item: BusinessEvent, *, full: bool) -> dict[str, Any]:
 
     ``routes`` lists the matching routes in the order they fired; ``outcomes`` one line per
     route and recipient (``recipient_index`` into the event's recipients), or a single
-    ``no_route_matched`` line.
+    ``no_route_matched`` line. In a list (not ``full``) an event is its summary: its ``data`` and
+    recipients (up to 512 KiB an event) are left out, and ``recipient_count`` says how many it had,
+    so a page of events stays small.
     """
+    received = item.received if full else _event_summary(item.received)
     view: dict[str, Any] = {
-        **item.received,
+        **received,
         "severity": item.severity,
         "mode": item.mode,
         "status": "processed" if item.processed_at is not None else "pending",
@@ -84,6 +87,16 @@ def event_view(item: BusinessEvent, *, full: bool) -> dict[str, Any]:
         view["routes"] = list(dict.fromkeys(outcome.route for outcome in outcomes if outcome.route is not None))
         view["outcomes"] = [event_outcome_view(outcome) for outcome in outcomes]
     return view
+
+
+_EVENT_BULK: Final = ("data", "recipient", "recipients")
+
+
+def _event_summary(received: Mapping[str, Any]) -> dict[str, Any]:
+    """An event as received without what may be large: its data and addresses; how many recipients it named instead."""
+    recipients = received.get("recipients")
+    count = len(recipients) if isinstance(recipients, list) else 1
+    return {name: value for name, value in received.items() if name not in _EVENT_BULK} | {"recipient_count": count}
 
 
 def event_outcome_view(item: EventOutcome) -> dict[str, Any]:

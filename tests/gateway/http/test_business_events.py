@@ -145,6 +145,8 @@ async def test_events_are_listed_newest_first_by_name_a_page_at_a_time(api: Api)
     _, page = await api.get("/api/v1/events?event_name=order.shipped&limit=2")
     assert [item["event_id"] for item in page["items"]] == ["evt-list-2", "evt-list-1"]
     assert "outcomes" not in page["items"][0]
+    assert "data" not in page["items"][0] and "recipient" not in page["items"][0], "a list shows summaries"
+    assert page["items"][0]["recipient_count"] == 1
     _, rest = await api.get(f"/api/v1/events?event_name=order.shipped&limit=2&cursor={page['next_cursor']}")
     assert [item["event_id"] for item in rest["items"]] == ["evt-list-0"] and rest["next_cursor"] is None
     _, everything = await api.get("/api/v1/events")
