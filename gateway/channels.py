@@ -74,12 +74,18 @@ def address_for(spec: ChannelSpec, recipient: Mapping[str, str]) -> str | None:
     return None
 
 
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+"""No address of any channel holds one; a NUL or a line break in one is a mistake or an injection."""
+
+
 def check_recipient_field(name: str, value: str) -> str | None:
     """Why ``value`` is not a valid ``name`` field, or None when it is."""
     if not value.strip():
         return "must not be empty"
     if len(value) > MAX_FIELD_LENGTH:
         return f"must be at most {MAX_FIELD_LENGTH} characters"
+    if _CONTROL.search(value):
+        return "must not contain control characters (line breaks, NUL, ...)"
     rule = _FIELD_FORMATS.get(name)
     if rule is not None and not rule[0].fullmatch(value):
         return rule[1]

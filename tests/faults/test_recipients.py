@@ -1,4 +1,4 @@
-"""Recipient addresses a vendor would misread are refused at the door, whole: no trailing newline, ASCII digits only."""
+"""Recipient addresses a vendor would misread are refused at the door, whole: no control characters, ASCII digits only."""
 
 from __future__ import annotations
 
@@ -11,6 +11,11 @@ from gateway.policy.durations import parse_duration, parse_rate
 
 ARABIC_INDIC = "+١٤١٥٥٥٥٠١٠٠"  # +14155550100 in Arabic-Indic digits
 DEVANAGARI = "+१४१५५५५०१००"
+
+
+def chat_body(channel: str, field: str, address: str) -> dict[str, Any]:
+    """A send on a channel whose address has no format of its own: only control characters make it wrong."""
+    return {"recipient": {field: address}, "notification": {"channels": [channel], "body": "Hello"}}
 
 
 def email_body(address: str) -> dict[str, Any]:
@@ -26,8 +31,12 @@ def email_body(address: str) -> dict[str, Any]:
         (sms_body(DEVANAGARI), "recipient.phone"),
         (sms_body("+1415555٠١٠٠"), "recipient.phone"),  # mixed: the tail in Arabic-Indic
         (email_body("ada@example.com\n"), "recipient.email"),
+        (chat_body("slack", "slack_user_id", "U123\x00"), "recipient.slack_user_id"),
+        (chat_body("telegram", "telegram_chat_id", "42\r\nX-Injected: 1"), "recipient.telegram_chat_id"),
+        (chat_body("slack", "slack_channel", "#ops\x7f"), "recipient.slack_channel"),
     ],
-    ids=["phone-newline", "phone-crlf", "arabic-indic", "devanagari", "mixed-digits", "email-newline"],
+    ids=["phone-newline", "phone-crlf", "arabic-indic", "devanagari", "mixed-digits", "email-newline", "slack-nul", "telegram-crlf",
+         "slack-del"],
 )
 async def test_a_recipient_a_vendor_would_misread_is_a_422_and_reaches_no_vendor(
     api: Api, memory_provider: type[MemoryProvider], body: dict[str, Any], field: str
