@@ -533,6 +533,14 @@ MIGRATIONS: Final = (
     ALTER TABLE notifications ADD COLUMN acknowledged_at REAL;
     ALTER TABLE notifications ADD COLUMN acknowledged_note TEXT;
     """,
+    # v19: business events and due digests are taken a (tenant, mode) lane at a time, in turns: each lane's
+    # pending events (open digests) are found from an index of their own, so a flood in one lane is never read
+    # to reach another's first event.
+    """
+    DROP INDEX business_events_pending;
+    CREATE INDEX business_events_pending ON business_events (mode, tenant, seq) WHERE processed_at IS NULL;
+    CREATE INDEX digests_due_by_lane ON digests (mode, tenant, due_at) WHERE status = 'open';
+    """,
 )
 
 

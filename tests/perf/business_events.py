@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.perf.load import NUMBER, LoadResult, run_wrk, wrk_path
-from tests.perf.servers import Server, query_rows, tidings_server
+from tests.perf.servers import query_rows, tidings_server
 
 EVENTS = 5_000
 CONNECTIONS = 64
