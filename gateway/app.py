@@ -236,8 +236,8 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
 async def _business_events(app: web.Application) -> AsyncIterator[None]:
     """Business events processed from the store (those left pending by a stop first), and digests sent when due."""
     store, policies, clock, wake = app[STORE], app[POLICIES], app[CLOCK], app[DISPATCHER].wake
-    digests = DigestSender(store, policies, app[QUOTAS], clock, wake)
-    processor = EventProcessor(store, policies, app[OPT_OUTS], app[QUOTAS], clock, wake, digests)
+    digests = DigestSender(store, policies, app[QUOTAS], clock, wake, lease_seconds=app[SETTINGS].lease_seconds)
+    processor = EventProcessor(store, policies, app[OPT_OUTS], app[QUOTAS], clock, wake, digests, lease_seconds=app[SETTINGS].lease_seconds)
     app[DIGESTS], app[EVENT_PROCESSOR] = digests, processor
     digests.start()
     processor.start()

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     )
     dispatch_batch: int = Field(256, ge=1, description="Deliveries claimed per channel in one claim.")
     lease_seconds: float = Field(
-        60.0, gt=0, description="How long a claimed delivery stays reserved before another worker may retry it."
+        60.0, gt=0, description="How long a claimed delivery, business event or due digest stays reserved before another worker may take it again."
     )
     send_timeout_seconds: float = Field(30.0, gt=0, description="Longest a single provider call may take.")
     max_attempts: int = Field(

@@ -10,7 +10,10 @@ would get them: its data and ``event``), ``count`` and ``route``.
 :class:`DigestSender` sends what is due. It waits on the injected clock for the next due
 digest, woken early when processing opens one; digests are rows in the store, so a restart
 loses none, and each is settled (sent or failed) in the transaction that keeps its
-notification, so none is sent twice. A digest's notification is built as a send's (a recipient
+notification, so none is sent twice. Due digests are claimed a batch at a time, fairly: each
+(tenant, mode) lane gives one per turn, the turns going on from claim to claim
+(:meth:`~gateway.store.Store.claim_due_digests`), so one tenant's thousands of digests falling
+due at 09:00 delay another tenant's by one batch at most. A digest's notification is built as a send's (a recipient
 naming a contact is resolved then, so it goes to the contact's addresses and preferences as they
 are when it is sent), carries the highest severity of its events, and counts one message
 against the tenant's quota: when the quota has no room, the digest is recorded as failed with
@@ -23,6 +26,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, time, timedelta
 from typing import Any, Final
@@ -46,6 +50,7 @@ log = logging.getLogger(__name__)
 BATCH: Final = 100
 IDLE_WAIT: Final = 3600.0  # with no digest open, look again this often (a new one wakes the sender at once)
 RETRY_AFTER_FAILURE: Final = 5.0
+HELD_ELSEWHERE_WAIT: Final = 5.0  # a due digest another worker claimed: look again this much later (its lease may run out)
 ROUTE_REMOVED: Final = "route_removed"
 PROCESSING_FAILED: Final = "processing_failed"
 
@@ -79,13 +84,17 @@ class DigestSender:
     """Sends digests when they fall due, on the injected clock."""
 
     def __init__(
-        self, store: Store, policies: PolicyHolder, quotas: Quotas, clock: Clock, wake_dispatcher: Callable[[Iterable[str]], None]
+        self, store: Store, policies: PolicyHolder, quotas: Quotas, clock: Clock, wake_dispatcher: Callable[[Iterable[str]], None],
+        *, lease_seconds: float,
     ) -> None:
         self._store = store
         self._policies = policies
         self._quotas = quotas
         self._clock = clock
         self._wake_dispatcher = wake_dispatcher
+        self._lease_seconds = lease_seconds
+        self.owner = f"digests-{secrets.token_hex(4)}"
+        self._turn: tuple[str, str] | None = None  # the (tenant, mode) lane the last claim ended on
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
@@ -107,13 +116,16 @@ class DigestSender:
     async def _run(self) -> None:
         while True:
             self._wakeup.clear()
+            claimed_at = self._clock.now()
             try:
                 while await self.send_due():
-                    pass
+                    claimed_at = self._clock.now()  # when the claim that finds none (the last) begins
                 due = await self._store.next_digest_due()
             except Exception:
                 log.exception("sending due digests failed; trying again shortly")
                 due = self._clock.now() + RETRY_AFTER_FAILURE
+            if due is not None and due <= claimed_at:  # due when the last claim found none: another worker holds it
+                due = self._clock.now() + HELD_ELSEWHERE_WAIT
             wait = IDLE_WAIT if due is None else due - self._clock.now()
             if wait > 0:
                 await self._sleep(wait)
@@ -129,10 +141,11 @@ class DigestSender:
             slept.cancel()
 
     async def send_due(self) -> int:
-        """Send one batch of due digests; how many were due."""
-        due = await self._store.due_digests(limit=BATCH)
+        """Claim one batch of due digests, tenants and modes in turn, and send them; how many there were."""
+        due = await self._store.claim_due_digests(limit=BATCH, owner=self.owner, lease_seconds=self._lease_seconds, after=self._turn)
         if not due:
             return 0
+        self._turn = (due[-1].tenant, due[-1].mode)
         results = [await self._settled(digest) for digest in due]
         try:
             channels = await self._store.record_digests(results)

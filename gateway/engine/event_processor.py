@@ -2,7 +2,10 @@
 
 Accepting an event only keeps it (:meth:`~gateway.store.Store.accept_business_event`). The
 processor, woken on each accept and at start (so what was accepted before a crash is
-processed after it), takes pending events oldest first and for each:
+processed after it), claims pending events a batch at a time, fairly: each (tenant, mode) lane
+with pending events gives one per turn, the turns going on from claim to claim
+(:meth:`~gateway.store.Store.claim_business_events`), so one tenant's flood, or its test key's,
+delays another's event by one batch at most. For each event of the batch it:
 
 1. finds every matching route, in name order (:func:`gateway.policy.routing.matching_routes`);
 2. per route and recipient, builds the notification through the send path
@@ -13,12 +16,17 @@ processed after it), takes pending events oldest first and for each:
    instead, due in the contact's time zone when it has one, else the tenant's;
 3. takes the notifications from the tenant's quota (:mod:`gateway.engine.quotas`), as a bulk
    of that many rows: when they do not fit, each is recorded as suppressed with the quota's
-   code (``rate_limited``, ``daily_quota_exceeded``) rather than sent;
-4. hands the lot to the store in one transaction (:meth:`EventProcessor.hand_over`), which
-   applies dedupe windows and acknowledged repeats, keeps the quota spent by what it made, and
-   marks the event processed, so an event is processed once however often the process dies
-   meanwhile;
-5. wakes the dispatcher for the channels filled, and the digest sender when one was opened.
+   code (``rate_limited``, ``daily_quota_exceeded``) rather than sent.
+Then it hands the whole batch to the store in one transaction (:meth:`EventProcessor.hand_over`),
+which applies dedupe windows and acknowledged repeats, keeps the quota spent by what each event
+made, and marks the events processed with their notifications, so an event is processed once
+however often the process dies meanwhile; and it wakes the dispatcher for the channels filled,
+and the digest sender when a digest was opened. One transaction per batch, not per event, is
+what lets processing keep up with accepting.
+
+An event that fails on a fault of ours (not the store's) is recorded as ``processing_failed``
+and holds up no other: building, each event is decided alone; committing, a batch the store
+refuses for a reason of its own is committed again one event at a time.
 
 Policy is read when the event is processed: a route changed between accept and processing
 applies to the event.
@@ -29,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
@@ -40,7 +49,7 @@ from gateway.engine.business_events import event_variables, facts_of, notificati
 from gateway.engine.digests import DigestSender, digest_due, digest_variables, recipient_key
 from gateway.engine.intake import opt_out_problems, skip_opted_out
 from gateway.engine.opt_outs import OptOuts
-from gateway.engine.quotas import Quotas
+from gateway.engine.quotas import Decision, Quotas
 from gateway.engine.submission import Plan, Submission
 from gateway.errors import ValidationError
 from gateway.policy.durations import parse_duration
@@ -48,13 +57,20 @@ from gateway.policy.keys import Principal
 from gateway.policy.models import RoutePolicy
 from gateway.policy.routing import EventFacts, fingerprint, matching_routes
 from gateway.policy.view import PolicyHolder, PolicySet
-from gateway.store import BusinessEvent, Contact, DigestEntry, EventCandidate, EventProcessing, NewNotification, Store
+from gateway.store import BusinessEvent, Contact, DigestEntry, EventCandidate, EventProcessing, EventRecorded, NewNotification, Store
 
 log = logging.getLogger(__name__)
-BATCH: Final = 100
+BATCH: Final = 100  # events claimed, decided and committed together
+IDLE_POLL: Final = 5.0  # with nothing claimable, look again this often: events another worker claimed and never recorded
 NO_ROUTE_MATCHED: Final = "no_route_matched"
 PROCESSING_FAILED: Final = "processing_failed"
 RETRY_AFTER_FAILURE: Final = 5.0  # seconds before a batch that failed to commit (store refusing writes) is tried again
+
+
+def _failed(event: BusinessEvent | EventProcessing) -> EventProcessing:
+    """An event processing failed on (a fault of ours, logged), recorded as such."""
+    failed = EventCandidate(None, None, reason=PROCESSING_FAILED, message="the gateway could not process this event; the error is logged")
+    return EventProcessing(event.seq, event.tenant, event.mode, event.event_id, [failed])
 
 
 def suppressed(route: str, index: int, error: ValidationError) -> EventCandidate:
@@ -65,11 +81,11 @@ def suppressed(route: str, index: int, error: ValidationError) -> EventCandidate
 
 
 class EventProcessor:
-    """Turns pending business events into notifications, one event at a time, once each."""
+    """Turns pending business events into notifications, a batch at a time, tenants and modes in turn, once each."""
 
     def __init__(
         self, store: Store, policies: PolicyHolder, opt_outs: OptOuts, quotas: Quotas, clock: Clock,
-        wake_dispatcher: Callable[[Iterable[str]], None], digests: DigestSender,
+        wake_dispatcher: Callable[[Iterable[str]], None], digests: DigestSender, *, lease_seconds: float,
     ) -> None:
         self._store = store
         self._policies = policies
@@ -78,6 +94,9 @@ class EventProcessor:
         self._clock = clock
         self._wake_dispatcher = wake_dispatcher
         self._digests = digests
+        self._lease_seconds = lease_seconds
+        self.owner = f"events-{secrets.token_hex(4)}"
+        self._turn: tuple[str, str] | None = None  # the (tenant, mode) lane the last claim ended on
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.processed = 0
@@ -99,7 +118,6 @@ class EventProcessor:
 
     async def _run(self) -> None:
         while True:
-            await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 while await self.process_pending():
@@ -107,28 +125,46 @@ class EventProcessor:
             except Exception:
                 log.exception("processing business events failed; trying again shortly")
                 await self._clock.sleep(RETRY_AFTER_FAILURE)
-                self._wakeup.set()
+                continue
+            await self._idle()
+
+    async def _idle(self) -> None:
+        """Until woken, or :data:`IDLE_POLL` passes on the clock."""
+        woken = asyncio.ensure_future(self._wakeup.wait())
+        slept = asyncio.ensure_future(self._clock.sleep(IDLE_POLL))
+        try:
+            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            slept.cancel()
 
     async def process_pending(self) -> int:
-        """Process one batch of pending events, oldest first; how many there were."""
-        events = await self._store.pending_business_events(limit=BATCH)
-        for event in events:
-            try:
-                await self.process(event)
-            except Exception as err:
-                if self._store.is_transient(err):
-                    raise  # the store refused the write: the event stays pending, tried again shortly
-                await self._give_up(event)
+        """Claim one batch of pending events, lanes in turn, decide each and commit them all at once; how many there were."""
+        events = await self._store.claim_business_events(
+            limit=BATCH, owner=self.owner, lease_seconds=self._lease_seconds, after=self._turn
+        )
+        if not events:
+            return 0
+        self._turn = (events[-1].tenant, events[-1].mode)
+        await self.hand_over([await self._decided(event) for event in events])
         return len(events)
 
-    async def _give_up(self, event: BusinessEvent) -> None:
-        """An event processing failed on (a fault of ours, logged): recorded as such, so it does not block those behind it."""
-        log.exception("processing business event %r of tenant %r failed; recorded as processing_failed", event.event_id, event.tenant)
-        failed = EventCandidate(None, None, reason=PROCESSING_FAILED, message="the gateway could not process this event; the error is logged")
-        await self.hand_over(EventProcessing(event.seq, event.tenant, event.mode, event.event_id, [failed]))
-
     async def process(self, event: BusinessEvent) -> None:
-        """Decide what every matching route does for every recipient, and commit it with the event's processed mark."""
+        """Process one event now, on its own: decide and commit it (nothing changes if it was processed before)."""
+        await self.hand_over([await self._decided(event)])
+
+    async def _decided(self, event: BusinessEvent) -> EventProcessing:
+        """:meth:`decide`, or ``processing_failed`` when deciding failed on a fault of ours (logged): one bad event holds up no other."""
+        try:
+            return await self.decide(event)
+        except Exception as err:
+            if self._store.is_transient(err):
+                raise  # the store refused a read: the batch stays pending, tried again shortly
+            log.exception("processing business event %r of tenant %r failed; recorded as processing_failed", event.event_id, event.tenant)
+            return _failed(event)
+
+    async def decide(self, event: BusinessEvent) -> EventProcessing:
+        """What every matching route does for every recipient of ``event``, to be committed with its processed mark."""
         policy = self._policies.current
         principal = Principal(event.tenant, event.key_prefix, event.mode, event.key_name)
         facts = facts_of(event)
@@ -141,41 +177,71 @@ class EventProcessor:
                 candidates += await self._route_candidates(policy, principal, name, routes[name], event, facts, targets)
         else:
             candidates.append(EventCandidate(None, None, reason=NO_ROUTE_MATCHED, message="no route matches this event"))
-        await self.hand_over(EventProcessing(event.seq, event.tenant, event.mode, event.event_id, candidates))
-        self.processed += 1
+        return EventProcessing(event.seq, event.tenant, event.mode, event.event_id, candidates)
 
-    async def hand_over(self, processing: EventProcessing) -> None:
-        """Take the notifications an event makes from the tenant's quota, commit them (with the outcomes and processed
-        mark), and wake who sends them.
+    async def hand_over(self, batch: Sequence[EventProcessing]) -> None:
+        """Take the notifications each event makes from its tenant's quota, commit the batch (notifications, outcomes and
+        processed marks) in one transaction, and wake who sends them.
 
         Every notification a business event makes passes here, after it was built and before the
-        store keeps it. They are counted as the rows of a bulk are: all of them fit, or none is
-        sent and each is recorded as suppressed with the quota's code. The store keeps the quota
-        spent by those it made (dedupe and acknowledged repeats may suppress some), and what it
-        did not make is given back.
+        store keeps it. An event's are counted as the rows of a bulk are: all of them fit, or none
+        is sent and each is recorded as suppressed with the quota's code. The store keeps the quota
+        spent by those it made (dedupe and acknowledged repeats may suppress some), and what it did
+        not make is given back. A batch the store refuses for a reason of its own (not a storage
+        fault) is committed again one event at a time, and an event that cannot be committed even
+        alone is recorded as ``processing_failed``.
         """
-        count = sum(1 for candidate in processing.candidates if candidate.notification is not None)
-        decision = self._quotas.take(self._policies.current, processing.tenant, processing.mode, count) if count else None
-        if decision is not None and not decision.granted:
-            message = f"the tenant's quota ({decision.code}) does not allow {count} more message{'s' if count != 1 else ''} now"
-            processing = replace(processing, candidates=[
-                replace(c, notification=None, reason=decision.code, message=message) if c.notification is not None else c
-                for c in processing.candidates
-            ])
-            decision = None
-        elif decision is not None:
-            processing = replace(processing, quota=decision.charge)
+        charged = [self._charged(processing) for processing in batch]
         try:
-            recorded = await self._store.record_event_processing(processing)
-        except Exception:  # nothing was kept (a cancelled wait is not refunded: its write goes on)
+            recorded = await self._store.record_event_processing([processing for processing, _decision, _count in charged])
+        except Exception as err:  # nothing was kept (a cancelled wait is not refunded: its write goes on)
+            for _processing, decision, _count in charged:
+                if decision is not None:
+                    self._quotas.refund(decision)
+            if self._store.is_transient(err) or len(batch) == 1:
+                raise
+            log.warning("committing %d processed events together failed (%s); committing them one by one", len(batch), type(err).__name__)
+            for processing in batch:
+                await self._hand_over_alone(processing)
+            return
+        for (_processing, decision, count), kept in zip(charged, recorded, strict=True):
             if decision is not None:
-                self._quotas.refund(decision)
-            raise
-        if decision is not None:
-            self._quotas.refund(decision, count - recorded.notified)
-        if recorded.channels:
-            self._wake_dispatcher(recorded.channels)
-        if any(candidate.digest is not None for candidate in processing.candidates):
+                self._quotas.refund(decision, count - kept.notified)
+        self.processed += len(batch)
+        self._woken(batch, recorded)
+
+    async def _hand_over_alone(self, processing: EventProcessing) -> None:
+        """One event of a batch that failed to commit: committed alone, else recorded as ``processing_failed``."""
+        try:
+            await self.hand_over([processing])
+        except Exception as err:
+            if self._store.is_transient(err):
+                raise
+            log.exception("committing business event %r of tenant %r failed; recorded as processing_failed", processing.event_id, processing.tenant)
+            await self.hand_over([_failed(processing)])
+
+    def _charged(self, processing: EventProcessing) -> tuple[EventProcessing, Decision | None, int]:
+        """``processing`` with what its notifications take from the quota, or each suppressed with the quota's code when they
+        do not fit; the decision to refund from, and how many it took."""
+        count = sum(1 for candidate in processing.candidates if candidate.notification is not None)
+        if not count:
+            return processing, None, 0
+        decision = self._quotas.take(self._policies.current, processing.tenant, processing.mode, count)
+        if decision.granted:
+            return replace(processing, quota=decision.charge), decision, count
+        message = f"the tenant's quota ({decision.code}) does not allow {count} more message{'s' if count != 1 else ''} now"
+        suppressed_all = [
+            replace(c, notification=None, reason=decision.code, message=message) if c.notification is not None else c
+            for c in processing.candidates
+        ]
+        return replace(processing, candidates=suppressed_all), None, 0
+
+    def _woken(self, batch: Sequence[EventProcessing], recorded: Sequence[EventRecorded]) -> None:
+        """Wake the dispatcher for the channels the batch filled, and the digest sender when a digest was opened or joined."""
+        channels = frozenset[str]().union(*(kept.channels for kept in recorded))
+        if channels:
+            self._wake_dispatcher(channels)
+        if any(candidate.digest is not None for processing in batch for candidate in processing.candidates):
             self._digests.wake()
 
     async def _targets(self, principal: Principal, recipients: Sequence[Mapping[str, Any]]) -> list[Contact | ValidationError | None]:

@@ -544,6 +544,14 @@ MIGRATIONS: Final = (
     ) WITHOUT ROWID;
     INSERT INTO contact_counts (tenant, mode, count) SELECT tenant, mode, count(*) FROM contacts GROUP BY tenant, mode;
     """,
+    # v20: business events and due digests are taken a (tenant, mode) lane at a time, in turns: each lane's
+    # pending events (open digests) are found from an index of their own, so a flood in one lane is never read
+    # to reach another's first event.
+    """
+    DROP INDEX business_events_pending;
+    CREATE INDEX business_events_pending ON business_events (mode, tenant, seq) WHERE processed_at IS NULL;
+    CREATE INDEX digests_due_by_lane ON digests (mode, tenant, due_at) WHERE status = 'open';
+    """,
 )
 
 

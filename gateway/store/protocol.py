@@ -174,20 +174,44 @@ class Store(Protocol):
     async def accept_business_event(self, event: records.NewBusinessEvent) -> bool:
         """Keep a new event to be processed; False (nothing written) when the tenant used its id in that mode before."""
 
-    async def pending_business_events(self, *, limit: int) -> list[stored.BusinessEvent]:
-        """Up to ``limit`` events kept but not processed yet, oldest first."""
+    async def claim_business_events(
+        self, *, limit: int, owner: str, lease_seconds: float, after: tuple[str, str] | None = None
+    ) -> list[stored.BusinessEvent]:
+        """Claim up to ``limit`` events kept but not processed yet for ``owner``, fairly across tenants and modes.
 
-    async def record_event_processing(self, processing: records.EventProcessing) -> records.EventRecorded:
-        """Commit what processing an event decided, at once: its notifications, each candidate's outcome, its processed mark.
+        Events come by lane, a lane being a (tenant, mode) pair: each lane with pending events
+        gives its oldest one per turn, lanes in (tenant, mode) order starting after ``after``
+        (the lane of the last event the caller's previous claim returned, which the caller
+        carries from claim to claim). So a lane's backlog, however long, delays another lane's
+        event by at most one claim, or by as many claims as it takes to go round the lanes
+        when there are more lanes than ``limit``. A tenant's test traffic is a lane apart from
+        its live traffic. Finding the lanes and reading a lane costs what is taken, never a
+        scan of every pending event.
+
+        Claimed events are the owner's for ``lease_seconds``, or until they are recorded
+        (:meth:`record_event_processing`): another owner's claim leaves them out, the owner's own
+        claim returns them again. So several workers, in one process or several, can share the
+        pending events: a store that several processes use keeps the claim in the rows (taken
+        ``FOR UPDATE SKIP LOCKED``, with a lease column); one that a single process holds may
+        keep it in memory, since its claims cannot outlive that process. A lease that runs out
+        (its worker died or stalled) makes the events claimable again; recording is what makes
+        processing happen once, not the claim.
+        """
+
+    async def record_event_processing(self, batch: Sequence[records.EventProcessing]) -> list[records.EventRecorded]:
+        """Commit what processing each event of ``batch`` decided, all at once: their notifications, each candidate's
+        outcome, their processed marks; what was kept for each event, in ``batch``'s order.
 
         Before that, a candidate with a ``fingerprint`` held by an acknowledgement (until the
         event's arrival) is suppressed as ``acknowledged_repeat``; one with a ``dedupe_window``
-        whose fingerprint was seen on the route inside the window is ``deduplicated`` (naming the
-        first event), and otherwise starts the window. A digest candidate joins the open digest
-        of its route and recipient, or opens one. The quota ``processing.quota`` takes is kept for
-        the notifications actually made (its count trimmed to them), with the threshold events it
-        reaches, as an acceptance's is. An event already processed changes nothing. Returns the
-        channels of the notifications kept and how many were made.
+        whose fingerprint was seen on the route inside the window (by an earlier event of the
+        batch too) is ``deduplicated`` (naming the first event), and otherwise starts the
+        window. A digest candidate joins the open digest of its route and recipient, or opens
+        one. The quota ``processing.quota`` takes is kept for the notifications actually made
+        (its count trimmed to them), with the threshold events it reaches, as an acceptance's
+        is. An event already processed (by another worker whose lease ran out meanwhile)
+        changes nothing. Each result gives the channels of the notifications kept and how many
+        were made. Recorded events are no longer claimed.
         """
 
     async def get_business_event(self, tenant: str, mode: str, event_id: str) -> stored.BusinessEvent | None:
@@ -201,12 +225,18 @@ class Store(Protocol):
     async def next_digest_due(self) -> float | None:
         """When the next open digest is due; None when no digest is open."""
 
-    async def due_digests(self, *, limit: int) -> list[records.DueDigest]:
-        """Up to ``limit`` open digests due by now, oldest due first, with their events' variables in arrival order."""
+    async def claim_due_digests(self, *, limit: int, owner: str, lease_seconds: float, after: tuple[str, str] | None = None) -> list[records.DueDigest]:
+        """Claim up to ``limit`` open digests due by now for ``owner``, with their events' variables in arrival order.
+
+        Lanes and turns as :meth:`claim_business_events` (each lane's oldest due first), so one
+        tenant's thousands of digests falling due at once delay another's by one claim at most;
+        claims and leases likewise, until :meth:`record_digests` settles them.
+        """
 
     async def record_digests(self, results: Sequence[records.DigestResult]) -> set[str]:
         """Settle due digests at once, each with its notification (sent) or why it could not be made (failed); a digest
-        settles once, and the quota a sent one's ``quota`` takes is kept with it. Returns the channels of the notifications kept."""
+        settles once (its claim with it), and the quota a sent one's ``quota`` takes is kept with it. Returns the channels
+        of the notifications kept."""
 
     async def purge_business_events(self, tenant: str, before: float, *, limit: int) -> int:
         """Forget up to ``limit`` of the tenant's processed events received before ``before`` (with their outcomes), and

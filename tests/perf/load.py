@@ -5,7 +5,9 @@ responses by status and report latency percentiles. On a 2-core machine a Python
 generator competes with the server for CPU and usually saturates first, so wrk is preferred.
 ``run_wrk(..., responses=N)`` stops once N responses have come back instead (a fixed number of
 sends; the requests still in flight then are sent but not counted). Every request posts the same
-body: without an idempotency key, each one is a new notification.
+body: without an idempotency key, each one is a new notification. With ``numbered=True`` every
+:data:`NUMBER` in the body is replaced by the request's number (1, 2, …), for bodies that must
+differ, such as business events, whose ``event_id`` is their identity.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ README_SEND = {  # the README's send: one notification, two deliveries (email an
     "recipient": {"email": "ada@example.com", "phone": "+14155550100"},
     "notification": {"channels": ["email", "sms"], "template_id": "order_shipped", "data": {"order_id": "1001"}},
 }
+NUMBER = "@N@"  # in a numbered load's body: the request's number
 SEND_BODY = {  # one sms delivery with the otp template (the policy-reload step rewrites that template)
     "recipient": {"phone": "+14155550100"},
     "notification": {"channels": ["sms"], "template_id": "otp", "data": {"code": "123456", "product": "Acme"}},
@@ -63,6 +66,7 @@ _LUA = r"""
 wrk.method = "POST"
 wrk.body = %(body)s
 %(headers)s
+%(request)s
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) statuses = {} end
@@ -92,22 +96,37 @@ end
 """
 
 
+# Each request's body with NUMBER replaced by a counter (one wrk thread: the numbers are unique).
+_NUMBERED = r"""
+local sent = 0
+function request()
+  sent = sent + 1
+  local body = string.gsub(wrk.body, %(number)s, tostring(sent))
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
 def _lua_string(text: str) -> str:
     return json.dumps(text)  # a JSON string literal is a valid Lua string literal for ASCII text
 
 
 def run_wrk(
     url: str, body: dict, connections: int, seconds: float, threads: int = 1, *,
-    headers: Mapping[str, str] = HEADERS, responses: int = 0,
+    headers: Mapping[str, str] = HEADERS, responses: int = 0, numbered: bool = False,
 ) -> LoadResult:
-    """``responses``: stop after that many (one wrk thread only); ``seconds`` is then only a limit."""
+    """``responses``: stop after that many (one wrk thread only); ``seconds`` is then only a limit.
+    ``numbered``: :data:`NUMBER` in the body becomes each request's number (one wrk thread only)."""
     assert urlsplit(url).hostname == "127.0.0.1", url
     assert responses == 0 or threads == 1, "a response limit is counted per wrk thread"
+    assert not numbered or threads == 1, "request numbers are counted per wrk thread"
     lines = "\n".join(f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items())
     with tempfile.TemporaryDirectory(prefix="tidings-perf-wrk-") as tmp:
         path, marker = Path(tmp) / "post.lua", Path(tmp) / "limit-reached"
         body_text = _lua_string(json.dumps(body, separators=(",", ":")))
-        path.write_text(_LUA % {"body": body_text, "headers": lines, "limit": responses, "marker": _lua_string(str(marker))})
+        request = _NUMBERED % {"number": _lua_string(NUMBER)} if numbered else ""
+        path.write_text(_LUA % {"body": body_text, "headers": lines, "request": request, "limit": responses,
+                                "marker": _lua_string(str(marker))})
         cmd = [
             wrk_path() or "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--timeout", "5s", "-s", str(path), url,

@@ -30,6 +30,10 @@ Then the earlier steps' targets, kept as regression checks:
 11. A 10,000-row bulk through a provider instance limited to 500/s: the pace the receiver saw.
 12. Retention (tests.perf.retention): a steady stream of README sends against a short tenant
     retention; the database file (and WAL) holds its size once purges keep pace.
+13. Business events (tests.perf.business_events): 5,000 ``order.shipped`` events with two
+    recipients each, posted by wrk at 64 clients with the demo key over the shipped routes;
+    accepted/s and p99, processed/s and notifications made/s, and how long after the last
+    arrival the last event was processed.
 Idle RSS and process start to ``/readyz`` come from step 1's server.
 
 The machine may be shared: each step also reports how many cores other processes kept busy
@@ -54,6 +58,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.perf.business_events import EVENTS as BUSINESS_EVENTS
+from tests.perf.business_events import EventLoad, measure_business_events
 from tests.perf.contention import Mark, others_cores
 from tests.perf.dispatch import (
     DELIVERY_TIMEOUT,
@@ -89,7 +95,7 @@ from tests.perf.servers import BULK_ROWS, SEND_PATH, Server, bare_server, count_
 WARMUP_SECONDS = 2.0
 DRAIN_TIMEOUT = 120.0  # after step 1's load, the longest wait for every delivery to be delivered
 ROW_SENDS = 2_000
-STEPS = 12
+STEPS = 13
 
 # Issue 16's targets.
 RATIO_TARGET = 0.40
@@ -101,6 +107,7 @@ BYTES_TARGET = 1_500.0  # 1.5 KB
 RECEIPTS_TARGET = 3_000.0
 EVENTS_TARGET = 2_000.0
 KEEPUP_TARGET = 0.9
+EVENT_LAG_TARGET = 2.0  # seconds from the last event's arrival until it is processed
 
 
 @dataclass
@@ -327,6 +334,10 @@ def bench(args: argparse.Namespace, log: StepLog) -> list[Row]:
              f"{RETENTION}, database + WAL sampled")
     retention = measure_retention()
     note(retention.describe())
+
+    step(13, f"business events: {BUSINESS_EVENTS:,} order.shipped events (2 recipients each) at {n} clients, until all are processed")
+    business = measure_business_events(BUSINESS_EVENTS, n) if wrk_path() else None
+    note(business.describe() if business else "skipped: needs wrk (apt-get install wrk)")
     log.end()
     print("Done; servers stopped, temp dirs removed.\n", flush=True)
 
@@ -340,6 +351,8 @@ def bench(args: argparse.Namespace, log: StepLog) -> list[Row]:
     rows += tag(_event_rows(events), 7)
     rows += tag(_keepup_rows(keepup, args.keepup_seconds, n), 4)
     rows += tag(_retention_rows(retention), 12)
+    rows += [section("Issue 17 (business events)")]
+    rows += tag(_business_event_rows(business), 13)
     rows += [section("Earlier targets")]
     rows += _earlier_rows(durable, sandbox, reload, drain)
     rows += tag(_delay_rows(dispatch), 6)
@@ -459,6 +472,22 @@ def _keepup_rows(run: KeepUp, seconds: float, connections: int) -> list[Row]:
         Row("   backlog when the load ended / drained after", f"{run.backlog:,} deliveries / {drained}"),
         Row("   notifications accepted/s (p99) during it; server cores busy",
             f"{load.rate():,.0f}/s ({load.p99_ms:.1f} ms); {run.server_cpu / run.window:.2f}" if run.window > 0 else "n/a"),
+    ]
+
+
+def _business_event_rows(run: EventLoad | None) -> list[Row]:
+    label = f"17. Business events processed / accepted ({BUSINESS_EVENTS:,} events, 2 recipients each)"
+    if run is None:
+        return [Row(label, "skipped: needs wrk", f">= {KEEPUP_TARGET:.1f}")]
+    done = "" if run.complete else f" (NOT all processed: {run.processed:,}/{run.events:,})"
+    ratio = run.processed_rate / run.accepted_rate if run.accepted_rate else 0.0
+    return [
+        Row(label, f"{ratio:.2f} ({run.processed_rate:,.0f} vs {run.accepted_rate:,.0f}/s){done}", f">= {KEEPUP_TARGET:.1f}",
+            run.complete and ratio >= KEEPUP_TARGET),
+        Row("   last event processed after the last arrival / longest wait", f"{run.lag:.2f} / {run.longest_wait:.2f} s",
+            f"< {EVENT_LAG_TARGET:.0f} s", run.complete and run.lag < EVENT_LAG_TARGET),
+        Row("   notifications made/s; accept p99 (p50); server CPU per event",
+            f"{run.notification_rate:,.0f}/s; {run.load.p99_ms:.1f} ms ({run.load.p50_ms:.1f}); {run.cpu_per_event_us:,.0f} us"),
     ]
 
 

@@ -1,8 +1,11 @@
 """Business events: kept as received (an outbox), processed once, what each route did, dedupe windows, repeats held, digests.
 
 Accepting an event is one insert, unique per (tenant, mode, event id): a repeat changes
-nothing. Processing commits the notifications an event makes, what every route did for every
-recipient and the event's processed mark in one transaction, so an event is processed
+nothing. Pending events (and due digests) are claimed a (tenant, mode) lane at a time, in turns
+(:mod:`gateway.store.sqlite.turns`), each lane read from its own index, so one lane's flood is
+never read to reach another's event; claims are held in memory (:mod:`gateway.store.sqlite.claims`).
+Processing commits the notifications a batch of events makes, what every route did for every
+recipient and the events' processed marks in one transaction, so an event is processed
 exactly once, however often a crash interrupts it. Dedupe windows and repeat holds are
 checked and written inside that same transaction, so two events of one fingerprint never both
 get through. Digests are rows that collect events per (route, recipient) until due; sending
@@ -14,8 +17,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Final
 
+import orjson
+
+from gateway.clock import Clock
 from gateway.store.records import (
     DigestResult,
     DueDigest,
@@ -28,10 +35,12 @@ from gateway.store.records import (
     Page,
 )
 from gateway.store.sqlite.base import StoreBase, dumps, loads
+from gateway.store.sqlite.claims import Claims
 from gateway.store.sqlite.cursors import decode_seq_cursor, encode_seq_cursor
-from gateway.store.sqlite.outbox import insert_notifications
+from gateway.store.sqlite.outbox import MODES, insert_notifications
 from gateway.store.sqlite.quotas import charge_quota
 from gateway.store.sqlite.retention import delete_all
+from gateway.store.sqlite.turns import Lane, in_turns
 from gateway.store.stored import BusinessEvent, EventOutcome
 
 NOTIFIED: Final = "notified"
@@ -52,9 +61,38 @@ OUTCOMES: Final = (
 PURGE_EVENTS: Final = ("DELETE FROM event_outcomes WHERE event_seq IN ({})", "DELETE FROM business_events WHERE seq IN ({})")
 PURGE_DIGESTS: Final = ("DELETE FROM digest_items WHERE digest_id IN ({})", "DELETE FROM digests WHERE id IN ({})")
 
+# The tenants of one mode with events still to process: one index seek each, however long their queues.
+PENDING_TENANTS: Final = (
+    "WITH RECURSIVE t(tenant) AS ("
+    "SELECT (SELECT MIN(tenant) FROM business_events WHERE mode = ?1 AND processed_at IS NULL) "
+    "UNION ALL SELECT (SELECT MIN(tenant) FROM business_events WHERE mode = ?1 AND processed_at IS NULL AND tenant > t.tenant) "
+    "FROM t WHERE t.tenant IS NOT NULL) SELECT tenant FROM t WHERE tenant IS NOT NULL"
+)
+# One lane's pending events, oldest first, but those another worker holds.
+LANE_PENDING: Final = (
+    "SELECT * FROM business_events WHERE mode = ? AND tenant = ? AND processed_at IS NULL "
+    "AND seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?"
+)
+# The tenants of one mode with open digests (due or not), and one lane's due digests, oldest due first.
+OPEN_DIGEST_TENANTS: Final = (
+    "WITH RECURSIVE t(tenant) AS ("
+    "SELECT (SELECT MIN(tenant) FROM digests WHERE mode = ?1 AND status = 'open') "
+    "UNION ALL SELECT (SELECT MIN(tenant) FROM digests WHERE mode = ?1 AND status = 'open' AND tenant > t.tenant) "
+    "FROM t WHERE t.tenant IS NOT NULL) SELECT tenant FROM t WHERE tenant IS NOT NULL"
+)
+LANE_DUE_DIGESTS: Final = (
+    "SELECT * FROM digests WHERE mode = ? AND tenant = ? AND status = 'open' AND due_at <= ? "
+    "AND id NOT IN (SELECT value FROM json_each(?)) ORDER BY due_at, id LIMIT ?"
+)
+
 
 class BusinessEventStore(StoreBase):
     """Business events, their outcomes, dedupe windows, repeat holds and digests."""
+
+    def __init__(self, path: Path, clock: Clock, *, synchronous: str = "FULL") -> None:
+        super().__init__(path, clock, synchronous=synchronous)
+        self._event_claims = Claims()
+        self._digest_claims = Claims()
 
     async def accept_business_event(self, event: NewBusinessEvent) -> bool:
         """Keep a new event to be processed; False (nothing written) when its id was used in the tenant and mode before."""
@@ -72,47 +110,37 @@ class BusinessEventStore(StoreBase):
         accepted: bool = await self._write(job)
         return accepted
 
-    async def pending_business_events(self, *, limit: int) -> list[BusinessEvent]:
-        """Events kept but not processed yet, oldest first."""
-        rows = await self._fetch("SELECT * FROM business_events WHERE processed_at IS NULL ORDER BY seq LIMIT ?", (limit,))
-        return [business_event(row) for row in rows]
+    async def claim_business_events(self, *, limit: int, owner: str, lease_seconds: float, after: Lane | None = None) -> list[BusinessEvent]:
+        """Up to ``limit`` pending events for ``owner``, a (tenant, mode) lane at a time in turns from after ``after``,
+        each lane's oldest first; none another owner holds. They are the owner's for ``lease_seconds`` or until recorded."""
+        async with self._event_claims.lock:
+            now = self.clock.now()
+            others = orjson.dumps(self._event_claims.held_by_others(owner, now)).decode()
 
-    async def record_event_processing(self, processing: EventProcessing) -> EventRecorded:
-        """Apply dedupe and repeat holds, keep the notifications, outcomes, quota spent and processed mark at once.
+            def read(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+                lanes = [
+                    ((tenant, mode), conn.execute(LANE_PENDING, (mode, tenant, others, limit)))
+                    for mode in MODES for (tenant,) in conn.execute(PENDING_TENANTS, (mode,)).fetchall()
+                ]
+                return in_turns(lanes, after, limit)
+
+            events = [business_event(row) for row in await self._read(read)]
+            self._event_claims.take(owner, (event.seq for event in events), now + lease_seconds)
+        return events
+
+    async def record_event_processing(self, batch: Sequence[EventProcessing]) -> list[EventRecorded]:
+        """Apply dedupe and repeat holds, keep the notifications, outcomes, quota spent and processed mark of every event
+        in ``batch`` at once; what was kept for each, in order.
 
         An event already processed is left as it is (nothing written, no channel to wake).
         """
         now = self.clock.now()
 
-        def job(conn: sqlite3.Connection) -> EventRecorded:
-            row = conn.execute("SELECT received_at, processed_at FROM business_events WHERE seq = ?", (processing.seq,)).fetchone()
-            if row is None or row[1] is not None:
-                return EventRecorded(frozenset(), 0)
-            received_at = row[0]
-            made: list[NewNotification] = []
-            outcomes = []
-            for position, candidate in enumerate(processing.candidates):
-                outcome = _settle(conn, processing, candidate, received_at)
-                if outcome[0] == NOTIFIED and candidate.notification is not None:
-                    made.append(candidate.notification)
-                outcomes.append((processing.seq, position, candidate.route, candidate.recipient_index, *outcome))
-            insert_notifications(conn, made, now)
-            by_id = {c.notification.id: c for c in processing.candidates if c.notification is not None}
-            conn.executemany(
-                "UPDATE notifications SET event_id = ?, route = ?, fingerprint = ? WHERE id = ?",
-                [(processing.event_id, by_id[n.id].route, by_id[n.id].fingerprint, n.id) for n in made],
-            )
-            conn.executemany(
-                "INSERT INTO event_outcomes (event_seq, position, route, recipient_index, result, reason, message, notification_id, "
-                "first_event_id, digest_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                outcomes,
-            )
-            conn.execute("UPDATE business_events SET processed_at = ? WHERE seq = ?", (now, processing.seq))
-            if processing.quota is not None and made:
-                charge_quota(conn, replace(processing.quota, count=len(made)))
-            return EventRecorded(frozenset(d.channel for notification in made for d in notification.deliveries), len(made))
+        def job(conn: sqlite3.Connection) -> list[EventRecorded]:
+            return [_record_processing(conn, processing, now) for processing in batch]
 
-        recorded: EventRecorded = await self._write(job)
+        recorded: list[EventRecorded] = await self._write(job)
+        self._event_claims.drop(processing.seq for processing in batch)
         return recorded
 
     async def get_business_event(self, tenant: str, mode: str, event_id: str) -> BusinessEvent | None:
@@ -148,24 +176,23 @@ class BusinessEventStore(StoreBase):
         rows = await self._fetch("SELECT MIN(due_at) FROM digests WHERE status = 'open'")
         return rows[0][0] if rows else None
 
-    async def due_digests(self, *, limit: int) -> list[DueDigest]:
-        """Open digests due by now, oldest due first, each with its events' variables in the order they came."""
-        now = self.clock.now()
+    async def claim_due_digests(self, *, limit: int, owner: str, lease_seconds: float, after: Lane | None = None) -> list[DueDigest]:
+        """Up to ``limit`` open digests due by now for ``owner``, a (tenant, mode) lane at a time in turns from after
+        ``after``, each lane's oldest due first; none another owner holds. Each with its events' variables in arrival order."""
+        async with self._digest_claims.lock:
+            now = self.clock.now()
+            others = orjson.dumps(self._digest_claims.held_by_others(owner, now)).decode()
 
-        def read(conn: sqlite3.Connection) -> list[DueDigest]:
-            found = []
-            for row in conn.execute("SELECT * FROM digests WHERE status = 'open' AND due_at <= ? ORDER BY due_at, id LIMIT ?", (now, limit)).fetchall():
-                items = conn.execute("SELECT event_id, variables FROM digest_items WHERE digest_id = ? ORDER BY event_seq", (row["id"],)).fetchall()
-                found.append(
-                    DueDigest(
-                        id=row["id"], tenant=row["tenant"], mode=row["mode"], route=row["route"], recipient=loads(row["recipient"]),
-                        key_prefix=row["key_prefix"], key_name=row["key_name"], due_at=row["due_at"],
-                        events=[loads(item[1]) for item in items], event_ids=[item[0] for item in items],
-                    )
-                )
-            return found
+            def read(conn: sqlite3.Connection) -> list[DueDigest]:
+                lanes = [
+                    ((tenant, mode), conn.execute(LANE_DUE_DIGESTS, (mode, tenant, now, others, limit)))
+                    for mode in MODES for (tenant,) in conn.execute(OPEN_DIGEST_TENANTS, (mode,)).fetchall()
+                ]
+                return [_due_digest(conn, row) for row in in_turns(lanes, after, limit)]
 
-        return await self._read(read)
+            found = await self._read(read)
+            self._digest_claims.take(owner, (digest.id for digest in found), now + lease_seconds)
+        return found
 
     async def record_digests(self, results: Sequence[DigestResult]) -> set[str]:
         """Settle due digests: each sent with its notification, or failed with why; the channels to wake. Each settles once."""
@@ -190,6 +217,7 @@ class BusinessEventStore(StoreBase):
             return {delivery.channel for notification, _ in made for delivery in notification.deliveries}
 
         channels: set[str] = await self._write(job)
+        self._digest_claims.drop(result.id for result in results)
         return channels
 
     async def purge_business_events(self, tenant: str, before: float, *, limit: int) -> int:
@@ -219,6 +247,46 @@ class BusinessEventStore(StoreBase):
 
         purged: int = await self._write(job, background=True)
         return purged
+
+
+def _record_processing(conn: sqlite3.Connection, processing: EventProcessing, now: float) -> EventRecorded:
+    """One event's processing written (see :meth:`BusinessEventStore.record_event_processing`); nothing if it was processed before."""
+    row = conn.execute("SELECT received_at, processed_at FROM business_events WHERE seq = ?", (processing.seq,)).fetchone()
+    if row is None or row[1] is not None:
+        return EventRecorded(frozenset(), 0)
+    received_at = row[0]
+    made: list[NewNotification] = []
+    outcomes = []
+    for position, candidate in enumerate(processing.candidates):
+        outcome = _settle(conn, processing, candidate, received_at)
+        if outcome[0] == NOTIFIED and candidate.notification is not None:
+            made.append(candidate.notification)
+        outcomes.append((processing.seq, position, candidate.route, candidate.recipient_index, *outcome))
+    insert_notifications(conn, made, now)
+    by_id = {c.notification.id: c for c in processing.candidates if c.notification is not None}
+    conn.executemany(
+        "UPDATE notifications SET event_id = ?, route = ?, fingerprint = ? WHERE id = ?",
+        [(processing.event_id, by_id[n.id].route, by_id[n.id].fingerprint, n.id) for n in made],
+    )
+    conn.executemany(
+        "INSERT INTO event_outcomes (event_seq, position, route, recipient_index, result, reason, message, notification_id, "
+        "first_event_id, digest_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        outcomes,
+    )
+    conn.execute("UPDATE business_events SET processed_at = ? WHERE seq = ?", (now, processing.seq))
+    if processing.quota is not None and made:
+        charge_quota(conn, replace(processing.quota, count=len(made)))
+    return EventRecorded(frozenset(d.channel for notification in made for d in notification.deliveries), len(made))
+
+
+def _due_digest(conn: sqlite3.Connection, row: sqlite3.Row) -> DueDigest:
+    """A due digest's row with its events' variables, in the order the events came."""
+    items = conn.execute("SELECT event_id, variables FROM digest_items WHERE digest_id = ? ORDER BY event_seq", (row["id"],)).fetchall()
+    return DueDigest(
+        id=row["id"], tenant=row["tenant"], mode=row["mode"], route=row["route"], recipient=loads(row["recipient"]),
+        key_prefix=row["key_prefix"], key_name=row["key_name"], due_at=row["due_at"],
+        events=[loads(item[1]) for item in items], event_ids=[item[0] for item in items],
+    )
 
 
 def _settle(conn: sqlite3.Connection, processing: EventProcessing, candidate: EventCandidate, at: float) -> tuple[Any, ...]:
