@@ -48,6 +48,9 @@ DIGESTED: Final = "digested"
 SUPPRESSED: Final = "suppressed"
 DEDUPLICATED: Final = "deduplicated"
 ACKNOWLEDGED_REPEAT: Final = "acknowledged_repeat"
+DIGEST_FULL: Final = "digest_full"
+MAX_DIGEST_EVENTS: Final = 1000
+"""Events one digest holds: the one that fills it sends it at once."""
 
 OUTCOME_COLUMNS: Final = (
     "o.route, o.recipient_index, o.result, COALESCE(o.reason, d.reason), COALESCE(o.message, d.message), "
@@ -311,21 +314,35 @@ def _settle(conn: sqlite3.Connection, processing: EventProcessing, candidate: Ev
             (*key, processing.event_id, at + candidate.dedupe_window),
         )
     if candidate.digest is not None:
-        return (DIGESTED, None, None, None, None, _collect(conn, processing, candidate, at))
+        digest_id = _collect(conn, processing, candidate, at)
+        if digest_id is None:
+            message = f"the digest already holds {MAX_DIGEST_EVENTS} events and goes now; later events start the next one"
+            return (SUPPRESSED, DIGEST_FULL, message, None, None, None)
+        return (DIGESTED, None, None, None, None, digest_id)
     assert candidate.notification is not None
     return (NOTIFIED, None, None, candidate.notification.id, None, None)
 
 
-def _collect(conn: sqlite3.Connection, processing: EventProcessing, candidate: EventCandidate, at: float) -> int:
-    """Add the event to the open digest of its route and recipient, opening one if there is none; the digest's id."""
+def _collect(conn: sqlite3.Connection, processing: EventProcessing, candidate: EventCandidate, at: float) -> int | None:
+    """Add the event to the open digest of its route and recipient, opening one if there is none; the digest's id.
+
+    A digest holds at most :data:`MAX_DIGEST_EVENTS` events: the one that fills it makes it due
+    at once, and until it has gone (the sender is woken for it) another event for it is not
+    collected (None): what one notification renders, and what the sender holds in memory, stays
+    bounded however busy a route is.
+    """
     entry = candidate.digest
     assert entry is not None and candidate.route is not None
     owner = (processing.tenant, processing.mode, candidate.route, entry.recipient_key)
     found = conn.execute(
         "SELECT id FROM digests WHERE tenant = ? AND mode = ? AND route = ? AND recipient_key = ? AND status = 'open'", owner
     ).fetchone()
+    held = 0
     if found is not None:
         digest_id = int(found[0])
+        held = conn.execute("SELECT count(*) FROM digest_items WHERE digest_id = ?", (digest_id,)).fetchone()[0]
+        if held >= MAX_DIGEST_EVENTS:
+            return None
     else:
         event = conn.execute("SELECT key_prefix, key_name FROM business_events WHERE seq = ?", (processing.seq,)).fetchone()
         digest_id = int(conn.execute(
@@ -333,10 +350,12 @@ def _collect(conn: sqlite3.Connection, processing: EventProcessing, candidate: E
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?) RETURNING id",
             (*owner, dumps(dict(entry.recipient)), event[0], event[1], entry.due_at, at),
         ).fetchone()[0])
-    conn.execute(
+    added = conn.execute(
         "INSERT OR IGNORE INTO digest_items (digest_id, event_seq, event_id, variables) VALUES (?, ?, ?, ?)",
         (digest_id, processing.seq, processing.event_id, dumps(dict(entry.variables))),
-    )
+    ).rowcount
+    if held + added >= MAX_DIGEST_EVENTS:
+        conn.execute("UPDATE digests SET due_at = min(due_at, ?) WHERE id = ?", (at, digest_id))
     return digest_id
 
 

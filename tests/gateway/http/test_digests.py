@@ -14,6 +14,7 @@ from events_support import ROUTES, processed, wait_event
 from gateway.engine.digests import digest_due
 from gateway.http.appkeys import DIGESTS, POLICIES, POLICY_LOADER
 from gateway.policy.models import DigestPolicy
+from gateway.store.sqlite import business_events
 
 
 @pytest.fixture
@@ -107,3 +108,24 @@ async def test_a_digest_whose_route_left_the_policy_records_why_it_was_not_sent(
     assert (outcome["digest"]["status"], outcome["reason"]) == ("failed", "route_removed")
     _, listed = await api.get("/api/v1/notifications")
     assert listed["items"] == []
+
+
+async def test_a_full_digest_goes_at_once_and_holds_no_more_until_it_has_gone(
+    api: Api, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(business_events, "MAX_DIGEST_EVENTS", 3)
+    sender = api.app[DIGESTS]
+    await sender.stop()  # held back, so the full digest is still open when the fourth event comes
+    for n in range(3):
+        await processed(api, build(f"full-{n}", str(n)))
+    fourth = await processed(api, build("full-3", "3"))
+    [outcome] = fourth["outcomes"]
+    assert (outcome["result"], outcome["reason"]) == ("suppressed", "digest_full")
+    third = await wait_event(api, "full-2")
+    assert third["outcomes"][0]["digest"]["due_at"] == datetime.fromtimestamp(clock.now(), UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    sender.start()
+    done = await wait_event(api, "full-0", sent)  # due now: no clock advance needed
+    notification = await api.notification(done["outcomes"][0]["notification_id"])
+    assert notification["deliveries"][0]["content"]["subject"] == "3 events on hourly-builds"
+    after = await processed(api, build("full-4", "4"))
+    assert after["outcomes"][0]["result"] == "digested", "once the full one has gone, the next event opens a new digest"
