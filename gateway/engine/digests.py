@@ -22,8 +22,6 @@ the quota's code.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import secrets
@@ -39,6 +37,7 @@ from gateway.engine import contacts
 from gateway.engine.business_events import notification_content
 from gateway.engine.quotas import Decision, Quotas
 from gateway.engine.submission import Submission
+from gateway.engine.worker import Worker
 from gateway.errors import ValidationError
 from gateway.policy.durations import parse_duration
 from gateway.policy.keys import Principal
@@ -80,40 +79,27 @@ def recipient_key(recipient: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(dict(recipient), option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-class DigestSender:
+class DigestSender(Worker):
     """Sends digests when they fall due, on the injected clock."""
+
+    name = "digest-sender"
 
     def __init__(
         self, store: Store, policies: PolicyHolder, quotas: Quotas, clock: Clock, wake_dispatcher: Callable[[Iterable[str]], None],
         *, lease_seconds: float,
     ) -> None:
+        super().__init__(clock)
         self._store = store
         self._policies = policies
         self._quotas = quotas
-        self._clock = clock
         self._wake_dispatcher = wake_dispatcher
         self._lease_seconds = lease_seconds
         self.owner = f"digests-{secrets.token_hex(4)}"
         self._turn: tuple[str, str] | None = None  # the (tenant, mode) lane the last claim ended on
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.sent = 0
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="digest-sender")
-
-    def wake(self) -> None:
-        """A digest was opened: it may be due sooner than what the sender waits for."""
-        self._wakeup.set()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Send what is due, then rest until the next digest is due, or a new one (which may be due sooner) wakes it."""
         while True:
             self._wakeup.clear()
             claimed_at = self._clock.now()
@@ -128,17 +114,7 @@ class DigestSender:
                 due = self._clock.now() + HELD_ELSEWHERE_WAIT
             wait = IDLE_WAIT if due is None else due - self._clock.now()
             if wait > 0:
-                await self._sleep(wait)
-
-    async def _sleep(self, seconds: float) -> None:
-        """Until ``seconds`` pass on the clock, or a wake."""
-        woken = asyncio.ensure_future(self._wakeup.wait())
-        slept = asyncio.ensure_future(self._clock.sleep(seconds))
-        try:
-            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            slept.cancel()
+                await self.rest(wait)
 
     async def send_due(self) -> int:
         """Claim one batch of due digests, tenants and modes in turn, and send them; how many there were."""

@@ -34,8 +34,6 @@ applies to the event.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +49,7 @@ from gateway.engine.intake import opt_out_problems, skip_opted_out
 from gateway.engine.opt_outs import OptOuts
 from gateway.engine.quotas import Decision, Quotas
 from gateway.engine.submission import Plan, Submission
+from gateway.engine.worker import Worker
 from gateway.errors import ValidationError
 from gateway.policy.durations import parse_duration
 from gateway.policy.keys import Principal
@@ -80,43 +79,29 @@ def suppressed(route: str, index: int, error: ValidationError) -> EventCandidate
     return EventCandidate(route, index, reason=code, message=message)
 
 
-class EventProcessor:
+class EventProcessor(Worker):
     """Turns pending business events into notifications, a batch at a time, tenants and modes in turn, once each."""
+
+    name = "event-processor"
 
     def __init__(
         self, store: Store, policies: PolicyHolder, opt_outs: OptOuts, quotas: Quotas, clock: Clock,
         wake_dispatcher: Callable[[Iterable[str]], None], digests: DigestSender, *, lease_seconds: float,
     ) -> None:
+        super().__init__(clock)
         self._store = store
         self._policies = policies
         self._opt_outs = opt_outs
         self._quotas = quotas
-        self._clock = clock
         self._wake_dispatcher = wake_dispatcher
         self._digests = digests
         self._lease_seconds = lease_seconds
         self.owner = f"events-{secrets.token_hex(4)}"
         self._turn: tuple[str, str] | None = None  # the (tenant, mode) lane the last claim ended on
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.processed = 0
 
-    def start(self) -> None:
-        self._wakeup.set()  # events accepted before a restart are processed first
-        self._task = asyncio.create_task(self._run(), name="event-processor")
-
-    def wake(self) -> None:
-        """An event was accepted: process it soon."""
-        self._wakeup.set()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Process what is pending (events accepted before a restart first), then rest until an accept wakes it."""
         while True:
             self._wakeup.clear()
             try:
@@ -126,17 +111,7 @@ class EventProcessor:
                 log.exception("processing business events failed; trying again shortly")
                 await self._clock.sleep(RETRY_AFTER_FAILURE)
                 continue
-            await self._idle()
-
-    async def _idle(self) -> None:
-        """Until woken, or :data:`IDLE_POLL` passes on the clock."""
-        woken = asyncio.ensure_future(self._wakeup.wait())
-        slept = asyncio.ensure_future(self._clock.sleep(IDLE_POLL))
-        try:
-            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            slept.cancel()
+            await self.rest(IDLE_POLL)
 
     async def process_pending(self) -> int:
         """Claim one batch of pending events, lanes in turn, decide each and commit them all at once; how many there were."""
