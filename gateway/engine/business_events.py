@@ -11,7 +11,7 @@ variables into what a send's ``notification`` would say.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
@@ -20,7 +20,7 @@ from gateway.clock import parse_timestamp
 from gateway.engine.submission import NotificationContent
 from gateway.errors import ErrorDetail, PayloadTooLargeError, ValidationError
 from gateway.policy.keys import Principal
-from gateway.policy.models import DEFAULT_SEVERITY, RoutePolicy
+from gateway.policy.models import DEFAULT_SEVERITY, RoutePolicy, Severity
 from gateway.policy.routing import EventFacts
 from gateway.policy.view import PolicySet
 from gateway.store import BusinessEvent, NewBusinessEvent
@@ -62,7 +62,7 @@ class EventRequest(_Body):
     event_id: StrictStr = Field(min_length=1, max_length=255, pattern=r"^[^/\x00-\x1f\x7f]+$")
     event_name: StrictStr = Field(pattern=EVENT_NAME)
     source: Text | None = Field(None, min_length=1, max_length=255)
-    severity: Literal["low", "medium", "high", "critical"] | None = None
+    severity: Severity | None = None
     occurred_at: StrictStr | None = Field(None, max_length=64)
     actor: ActorRequest | None = None
     recipient: Recipient | None = Field(None, min_length=1, max_length=MAX_RECIPIENT_FIELDS)

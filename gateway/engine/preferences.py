@@ -23,7 +23,6 @@ from gateway.plugin_api import ChannelSpec
 from gateway.store import ContactFields
 
 CRITICAL: Final = "critical"
-SEVERITIES: Final = ("low", "medium", "high", CRITICAL)
 NO_ADDRESS: Final = "no_address"
 CHANNEL_OPTED_OUT: Final = "channel_opted_out"
 CATEGORY_OPTED_OUT: Final = "category_opted_out"

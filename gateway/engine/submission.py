@@ -22,6 +22,7 @@ from gateway.errors import BODY_TOO_LONG, ErrorDetail, ValidationError
 from gateway.plugin_api import ChannelSpec
 from gateway.policy.durations import parse_duration
 from gateway.policy.keys import Principal
+from gateway.policy.models import Severity
 from gateway.policy.templates import CompiledTemplate, RenderedContent, TemplateRenderError
 from gateway.policy.view import PolicySet
 from gateway.store import Contact, ContactFields, NewDelivery, NewNotification
@@ -47,7 +48,6 @@ Category = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0
 """What a message is about (``marketing``, ``security``): contacts opt out of categories."""
 Locale = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$")]
 """A BCP 47 language tag such as ``pt`` or ``pt-BR``."""
-Severity = Literal["low", "medium", "high", "critical"]
 
 
 class _Body(BaseModel):

@@ -40,12 +40,17 @@ def charge_quota(conn: sqlite3.Connection, charge: QuotaCharge) -> None:
     if reached:
         insert_events(conn, [_threshold_event(charge, t.fraction, used) for t in reached])
         fired += [t.fraction for t in reached]
-    conn.execute(
-        "INSERT INTO quota_usage (tenant, mode, day, used, fired, tokens, tokens_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (tenant, mode) DO UPDATE SET day = excluded.day, used = excluded.used, fired = excluded.fired, "
-        "tokens = excluded.tokens, tokens_at = excluded.tokens_at",
-        (charge.tenant, charge.mode, charge.day, used, orjson.dumps(sorted(fired)).decode(), charge.tokens, charge.at),
-    )
+    state = (charge.day, used, orjson.dumps(sorted(fired)).decode(), charge.tokens, charge.at)
+    if row is not None:  # the usual case: the tenant's row exists, and is updated in place
+        conn.execute(
+            "UPDATE quota_usage SET day = ?, used = ?, fired = ?, tokens = ?, tokens_at = ? WHERE tenant = ? AND mode = ?",
+            (*state, charge.tenant, charge.mode),
+        )
+    else:
+        conn.execute(
+            "INSERT INTO quota_usage (day, used, fired, tokens, tokens_at, tenant, mode) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*state, charge.tenant, charge.mode),
+        )
 
 
 def _threshold_event(charge: QuotaCharge, fraction: float, used: int) -> NewEvent:
