@@ -56,6 +56,8 @@ class CredentialFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == ACCESS_LOGGER:  # method, route template, status, duration, tenant: nothing a client wrote, no header
+            return True
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed call: logging reports it itself, in the handler
@@ -71,7 +73,7 @@ class CredentialFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = redact_credentials(record.stack_info)
         values = getattr(record, FIELDS, None)
-        if values and record.name != ACCESS_LOGGER:  # the request log's fields are method, route, status, tenant: no text to mask
+        if values:
             for name, value in values.items():
                 if isinstance(value, str):
                     values[name] = redact_credentials(value)

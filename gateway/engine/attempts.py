@@ -230,16 +230,20 @@ def _outcome_name(outcome: SendReceipt | DeliveryError) -> str:
 
 
 def _log_failure(delivery: ClaimedDelivery, provider: str | None, error: DeliveryError, final: bool) -> None:
-    """One line per failed attempt, with the notification, delivery and instance; what happens next is decided after."""
+    """One line per failed attempt, with the notification, delivery and instance; what happens next is decided after.
+
+    The vendor's words stay out of the log (they may quote the recipient): the error's code is
+    here, its message is in the notification's timeline.
+    """
     kind = "transient" if isinstance(error, TransientDeliveryError) else "permanent"
     then = "" if final else "; the next instance takes it"
     log.warning(
-        "delivery %s of notification %s (tenant %s, %s) failed on %s, attempt %d, %s: %s%s",
+        "delivery %s of notification %s (tenant %s, %s) failed on %s, attempt %d, %s (%s)%s",
         delivery.id, delivery.notification_id, delivery.tenant, delivery.channel, provider or "no instance", delivery.attempt, kind,
-        error.message, then,
+        error.code or "no code", then,
         extra=fields(
             event="delivery_failed", tenant=delivery.tenant, notification_id=delivery.notification_id, delivery_id=delivery.id,
-            channel=delivery.channel, provider=provider, attempt=delivery.attempt, outcome=kind, code=error.code, error=error.message,
+            channel=delivery.channel, provider=provider, attempt=delivery.attempt, outcome=kind, code=error.code,
         ),
     )
 

@@ -64,8 +64,8 @@ class DeadLetterLog(Worker):
     def _tell(self, dead: DeadLettered) -> None:
         self._metrics.count_dead_letter(dead)
         log.warning(
-            "dead letter: delivery %s of notification %s (tenant %s, %s via %s): %s: %s",
-            dead.delivery_id, dead.notification_id, dead.tenant, dead.channel, dead.provider or "no instance", dead.reason, dead.error,
+            "dead letter: delivery %s of notification %s (tenant %s, %s via %s): %s",
+            dead.delivery_id, dead.notification_id, dead.tenant, dead.channel, dead.provider or "no instance", dead.reason,
             extra=fields(
                 event="dead_letter", tenant=dead.tenant, notification_id=dead.notification_id, delivery_id=dead.delivery_id,
                 channel=dead.channel, provider=dead.provider, reason=dead.reason,

@@ -19,8 +19,8 @@ from aiohttp import web
 
 from gateway.http.appkeys import METRICS, SETTINGS
 from gateway.http.auth import PRINCIPAL
-from gateway.logconfig import ACCESS_LOGGER
-from gateway.metrics import UNMATCHED
+from gateway.logconfig import ACCESS_LOGGER, FIELDS
+from gateway.metrics import METHODS, UNMATCHED
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger(ACCESS_LOGGER)
@@ -47,12 +47,13 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def _observe(request: web.Request, status: int, seconds: float) -> None:
     route = route_of(request)
-    request.app[METRICS].count_request(request.method, route, status, seconds)
+    method = request.method if request.method in METHODS else "other"  # a method is the client's free text too
+    request.app[METRICS].count_request(method, route, status, seconds)
     if request.app[SETTINGS].access_log and log.isEnabledFor(logging.INFO):
         principal = request.get(PRINCIPAL)
         tenant = principal.tenant if principal is not None else None
         millis = round(seconds * 1000, 1)
         log.info(
-            "%s %s %d %.1fms tenant=%s", request.method, route, status, millis, tenant or "-",
-            extra={"fields": {"method": request.method, "route": route, "status": status, "duration_ms": millis, "tenant": tenant}},
+            "%s %s %d %.1fms tenant=%s", method, route, status, millis, tenant or "-",
+            extra={FIELDS: {"method": method, "route": route, "status": status, "duration_ms": millis, "tenant": tenant}},
         )

@@ -592,4 +592,3 @@ class DeadLettered:
     channel: str
     provider: str | None
     reason: str | None
-    error: str | None

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 import pytest
-
 from conftest import LIVE_KEY, POLICY, FakeClock, MemoryProvider, serve, sms_body
+
 from gateway.logconfig import configure_logging
 from gateway.settings import Settings
 from plugins.sandbox import SandboxProvider

@@ -15,7 +15,7 @@ QUEUE_DEPTHS: Final = (
 )
 DEAD_LETTERED: Final = (
     # A range of the history's primary key; the line's delivery is found by its own primary key.
-    "SELECT h.seq, h.tenant, h.notification_id, h.delivery_id, d.channel, d.provider, d.dead_reason, d.last_error "
+    "SELECT h.seq, h.tenant, h.notification_id, h.delivery_id, d.channel, d.provider, d.dead_reason "
     "FROM history h JOIN deliveries d ON d.id = h.delivery_id "
     "WHERE h.seq > ? AND h.seq <= ? AND h.action = ? ORDER BY h.seq LIMIT ?"
 )
