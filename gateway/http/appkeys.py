@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clock import Clock
+from gateway.engine.dead_letter_log import DeadLetterLog
 from gateway.engine.digests import DigestSender
 from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.erasure import Eraser
@@ -21,6 +22,7 @@ from gateway.engine.provider_pool import PoolHolder
 from gateway.engine.quotas import Quotas
 from gateway.engine.retention import Purger
 from gateway.engine.throttle import InstanceLimits, SourceLimits
+from gateway.metrics import Metrics
 from gateway.plugins import PluginCatalog
 from gateway.policy.view import PolicyHolder, PolicySet
 from gateway.policy.watcher import PolicyWatcher
@@ -51,3 +53,5 @@ WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)
 ERASER = web.AppKey("eraser", Eraser)
 EVENT_PROCESSOR = web.AppKey("event_processor", EventProcessor)
 DIGESTS = web.AppKey("digests", DigestSender)
+METRICS = web.AppKey("metrics", Metrics)
+DEAD_LETTER_LOG = web.AppKey("dead_letter_log", DeadLetterLog)

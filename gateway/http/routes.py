@@ -9,6 +9,7 @@ from gateway.http import (
     dead_letters,
     events,
     health,
+    metrics,
     notifications,
     replies,
     webhook_deliveries,
@@ -19,6 +20,7 @@ from gateway.http import (
 
 def setup_routes(app: web.Application) -> None:
     app.add_routes(health.routes)
+    app.add_routes(metrics.routes)
     app.add_routes(notifications.routes)
     app.add_routes(capabilities.routes)
     app.add_routes(dead_letters.routes)
