@@ -35,7 +35,7 @@ test: $(VENV)/.installed-examples
 # as shared/CONTAINERS.md describes (needs root; installs podman and debootstrap with apt if
 # missing, and makes the Debian base image once). Minutes of CPU: CI runs it, `make test` does not.
 image-test: $(VENV)/.installed-test
-	TIDINGS_IMAGE_TEST=1 $(BIN)/python -m pytest -q tests/image
+	$(BIN)/python -m pytest -q tests/image/test_image.py
 
 # The suite 20 times, two at a time: proof that it is green every time, not just once.
 soak-test: $(VENV)/.installed-examples

@@ -8,6 +8,7 @@ The values schema is checked to refuse what the chart cannot run, and ``helm lin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from gateway.plugins import PluginCatalog
+from gateway.policy.loading import load_policies
+from gateway.policy.secret_values import SecretResolver
 from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,3 +259,25 @@ def leaf_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:
 
 
 FREE_MAPS = {"resources", "policies.gitSync.resources", "policies.files", "secrets.values", "env", "livenessProbe", "readinessProbe"}
+
+
+SECRETS_MOUNT = "/etc/tidings/secrets"
+WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.mark.parametrize(
+    "values_file", [path for path in VALUES_FILES if "files" in (yaml.safe_load(path.read_text()).get("policies") or {})], ids=lambda path: path.name
+)
+def test_the_policy_files_in_the_example_values_load(values_file: Path, tmp_path: Path) -> None:
+    """What the examples put in the ConfigMap is a policy set Tidings accepts, secrets mounted as the chart mounts them."""
+    files: dict[str, str] = yaml.safe_load(values_file.read_text())["policies"]["files"]
+    policies, mounted = tmp_path / "policies", tmp_path / "secrets"
+    policies.mkdir()
+    mounted.mkdir()
+    for name, text in files.items():
+        for secret in re.findall(rf"{SECRETS_MOUNT}/(\w+)", text):
+            (mounted / secret).write_text(WEBHOOK_SECRET)
+        (policies / name).write_text(text.replace(f"{SECRETS_MOUNT}/", f"{mounted}/"))
+    environ = {name: "SG.not-a-real-key" for text in files.values() for name in re.findall(r"\$env: (\w+)", text)}
+    loaded = load_policies(policies, PluginCatalog.discover(), secrets=SecretResolver(None, environ))
+    assert sorted(loaded.files) == sorted(files)
