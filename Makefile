@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test soak-test typecheck bench schema clean
+.PHONY: run test image-test soak-test typecheck bench schema clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tidings needs Python 3.11 or newer")'
@@ -30,6 +30,12 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-examples
 	$(BIN)/python -m pytest -q tests examples/tidings-ntfy/tests
+
+# The container image, built from the real Dockerfile and run from its own filesystem with podman,
+# as shared/CONTAINERS.md describes (needs root; installs podman and debootstrap with apt if
+# missing, and makes the Debian base image once). Minutes of CPU: CI runs it, `make test` does not.
+image-test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q tests/image/test_image.py
 
 # The suite 20 times, two at a time: proof that it is green every time, not just once.
 soak-test: $(VENV)/.installed-examples

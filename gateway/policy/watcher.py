@@ -3,6 +3,8 @@
 :class:`PolicyWatcher` watches the directory with ``watchfiles`` (inotify on Linux), recursively
 and without a filter: any event is worth a reload attempt, including a Kubernetes ConfigMap
 update, which only re-points the hidden ``..data`` symlink the visible files link through.
+When the directory is reached through a link that moves (git-sync's ``current``), the watch
+follows it to the new checkout.
 Events are grouped (a quiet ``STEP_MS``, at most ``DEBOUNCE_MS``), the directory is loaded in a
 worker thread so the event loop keeps serving, and then one of three things happens:
 
@@ -109,13 +111,30 @@ class PolicyWatcher:
 
     async def _watch(self) -> None:
         try:
-            async for changes in awatch(
-                self._directory, watch_filter=None, step=STEP_MS, debounce=DEBOUNCE_MS, stop_event=self._stop, recursive=True
-            ):
-                log.debug("policy directory changed: %s", ", ".join(sorted(path for _change, path in changes)))
-                await self.reload()
+            target = self._directory.resolve()
+            while await self._watch_until_moved(target):
+                target = self._directory.resolve()
+                log.debug("policy directory now resolves to %s; watching there", target)
+                await self.reload()  # whatever changed there before its watch opened
         except Exception:
             log.exception("watching %s failed; policy changes now need SIGHUP or a restart", self._directory)
+
+    async def _watch_until_moved(self, target: Path) -> bool:
+        """Reload on each change under ``target``; True once the policy directory resolves elsewhere.
+
+        git-sync publishes a commit by re-pointing a link above the policy directory and then
+        deleting the old checkout: the deletion is the last event the old watch sees, so the
+        watch follows the link to the new checkout. (A ConfigMap's ``..data`` swap happens
+        inside the directory, which never moves.)
+        """
+        async for changes in awatch(
+            target, watch_filter=None, step=STEP_MS, debounce=DEBOUNCE_MS, stop_event=self._stop, recursive=True
+        ):
+            log.debug("policy directory changed: %s", ", ".join(sorted(path for _change, path in changes)))
+            await self.reload()
+            if self._directory.resolve() != target:
+                return True
+        return False
 
     async def _reload(self) -> bool:
         current = self._policies.current

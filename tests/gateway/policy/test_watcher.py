@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import textwrap
 from collections.abc import Callable, Mapping
@@ -276,6 +277,37 @@ async def test_a_kubernetes_configmap_update_is_picked_up(
 
     assert (await sent_content(api, sms_body()))["content"] == {"body": "Your ConfigMap code is 123456"}
     assert sorted(api.app[POLICIES].current.files) == ["policy.yaml", "tenants.yaml"]
+
+
+def publish_git_sync_commit(root: Path, commit: str, files: Mapping[str, str]) -> None:
+    """Publish a commit as git-sync v4 does: a new worktree under ``.worktrees/``, the ``current``
+    link re-pointed to it atomically, then the previous worktree removed."""
+    worktree = root / ".worktrees" / commit
+    (worktree / "policies").mkdir(parents=True)
+    for name, text in files.items():
+        (worktree / "policies" / name).write_text(text)
+    link = root / "current"
+    previous = link.resolve() if link.is_symlink() else None
+    staged = root / "current.tmp"
+    staged.symlink_to(Path(".worktrees") / commit)
+    os.replace(staged, link)
+    if previous is not None:
+        shutil.rmtree(previous)
+
+
+async def test_every_git_sync_commit_is_picked_up_through_its_link(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], tmp_path: Path
+) -> None:
+    # The Helm chart's gitSync source: TIDINGS_POLICY_DIR is a folder under git-sync's `current`
+    # link, which every commit re-points to a new checkout while the old one is deleted.
+    root = tmp_path / "git"
+    publish_git_sync_commit(root, "a1", {"policy.yaml": BASE})
+    api = await start(aiohttp_client, make_app, policy_dir=root / "current" / "policies")
+
+    for commit, wording in [("b2", "Synced once"), ("c3", "Synced twice"), ("d4", "Synced thrice")]:
+        updated = BASE.replace("Your code is {{ code }}", wording + ": {{ code }}")
+        await version_changes(api, lambda: publish_git_sync_commit(root, commit, {"policy.yaml": updated}))  # noqa: B023
+        assert (await sent_content(api, sms_body()))["content"] == {"body": f"{wording}: 123456"}
 
 
 async def test_a_rotated_file_secret_rebuilds_the_instance_that_uses_it(
