@@ -267,9 +267,9 @@ async def _list_dead_letters(client: ApiClient, args: argparse.Namespace, out: T
     for item in items:
         error = " ".join(str(item.get("error") or "").split())
         _say(
-            f"{item.get('delivery_id')}  {item.get('dead_lettered_at')}  {item.get('channel')}  {item.get('address')}  "
-            f"{item.get('reason')}  via {item.get('provider')}, {item.get('attempt_count')} attempt(s)  {item.get('notification_id')}"
-            + (f"  {error}" if error else ""),
+            f"{item.get('delivery_id')}  {item.get('notification_id')}  {item.get('dead_lettered_at')}  {item.get('channel')}  "
+            f"{item.get('address')}  {item.get('reason')} after {item.get('attempt_count')} attempt(s) via {item.get('provider')}"
+            + (f": {error}" if error else ""),
             out,
         )
     _say(f"{len(items)} dead letter(s){', more: raise --limit' if more else ''}", out)
