@@ -8,7 +8,9 @@ real server on loopback (the test's event loop serves it meanwhile), with the ke
 from __future__ import annotations
 
 import asyncio
+import io
 import re
+import shlex
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,8 +22,11 @@ from aiohttp import web
 from conftest import LIVE_KEY, OTHER_KEY, TEST_KEY, Api, FakeClock, MemoryProvider, run_cli
 
 from gateway import cli
+from gateway.app import create_app
 from gateway.client import bulk
 from gateway.client.api import ClientSettings, connect
+from gateway.client.progress import ProgressBar
+from gateway.plugins import PluginCatalog
 from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -345,3 +350,44 @@ def test_check_without_a_directory_checks_tidings_policy_dir(tmp_path: Path, mon
     monkeypatch.chdir(ROOT)
     code, output = run_cli("check")
     assert code == 0 and output.startswith("policies: OK")
+
+
+async def test_the_readme_command_lines_run_as_written(
+    aiohttp_client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's command-line block, against the shipped policies with the demo key, with its CSV example as the file."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The command line"):readme.index("## The API")]
+    lines = re.search(r"```sh\n(.*?)```", section, flags=re.DOTALL).group(1).splitlines()  # type: ignore[union-attr]
+    (tmp_path / "customers.csv").write_text(re.search(r"  ```\n(.*?)  ```", section, flags=re.DOTALL).group(1).replace("  ", ""))  # type: ignore[union-attr]
+    key = next(line.split("=", 1)[1] for line in lines if line.startswith("export TIDINGS_API_KEY="))
+    settings = Settings(data_dir=tmp_path / "data", policy_dir=ROOT / "policies", policy_reload=False, _env_file=None)  # type: ignore[call-arg]
+    demo = await aiohttp_client(create_app(settings, plugins=PluginCatalog.discover()))
+    monkeypatch.setenv("TIDINGS_API_KEY", key)
+    monkeypatch.setenv("TIDINGS_URL", str(demo.make_url("/")).rstrip("/"))
+    monkeypatch.setenv("TIDINGS_POLICY_DIR", str(ROOT / "policies"))
+    monkeypatch.chdir(tmp_path)
+    sent = ""
+    for line in (line for line in lines if line.startswith("tidings ")):
+        argv = shlex.split(line)[1:]
+        if argv[0] == "status":
+            argv[1] = notification_id(sent)
+        capsys.readouterr()
+        code = await asyncio.to_thread(cli.main, argv)
+        out = capsys.readouterr().out
+        assert code == 0, (line, out)
+        sent = sent or out
+    assert out.startswith(f"{ROOT / 'policies'}: OK ("), "the last line, tidings check, checked TIDINGS_POLICY_DIR"
+
+
+def test_the_progress_bar_is_drawn_in_place_on_a_terminal_and_not_at_all_into_a_pipe() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for stream, drawn in ((Terminal(), f"\r[{'#' * 15}{'.' * 15}] 2/4 rows\r[{'#' * 30}] 4/4 rows\n"), (io.StringIO(), "")):
+        bar = ProgressBar(4, stream)
+        bar.update(2)
+        bar.update(4)
+        bar.close()
+        assert stream.getvalue() == drawn
