@@ -150,6 +150,9 @@ def _call(args: argparse.Namespace, out: TextIO, action: Action) -> int:
     except ClientError as err:
         _say(f"tidings: {err.line()}", sys.stderr)
         return 1
+    except KeyboardInterrupt:  # what the gateway answered 202 to is kept; a request cut short is kept whole or not at all
+        _say("\ntidings: interrupted; what the gateway accepted is kept (a --csv run again with the same --idempotency-key sends only the rest)", sys.stderr)
+        return 130
 
 
 async def _run(settings: ClientSettings, action: Action, args: argparse.Namespace, out: TextIO) -> int:

@@ -391,3 +391,16 @@ def test_the_progress_bar_is_drawn_in_place_on_a_terminal_and_not_at_all_into_a_
         bar.update(4)
         bar.close()
         assert stream.getvalue() == drawn
+
+
+def test_the_client_commands_know_the_gateway_only_through_its_api() -> None:
+    """gateway/client imports no part of the server (store, engine, http, policy): it is a client like any other."""
+    import ast
+
+    for module in (ROOT / "gateway" / "client").glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        ours = {name for name in imported if name == "gateway" or name.startswith("gateway.")}
+        assert ours <= {"gateway.client", "gateway.client.api", "gateway.client.bulk", "gateway.client.progress",
+                        "gateway.client.timeline", "gateway.errors"}, (module.name, ours)
