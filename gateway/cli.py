@@ -109,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
 def _version() -> str:
     try:
         return metadata.version("tidings")
-    except metadata.PackageNotFoundError:  # run from a checkout that was never installed (pip install -e .)
+    except metadata.PackageNotFoundError:  # a checkout run without `pip install -e .`: no package metadata
         return "(not installed)"
 
 
