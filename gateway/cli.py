@@ -1,4 +1,8 @@
-"""The ``tidings`` command: serve the gateway, make API keys, inspect plugins, check policies, encrypt secrets."""
+"""The ``tidings`` command: serve the gateway, make API keys, inspect plugins, check policies, encrypt secrets.
+
+``send``, ``status`` and ``dead-letters`` are clients of a running gateway's API; they live in
+:mod:`gateway.client` and are mounted here.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,19 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import TYPE_CHECKING, Final, Literal, TextIO, get_args, get_origin
 
 from pydantic import ValidationError as SettingsValidationError
 
+from gateway.client.commands import add_commands as add_client_commands
 from gateway.engine import provider_checks
 from gateway.errors import PolicyError, StoreInUseError
 from gateway.plugins import PluginCatalog
@@ -45,15 +53,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "command"):
         parser.print_help()
         return 2
-    result: int = args.command(args, sys.stdout)
+    try:
+        result: int = args.command(args, sys.stdout)
+    except BrokenPipeError:  # `tidings … | head`: the reader left; stop quietly, as other commands do
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit; give it somewhere to go
+        return 1
     return result
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tidings", description="A self-hosted notification gateway.")
+    parser.add_argument("--version", action="version", version=f"tidings {_version()}")
     commands = parser.add_subparsers(metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the gateway (settings from TIDINGS_* variables)")
+    serve = commands.add_parser(
+        "serve", help="run the gateway (settings from TIDINGS_* variables)",
+        description="Run the gateway. Its settings come from the TIDINGS_* environment variables below.",
+        epilog="\n".join(_settings_help()), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.set_defaults(command=_serve)
 
     key = commands.add_parser("key", help="manage API keys").add_subparsers(metavar="ACTION")
@@ -75,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     providers_check.set_defaults(command=_providers_check)
 
     check = commands.add_parser("check", help="validate a policy directory offline (exit 1 on errors)")
-    check.add_argument("directory", type=Path)
+    check.add_argument("directory", type=Path, nargs="?", help="the policy directory (default: TIDINGS_POLICY_DIR, else policies)")
     check.set_defaults(command=_check)
 
     schema_ = commands.add_parser("schema", help="print the policy JSON Schema (for editors and CI)")
@@ -86,7 +103,34 @@ def _parser() -> argparse.ArgumentParser:
     encrypt_.set_defaults(command=_secret_encrypt)
     generate = secret.add_parser("generate-key", help="print a fresh random master key for TIDINGS_MASTER_KEY")
     generate.set_defaults(command=_secret_generate_key)
+    add_client_commands(commands)
     return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("tidings")
+    except metadata.PackageNotFoundError:  # a checkout run without `pip install -e .`: no package metadata
+        return "(not installed)"
+
+
+def _settings_help() -> Iterator[str]:
+    """Every ``TIDINGS_*`` setting with its default and description, read from :class:`Settings` so it never drifts."""
+    for name, field in Settings.model_fields.items():
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else ()
+        described = (field.description or "") + (f" One of: {', '.join(map(str, choices))}." if choices else "")
+        yield f"  TIDINGS_{name.upper()} (default: {_shown_default(field.default)})"
+        yield from textwrap.wrap(described, width=96, initial_indent="      ", subsequent_indent="      ")
+
+
+def _shown_default(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def _settings(out: TextIO) -> Settings | None:
@@ -112,7 +156,7 @@ def _serve(_args: argparse.Namespace, _out: TextIO) -> int:
     try:  # before anything starts: a busy port must not leave a dispatcher running for a moment
         sock = _listen(settings.host, settings.port)
     except OSError as err:
-        _refuse(settings, f"cannot listen on {settings.host}:{settings.port}: {_why(err)}")
+        _refuse(settings, _cannot_listen(settings.host, settings.port, err))
         return 1
     _install_uvloop()
     app = create_app(settings)
@@ -148,9 +192,12 @@ def _listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
 
 
-def _why(err: OSError) -> str:
-    reasons = {errno.EADDRINUSE: "the address is in use", errno.EACCES: "permission denied", errno.EADDRNOTAVAIL: "no such local address"}
-    return reasons.get(err.errno or 0, (err.strerror or type(err).__name__).lower())
+def _cannot_listen(host: str, port: int, err: OSError) -> str:
+    """The one line a serve that cannot bind prints: a busy port says what to do about it."""
+    if err.errno == errno.EADDRINUSE:
+        return f"port {port} is in use: another process listens on {host}:{port} (stop it, or set TIDINGS_PORT to another port)"
+    reasons = {errno.EACCES: "permission denied", errno.EADDRNOTAVAIL: "no such local address"}
+    return f"cannot listen on {host}:{port}: {reasons.get(err.errno or 0, (err.strerror or type(err).__name__).lower())}"
 
 
 async def _reload_on_hangup(app: web.Application) -> None:
@@ -211,15 +258,16 @@ def _check(args: argparse.Namespace, out: TextIO) -> int:
     settings = _settings(out)
     if settings is None:
         return 2
+    directory: Path = args.directory or settings.policy_dir  # what `tidings serve` would load
     try:
         # Secrets are resolved as the server would, so a missing variable or file fails here first.
-        policy = load_policies(args.directory, PluginCatalog.discover(), secrets=SecretResolver.from_settings(settings))
+        policy = load_policies(directory, PluginCatalog.discover(), secrets=SecretResolver.from_settings(settings))
     except PolicyError as err:
         for issue in err.issues:
             _say(str(issue), file=out)
-        _say(f"{len(err.issues)} problem(s) in {args.directory}", file=out)
+        _say(f"{len(err.issues)} problem(s) in {directory}", file=out)
         return 1
-    _say(f"{args.directory}: OK ({len(policy.files)} files, version {policy.version})", file=out)
+    _say(f"{directory}: OK ({len(policy.files)} files, version {policy.version})", file=out)
     for warning in policy.simulated_live_routes():
         _say(f"warning: {warning}", file=out)
     return 0

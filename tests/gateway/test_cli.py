@@ -147,7 +147,7 @@ def test_serve_on_a_busy_port_says_so_in_one_line_before_it_touches_the_store(tm
         port = taken.getsockname()[1]
         code, errors = _refused(_serve(tmp_path / "data", port))
     assert code == 1
-    assert errors.strip().splitlines() == [f"cannot listen on 127.0.0.1:{port}: the address is in use"]
+    assert errors.strip().splitlines() == [f"port {port} is in use: another process listens on 127.0.0.1:{port} (stop it, or set TIDINGS_PORT to another port)"]
     assert not (tmp_path / "data" / "tidings.sqlite3").exists(), "nothing started: no dispatcher ran beside the other process"
 
 

@@ -166,4 +166,6 @@ def test_serve_refusing_to_start_in_json_mode_says_why_in_json(tmp_path: Path) -
         done = subprocess.run([sys.executable, "-m", "gateway.cli", "serve"], env=env, capture_output=True, text=True, timeout=20)
     assert done.returncode == 1
     [line] = [orjson.loads(text) for text in done.stderr.splitlines()]
-    assert (line["level"], line["message"]) == ("ERROR", f"cannot listen on 127.0.0.1:{port}: the address is in use")
+    assert (line["level"], line["message"]) == (
+        "ERROR", f"port {port} is in use: another process listens on 127.0.0.1:{port} (stop it, or set TIDINGS_PORT to another port)"
+    )
