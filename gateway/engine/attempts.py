@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from gateway import statuses
 from gateway.clock import Clock
 from gateway.engine.breakers import BreakerBoard, CircuitBreaker
+from gateway.engine.instance_health import InstanceHealth
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import ProviderPool
 from gateway.engine.throttle import Throttles
@@ -57,6 +58,7 @@ class Attempts:
         self._settings = settings
         self._throttles = throttles
         self._breakers = BreakerBoard(clock)
+        self.health = InstanceHealth(clock)
         self._backoff = RetrySchedule(settings.max_attempts, base=settings.retry_base)  # for routes with no retry schedule
 
     async def make(self, delivery: ClaimedDelivery) -> AttemptResult | Held:
@@ -131,14 +133,21 @@ class Attempts:
             log.error("provider %s raised unexpectedly for delivery %s:\n%s", provider.name, message.delivery_id, trace)
             return TransientDeliveryError(provider.redact(f"provider plugin error: {type(err).__name__}: {err}"))
 
+    @property
+    def breakers(self) -> BreakerBoard:
+        """Every instance's breaker, for views of the instances' health."""
+        return self._breakers
+
     def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError, tenant: str) -> None:
-        """Feed the instance's breaker: the provider's own failures count against it, any answer about the message for it.
+        """Feed the instance's breaker and recent counts: the provider's own failures count against it, any answer for it.
 
         A change of circuit is an event for the tenants it affects, each told apart: the
         instance's owner, or every tenant the policy routes to a shared one (and ``tenant``,
         whose delivery this was, should a reload have routed it elsewhere since).
         """
-        transition = breaker.record_failure() if _provider_fault(outcome) else breaker.record_success()
+        fault = _provider_fault(outcome)
+        self.health.record(breaker.name, "fault" if fault else "sent" if isinstance(outcome, SendReceipt) else "refused")
+        transition = breaker.record_failure() if fault else breaker.record_success()
         if transition is None:
             return
         log.warning("provider instance %s: circuit %s (%s)", transition.name, transition.to_state, transition.reason)

@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clock import Clock
+from gateway.dashboard.sessions import SessionSigner
 from gateway.engine.digests import DigestSender
 from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.erasure import Eraser
@@ -51,3 +52,4 @@ WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)
 ERASER = web.AppKey("eraser", Eraser)
 EVENT_PROCESSOR = web.AppKey("event_processor", EventProcessor)
 DIGESTS = web.AppKey("digests", DigestSender)
+DASHBOARD_SESSIONS = web.AppKey("dashboard_sessions", SessionSigner)
