@@ -356,7 +356,7 @@ def instance_rows(request: web.Request, visitor: Visitor) -> list[InstanceRow]:
         breaker = attempts.breakers.find(name)
         rows.append(InstanceRow(
             name=name, plugin=instance.plugin if instance else name, channels=", ".join(sorted(provider.channels)),
-            tenants=", ".join(served) if visitor.fixed_tenant is None else visitor.fixed_tenant,
+            tenants=(", ".join(served) or ("every test key" if name == SANDBOX else "")) if visitor.fixed_tenant is None else visitor.fixed_tenant,
             breaker=breaker.state if breaker else "closed", next_probe_at=breaker.next_probe_at if breaker else None,
             recent=attempts.health.recent(name),
         ))

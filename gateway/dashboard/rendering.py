@@ -25,7 +25,7 @@ SECURITY_HEADERS: Final = {
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: with it a browser posts forms with Origin: null
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }

@@ -9,8 +9,12 @@ never got the SMS"; merged here by time, each step names its channel and says it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from gateway.store import Notification
+
+ACCEPTED: Final = "accepted"
+"""The action of a notification's first history line, written when the store took it in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +40,7 @@ def timeline(notification: Notification) -> list[Step]:
         moved = f"{entry.from_status} → {entry.to_status}" if entry.from_status and entry.to_status else entry.to_status
         what = f"{entry.action}: {moved}" if moved else entry.action
         failed = entry.to_status in ("failed", "bounced")
-        rank = 0 if entry.from_status is None else 2  # taken in before any attempt; a change after the attempt that made it
+        rank = 0 if entry.action == ACCEPTED else 2  # taken in before any attempt; a change after the attempt that made it
         steps.append((entry.at, rank, Step(entry.at, channels.get(entry.delivery_id or ""), what, entry.actor, entry.reason, failed)))
     for delivery in notification.deliveries:
         for attempt in delivery.attempts or ():

@@ -6,15 +6,19 @@ browser of its own (its own cookies), posting the forms the pages carry.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 from conftest import LIVE_KEY, OTHER_KEY, SUSPENDED_KEY, TEST_KEY, Api, FakeClock, MemoryProvider, sms_body
 from dashboard_support import ADMIN_KEY, OPERATOR_KEY, VIEWER_KEY, Browser, write_operators
 from yarl import URL
 
+from gateway import signing
 from gateway.dashboard.sessions import SESSION_COOKIE, SESSION_SECONDS
 from gateway.http.appkeys import POLICIES, POLICY_WATCHER, STORE
 from gateway.store import DeadLetterFilter
@@ -385,3 +389,39 @@ async def test_policy_shows_the_version_in_force_and_the_last_reload_error_to_op
     (policy_dir / "broken.yaml").unlink()
     fixed = await admin.act("/dashboard/policy", "/dashboard/policy/reload")
     assert fixed.url == "/dashboard/policy?reloaded=unchanged" and "none: the files on disk" in fixed.text
+
+
+async def test_webhooks_show_each_endpoint_with_its_state_last_error_and_deliveries_given_up_on(
+    aiohttp_client: Any, aiohttp_server: Any, make_app: Callable[..., web.Application], policy_dir: Path
+) -> None:
+    async def failing(_request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", failing)
+    url = (await aiohttp_server(receiver)).make_url("/hook")
+    (policy_dir / "webhooks.yaml").write_text(
+        f"webhooks:\n  acme:\n    main:\n      url: {url}\n      events: [message.queued]\n      secret: {signing.new_secret()}\n"
+        "      allow_private: true\nretry_schedules:\n  webhooks: {delays: [0s], max_attempts: 2}\n"
+    )
+    api = Api(await aiohttp_client(make_app()))
+    await api.send(sms_body())
+    store = api.app[STORE]
+
+    async def given_up() -> None:
+        while not (await store.list_webhook_deliveries("acme", status="dead")).items:
+            await store.wait_for_commit(store.commits)
+
+    await asyncio.wait_for(given_up(), 5)
+    for key, shows in ((VIEWER_KEY, True), (LIVE_KEY, True), (OTHER_KEY, False)):
+        browser = Browser(api.client)
+        try:
+            await browser.sign_in(key)
+            page = await browser.get("/dashboard/webhooks")
+            assert page.status == 200
+            assert ('id="endpoint-main"' in page.text) is shows, key
+            if shows:
+                section = page.text[page.text.index('id="endpoint-main"'):]
+                assert "e-failing" in section and "HTTP 500" in section and "message.queued" in section and str(url) in section
+        finally:
+            await browser.close()
