@@ -21,7 +21,7 @@ from aiohttp import web
 
 from gateway import ids, statuses
 from gateway.dashboard.access import MODES, Visitor, visitor_of
-from gateway.dashboard.rendering import ROOT, redirect, render, render_error, secured
+from gateway.dashboard.rendering import ROOT, redirect, render, render_error
 from gateway.dashboard.sessions import SESSION_COOKIE, SESSION_SECONDS, SIGN_IN_COOKIE, SIGN_IN_SECONDS, Kind, Session
 from gateway.dashboard.timeline import timeline
 from gateway.engine.instance_health import WINDOW_SECONDS, RecentSends

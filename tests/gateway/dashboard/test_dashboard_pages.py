@@ -425,3 +425,24 @@ async def test_webhooks_show_each_endpoint_with_its_state_last_error_and_deliver
                 assert "e-failing" in section and "HTTP 500" in section and "message.queued" in section and str(url) in section
         finally:
             await browser.close()
+
+
+OPEN_DASHBOARD_ROUTES = {("GET", "/dashboard"), ("GET", "/dashboard/sign-in"), ("POST", "/dashboard/sign-in"), ("GET", "/dashboard/static/dashboard.css")}
+
+
+async def test_every_dashboard_route_but_signing_in_and_the_stylesheet_needs_a_session(api: Api) -> None:
+    """The API's key check leaves /dashboard to the session: without one, a page sends to the sign-in form and a form is refused."""
+    browser = Browser(api.client)
+    try:
+        for route in api.app.router.routes():
+            template = route.resource.canonical if route.resource is not None else ""
+            if route.method == "HEAD" or not template.startswith("/dashboard") or (route.method, template) in OPEN_DASHBOARD_ROUTES:
+                continue
+            path = re.sub(r"\{[a-z_]+\}", "x", template)
+            page = await (browser.get(path) if route.method == "GET" else browser.post(path, {"csrf": "x"}))
+            expected = (200, "/dashboard/sign-in", None) if route.method == "GET" else (401, path, "session_expired")
+            assert (page.status, page.url, page.error_code) == expected, (route.method, template)
+        with_a_key = await api.client.get("/dashboard/activity", headers=api.headers(), allow_redirects=False)
+        assert with_a_key.status == 303, "an API key in a header opens no page: the dashboard takes it once, in its form"
+    finally:
+        await browser.close()
