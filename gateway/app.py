@@ -2,9 +2,13 @@
 
 Startup order (shutdown runs it backwards): policies → store and quota usage → dashboard sessions → HTTP client session →
 outcome sink and provider instances → inbound callbacks (opt-outs, processing) → retention
-purges → dispatcher → business events (processing, digests) → event webhooks → policy watcher. On SIGTERM the watcher stops
-first, then the dispatcher stops claiming, in-flight sends finish or are released, queued writes
-commit, and only then the store closes.
+purges → dead-letter log → dispatcher → business events (processing, digests) → event webhooks → policy watcher. On SIGTERM the
+watcher stops first, then the dispatcher stops claiming, in-flight sends finish or are released, queued writes
+commit, and only then the store closes; the last line logged says so (:func:`announce_stop`).
+
+Observability is wired here too: one :class:`~gateway.metrics.Metrics` per application, handed to
+what counts; the request log and request metrics in the outermost middleware; the start line
+(:func:`announce_start`, called by whoever runs the app once it listens).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from importlib import metadata
 
 import aiohttp
 from aiohttp import web
@@ -19,6 +24,7 @@ from aiohttp import web
 from gateway.clock import Clock, SystemClock
 from gateway.dashboard.sessions import SessionSigner
 from gateway.engine.attempts import DispatchSettings
+from gateway.engine.dead_letter_log import DeadLetterLog
 from gateway.engine.digests import DigestSender
 from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.erasure import Eraser
@@ -33,10 +39,12 @@ from gateway.engine.quotas import Quotas
 from gateway.engine.retention import Purger, Retention, TenantRetentions
 from gateway.engine.switch import PolicySwitch
 from gateway.engine.throttle import InstanceLimits, SourceLimits
+from gateway.http.access import access_middleware
 from gateway.http.api import error_middleware, header_middleware
 from gateway.http.appkeys import (
     CLOCK,
     DASHBOARD_SESSIONS,
+    DEAD_LETTER_LOG,
     DIGESTS,
     DISPATCHER,
     ERASER,
@@ -47,6 +55,7 @@ from gateway.http.appkeys import (
     INBOUND_LIMITS,
     INSTANCE_LIMITS,
     INTAKE,
+    METRICS,
     OPT_OUTS,
     OUTCOMES,
     PLUGINS,
@@ -62,6 +71,8 @@ from gateway.http.appkeys import (
 )
 from gateway.http.auth import auth_middleware
 from gateway.http.routes import setup_routes
+from gateway.logconfig import fields
+from gateway.metrics import Metrics
 from gateway.plugin_api import ProviderReport, StatusUpdate
 from gateway.plugins import PluginCatalog
 from gateway.policy.loading import load_policies
@@ -83,17 +94,43 @@ ENDED_WINDOWS_KEPT = 86400.0
 def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, clock: Clock | None = None) -> web.Application:
     """A ready-to-run application; background work starts when the app starts."""
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, header_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes, middlewares=[access_middleware, error_middleware, header_middleware, auth_middleware],
         handler_args=connection_limits(settings),
     )
     app[SETTINGS] = settings
+    app[METRICS] = Metrics(version())
     app[CLOCK] = clock or SystemClock()
     app[PLUGINS] = plugins if plugins is not None else PluginCatalog.discover()
     setup_routes(app)
     app.cleanup_ctx.extend(
-        [_policies, _store, _dashboard_sessions, _http_session, _providers, _inbound, _retention, _dispatcher, _business_events, _event_webhooks, _policy_watcher]
+        [
+            _policies, _store, _dashboard_sessions, _http_session, _providers, _inbound, _retention, _dead_letter_log, _dispatcher,
+            _business_events, _event_webhooks, _policy_watcher,
+        ]
     )
+    app.on_cleanup.append(announce_stop)  # after every cleanup context has ended: the store is closed
     return app
+
+
+def version() -> str:
+    """This Tidings' version, as installed."""
+    try:
+        return metadata.version("tidings")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def announce_start(app: web.Application, address: str) -> None:
+    """The one line that says the gateway is up: its version, where it listens, the policy it serves, its store."""
+    settings, policy = app[SETTINGS], app[POLICIES].current
+    log.info(
+        "Tidings %s serving on %s (policy version %s, store %s)", version(), address, policy.version, settings.database_path,
+        extra=fields(event="start", version=version(), address=address, policy_version=policy.version, store=str(settings.database_path)),
+    )
+
+
+async def announce_stop(_app: web.Application) -> None:
+    log.info("Tidings stopped", extra=fields(event="stop"))
 
 
 def connection_limits(settings: Settings) -> dict[str, float]:
@@ -123,6 +160,7 @@ async def _policies(app: web.Application) -> AsyncIterator[None]:
     for warning in policy.simulated_live_routes():
         log.warning("%s", warning)
     app[POLICIES] = PolicyHolder(policy)
+    app[METRICS].show_policy(policy.version)
     yield
 
 
@@ -132,7 +170,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     app[STORE] = store
     log.info("store open at %s", settings.database_path)
-    app[QUOTAS] = quotas = Quotas(app[CLOCK])
+    app[QUOTAS] = quotas = Quotas(app[CLOCK], app[METRICS])
     await quotas.load(store)  # today's counts and the rate levels, before the first request
     yield
     await store.close()
@@ -231,21 +269,32 @@ async def _dispatcher(app: web.Application) -> AsyncIterator[None]:
         retry_base=settings.retry_base_seconds,
         shutdown_grace=settings.shutdown_grace_seconds,
     )
-    dispatcher = Dispatcher(app[STORE], app[OUTCOMES], app[POLICIES], lambda: app[PROVIDERS].current, app[CLOCK], dispatch)
+    dispatcher = Dispatcher(app[STORE], app[OUTCOMES], app[POLICIES], lambda: app[PROVIDERS].current, app[CLOCK], dispatch, app[METRICS])
     dispatcher.start()
     app[DISPATCHER] = dispatcher
-    app[INTAKE] = Intake(app[STORE], app[OPT_OUTS], app[QUOTAS], app[CLOCK], dispatcher.wake)
+    app[INTAKE] = Intake(app[STORE], app[OPT_OUTS], app[QUOTAS], app[CLOCK], dispatcher.wake, app[METRICS])
     log.info("dispatcher %s running", dispatcher.owner)
     yield
     await dispatcher.stop()
     await app[OUTCOMES].drain()
 
 
+async def _dead_letter_log(app: web.Application) -> AsyncIterator[None]:
+    """Each dead letter logged with its ids and counted, once committed, whichever write made it."""
+    app[DEAD_LETTER_LOG] = dead_letters = DeadLetterLog(app[STORE], app[METRICS], app[CLOCK])
+    dead_letters.start()
+    yield
+    await dead_letters.stop()
+    await dead_letters.catch_up()  # those the last sends made (the dispatcher has stopped), before the store closes
+
+
 async def _business_events(app: web.Application) -> AsyncIterator[None]:
     """Business events processed from the store (those left pending by a stop first), and digests sent when due."""
     store, policies, clock, wake = app[STORE], app[POLICIES], app[CLOCK], app[DISPATCHER].wake
     digests = DigestSender(store, policies, app[QUOTAS], clock, wake, lease_seconds=app[SETTINGS].lease_seconds)
-    processor = EventProcessor(store, policies, app[OPT_OUTS], app[QUOTAS], clock, wake, digests, lease_seconds=app[SETTINGS].lease_seconds)
+    processor = EventProcessor(
+        store, policies, app[OPT_OUTS], app[QUOTAS], clock, wake, digests, lease_seconds=app[SETTINGS].lease_seconds, metrics=app[METRICS]
+    )
     app[DIGESTS], app[EVENT_PROCESSOR] = digests, processor
     digests.start()
     processor.start()
@@ -258,7 +307,7 @@ async def _event_webhooks(app: web.Application) -> AsyncIterator[None]:
     """Signed event webhooks to tenants' endpoints: apart from sending, sharing only the store and the HTTP pool."""
     signer = Ed25519Signer.load_or_create(app[SETTINGS].data_dir / SIGNING_KEY_FILE)
     app[WEBHOOK_SIGNER] = signer
-    worker = EventWebhooks(app[STORE], app[POLICIES], app[HTTP], app[CLOCK], signer)
+    worker = EventWebhooks(app[STORE], app[POLICIES], app[HTTP], app[CLOCK], signer, metrics=app[METRICS])
     worker.start()
     app[EVENT_WEBHOOKS] = worker
     yield
@@ -269,10 +318,17 @@ async def _policy_watcher(app: web.Application) -> AsyncIterator[None]:
     """Reloads policy on request (SIGHUP), and on every change in the directory unless turned off."""
     settings, policies = app[SETTINGS], app[POLICIES]
     switch = PolicySwitch(policies, app[PROVIDERS], functools.partial(_build_pool, app), app[DISPATCHER])
-    watcher = PolicyWatcher(settings.policy_dir, app[POLICY_LOADER], policies, switch)
+    metrics = app[METRICS]
+    watcher = PolicyWatcher(settings.policy_dir, app[POLICY_LOADER], policies, switch, observe=functools.partial(_reloaded, metrics, policies))
     app[POLICY_WATCHER] = watcher
     if settings.policy_reload:
         await watcher.start()
         log.info("watching %s for policy changes", settings.policy_dir)
     yield
     await watcher.stop()
+
+
+def _reloaded(metrics: Metrics, policies: PolicyHolder, changed: bool) -> None:
+    """A reload took a new set (``changed``) or was refused: counted, and the version in force shown."""
+    metrics.count_reload(changed)
+    metrics.show_policy(policies.current.version)

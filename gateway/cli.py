@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import logging
 import re
 import signal
 import socket
@@ -103,39 +104,47 @@ def _settings(out: TextIO) -> Settings | None:
         return None
 
 
-def _serve(_args: argparse.Namespace, out: TextIO) -> int:
+def _serve(_args: argparse.Namespace, _out: TextIO) -> int:
     settings = _settings(sys.stderr)
     if settings is None:
         return 2
     from aiohttp import web
 
-    from gateway.app import create_app
+    from gateway.app import announce_start, create_app
     from gateway.logconfig import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     try:  # before anything starts: a busy port must not leave a dispatcher running for a moment
         sock = _listen(settings.host, settings.port)
     except OSError as err:
-        _say(f"cannot listen on {settings.host}:{settings.port}: {_why(err)}", file=sys.stderr)
+        _refuse(settings, f"cannot listen on {settings.host}:{settings.port}: {_why(err)}")
         return 1
     _install_uvloop()
     app = create_app(settings)
     app.on_startup.append(_reload_on_hangup)
     try:
         web.run_app(
-            app, sock=sock, access_log=None,
-            print=lambda _msg: _say(f"Tidings serving on http://{settings.host}:{settings.port}", file=out, flush=True),
+            app, sock=sock, access_log=None,  # no aiohttp access lines: gateway.access logs each request, in the chosen format
+            print=lambda _msg: announce_start(app, f"http://{settings.host}:{settings.port}"),
             shutdown_timeout=settings.shutdown_grace_seconds,
         )
     except PolicyError as err:
-        _say(f"policies in {settings.policy_dir} are not valid:\n{err}", file=sys.stderr)
+        _refuse(settings, f"policies in {settings.policy_dir} are not valid:\n{err}")
         return 1
     except StoreInUseError as err:
-        _say(str(err), file=sys.stderr)
+        _refuse(settings, str(err))
         return 1
     finally:
         sock.close()
     return 0
+
+
+def _refuse(settings: Settings, text: str) -> None:
+    """Why ``serve`` will not start: plain lines on stderr for a person, one JSON log record when the log is JSON."""
+    if settings.log_format == "json":
+        logging.getLogger("gateway.cli").error("%s", text)
+    else:
+        _say(text, file=sys.stderr)
 
 
 def _listen(host: str, port: int) -> socket.socket:

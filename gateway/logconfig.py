@@ -3,6 +3,12 @@
 Every record that reaches the handler, aiohttp's own included, passes :class:`CredentialFilter`
 first: aiohttp logs a header line it cannot parse as it came (``X-API-Key: tdk_…\\x00``), and an
 exception's text can quote a header.
+
+One handler on the root logger writes every line, in the one format chosen: the start and stop
+lines, the request log (logger ``gateway.access``), aiohttp's and asyncio's own records, and
+Python warnings (captured into the log rather than printed as they come). A record may carry
+structured fields (``extra=fields(tenant=…, delivery_id=…)``): JSON lines hold them as keys of
+their own beside ``message``; text lines already say them in the message.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
@@ -24,6 +30,16 @@ _CREDENTIAL_HEADER: Final = re.compile(
     rf"(?i)\b((?:proxy-)?authorization|x-api-key)({_SPACE}[:=]{_SPACE})((?:bearer|basic|token|digest)(?:\s|\\t)+)?[^\s'\",\\]+"
 )
 _API_KEY: Final = re.compile(r"(td[ko])_[A-Za-z0-9_-]+")  # a Tidings API or operator key wherever it appears, even right after a repr's \t
+
+
+ACCESS_LOGGER: Final = "gateway.access"
+FIELDS: Final = "fields"
+"""The attribute of a log record that holds its structured fields (see :func:`fields`)."""
+
+
+def fields(**values: Any) -> dict[str, dict[str, Any]]:
+    """``extra=`` for a log call whose record carries ``values`` as structured fields (JSON keys of their own)."""
+    return {FIELDS: values}
 
 
 def redact_credentials(text: str) -> str:
@@ -40,6 +56,8 @@ class CredentialFilter(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == ACCESS_LOGGER:  # method, route template, status, duration, tenant: nothing a client wrote, no header
+            return True
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed call: logging reports it itself, in the handler
@@ -54,10 +72,17 @@ class CredentialFilter(logging.Filter):
             record.exc_text = redact_credentials(record.exc_text)
         if record.stack_info:
             record.stack_info = redact_credentials(record.stack_info)
+        values = getattr(record, FIELDS, None)
+        if values:
+            for name, value in values.items():
+                if isinstance(value, str):
+                    values[name] = redact_credentials(value)
         return True
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, the record's fields, and its exception if any."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "time": isoformat(record.created),
@@ -65,6 +90,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        values = getattr(record, FIELDS, None)
+        if values:
+            entry.update(values)
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -73,6 +101,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fmt: str) -> None:
+    """Every line of the process to stderr in ``fmt`` (``text`` or ``json``) from ``level`` up, credentials masked."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -81,7 +110,9 @@ def configure_logging(level: str, fmt: str) -> None:
     handler.addFilter(CredentialFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    # Per-request access lines and watchfiles' "N changes detected" say nothing our own lines don't.
+    root.setLevel(level.upper())
+    logging.captureWarnings(True)  # a warning is a line of the log too, in its format, not a bare line on stderr
+    # aiohttp's access lines (the server runs without them: gateway.access logs each request with its route
+    # and tenant) and watchfiles' "N changes detected" say nothing our own lines don't.
     for chatty in ("aiohttp.access", "watchfiles.main"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

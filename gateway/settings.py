@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,8 +30,14 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = Field(
         None, description="Key that decrypts `enc:v1:` secrets in policy files."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
-    log_format: Literal["text", "json"] = Field("text", description="`text` for people, `json` for log pipelines.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level, in any case (`debug` works).")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text` for people, `json` for log pipelines (one object per line); every line of `tidings serve` follows it."
+    )
+    access_log: bool = Field(True, description="Log one line per HTTP request (method, route, status, duration, tenant) at INFO.")
+    metrics_token: SecretStr | None = Field(
+        None, description="If set, `GET /metrics` needs `Authorization: Bearer` with this token; unset, it is open like `/healthz`."
+    )
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger is a 413."
     )
@@ -89,6 +95,17 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, how long in-flight sends may finish before they are released."
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        """``debug`` is ``DEBUG``: a level is not refused for its case."""
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _format_in_any_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _lease_outlives_a_send(self) -> Settings:

@@ -24,6 +24,8 @@ from gateway.engine.provider_pool import ProviderPool
 from gateway.engine.throttle import Throttles
 from gateway.errors import BODY_TOO_LONG, CredentialsRejectedError, DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from gateway.lifecycle import Held, RetryPlan, RetrySchedule, plan_retry
+from gateway.logconfig import fields
+from gateway.metrics import Metrics
 from gateway.plugin_api import OutboundMessage, Provider, Sender, SendReceipt
 from gateway.policy.templates import RenderedContent
 from gateway.policy.view import PolicyHolder
@@ -49,9 +51,10 @@ class Attempts:
 
     def __init__(
         self, outcomes: Outcomes, policies: PolicyHolder, pool: Callable[[], ProviderPool], clock: Clock,
-        settings: DispatchSettings, throttles: Throttles,
+        settings: DispatchSettings, throttles: Throttles, metrics: Metrics | None = None,
     ) -> None:
         self._outcomes = outcomes
+        self._metrics = metrics or Metrics()
         self._policies = policies
         self._pool = pool
         self._clock = clock
@@ -105,7 +108,8 @@ class Attempts:
                 return Held(f"tenant {delivery.tenant!r} is suspended; sent once it is active again")
             started = self._clock.now()
             outcome = await self._send(provider, message)
-            self._note_health(breaker, outcome, delivery.tenant)
+            self._metrics.count_attempt(delivery.channel, provider.name, _outcome_name(outcome), self._clock.now() - started)
+            self._note_health(breaker, outcome, delivery)
             if isinstance(outcome, SendReceipt):
                 return self._success(delivery, provider, started, outcome)
             last = (provider.name, started, outcome)
@@ -138,19 +142,33 @@ class Attempts:
         """Every instance's breaker, for views of the instances' health."""
         return self._breakers
 
-    def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError, tenant: str) -> None:
+    @property
+    def circuits(self) -> dict[str, str]:
+        """Each provider instance's circuit state, for instances sent to since start (the others are closed)."""
+        return self._breakers.states()
+
+    def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError, delivery: ClaimedDelivery) -> None:
         """Feed the instance's breaker and recent counts: the provider's own failures count against it, any answer for it.
 
         A change of circuit is an event for the tenants it affects, each told apart: the
-        instance's owner, or every tenant the policy routes to a shared one (and ``tenant``,
-        whose delivery this was, should a reload have routed it elsewhere since).
+        instance's owner, or every tenant the policy routes to a shared one (and the tenant whose
+        ``delivery`` this was, should a reload have routed it elsewhere since). The log line names
+        the delivery whose answer changed the circuit.
         """
         fault = _provider_fault(outcome)
         self.health.record(breaker.name, "fault" if fault else "sent" if isinstance(outcome, SendReceipt) else "refused")
         transition = breaker.record_failure() if fault else breaker.record_success()
         if transition is None:
             return
-        log.warning("provider instance %s: circuit %s (%s)", transition.name, transition.to_state, transition.reason)
+        tenant = delivery.tenant
+        log.warning(
+            "provider instance %s: circuit %s -> %s (%s), on delivery %s of notification %s",
+            transition.name, transition.from_state, transition.to_state, transition.reason, delivery.id, delivery.notification_id,
+            extra=fields(
+                event="circuit", provider=transition.name, from_state=transition.from_state, to_state=transition.to_state,
+                reason=transition.reason, tenant=tenant, notification_id=delivery.notification_id, delivery_id=delivery.id,
+            ),
+        )
         data = {"instance": transition.name, "from": transition.from_state, "to": transition.to_state, "reason": transition.reason}
         served = self._policies.current.tenants_served_by(transition.name)
         for told in sorted({*served, tenant}):
@@ -176,8 +194,10 @@ class Attempts:
         """What a failed attempt does: retry on the schedule, give up, or leave it to fallback.
 
         Not ``final``: the next provider instance takes the delivery, so this only records the attempt.
+        Every failure is logged with its ids (:func:`_log_failure`).
         """
         now = self._clock.now()
+        _log_failure(delivery, provider, error, final)
         if not final:
             return AttemptResult(
                 delivery.id, delivery.attempt, provider, started, now,
@@ -209,6 +229,32 @@ class Attempts:
         """Whether ``instance`` is one whose plugin reaches no one (the sandbox); False when none was tried."""
         provider = self._pool().get(instance) if instance is not None else None
         return provider is not None and provider.simulated
+
+
+def _outcome_name(outcome: SendReceipt | DeliveryError) -> str:
+    """``sent``, ``transient`` or ``permanent``: the outcome label of an attempt, as its result records it."""
+    if isinstance(outcome, SendReceipt):
+        return "sent"
+    return "transient" if isinstance(outcome, TransientDeliveryError) else "permanent"
+
+
+def _log_failure(delivery: ClaimedDelivery, provider: str | None, error: DeliveryError, final: bool) -> None:
+    """One line per failed attempt, with the notification, delivery and instance; what happens next is decided after.
+
+    The vendor's words stay out of the log (they may quote the recipient): the error's code is
+    here, its message is in the notification's timeline.
+    """
+    kind = "transient" if isinstance(error, TransientDeliveryError) else "permanent"
+    then = "" if final else "; the next instance takes it"
+    log.warning(
+        "delivery %s of notification %s (tenant %s, %s) failed on %s, attempt %d, %s (%s)%s",
+        delivery.id, delivery.notification_id, delivery.tenant, delivery.channel, provider or "no instance", delivery.attempt, kind,
+        error.code or "no code", then,
+        extra=fields(
+            event="delivery_failed", tenant=delivery.tenant, notification_id=delivery.notification_id, delivery_id=delivery.id,
+            channel=delivery.channel, provider=provider, attempt=delivery.attempt, outcome=kind, code=error.code,
+        ),
+    )
 
 
 def _provider_fault(outcome: SendReceipt | DeliveryError) -> bool:

@@ -22,6 +22,7 @@ from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import ProviderPool
 from gateway.engine.throttle import Throttles
 from gateway.lifecycle import Held
+from gateway.metrics import Metrics
 from gateway.policy.view import PolicyHolder
 from gateway.store import AttemptResult, ClaimedDelivery, Store
 from gateway.watermark import Watermark
@@ -41,6 +42,7 @@ class Dispatcher:
         pool: Callable[[], ProviderPool],
         clock: Clock,
         settings: DispatchSettings,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
         self._policies = policies
@@ -56,7 +58,7 @@ class Dispatcher:
         self._sending: dict[str, asyncio.Semaphore] = {}  # per channel: sends at once, of the deliveries in hand
         self._outcomes = outcomes
         self._throttles = Throttles(clock)
-        self._attempts = Attempts(outcomes, policies, pool, clock, settings, self._throttles)
+        self._attempts = Attempts(outcomes, policies, pool, clock, settings, self._throttles, metrics)
         self._stopping = False
         self._claims: dict[str, int] = {}  # claims begun, per channel
         self._quiet: dict[str, Watermark] = {}  # per channel, the number of the latest claim that found nothing more due
@@ -76,6 +78,10 @@ class Dispatcher:
     def channels(self) -> frozenset[str]:
         """Channels with a claiming loop."""
         return frozenset(self._loops)
+
+    def circuits(self) -> dict[str, str]:
+        """Each provider instance's circuit state (``closed``, ``open``, ``half_open``), for those sent to since start."""
+        return self._attempts.circuits
 
     def start(self) -> None:
         self.ensure_channels(spec.name for spec in self._policies.current.channels)

@@ -51,6 +51,7 @@ from gateway.engine.quotas import Decision, Quotas
 from gateway.engine.submission import Plan, Submission
 from gateway.engine.worker import Worker
 from gateway.errors import ValidationError
+from gateway.metrics import Metrics
 from gateway.policy.durations import parse_duration
 from gateway.policy.keys import Principal
 from gateway.policy.models import RoutePolicy
@@ -86,9 +87,10 @@ class EventProcessor(Worker):
 
     def __init__(
         self, store: Store, policies: PolicyHolder, opt_outs: OptOuts, quotas: Quotas, clock: Clock,
-        wake_dispatcher: Callable[[Iterable[str]], None], digests: DigestSender, *, lease_seconds: float,
+        wake_dispatcher: Callable[[Iterable[str]], None], digests: DigestSender, *, lease_seconds: float, metrics: Metrics | None = None,
     ) -> None:
         super().__init__(clock)
+        self._metrics = metrics or Metrics()
         self._store = store
         self._policies = policies
         self._opt_outs = opt_outs
@@ -183,6 +185,8 @@ class EventProcessor(Worker):
             if decision is not None:
                 self._quotas.refund(decision, count - kept.notified)
         self.processed += len(batch)
+        for processing in batch:
+            self._metrics.events_processed.labels(processing.tenant, processing.mode).inc()
         self._woken(batch, recorded)
 
     async def _hand_over_alone(self, processing: EventProcessing) -> None:

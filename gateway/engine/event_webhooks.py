@@ -34,6 +34,7 @@ from gateway import signing
 from gateway.clock import Clock
 from gateway.engine.batching import Batcher
 from gateway.engine.webhook_attempts import DISABLED, PENDING, WebhookPoster
+from gateway.metrics import Metrics
 from gateway.policy.models import WebhookEndpointPolicy
 from gateway.policy.view import PolicyHolder, PolicySet
 from gateway.store import ClaimedWebhook, EventHead, Store, WebhookResult, WebhookTarget
@@ -70,9 +71,10 @@ class EventWebhooks:
 
     def __init__(
         self, store: Store, policies: PolicyHolder, session: aiohttp.ClientSession, clock: Clock, signer: signing.Ed25519Signer,
-        *, batch: int = 200, lease_seconds: float = 60.0, timeout: float = 10.0,
+        *, batch: int = 200, lease_seconds: float = 60.0, timeout: float = 10.0, metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or Metrics()
         self._policies = policies
         self._clock = clock
         self._batch = batch
@@ -272,6 +274,7 @@ class EventWebhooks:
                         await self._give_back(items[index:])
                         return
                     result = await self._poster.send(item)
+                    self._metrics.event_webhooks.labels(result.tenant, result.status).inc()
                     ticket = self._results.add(result)
                     if result.status in (PENDING, DISABLED):
                         await self._results.written(ticket)

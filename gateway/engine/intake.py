@@ -31,6 +31,7 @@ from gateway.engine.preferences import OPTED_OUT
 from gateway.engine.quotas import Quotas, refusal
 from gateway.engine.submission import BulkRequest, Plan, SendRequest, Submission, used_addresses
 from gateway.errors import ConflictError, ErrorDetail, ValidationError
+from gateway.metrics import Metrics
 from gateway.policy.keys import Principal
 from gateway.policy.view import PolicySet
 from gateway.store import Acceptance, Contact, ContactFields, IdempotencyClaim, NewNotification, Store
@@ -57,8 +58,11 @@ BulkAnswer = Callable[[Sequence[Row], Sequence[RowRefusal]], bytes]
 class Intake:
     """Turns validated requests into committed notifications, once per idempotency key."""
 
-    def __init__(self, store: Store, opt_outs: OptOuts, quotas: Quotas, clock: Clock, wake: Callable[[Iterable[str]], None]) -> None:
+    def __init__(
+        self, store: Store, opt_outs: OptOuts, quotas: Quotas, clock: Clock, wake: Callable[[Iterable[str]], None], metrics: Metrics | None = None,
+    ) -> None:
         self._store = store
+        self._metrics = metrics or Metrics()
         self._opt_outs = opt_outs
         self._quotas = quotas
         self._clock = clock
@@ -129,6 +133,7 @@ class Intake:
         if acceptance.replayed:  # another request with this key committed in between: this one accepted nothing
             self._quotas.refund(decision)
         else:
+            self._metrics.accepted.labels(principal.tenant, principal.mode).inc(len(notifications))
             self._wake({delivery.channel for notification in notifications for delivery in notification.deliveries})
         return _checked(acceptance)
 

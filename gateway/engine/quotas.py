@@ -41,6 +41,7 @@ from typing import Final
 from gateway.clock import Clock
 from gateway.engine.throttle import TokenBucket
 from gateway.errors import ApiError, PayloadTooLargeError, TooManyRequestsError
+from gateway.metrics import Metrics
 from gateway.policy.models import QuotaPolicy
 from gateway.policy.view import PolicySet
 from gateway.store import QuotaCharge, Store, Threshold
@@ -155,8 +156,9 @@ class Usage:
 class Quotas:
     """Takes messages and events from tenants' quotas; one per process, shared by every surface."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, metrics: Metrics | None = None) -> None:
         self._clock = clock
+        self._metrics = metrics or Metrics()
         self._usage: dict[tuple[str, str], Usage] = {}
         self._events: dict[tuple[str, str], TokenBucket] = {}
 
@@ -179,7 +181,7 @@ class Quotas:
         daily_short = limits.daily is not None and usage.used + count > limits.daily
         rate_wait = bucket.wait_time(count) if bucket is not None else 0.0
         if daily_short or rate_wait > 0:
-            return self._refusal(limits, usage, count, now, daily_short, rate_wait)
+            return self._refused(tenant, self._refusal(limits, usage, count, now, daily_short, rate_wait))
         if bucket is not None:
             bucket.try_take(count)
         usage.used += count
@@ -222,12 +224,17 @@ class Quotas:
         if bucket is None:
             return UNLIMITED
         if count > bucket.burst:
-            return Decision(False, (_bucket_window(EVENTS, bucket),), TOO_LARGE, count=count)
+            return self._refused(tenant, Decision(False, (_bucket_window(EVENTS, bucket),), TOO_LARGE, count=count))
         wait = bucket.wait_time(count)
         if wait > 0:
-            return Decision(False, (_bucket_window(EVENTS, bucket),), RATE_LIMITED, max(1, math.ceil(wait)), count=count)
+            return self._refused(tenant, Decision(False, (_bucket_window(EVENTS, bucket),), RATE_LIMITED, max(1, math.ceil(wait)), count=count))
         bucket.try_take(count)
         return Decision(True, (_bucket_window(EVENTS, bucket),), count=count)
+
+    def _refused(self, tenant: str, decision: Decision) -> Decision:
+        """``decision``, a refusal, counted in ``tidings_quota_rejections_total`` by its code."""
+        self._metrics.quota_rejections.labels(tenant, decision.code or "refused").inc()
+        return decision
 
     def return_events(self, policy: PolicySet, tenant: str, mode: str, count: int = 1) -> None:
         """Give back ``count`` events a granted :meth:`take_events` took, when none was kept after all (a duplicate id)."""

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.dashboard.sessions import SessionSigner
+from gateway.engine.dead_letter_log import DeadLetterLog
 from gateway.engine.digests import DigestSender
 from gateway.engine.dispatcher import Dispatcher
 from gateway.engine.erasure import Eraser
@@ -22,6 +23,7 @@ from gateway.engine.provider_pool import PoolHolder
 from gateway.engine.quotas import Quotas
 from gateway.engine.retention import Purger
 from gateway.engine.throttle import InstanceLimits, SourceLimits
+from gateway.metrics import Metrics
 from gateway.plugins import PluginCatalog
 from gateway.policy.view import PolicyHolder, PolicySet
 from gateway.policy.watcher import PolicyWatcher
@@ -53,3 +55,5 @@ ERASER = web.AppKey("eraser", Eraser)
 EVENT_PROCESSOR = web.AppKey("event_processor", EventProcessor)
 DIGESTS = web.AppKey("digests", DigestSender)
 DASHBOARD_SESSIONS = web.AppKey("dashboard_sessions", SessionSigner)
+METRICS = web.AppKey("metrics", Metrics)
+DEAD_LETTER_LOG = web.AppKey("dead_letter_log", DeadLetterLog)

@@ -17,7 +17,7 @@ from gateway.engine.business_events import EVENT_NAME, EventRequest, check_size,
 from gateway.engine.quotas import refusal
 from gateway.errors import NotFoundError
 from gateway.http.api import json_response, parse_model, read_json
-from gateway.http.appkeys import EVENT_PROCESSOR, QUOTAS, STORE
+from gateway.http.appkeys import EVENT_PROCESSOR, METRICS, QUOTAS, STORE
 from gateway.http.auth import caller, policy_of
 from gateway.http.paging import bad_parameter, page_response
 from gateway.http.rate_limits import events_counted
@@ -54,6 +54,7 @@ async def post_event(request: web.Request) -> web.Response:
     if not accepted:
         quotas.return_events(policy, principal.tenant, principal.mode)
         return json_response({"status": "duplicate", "event_id": event.event_id}, 200)
+    request.app[METRICS].events_accepted.labels(principal.tenant, principal.mode).inc()
     request.app[EVENT_PROCESSOR].wake()
     return json_response({"status": "accepted", "event_id": event.event_id}, 202)
 

@@ -10,6 +10,7 @@ from gateway.http import (
     dead_letters,
     events,
     health,
+    metrics,
     notifications,
     replies,
     webhook_deliveries,
@@ -20,6 +21,7 @@ from gateway.http import (
 
 def setup_routes(app: web.Application) -> None:
     app.add_routes(health.routes)
+    app.add_routes(metrics.routes)
     app.add_routes(notifications.routes)
     app.add_routes(capabilities.routes)
     app.add_routes(dead_letters.routes)

@@ -46,8 +46,11 @@ class PolicyWatcher:
         loader: Callable[[], PolicySet],
         policies: PolicyHolder,
         switch: Callable[[PolicySet], None] | None = None,
+        observe: Callable[[bool], None] | None = None,
     ) -> None:
+        """``observe`` hears of each reload that changed the set served (True) or was refused (False): the metrics."""
         self._directory = directory
+        self._observe = observe or _unobserved
         self._loader = loader
         self._policies = policies
         self._switch = switch or policies.swap
@@ -134,6 +137,7 @@ class PolicyWatcher:
         except PolicyError as err:
             self._reject(err, current)
             return False
+        self._observe(True)
         log.info("policies reloaded: version %s -> %s from %d files", current.version, new.version, len(new.files))
         for warning in sorted(set(new.simulated_live_routes()) - set(current.simulated_live_routes())):
             log.warning("%s", warning)
@@ -141,9 +145,14 @@ class PolicyWatcher:
 
     def _reject(self, error: PolicyError, serving: PolicySet) -> None:
         self._policies.reject(error)
+        self._observe(False)
         log.warning("policy change rejected, still serving version %s; %d problem(s):", serving.version, len(error.issues))
         for issue in error.issues:
             log.warning("%s", issue)
+
+
+def _unobserved(_changed: bool) -> None:
+    """Nobody counts reloads (a watcher built outside the app)."""
 
 
 def _same(new: PolicySet, current: PolicySet) -> bool:

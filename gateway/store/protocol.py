@@ -273,6 +273,21 @@ class Store(Protocol):
         ignored; those that are but are not dead-lettered are named in ``not_dead_lettered``.
         """
 
+    # Monitoring: what metrics and the log read, cheaply, from indexes
+
+    async def queue_depths(self) -> list[records.QueueDepth]:
+        """Per channel with deliveries queued or sending: how many, and when the longest-waiting due one became due.
+
+        Read at each metrics scrape: it walks the index of due work, never the deliveries table.
+        """
+
+    async def dead_lettered_after(self, seq: int, *, through: int, limit: int) -> list[records.DeadLettered]:
+        """Deliveries that became dead letters in the lines of history after ``seq`` up to ``through``, oldest first, ``limit`` at most.
+
+        Every path that dead-letters (retries exhausted, refused for good, expired) writes such a
+        line, so a reader that follows the history sees each dead letter once, after it committed.
+        """
+
     # Provider callbacks, replies and opt-outs
 
     async def store_inbound(self, callbacks: Sequence[records.InboundRecord]) -> None:

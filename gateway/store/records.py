@@ -565,3 +565,32 @@ class AcknowledgeRequest:
     actor: str
     note: str | None = None
     repeat_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """One channel's deliveries in the queue, for metrics: how many wait or are being sent, and the oldest due one.
+
+    ``waiting``: queued or sending (claimed, in a dispatcher's hands). ``oldest_due_at``: when the
+    longest-waiting queued delivery whose time has come became due; None when none is due.
+    """
+
+    channel: str
+    waiting: int
+    oldest_due_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """A delivery that became a dead letter, as its line of history tells it: for the log and the metrics.
+
+    ``seq`` is the line's place in the history; ``reason`` the dead reason (``statuses.DEAD_REASONS``).
+    """
+
+    seq: int
+    tenant: str
+    notification_id: str
+    delivery_id: str
+    channel: str
+    provider: str | None
+    reason: str | None

@@ -88,14 +88,13 @@ def test_serve_answers_then_stops_cleanly_on_sigterm_keeping_what_it_accepted(tm
     port = _free_port()
     env = os.environ | {
         "TIDINGS_PORT": str(port), "TIDINGS_DATA_DIR": str(tmp_path), "TIDINGS_POLICY_DIR": str(ROOT / "policies"),
-        "TIDINGS_LOG_LEVEL": "WARNING",
+        "TIDINGS_LOG_LEVEL": "INFO",
     }
     with subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as process:
         try:
-            assert process.stdout is not None
-            assert f"serving on http://127.0.0.1:{port}" in process.stdout.readline()
+            assert f"serving on http://127.0.0.1:{port}" in started(process)
             status, ready = _request(f"http://127.0.0.1:{port}/readyz")
             assert status == 200 and ready["ready"] is True
             body = {"recipient": {"phone": "+14155550100"}, "notification": {"channels": ["sms"], "body": "hello"}}
@@ -113,10 +112,19 @@ def test_serve_answers_then_stops_cleanly_on_sigterm_keeping_what_it_accepted(tm
     assert found in ("sent", "delivered")
 
 
-def _serve(data_dir: Path, port: int) -> subprocess.Popen[str]:
+def started(process: subprocess.Popen[str]) -> str:
+    """The start line a server logs once it listens (its log is on stderr), read up to; the lines before it skipped."""
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "serving on" in line:
+            return line
+    raise AssertionError(f"the server stopped without its start line (exit {process.wait()})")
+
+
+def _serve(data_dir: Path, port: int, level: str = "WARNING") -> subprocess.Popen[str]:
     env = os.environ | {
         "TIDINGS_PORT": str(port), "TIDINGS_DATA_DIR": str(data_dir), "TIDINGS_POLICY_DIR": str(ROOT / "policies"),
-        "TIDINGS_LOG_LEVEL": "WARNING", "TIDINGS_POLICY_RELOAD": "false",
+        "TIDINGS_LOG_LEVEL": level, "TIDINGS_POLICY_RELOAD": "false",
     }
     return subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -146,10 +154,9 @@ def test_serve_on_a_busy_port_says_so_in_one_line_before_it_touches_the_store(tm
 def test_a_second_server_on_the_same_store_refuses_to_start_and_the_store_is_private(tmp_path: Path) -> None:
     data = tmp_path / "data"
     first_port = _free_port()
-    with _serve(data, first_port) as first:
+    with _serve(data, first_port, "INFO") as first:
         try:
-            assert first.stdout is not None
-            assert "serving on" in first.stdout.readline()
+            assert "serving on" in started(first)
             code, errors = _refused(_serve(data, _free_port()))
             assert code == 1
             assert errors.strip().splitlines() == [f"{data / 'tidings.sqlite3'} is in use by another Tidings process; stop it first"]

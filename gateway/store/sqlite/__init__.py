@@ -10,7 +10,7 @@ runs: ``outbox`` (accepting, claiming), ``outcomes`` and ``receipts`` (what happ
 delivery), ``changes`` (the history and fallback moves a write sets off), ``reads``,
 ``dead_letters``, ``inbound`` (callbacks, replies, opt-outs), ``webhooks`` (event webhooks),
 ``retention`` (purges by age, reclaiming pages), ``quotas`` (usage kept with acceptances), ``contacts`` (and erasing deleted ones),
-``business_events`` (events posted, what routes made of them, dedupe, digests), ``acknowledgements``, ``cursors``; ``base``
+``business_events`` (events posted, what routes made of them, dedupe, digests), ``acknowledgements``, ``cursors``, ``monitoring`` (what metrics and the log read); ``base``
 holds the connections.
 """
 
@@ -20,6 +20,7 @@ from gateway.store.sqlite.business_events import BusinessEventStore
 from gateway.store.sqlite.contacts import ContactStore
 from gateway.store.sqlite.dead_letters import DeadLetters
 from gateway.store.sqlite.inbound import InboundStore
+from gateway.store.sqlite.monitoring import Monitoring
 from gateway.store.sqlite.outbox import Outbox
 from gateway.store.sqlite.outcomes import OutcomeWrites
 from gateway.store.sqlite.quotas import QuotaStore
@@ -30,7 +31,7 @@ from gateway.store.sqlite.webhooks import WebhookStore
 
 class SqliteStore(
     Outbox, OutcomeWrites, Reads, DeadLetters, InboundStore, WebhookStore, RetentionStore, QuotaStore, ContactStore,
-    BusinessEventStore, AcknowledgementStore,
+    BusinessEventStore, AcknowledgementStore, Monitoring,
 ):
     """The outbox, idempotency records, attempts, callbacks, event webhooks, quota usage, contacts and business events in one SQLite file."""
 
