@@ -1,6 +1,6 @@
 """The aiohttp application: routes, middleware, and background work in ``cleanup_ctx``.
 
-Startup order (shutdown runs it backwards): policies → store and quota usage → HTTP client session →
+Startup order (shutdown runs it backwards): policies → store and quota usage → dashboard sessions → HTTP client session →
 outcome sink and provider instances → inbound callbacks (opt-outs, processing) → retention
 purges → dead-letter log → dispatcher → business events (processing, digests) → event webhooks → policy watcher. On SIGTERM the
 watcher stops first, then the dispatcher stops claiming, in-flight sends finish or are released, queued writes
@@ -22,6 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clock import Clock, SystemClock
+from gateway.dashboard.sessions import SessionSigner
 from gateway.engine.attempts import DispatchSettings
 from gateway.engine.dead_letter_log import DeadLetterLog
 from gateway.engine.digests import DigestSender
@@ -42,6 +43,7 @@ from gateway.http.access import access_middleware
 from gateway.http.api import error_middleware, header_middleware
 from gateway.http.appkeys import (
     CLOCK,
+    DASHBOARD_SESSIONS,
     DEAD_LETTER_LOG,
     DIGESTS,
     DISPATCHER,
@@ -102,8 +104,8 @@ def create_app(settings: Settings, *, plugins: PluginCatalog | None = None, cloc
     setup_routes(app)
     app.cleanup_ctx.extend(
         [
-            _policies, _store, _http_session, _providers, _inbound, _retention, _dead_letter_log, _dispatcher, _business_events,
-            _event_webhooks, _policy_watcher,
+            _policies, _store, _dashboard_sessions, _http_session, _providers, _inbound, _retention, _dead_letter_log, _dispatcher,
+            _business_events, _event_webhooks, _policy_watcher,
         ]
     )
     app.on_cleanup.append(announce_stop)  # after every cleanup context has ended: the store is closed
@@ -172,6 +174,12 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     await quotas.load(store)  # today's counts and the rate levels, before the first request
     yield
     await store.close()
+
+
+async def _dashboard_sessions(app: web.Application) -> AsyncIterator[None]:
+    """The dashboard's session signer: from the master key, or a secret made once in the data directory."""
+    app[DASHBOARD_SESSIONS] = SessionSigner.from_settings(app[SETTINGS])
+    yield
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

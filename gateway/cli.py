@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -27,8 +28,9 @@ from gateway.engine import provider_checks
 from gateway.errors import PolicyError, StoreInUseError
 from gateway.plugins import PluginCatalog
 from gateway.policy import schema
-from gateway.policy.keys import create_key
+from gateway.policy.keys import OPERATOR_KEY_PREFIX, create_key
 from gateway.policy.loading import load_policies
+from gateway.policy.models import ROLES
 from gateway.policy.secret_values import SecretResolver, encrypt, generate_master_key
 from gateway.redaction import secret_paths
 from gateway.settings import Settings
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 
 LISTEN_BACKLOG: Final = 128  # what aiohttp asks for when it binds itself
+OPERATOR_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a policy Name: the key of the operator's entry
 
 
 def _say(text: str = "", *, file: TextIO, flush: bool = False) -> None:
@@ -75,9 +78,11 @@ def _parser() -> argparse.ArgumentParser:
 
     key = commands.add_parser("key", help="manage API keys").add_subparsers(metavar="ACTION")
     create = key.add_parser("create", help="make a new API key and print the policy entry for it")
-    create.add_argument("--tenant", required=True, help="tenant the key belongs to")
+    create.add_argument("--tenant", help="tenant the key belongs to (an API key)")
     create.add_argument("--mode", choices=["live", "test"], default="live", help="test keys only ever use the sandbox")
-    create.add_argument("--name", help="a label for the key, shown in policy")
+    create.add_argument("--name", help="a label for the key, shown in policy (an operator's name: required with --operator)")
+    create.add_argument("--operator", action="store_true", help="a dashboard key for a person who runs the gateway: sees every tenant")
+    create.add_argument("--role", choices=ROLES, help="with --operator: viewer reads, operator also replays, admin also reloads policy")
     create.set_defaults(command=_key_create)
 
     plugins = commands.add_parser("plugins", help="list installed provider plugins and any that failed to load")
@@ -217,11 +222,36 @@ def _install_uvloop() -> None:
 
 
 def _key_create(args: argparse.Namespace, out: TextIO) -> int:
+    if args.operator or args.role:
+        return _operator_key_create(args, out)
+    if not args.tenant:
+        _say("tidings key create: --tenant is required (or --operator --role ROLE --name NAME for a dashboard key)", file=sys.stderr)
+        return 2
     new = create_key()
     _say(f"New API key for tenant {args.tenant!r} (shown once; store it now):\n\n    {new.key}\n", file=out)
     _say(f"Add it under tenants.{args.tenant}.api_keys in your policy files:\n", file=out)
     name = f", name: {args.name}" if args.name else ""
     _say(f"      - {{prefix: {new.prefix}, sha256: {new.sha256}, mode: {args.mode}{name}}}", file=out)
+    return 0
+
+
+def _operator_key_create(args: argparse.Namespace, out: TextIO) -> int:
+    """An operator's dashboard key, and its entry under ``operators:`` (named, with a role)."""
+    problems = [
+        *(["--operator is needed with --role"] if not args.operator else []),
+        *(["--role is required (viewer, operator or admin)"] if not args.role else []),
+        *(["--name is required: the operator's name, as policy and history show it"] if not args.name else []),
+        *(["--tenant is for API keys: an operator sees every tenant"] if args.tenant else []),
+        *([f"--name {args.name!r} must be letters, digits, _ . - (up to 64)"] if args.name and not OPERATOR_NAME.fullmatch(args.name) else []),
+    ]
+    if problems:
+        _say("tidings key create --operator: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    new = create_key(OPERATOR_KEY_PREFIX)
+    _say(f"New operator key for {args.name!r}, role {args.role} (shown once; store it now):\n\n    {new.key}\n", file=out)
+    _say("Add it to the operators section of your policy files, then sign in at /dashboard:\n", file=out)
+    _say("operators:", file=out)
+    _say(f"  {args.name}: {{prefix: {new.prefix}, sha256: {new.sha256}, role: {args.role}}}", file=out)
     return 0
 
 

@@ -29,7 +29,7 @@ _SPACE: Final = r"(?:\s|\\t|['\"])*"
 _CREDENTIAL_HEADER: Final = re.compile(
     rf"(?i)\b((?:proxy-)?authorization|x-api-key)({_SPACE}[:=]{_SPACE})((?:bearer|basic|token|digest)(?:\s|\\t)+)?[^\s'\",\\]+"
 )
-_API_KEY: Final = re.compile(r"tdk_[A-Za-z0-9_-]+")  # a Tidings API key wherever it appears, even right after a repr's \t
+_API_KEY: Final = re.compile(r"(td[ko])_[A-Za-z0-9_-]+")  # a Tidings API or operator key wherever it appears, even right after a repr's \t
 
 
 ACCESS_LOGGER: Final = "gateway.access"
@@ -43,9 +43,9 @@ def fields(**values: Any) -> dict[str, dict[str, Any]]:
 
 
 def redact_credentials(text: str) -> str:
-    """``text`` with the values of credential headers, and anything shaped like a Tidings API key, masked."""
+    """``text`` with the values of credential headers, and anything shaped like a Tidings API or operator key, masked."""
     text = _CREDENTIAL_HEADER.sub(lambda match: f"{match[1]}{match[2]}{match[3] or ''}{MASK}", text)
-    return _API_KEY.sub(f"tdk_{MASK}", text)
+    return _API_KEY.sub(rf"\1_{MASK}", text)
 
 
 class CredentialFilter(logging.Filter):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from gateway import statuses
 from gateway.clock import Clock
 from gateway.engine.breakers import BreakerBoard, CircuitBreaker
+from gateway.engine.instance_health import InstanceHealth
 from gateway.engine.outcomes import Outcomes
 from gateway.engine.provider_pool import ProviderPool
 from gateway.engine.throttle import Throttles
@@ -60,6 +61,7 @@ class Attempts:
         self._settings = settings
         self._throttles = throttles
         self._breakers = BreakerBoard(clock)
+        self.health = InstanceHealth(clock)
         self._backoff = RetrySchedule(settings.max_attempts, base=settings.retry_base)  # for routes with no retry schedule
 
     async def make(self, delivery: ClaimedDelivery) -> AttemptResult | Held:
@@ -136,19 +138,26 @@ class Attempts:
             return TransientDeliveryError(provider.redact(f"provider plugin error: {type(err).__name__}: {err}"))
 
     @property
+    def breakers(self) -> BreakerBoard:
+        """Every instance's breaker, for views of the instances' health."""
+        return self._breakers
+
+    @property
     def circuits(self) -> dict[str, str]:
         """Each provider instance's circuit state, for instances sent to since start (the others are closed)."""
         return self._breakers.states()
 
     def _note_health(self, breaker: CircuitBreaker, outcome: SendReceipt | DeliveryError, delivery: ClaimedDelivery) -> None:
-        """Feed the instance's breaker: the provider's own failures count against it, any answer about the message for it.
+        """Feed the instance's breaker and recent counts: the provider's own failures count against it, any answer for it.
 
         A change of circuit is an event for the tenants it affects, each told apart: the
         instance's owner, or every tenant the policy routes to a shared one (and the tenant whose
         ``delivery`` this was, should a reload have routed it elsewhere since). The log line names
         the delivery whose answer changed the circuit.
         """
-        transition = breaker.record_failure() if _provider_fault(outcome) else breaker.record_success()
+        fault = _provider_fault(outcome)
+        self.health.record(breaker.name, "fault" if fault else "sent" if isinstance(outcome, SendReceipt) else "refused")
+        transition = breaker.record_failure() if fault else breaker.record_success()
         if transition is None:
             return
         tenant = delivery.tenant

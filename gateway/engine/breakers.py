@@ -152,6 +152,10 @@ class BreakerBoard:
             breaker.policy = policy
         return breaker
 
+    def find(self, name: str) -> CircuitBreaker | None:
+        """The breaker of ``name`` if it has one yet (an instance that has never sent has none: it is closed)."""
+        return self._breakers.get(name)
+
     def states(self) -> dict[str, str]:
         """Each instance's state, for readiness and metrics."""
         return {name: breaker.state for name, breaker in sorted(self._breakers.items())}

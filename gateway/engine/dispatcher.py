@@ -70,6 +70,11 @@ class Dispatcher:
         return bool(self._loops) and not self._stopping
 
     @property
+    def attempts(self) -> Attempts:
+        """Who makes the attempts: the instances' breakers and recent counts are read from it."""
+        return self._attempts
+
+    @property
     def channels(self) -> frozenset[str]:
         """Channels with a claiming loop."""
         return frozenset(self._loops)

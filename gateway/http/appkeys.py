@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clock import Clock
+from gateway.dashboard.sessions import SessionSigner
 from gateway.engine.dead_letter_log import DeadLetterLog
 from gateway.engine.digests import DigestSender
 from gateway.engine.dispatcher import Dispatcher
@@ -53,5 +54,6 @@ WEBHOOK_SIGNER = web.AppKey("webhook_signer", Ed25519Signer)
 ERASER = web.AppKey("eraser", Eraser)
 EVENT_PROCESSOR = web.AppKey("event_processor", EventProcessor)
 DIGESTS = web.AppKey("digests", DigestSender)
+DASHBOARD_SESSIONS = web.AppKey("dashboard_sessions", SessionSigner)
 METRICS = web.AppKey("metrics", Metrics)
 DEAD_LETTER_LOG = web.AppKey("dead_letter_log", DeadLetterLog)

@@ -2,6 +2,7 @@
 
 from aiohttp import web
 
+from gateway.dashboard import pages as dashboard
 from gateway.http import (
     acknowledgements,
     capabilities,
@@ -31,3 +32,4 @@ def setup_routes(app: web.Application) -> None:
     app.add_routes(contacts.routes)
     app.add_routes(events.routes)
     app.add_routes(acknowledgements.routes)
+    app.add_routes(dashboard.routes)

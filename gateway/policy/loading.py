@@ -3,7 +3,7 @@
 Every ``*.yaml`` / ``*.yml`` file under the policy directory (hidden entries skipped, so a
 Kubernetes ConfigMap's ``..data`` folder is not read twice) holds top-level sections —
 ``tenants``, ``providers``, ``channels``, ``templates``, ``routes``, ``events``,
-``retry_schedules``, ``quotas``, ``webhooks`` — and a section may be split across files. The merged set is
+``retry_schedules``, ``quotas``, ``webhooks``, ``operators`` — and a section may be split across files. The merged set is
 validated as a whole; every problem is reported with its file, line and path, all at once.
 A valid set becomes an immutable :class:`PolicySet`; :class:`PolicyHolder` swaps sets
 atomically so a request keeps the set it started with.
@@ -28,7 +28,7 @@ from gateway.policy.models import SANDBOX, SECTIONS, PolicyDocument
 from gateway.policy.secret_values import SecretResolver
 from gateway.policy.sources import Path_, Sources
 from gateway.policy.validation import check_references, check_schema, compile_templates, explain_old_routes, pydantic_message
-from gateway.policy.view import KeyEntry, PolicySet
+from gateway.policy.view import KeyEntry, OperatorEntry, PolicySet
 
 
 def policy_files(directory: Path) -> list[Path]:
@@ -150,6 +150,7 @@ def build_policy_set(sources: Sources, plugins: PluginCatalog, secrets: SecretRe
     check_references(document, plugins, channels, sources)
     templates = compile_templates(document, channels, sources)
     keys = _index_keys(document, sources)
+    operators = _index_operators(document, sources)
     if sources.issues:
         raise PolicyError(sources.issues)
     return PolicySet(
@@ -163,6 +164,7 @@ def build_policy_set(sources: Sources, plugins: PluginCatalog, secrets: SecretRe
         provider_instances=MappingProxyType(dict(document.providers)),
         instance_limits=MappingProxyType(_instance_limits(document, plugins)),
         simulated_instances=_simulated_instances(document, plugins),
+        operators_by_prefix=MappingProxyType(operators),
     )
 
 
@@ -192,4 +194,17 @@ def _index_keys(document: PolicyDocument, sources: Sources) -> dict[str, tuple[K
                 continue
             seen[key.sha256] = tenant
             by_prefix.setdefault(key.prefix, []).append(KeyEntry(tenant, key))
+    return {prefix: tuple(entries) for prefix, entries in by_prefix.items()}
+
+
+def _index_operators(document: PolicyDocument, sources: Sources) -> dict[str, tuple[OperatorEntry, ...]]:
+    """Operators' keys by prefix; a key already used (by a tenant or another operator) is refused: one key, one holder."""
+    taken = {key.sha256: f"tenant {tenant!r}" for tenant, policy in document.tenants.items() for key in policy.api_keys}
+    by_prefix: dict[str, list[OperatorEntry]] = {}
+    for name, key in document.operators.items():
+        if key.sha256 in taken:
+            sources.issue(("operators", name, "sha256"), f"duplicate key hash (first used by {taken[key.sha256]})")
+            continue
+        taken[key.sha256] = f"operator {name!r}"
+        by_prefix.setdefault(key.prefix, []).append(OperatorEntry(name, key))
     return {prefix: tuple(entries) for prefix, entries in by_prefix.items()}

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from gateway.policy.durations import DURATION_PATTERN, RATE_PATTERN
 
 SECTIONS: Final = (
-    "tenants", "providers", "channels", "templates", "routes", "events", "retry_schedules", "quotas", "webhooks",
+    "tenants", "providers", "channels", "templates", "routes", "events", "retry_schedules", "quotas", "webhooks", "operators",
 )
 
 
@@ -101,6 +101,21 @@ class ApiKeyPolicy(_Model):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the whole key.")
     mode: Literal["live", "test"] = Field("live", description="test keys send only through the sandbox.")
     name: str | None = Field(None, description=f"Whose key this is. {NOTE}")
+
+
+Role = Literal["viewer", "operator", "admin"]
+ROLES: Final = ("viewer", "operator", "admin")
+"""Operator roles, least first: each may do what the ones before it may."""
+
+
+class OperatorKeyPolicy(_Model):
+    """A dashboard key for a person who runs the gateway: sees every tenant; ``tidings key create --operator`` prints the entry."""
+
+    prefix: str = Field(pattern=r"^.{12}$", description="The key's first 12 characters, for lookup.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the whole key.")
+    role: Role = Field(
+        description="viewer: reads every page; operator: also replays dead letters; admin: also reloads the policy from the dashboard."
+    )
 
 
 class TenantChannelPolicy(_Model):
@@ -381,6 +396,9 @@ class PolicyDocument(_Model):
     quotas: dict[Name, QuotaPolicy] = Field(default_factory=dict, description="Per tenant.")
     webhooks: dict[Name, dict[Name, WebhookEndpointPolicy]] = Field(
         default_factory=dict, description="Per tenant: endpoints by name."
+    )
+    operators: dict[Name, OperatorKeyPolicy] = Field(
+        default_factory=dict, description="Dashboard keys of the people who run the gateway, by their name; they see every tenant."
     )
 
 

@@ -21,6 +21,7 @@ from gateway.policy.models import (
     SANDBOX,
     ApiKeyPolicy,
     CircuitBreakerPolicy,
+    OperatorKeyPolicy,
     PolicyDocument,
     ProviderInstancePolicy,
     RetrySchedulePolicy,
@@ -83,6 +84,14 @@ class KeyEntry:
 
 
 @dataclass(frozen=True)
+class OperatorEntry:
+    """An operator's dashboard key, with the name policy gives it."""
+
+    name: str
+    key: OperatorKeyPolicy
+
+
+@dataclass(frozen=True)
 class PolicySet:
     """An immutable, validated policy set and the indexes requests need from it."""
 
@@ -98,6 +107,8 @@ class PolicySet:
     """What each instance's plugin declares it can take (``ProviderLimits``), by instance name."""
     simulated_instances: frozenset[str] = frozenset({SANDBOX})
     """Instances whose plugin reaches no one (``Provider.simulated``: the sandbox), the default ``sandbox`` included."""
+    operators_by_prefix: Mapping[str, tuple[OperatorEntry, ...]] = field(default_factory=dict)
+    """Operators' dashboard keys by lookup prefix (``operators``), apart from tenants' API keys: they never open the API."""
 
     def tenant(self, name: str) -> TenantPolicy | None:
         return self.document.tenants.get(name)

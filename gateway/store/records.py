@@ -396,12 +396,14 @@ class Erasure:
 
 @dataclass(frozen=True, slots=True)
 class NotificationFilter:
-    """Which notifications to list. ``status`` is the notification's own; ``channel`` and ``delivery_status``
-    match a notification with a delivery on that channel in that status (the same delivery, when both are set)."""
+    """Which notifications to list. ``status`` is the notification's own; ``channel``, ``delivery_status`` and
+    ``min_attempts`` match a notification with a delivery on that channel, in that status, attempted at least
+    that many times (the same delivery, when several are set)."""
 
     status: str | None = None
     channel: str | None = None
     delivery_status: str | None = None
+    min_attempts: int | None = None
     recipient: str | None = None
     mode: str | None = None  # ``live`` or ``test``; None: both
 

@@ -54,11 +54,15 @@ class Reads(StoreBase):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        delivery = [(column, value) for column, value in (("d.channel", where.channel), ("d.status", where.delivery_status)) if value is not None]
+        delivery = [
+            (test, value)
+            for test, value in (("d.channel = ?", where.channel), ("d.status = ?", where.delivery_status), ("d.attempts >= ?", where.min_attempts))
+            if value is not None
+        ]
         if delivery:
-            matches = " AND ".join(f"{column} = ?" for column, _value in delivery)
+            matches = " AND ".join(test for test, _value in delivery)
             clauses.append(f"EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND {matches})")
-            params += [value for _column, value in delivery]
+            params += [value for _test, value in delivery]
         if where.recipient is not None:
             clauses.append("n.id IN (SELECT notification_id FROM deliveries WHERE tenant = ? AND address = ?)")
             params += [tenant, where.recipient]

@@ -122,6 +122,10 @@ READERS: dict[tuple[str, str], tuple[str, str] | str] = {
     ("QuotaPolicy", "daily"): ("gateway/engine/quotas.py", "quota.daily"),
     ("QuotaPolicy", "warn_at"): ("gateway/engine/quotas.py", "quota.warn_at"),
     ("QuotaPolicy", "events_per_minute"): ("gateway/engine/quotas.py", "quota.events_per_minute"),
+    ("PolicyDocument", "operators"): ("gateway/policy/loading.py", "document.operators.items()"),
+    ("OperatorKeyPolicy", "prefix"): ("gateway/policy/loading.py", "by_prefix.setdefault(key.prefix, []).append(OperatorEntry(name, key))"),
+    ("OperatorKeyPolicy", "sha256"): ("gateway/policy/keys.py", "entry.key.sha256[: len(digest)]"),
+    ("OperatorKeyPolicy", "role"): ("gateway/policy/keys.py", "Operator(entry.name, entry.key.prefix, entry.key.role)"),
 }
 ELSEWHERE: set[str] = set()
 """Models not audited here (none today)."""

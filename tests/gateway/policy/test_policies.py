@@ -27,7 +27,8 @@ def test_the_shipped_policies_validate_and_show_every_section(plugin_catalog: Pl
     assert policy.providers_for("demo", "sms") == ("sandbox",)
     # `webhooks` is shown commented, for the example receiver on loopback: a live endpoint would
     # fail whenever that receiver is not running (tests/test_repository.py loads it uncommented).
-    assert [section for section in SECTIONS if not getattr(policy.document, section)] == ["webhooks"]
+    # `operators`: the demo grants no one every tenant's data; policies/operators.yaml shows the entry commented.
+    assert [section for section in SECTIONS if not getattr(policy.document, section)] == ["webhooks", "operators"]
     assert "\n# webhooks:\n#   demo:\n" in (ROOT / "policies" / "tenants.yaml").read_text()
 
 
