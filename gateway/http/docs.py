@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Final
 
 from aiohttp import web
-from swagger_ui_bundle import swagger_ui_path
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]  # the package ships no type information
 
 from gateway.errors import NotFoundError
 from gateway.http.api import raw_json_response

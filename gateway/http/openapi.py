@@ -210,7 +210,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         {202: Answer("Re-queued.", views.ReplayedOne)}, codes(WRITE, {404: ("delivery_not_found",), 409: ("not_dead_lettered",)}),
     ),
     Operation(
-        "GET", "/api/v1/webhooks/public-key", "Event webhooks", "The key that verifies ``v1a`` (Ed25519) event signatures",
+        "GET", "/api/v1/webhooks/public-key", "Event webhooks", "The key that verifies v1a (Ed25519) event signatures",
         {200: Answer("The public key.", views.PublicKey)},
     ),
     Operation(
@@ -315,8 +315,10 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         query=(Query("event_name", "Only events of this name."), *PAGED),
     ),
 )
-REQUEST_MODELS: Final = tuple(dict.fromkeys(op.body for op in OPERATIONS if op.body is not None))
-RESPONSE_MODELS: Final = (views.ErrorBody, *dict.fromkeys(a.model for op in OPERATIONS for a in op.answers.values() if a.model is not None))
+REQUEST_MODELS: Final[tuple[type[BaseModel], ...]] = tuple(dict.fromkeys(op.body for op in OPERATIONS if op.body is not None))
+RESPONSE_MODELS: Final[tuple[type[BaseModel], ...]] = (
+    views.ErrorBody, *dict.fromkeys(a.model for op in OPERATIONS for a in op.answers.values() if a.model is not None),
+)
 RATE_LIMIT_HEADERS: Final = {
     "RateLimit-Policy": "The tenant's quota windows: ``\"name\";q=quota;w=seconds``.",
     "RateLimit": "What is left in each window: ``\"name\";r=remaining;t=seconds to reset``.",
@@ -347,7 +349,7 @@ def undescribed(router: web.UrlDispatcher) -> list[str]:
 
 def describe(router: web.UrlDispatcher) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the routes ``router`` serves."""
-    table = {(op.method, op.path): op for op in OPERATIONS}
+    table: dict[tuple[str, str], Operation] = {(op.method, op.path): op for op in OPERATIONS}
     paths: dict[str, dict[str, Any]] = {}
     for method, path, handler in routes_of(router):
         op = table.get((method, path))

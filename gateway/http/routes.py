@@ -3,7 +3,6 @@
 from aiohttp import web
 
 from gateway.errors import MethodNotAllowedError
-from gateway.http.auth import Handler, public
 from gateway.http import (
     acknowledgements,
     capabilities,
@@ -18,6 +17,7 @@ from gateway.http import (
     webhook_endpoints,
     webhooks,
 )
+from gateway.http.auth import Handler, public
 
 
 def setup_routes(app: web.Application) -> None:
