@@ -17,7 +17,7 @@ from gateway.http import (
     webhook_endpoints,
     webhooks,
 )
-from gateway.http.auth import Handler, public
+from gateway.http.auth import public
 
 
 def setup_routes(app: web.Application) -> None:
@@ -44,18 +44,20 @@ def shadow_templates(router: web.UrlDispatcher) -> None:
     path's methods in ``Allow``; with it, any method the concrete path does not serve is a 405
     listing exactly the methods it does.
     """
-    plain: dict[str, list[web.PlainResource]] = {}
+    last: dict[str, web.PlainResource] = {}
     for resource in router.resources():
         if isinstance(resource, web.PlainResource):
-            plain.setdefault(resource.canonical, []).append(resource)
-    for resources in plain.values():
-        allowed = sorted({route.method for resource in resources for route in resource})
-        resources[-1].add_route("*", public(_not_allowed(allowed)))  # the last: a path's earlier resources still serve their methods
+            last[resource.canonical] = resource
+    for resource in last.values():
+        resource.add_route("*", refuse_method)  # on the last: a path's earlier resources still serve their methods
 
 
-def _not_allowed(allowed: list[str]) -> Handler:
-    async def refuse(request: web.Request) -> web.StreamResponse:
-        methods = ", ".join(allowed)
-        raise MethodNotAllowedError(f"{request.method} is not allowed here (allowed: {methods}).", headers={"Allow": methods})
-
-    return refuse
+@public
+async def refuse_method(request: web.Request) -> web.StreamResponse:
+    """405 for a method no resource of this concrete path serves, with ``Allow`` listing the methods they do."""
+    path = request.match_info.route.resource.canonical  # type: ignore[union-attr]  # a "*" route always has its resource
+    methods = ", ".join(sorted({
+        route.method for resource in request.app.router.resources() if isinstance(resource, web.PlainResource) and resource.canonical == path
+        for route in resource if route.method != "*"
+    }))
+    raise MethodNotAllowedError(f"{request.method} is not allowed here (allowed: {methods}).", headers={"Allow": methods})

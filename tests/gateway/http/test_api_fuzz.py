@@ -59,10 +59,12 @@ class LiveServer:
         self.loop = asyncio.new_event_loop()
         self.runner = web.AppRunner(app)
         self.url = ""
+        self.thread: threading.Thread | None = None
 
     def __enter__(self) -> LiveServer:
         started = threading.Event()
-        threading.Thread(target=self._serve, args=(started,), daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, args=(started,), daemon=True)
+        self.thread.start()
         assert started.wait(10), "the gateway did not start"
         return self
 
@@ -79,6 +81,9 @@ class LiveServer:
     def __exit__(self, *_: object) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
+        assert self.thread is not None
+        self.thread.join(10)
+        self.loop.close()
 
 
 @pytest.fixture(scope="module")
