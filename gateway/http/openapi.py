@@ -120,13 +120,16 @@ SUBMISSION: Final[Codes] = {
 }
 CONTACT: Final[Codes] = {422: ("unknown_field", "unknown_channel", "invalid_recipient", "invalid_timezone")}
 
+EMPTY: Final = {"type": "string", "maxLength": 0}
+"""What a query parameter may also be: empty, read as absent (no filter, the default page size)."""
 LIMIT: Final = Query(
-    "limit", f"Items per page, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}).", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
+    "limit", f"Items per page, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT}).",
+    {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, EMPTY]},
 )
 CURSOR: Final = Query("cursor", "The ``next_cursor`` of the page before; absent for the first page.")
 PAGED: Final = (LIMIT, CURSOR)
-STATUS_ENUM: Final = {"type": "string", "enum": sorted(statuses.ALL)}
-DEAD_REASON_ENUM: Final = {"type": "string", "enum": list(statuses.DEAD_REASONS)}
+STATUS_ENUM: Final = {"type": "string", "enum": ["", *sorted(statuses.ALL)]}
+DEAD_REASON_ENUM: Final = {"type": "string", "enum": ["", *statuses.DEAD_REASONS]}
 ANY_BODY: Final = Answer(
     "What the provider's plugin answers its vendor; by default ``{\"received\": id}``, the id the callback was kept under.", media="*/*", schema={})
 
@@ -235,7 +238,7 @@ OPERATIONS: Final[tuple[Operation, ...]] = (
         "GET", "/api/v1/webhook-deliveries", "Event webhooks", "The tenant's event webhooks on their way",
         _page(views.WebhookDeliveryPage, "webhook deliveries"), PAGE,
         query=(
-            Query("status", "Only deliveries in this status.", {"type": "string", "enum": list(WEBHOOK_STATUSES)}),
+            Query("status", "Only deliveries in this status.", {"type": "string", "enum": ["", *WEBHOOK_STATUSES]}),
             Query("endpoint", "Only deliveries to this endpoint (its name in policy)."),
             *PAGED,
         ),
