@@ -85,7 +85,7 @@ class Operation:
 
     @property
     def operation_id(self) -> str:
-        words = [part.strip("{}").replace("-", "_") for part in self.path.strip("/").split("/") if part not in ("api", "v1")]
+        words = [part.strip("{}").replace("-", "_").replace(".", "_") for part in self.path.strip("/").split("/") if part not in ("api", "v1")]
         return "_".join([self.method.lower(), *words])
 
 
