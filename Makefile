@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test image-test soak-test typecheck bench schema clean
+.PHONY: run test image-test soak-test typecheck bench schema openapi clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Tidings needs Python 3.11 or newer")'
@@ -57,6 +57,10 @@ bench: $(VENV)/.installed-test $(if $(PROFILE),$(VENV)/.installed-dev)
 schema: $(VENV)/.installed
 	$(BIN)/tidings schema > gateway/policy/policy.schema.json
 	cp gateway/policy/policy.schema.json schema/policy.schema.json
+
+# After changing a route, a request model or a view: regenerate the published API description.
+openapi: $(VENV)/.installed
+	$(BIN)/python -m gateway.http.openapi > schema/openapi.json
 
 clean:
 	rm -rf $(VENV) data soak-logs

@@ -32,6 +32,11 @@ def public(handler: H) -> H:
     return handler
 
 
+def is_public(handler: Handler) -> bool:
+    """Whether ``handler`` is a route that takes no API key (the API description leaves its security out)."""
+    return handler in _PUBLIC
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[POLICY] = request.app[POLICIES].current

@@ -20,6 +20,7 @@ from gateway.http.appkeys import QUOTAS
 from gateway.http.auth import caller, policy_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_COUNTED: set[Handler] = set()
 
 
 def counted(handler: Handler) -> Handler:
@@ -30,6 +31,11 @@ def counted(handler: Handler) -> Handler:
 def events_counted(handler: Handler) -> Handler:
     """Wrap ``POST /api/v1/events``: its answers carry the RateLimit headers of the tenant's ``events_per_minute``."""
     return _with_headers(handler, _event_headers)
+
+
+def is_counted(handler: Handler) -> bool:
+    """Whether ``handler``'s answers carry RateLimit headers (the API description lists them on its responses)."""
+    return handler in _COUNTED
 
 
 def _with_headers(handler: Handler, headers_of: Callable[[web.Request], dict[str, str]]) -> Handler:
@@ -44,6 +50,7 @@ def _with_headers(handler: Handler, headers_of: Callable[[web.Request], dict[str
             response.headers.setdefault(name, value)
         return response
 
+    _COUNTED.add(answer)
     return answer
 
 
