@@ -11,6 +11,7 @@ the outcome does not depend on the order entry points are found in).
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -45,11 +46,28 @@ def check_provider_class(name: str, candidate: object) -> type[Provider]:
     if not candidate.channels:
         raise PluginLoadError(f"{name}: {candidate.__name__}.channels is empty")
     try:
-        Draft202012Validator.check_schema(dict(candidate.config_schema))
+        _check_schema(dict(candidate.config_schema))
     except SchemaError as err:
         raise PluginLoadError(f"{name}: config_schema is not valid JSON Schema: {err.message}") from err
     _check_new_channels(name, candidate)
     return candidate
+
+
+_VALID_SCHEMAS: set[str] = set()
+"""Config schemas already found valid, as canonical JSON: checking one against the metaschema takes milliseconds,
+and every catalog built in a process (one per app) checks the same plugins again."""
+
+
+def _check_schema(schema: dict[str, object]) -> None:
+    """Raise :class:`SchemaError` unless ``schema`` is valid JSON Schema (2020-12); remembered once it is."""
+    try:
+        key = json.dumps(schema, sort_keys=True, default=repr)
+    except (TypeError, ValueError):  # not plain JSON (a recursive structure): check it every time
+        Draft202012Validator.check_schema(schema)
+        return
+    if key not in _VALID_SCHEMAS:
+        Draft202012Validator.check_schema(schema)
+        _VALID_SCHEMAS.add(key)
 
 
 def _check_new_channels(name: str, candidate: type[Provider]) -> None:

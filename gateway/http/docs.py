@@ -23,7 +23,20 @@ from gateway.http.auth import public
 from gateway.http.openapi import describe, render
 
 routes = web.RouteTableDef()
-DOCUMENT: Final = web.AppKey("openapi_document", bytes)
+class _Document:
+    """The application's OpenAPI document, described on its first request and kept (generating the
+    models' schemas takes tens of milliseconds: a gateway that is never asked for it never pays)."""
+
+    def __init__(self) -> None:
+        self._rendered: bytes | None = None
+
+    def of(self, router: web.UrlDispatcher) -> bytes:
+        if self._rendered is None:
+            self._rendered = render(describe(router))
+        return self._rendered
+
+
+DOCUMENT: Final = web.AppKey("openapi_document", _Document)
 VIEWER: Final = Path(str(swagger_ui_path))
 VIEWER_FILES: Final = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "favicon-16x16.png"})
 """What the page loads of Swagger UI's distribution; nothing else of the package is served."""
@@ -58,19 +71,15 @@ SCRIPT: Final = """window.addEventListener("load", function () {
 
 
 def setup(app: web.Application) -> None:
-    """Mount the routes, and describe the application once its routes are all in place (at start-up)."""
+    """Mount the routes; the application is described when first asked, once its routes are all in place."""
     app.add_routes(routes)
-    app.on_startup.append(_describe)
-
-
-async def _describe(app: web.Application) -> None:
-    app[DOCUMENT] = render(describe(app.router))
+    app[DOCUMENT] = _Document()
 
 
 @routes.get("/openapi.json")
 @public
 async def openapi_document(request: web.Request) -> web.Response:
-    return raw_json_response(request.app[DOCUMENT])
+    return raw_json_response(request.app[DOCUMENT].of(request.app.router))
 
 
 @routes.get("/docs")

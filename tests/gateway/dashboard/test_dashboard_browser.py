@@ -8,6 +8,7 @@ check every page and permission everywhere. Screenshots go to ``test-artifacts/d
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +36,8 @@ async def chromium() -> AsyncIterator[Any]:
     """A headless Chromium, or a skip saying what is missing."""
     binary = chromium_binary()
     if binary is None:
+        if os.environ.get("TIDINGS_BROWSER_TESTS") == "required":  # CI installs Chromium and must not skip these
+            pytest.fail("TIDINGS_BROWSER_TESTS=required but no Chromium binary was found (apt-get install chromium)")
         pytest.skip("no Chromium binary (apt-get install chromium): the browser tests need one; the HTTP tests cover the pages")
     playwright_api = pytest.importorskip("playwright.async_api", reason="the playwright package is not installed (pip install -e '.[test]')")
     async with playwright_api.async_playwright() as playwright:

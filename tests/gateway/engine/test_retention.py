@@ -196,7 +196,7 @@ async def test_a_purge_goes_in_batches_and_sends_are_written_between_them(
         if tenant == "acme" and batches:  # a batch has been written: a send goes through before the next one
             between.append(await asyncio.wait_for(send(api), 5))
         done = await purge_batch(tenant, before, limit=limit, after=after)
-        if tenant == "acme":
+        if tenant == "acme" and done.purged:  # a round that came before the clock moved finds nothing: not a batch
             batches.append(done.purged)
         return done
 
