@@ -120,10 +120,16 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes | None:
+    """``text`` decoded, only if it is the one encoding :func:`_b64` makes of it.
+
+    base64 leaves unused bits in its last character: without this, two cookies that differ there
+    would decode alike, and a changed cookie could still pass its signature check.
+    """
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         return None
+    return raw if _b64(raw) == text else None
 
 
 def _load_or_create(path: Path) -> bytes:

@@ -194,8 +194,8 @@ async def test_dead_letters_are_listed_filtered_and_replayed_by_id_and_all(
         memory_provider.script[phone] = ["permanent"]
         sent = await tidings("send", "--to", f"phone={phone}", "--channel", "sms", "--body", "hi")
         ids.append(notification_id(sent.out))
+    memory_provider.script["bad@example.com"] = ["permanent"]  # before the send: the dispatcher may take it at once
     email = await tidings("send", "--to", "email=bad@example.com", "--channel", "email", "--subject", "s", "--body", "b")
-    memory_provider.script["bad@example.com"] = ["permanent"]
     for ntf in [*ids, notification_id(email.out)]:
         await api.wait_for(ntf, lambda n: n["status"] == "failed")
     listed = await tidings("dead-letters", "list", "--channel", "sms", "--reason", "permanent")
