@@ -1,6 +1,6 @@
 """``/openapi.json`` (the API description) and ``/docs`` (a page that renders it), with no key and no CDN.
 
-The document is generated once, when the application starts, from the routes it serves
+The document is generated once, on its first request, from the routes the application serves
 (:func:`gateway.http.openapi.describe`), and served as bytes from then on. ``/docs`` is Swagger
 UI, whose files come from the ``swagger-ui-bundle-v2`` package and are served by the gateway
 itself under ``/docs/``: an appliance without internet shows its documentation all the same.
@@ -20,7 +20,6 @@ from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]  #
 from gateway.errors import NotFoundError
 from gateway.http.api import raw_json_response
 from gateway.http.auth import public
-from gateway.http.openapi import describe, render
 
 routes = web.RouteTableDef()
 class _Document:
@@ -32,6 +31,10 @@ class _Document:
 
     def of(self, router: web.UrlDispatcher) -> bytes:
         if self._rendered is None:
+            # Imported here: the description's response models cost a server ~40 ms of start-up and
+            # their memory, and most gateways are never asked for the document.
+            from gateway.http.openapi import describe, render
+
             self._rendered = render(describe(router))
         return self._rendered
 
