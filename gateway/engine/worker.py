@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from abc import ABC, abstractmethod
 
 from gateway.clock import Clock
 
 
-class Worker:
+class Worker(ABC):
     """One looping task with a wake-up; subclasses say what a pass does in :meth:`run`."""
 
     name = "worker"
@@ -37,8 +38,9 @@ class Worker:
                 await self._task
             self._task = None
 
+    @abstractmethod
     async def run(self) -> None:
-        raise NotImplementedError
+        """One worker's loop: what it does, and how long it rests between passes."""
 
     async def rest(self, seconds: float) -> None:
         """Until ``seconds`` pass on the clock, or a wake."""
